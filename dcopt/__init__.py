@@ -1,0 +1,3 @@
+"""dcopt: a data-centric optimizing compiler for ML models."""
+
+__version__ = "0.1.0"

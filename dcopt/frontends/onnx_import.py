@@ -1,0 +1,185 @@
+"""ONNX -> dcopt IR.
+
+Imports the default domain at any opset from 7 up, opset-aware: nodes keep the model's opset
+and the reference implementations honour the opset's semantics (attribute-vs-input forms).
+Shape inference fills in transient types; symbolic dims (``dim_param``) stay symbolic.
+Model-local functions are inlined. Old-style models (IR version 3, where initializers are also
+listed as graph inputs) get those initializers as parameters, not inputs.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import onnx
+import onnx.inliner
+from onnx import helper, numpy_helper, shape_inference
+
+from dcopt.errors import DcoptError, ModelLoadError, UnsupportedError
+from dcopt.frontends.onnx_load import load_onnx
+from dcopt.ir import dtypes
+from dcopt.ir.graph import Graph, Node
+from dcopt.ir.types import TensorType
+
+MIN_OPSET = 7
+
+
+def _tensor_type(type_proto: onnx.TypeProto, what: str, file: str | None) -> TensorType:
+    kind = type_proto.WhichOneof("value")
+    if kind != "tensor_type":
+        raise UnsupportedError(f"{what} has type {kind or 'none'}; only tensors are supported", file=file)
+    tt = type_proto.tensor_type
+    dtype = dtypes.from_onnx(tt.elem_type) if tt.elem_type else "float32"
+    if not tt.HasField("shape"):
+        return TensorType(dtype, None)
+    dims = []
+    for d in tt.shape.dim:
+        if d.HasField("dim_value"):
+            dims.append(int(d.dim_value))
+        elif d.HasField("dim_param") and d.dim_param:
+            dims.append(d.dim_param)
+        else:
+            dims.append(None)
+    return TensorType(dtype, tuple(dims))
+
+
+def _attr_value(attr: onnx.AttributeProto, convert_graph):
+    if attr.ref_attr_name:
+        raise UnsupportedError(f"attribute '{attr.name}' refers to a function attribute")
+    value = helper.get_attribute_value(attr)
+    t = attr.type
+    if t == onnx.AttributeProto.TENSOR:
+        return numpy_helper.to_array(value)
+    if t == onnx.AttributeProto.TENSORS:
+        return tuple(numpy_helper.to_array(v) for v in value)
+    if t == onnx.AttributeProto.SPARSE_TENSOR:
+        return _sparse_to_dense(value)
+    if t == onnx.AttributeProto.GRAPH:
+        return convert_graph(value)
+    if t == onnx.AttributeProto.GRAPHS:
+        return tuple(convert_graph(g) for g in value)
+    if t == onnx.AttributeProto.STRING:
+        return value.decode("utf-8", errors="surrogateescape")
+    if t == onnx.AttributeProto.STRINGS:
+        return tuple(v.decode("utf-8", errors="surrogateescape") for v in value)
+    if t in (onnx.AttributeProto.TYPE_PROTO, onnx.AttributeProto.TYPE_PROTOS):
+        raise UnsupportedError(f"attribute '{attr.name}' of type TYPE_PROTO is not supported")
+    if isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+def _sparse_to_dense(sparse: onnx.SparseTensorProto) -> np.ndarray:
+    values = numpy_helper.to_array(sparse.values)
+    indices = numpy_helper.to_array(sparse.indices)
+    dims = tuple(sparse.dims)
+    dense = np.zeros(int(np.prod(dims)), dtype=values.dtype)
+    if indices.ndim == 2:
+        flat = np.ravel_multi_index(tuple(indices.T), dims)
+    else:
+        flat = indices
+    dense[flat] = values
+    return dense.reshape(dims)
+
+
+class _Importer:
+    def __init__(self, model: onnx.ModelProto, file: str | None):
+        self.model = model
+        self.file = file
+        self.opset = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import}
+
+    def graph(self, gp: onnx.GraphProto, value_types: dict[str, TensorType], top: bool) -> Graph:
+        g = Graph(gp.name or "graph", self.opset)
+        g.doc = gp.doc_string
+        init_names = set()
+        for init in gp.initializer:
+            try:
+                data = numpy_helper.to_array(init)
+            except Exception as exc:
+                raise ModelLoadError(f"initializer '{init.name}' cannot be read: {exc}", file=self.file) from None
+            g.add_parameter(init.name, data)
+            init_names.add(init.name)
+        for sp in gp.sparse_initializer:
+            g.add_parameter(sp.values.name, _sparse_to_dense(sp))
+            init_names.add(sp.values.name)
+        for vi in gp.input:
+            if vi.name in init_names:
+                continue  # IR v3 style: initializer also listed as an input -> a parameter
+            g.add_input(vi.name, _tensor_type(vi.type, f"input '{vi.name}'", self.file))
+        for vi in list(gp.value_info) + list(gp.output):
+            if vi.name not in g.containers and vi.type.WhichOneof("value") == "tensor_type":
+                value_types[vi.name] = _tensor_type(vi.type, f"value '{vi.name}'", self.file)
+        for i, np_ in enumerate(gp.node):
+            label = np_.name or f"{np_.op_type}_{i}"
+            try:
+                attrs = {a.name: _attr_value(a, lambda sub: self.graph(sub, dict(value_types), False)) for a in np_.attribute}
+            except DcoptError as exc:
+                raise exc.at(file=self.file, node=label, op=np_.op_type)
+            domain = "" if np_.domain == "ai.onnx" else np_.domain
+            g.add_node(Node(np_.op_type, tuple(np_.input), tuple(np_.output), attrs, np_.name or label, domain))
+        for node in g.nodes:
+            for out in node.outputs:
+                if out and out not in g.containers:
+                    g.add_container(out, value_types.get(out) or TensorType("float32", None))
+        for vi in gp.output:
+            g.outputs.append(vi.name)
+            if vi.name not in g.containers:  # an output that is directly an input/initializer elsewhere
+                g.add_container(vi.name, _tensor_type(vi.type, f"output '{vi.name}'", self.file))
+            elif vi.type.tensor_type.elem_type and vi.name not in g.inputs and g.containers[vi.name].data is None:
+                g.containers[vi.name].type = _tensor_type(vi.type, f"output '{vi.name}'", self.file)
+        # Names used but defined nowhere here come from an outer scope (subgraphs) or are dangling.
+        if top:
+            for node in g.nodes:
+                for name in node.present_inputs:
+                    if name not in g.containers:
+                        raise ModelLoadError(f"input '{name}' is not produced by any node, initializer or graph input",
+                                             file=self.file, node=node.label, op=node.op)
+        return g
+
+
+def infer_shapes(model: onnx.ModelProto, file: str | None = None) -> onnx.ModelProto:
+    """Run ONNX shape inference (with data propagation). Invalid models raise ModelLoadError."""
+    try:
+        return shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+    except onnx.shape_inference.InferenceError as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"shape inference failed: {message}", file=file) from None
+    except Exception:
+        # Inference crashes on some legitimate-but-unusual models; fall back to lenient mode.
+        try:
+            return shape_inference.infer_shapes(model, data_prop=True)
+        except Exception:
+            warnings.warn("ONNX shape inference failed; transient shapes are unknown", stacklevel=2)
+            return model
+
+
+def import_model(model: onnx.ModelProto | str | os.PathLike, file: str | None = None, *,
+                 shape_inference: bool = True) -> Graph:
+    """Convert an ONNX model (proto or path) into a dcopt :class:`Graph`."""
+    if not isinstance(model, onnx.ModelProto):
+        file = str(model)
+        model = load_onnx(model)
+    opsets = {o.domain or "": o.version for o in model.opset_import}
+    default = opsets.get("", opsets.get("ai.onnx"))
+    if default is None and any(n.domain in ("", "ai.onnx") for n in model.graph.node):
+        raise ModelLoadError("model declares no default-domain opset import", file=file)
+    if default is not None and default < MIN_OPSET:
+        raise UnsupportedError(f"opset {default} is older than the oldest supported ({MIN_OPSET}); "
+                               "upgrade it with onnx.version_converter.convert_version", file=file, opset=default)
+    if model.functions:
+        try:
+            model = onnx.inliner.inline_local_functions(model)
+        except Exception as exc:
+            raise UnsupportedError(f"could not inline model-local functions: {exc}", file=file) from None
+    if shape_inference:
+        model = infer_shapes(model, file)
+    importer = _Importer(model, file)
+    graph = importer.graph(model.graph, {}, top=True)
+    for prop in model.metadata_props:
+        graph.metadata[prop.key] = prop.value
+    from dcopt.ir.verify import verify
+
+    verify(graph, file=file)
+    return graph

@@ -1,0 +1,256 @@
+"""The data-centric IR: data containers, op nodes, and the graph that holds them.
+
+* A :class:`Container` is a named piece of data with a :class:`TensorType`. Its *kind*
+  (input, parameter, transient, output) follows from the graph: parameters carry data,
+  inputs/outputs are listed by the graph, everything else is a transient.
+* A :class:`Node` is an immutable op application: op name, domain, input and output container
+  names, and typed attributes. ``node.replace(...)`` makes a changed copy; ``node.key`` is a
+  structural key used by CSE and caches.
+* A :class:`Graph` owns the containers and a topologically ordered node list. Producer and
+  consumer edges are explicit and derived from node inputs/outputs (``graph.producer(name)``,
+  ``graph.consumers(name)``), so they can never go stale.
+
+Loop-level nodes (maps, reductions, library calls with memlets) from op expansion reuse the
+same containers; a node's ``op`` names what it is and its attributes carry the rest.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from types import MappingProxyType
+from typing import Any, Iterable, Iterator, Mapping
+
+import numpy as np
+
+from dcopt.ir.types import TensorType
+
+
+class Kind(str, Enum):
+    INPUT = "input"
+    PARAMETER = "parameter"
+    TRANSIENT = "transient"
+    OUTPUT = "output"
+
+
+@dataclass
+class Container:
+    """A named data container. ``data`` is set for parameters (weights, constants)."""
+
+    name: str
+    type: TensorType
+    data: np.ndarray | None = None
+
+    @property
+    def is_parameter(self) -> bool:
+        return self.data is not None
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _attr_key(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return ("tensor", str(value.dtype), value.shape, value.tobytes())
+    if isinstance(value, tuple):
+        return tuple(_attr_key(v) for v in value)
+    if isinstance(value, Graph):
+        return ("graph", id(value))
+    if isinstance(value, float) and value != value:
+        return ("nan",)
+    return value
+
+
+@dataclass(frozen=True, eq=False)
+class Node:
+    """One op application. Attributes are named Python values: int, float, str, bytes,
+    tuples of those, numpy arrays (tensor attributes) or :class:`Graph` (subgraphs)."""
+
+    op: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+    name: str = ""
+    domain: str = ""
+
+    def __post_init__(self):
+        object.__setattr__(self, "inputs", tuple(self.inputs))
+        object.__setattr__(self, "outputs", tuple(self.outputs))
+        object.__setattr__(self, "attrs", MappingProxyType({k: _freeze(v) for k, v in dict(self.attrs).items()}))
+
+    def replace(self, **changes) -> "Node":
+        return replace(self, **changes)
+
+    @property
+    def key(self) -> tuple:
+        """Structural key: two nodes with equal keys compute the same values."""
+        return (self.domain, self.op, self.inputs, tuple(sorted((k, _attr_key(v)) for k, v in self.attrs.items())))
+
+    @property
+    def present_inputs(self) -> tuple[str, ...]:
+        """Inputs that are actually wired ('' marks an omitted optional input)."""
+        return tuple(i for i in self.inputs if i)
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.op}->{','.join(self.outputs)}"
+
+    def __repr__(self) -> str:
+        return f"Node({self.op}, {list(self.inputs)} -> {list(self.outputs)}, name={self.name!r})"
+
+
+class Graph:
+    """A dataflow graph over named containers.
+
+    ``nodes`` is kept in topological order by every method here; passes that rebuild the list
+    call :meth:`toposort` (or rely on the verifier to tell them they broke the order).
+    """
+
+    def __init__(self, name: str = "graph", opset: Mapping[str, int] | None = None):
+        self.name = name
+        self.containers: dict[str, Container] = {}
+        self.nodes: list[Node] = []
+        self.inputs: list[str] = []
+        self.outputs: list[str] = []
+        self.opset: dict[str, int] = dict(opset or {"": 17})
+        self.metadata: dict[str, str] = {}
+        self.doc: str = ""
+        self._names = itertools.count()
+
+    # -- containers -------------------------------------------------------------------------
+    def add_container(self, name: str, type: TensorType, data: np.ndarray | None = None) -> Container:
+        c = Container(name, type, data)
+        self.containers[name] = c
+        return c
+
+    def add_input(self, name: str, type: TensorType) -> Container:
+        c = self.add_container(name, type)
+        self.inputs.append(name)
+        return c
+
+    def add_parameter(self, name: str, data: np.ndarray) -> Container:
+        data = np.asarray(data)
+        return self.add_container(name, TensorType.of(data), data)
+
+    def kind(self, name: str) -> Kind:
+        if name in self.inputs:
+            return Kind.INPUT
+        if name in self.outputs:
+            return Kind.OUTPUT
+        c = self.containers.get(name)
+        if c is not None and c.data is not None:
+            return Kind.PARAMETER
+        return Kind.TRANSIENT
+
+    @property
+    def parameters(self) -> dict[str, Container]:
+        return {n: c for n, c in self.containers.items() if c.data is not None and n not in self.inputs}
+
+    def type_of(self, name: str) -> TensorType | None:
+        c = self.containers.get(name)
+        return None if c is None else c.type
+
+    def fresh_name(self, base: str) -> str:
+        """A container/node name not used in the graph yet."""
+        used = self.containers.keys() | {n.name for n in self.nodes}
+        while True:
+            candidate = f"{base}__{next(self._names)}"
+            if candidate not in used:
+                return candidate
+
+    # -- nodes and edges --------------------------------------------------------------------
+    def add_node(self, node: Node) -> Node:
+        self.nodes.append(node)
+        return node
+
+    def producers(self) -> dict[str, Node]:
+        """Map container name -> the node that writes it."""
+        return {out: node for node in self.nodes for out in node.outputs if out}
+
+    def producer(self, name: str) -> Node | None:
+        return self.producers().get(name)
+
+    def consumer_map(self) -> dict[str, list[Node]]:
+        """Map container name -> nodes that read it (in node order, one entry per node)."""
+        result: dict[str, list[Node]] = {}
+        for node in self.nodes:
+            for name in dict.fromkeys(node.present_inputs):
+                result.setdefault(name, []).append(node)
+        return result
+
+    def consumers(self, name: str) -> list[Node]:
+        return self.consumer_map().get(name, [])
+
+    def replace_uses(self, old: str, new: str) -> None:
+        """Rewire every reader of ``old`` (nodes and graph outputs) to read ``new``."""
+        self.nodes = [
+            n.replace(inputs=tuple(new if i == old else i for i in n.inputs)) if old in n.inputs else n
+            for n in self.nodes
+        ]
+        self.outputs = [new if o == old else o for o in self.outputs]
+
+    def toposort(self) -> None:
+        """Reorder nodes topologically (stable); raises VerificationError on a cycle."""
+        from dcopt.ir.verify import topological_order
+
+        self.nodes = topological_order(self)
+
+    def remove_unused_containers(self) -> None:
+        used = set(self.inputs) | set(self.outputs)
+        for node in self.nodes:
+            used.update(node.present_inputs)
+            used.update(o for o in node.outputs if o)
+        self.containers = {k: v for k, v in self.containers.items() if k in used}
+
+    def to_networkx(self):
+        """Node-level dependency graph (networkx.DiGraph over node indices)."""
+        import networkx as nx
+
+        g = nx.DiGraph()
+        prod = {out: i for i, node in enumerate(self.nodes) for out in node.outputs if out}
+        for i, node in enumerate(self.nodes):
+            g.add_node(i, node=node)
+            for name in node.present_inputs:
+                if name in prod:
+                    g.add_edge(prod[name], i, container=name)
+        return g
+
+    # -- whole-graph helpers ----------------------------------------------------------------
+    def copy(self) -> "Graph":
+        """Deep copy of structure; parameter arrays are shared (they are treated as immutable)."""
+        g = Graph(self.name, self.opset)
+        g.containers = {k: Container(c.name, c.type, c.data) for k, c in self.containers.items()}
+        g.nodes = list(self.nodes)
+        g.inputs = list(self.inputs)
+        g.outputs = list(self.outputs)
+        g.metadata = dict(self.metadata)
+        g.doc = self.doc
+        return g
+
+    def opset_of(self, domain: str = "") -> int:
+        if domain in ("", "ai.onnx"):
+            return self.opset.get("", self.opset.get("ai.onnx", 1))
+        return self.opset.get(domain, 1)
+
+    def op_histogram(self) -> dict[str, int]:
+        hist: dict[str, int] = {}
+        for n in self.nodes:
+            key = n.op if not n.domain else f"{n.domain}.{n.op}"
+            hist[key] = hist.get(key, 0) + 1
+        return dict(sorted(hist.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self.nodes)
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def __str__(self) -> str:
+        from dcopt.ir.printer import format_graph
+
+        return format_graph(self)

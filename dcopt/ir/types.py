@@ -1,0 +1,100 @@
+"""Tensor types with possibly symbolic dimensions.
+
+A dimension is an ``int`` (static), a ``str`` (a named symbolic dim such as ``"N"``, shared by
+every tensor that uses the same name), or ``None`` (unknown). A shape of ``None`` means even the
+rank is unknown. Backends may specialize symbolic dims; the IR never has to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+import numpy as np
+
+from dcopt.ir import dtypes
+
+Dim = Union[int, str, None]
+
+
+@dataclass(frozen=True)
+class TensorType:
+    """Element type and shape of a data container."""
+
+    dtype: str
+    shape: tuple[Dim, ...] | None = None
+
+    def __post_init__(self):
+        if self.dtype not in dtypes.DTYPE_NAMES:
+            raise ValueError(f"unknown dtype {self.dtype!r}")
+        if self.shape is not None:
+            object.__setattr__(self, "shape", tuple(self.shape))
+
+    @property
+    def rank(self) -> int | None:
+        return None if self.shape is None else len(self.shape)
+
+    @property
+    def is_static(self) -> bool:
+        """True when every dimension is a known integer."""
+        return self.shape is not None and all(isinstance(d, int) for d in self.shape)
+
+    @property
+    def numel(self) -> int | None:
+        """Number of elements, or None when the shape is not static."""
+        return int(np.prod(self.shape, dtype=np.int64)) if self.is_static else None
+
+    @property
+    def nbytes(self) -> int | None:
+        n = self.numel
+        return None if n is None else int(np.ceil(n * dtypes.itemsize(self.dtype)))
+
+    @property
+    def symbols(self) -> set[str]:
+        return {d for d in (self.shape or ()) if isinstance(d, str)}
+
+    def with_shape(self, shape) -> "TensorType":
+        return TensorType(self.dtype, None if shape is None else tuple(shape))
+
+    def specialize(self, bindings: dict[str, int]) -> "TensorType":
+        """Replace symbolic dims by the integers bound to them."""
+        if self.shape is None:
+            return self
+        return TensorType(self.dtype, tuple(bindings.get(d, d) if isinstance(d, str) else d for d in self.shape))
+
+    def __str__(self) -> str:
+        if self.shape is None:
+            return f"{self.dtype}[?]"
+        dims = ",".join("?" if d is None else str(d) for d in self.shape)
+        return f"{self.dtype}[{dims}]"
+
+    @classmethod
+    def of(cls, array: np.ndarray) -> "TensorType":
+        return cls(dtypes.from_numpy(array.dtype), tuple(int(d) for d in array.shape))
+
+    def matches(self, array: np.ndarray, bindings: dict[str, int] | None = None) -> str | None:
+        """Check a concrete array against this type; return why it does not match, or None.
+
+        ``bindings`` collects the values of symbolic dims so that two inputs sharing ``N`` must
+        agree on it.
+        """
+        actual = dtypes.from_numpy(array.dtype) if array.dtype != object else "string"
+        if actual != self.dtype:
+            return f"expected dtype {self.dtype}, got {actual}"
+        if self.shape is None:
+            return None
+        if array.ndim != len(self.shape):
+            return f"expected shape {self.shape_str()}, got {tuple(array.shape)} (rank {len(self.shape)} vs {array.ndim})"
+        for axis, (want, got) in enumerate(zip(self.shape, array.shape)):
+            if isinstance(want, int) and want != got:
+                return f"expected shape {self.shape_str()}, got {tuple(array.shape)} (axis {axis}: {want} vs {got})"
+            if isinstance(want, str) and bindings is not None:
+                bound = bindings.setdefault(want, got)
+                if bound != got:
+                    return f"symbolic dim '{want}' is {bound} elsewhere but {got} here (axis {axis})"
+        return None
+
+    def shape_str(self) -> str:
+        if self.shape is None:
+            return "[?]"
+        return "[" + ", ".join("?" if d is None else str(d) for d in self.shape) + "]"

@@ -1,0 +1,126 @@
+"""Run ONNX's node conformance cases through a backend and tally the results.
+
+    python -m dcopt.tools.conformance                 # all cases, summary
+    python -m dcopt.tools.conformance --op Conv -v    # one op, every failure's reason
+    python -m dcopt.tools.conformance --backend onnxruntime   # the peer, in the same loop
+
+The test suite uses :func:`run_case` with the expected-failure list in
+``tests/conformance_expected_failures.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+import warnings
+
+import numpy as np
+
+
+def collect_cases():
+    """All node test cases shipped with the installed onnx package."""
+    from onnx.backend.test.case.node import collect_testcases
+
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        return collect_testcases(None)
+
+
+def case_op(case) -> str:
+    """The op a case tests: the first non-Constant node (expanded cases have many)."""
+    for node in case.model.graph.node:
+        if node.op_type != "Constant":
+            return node.op_type
+    return case.model.graph.node[0].op_type if case.model.graph.node else "?"
+
+
+def _compare(expected, actual, rtol, atol) -> None:
+    if isinstance(expected, list):
+        assert isinstance(actual, list) and len(actual) == len(expected), "sequence output mismatch"
+        for e, a in zip(expected, actual):
+            _compare(e, a, rtol, atol)
+        return
+    expected = np.asarray(expected)
+    actual = np.asarray(actual)
+    assert expected.dtype == actual.dtype or (expected.dtype.kind in "OUS" and actual.dtype.kind in "OUS"), \
+        f"dtype {actual.dtype} != expected {expected.dtype}"
+    assert expected.shape == actual.shape, f"shape {actual.shape} != expected {expected.shape}"
+    if expected.dtype == object or expected.dtype.kind in "US":
+        assert expected.tolist() == actual.tolist(), "string values differ"
+    elif expected.dtype.kind in "fc" or expected.dtype.kind == "V" or expected.dtype.itemsize == 1 and expected.dtype.kind not in "biu":
+        np.testing.assert_allclose(actual.astype(np.float64) if expected.dtype.kind == "V" else actual,
+                                   expected.astype(np.float64) if expected.dtype.kind == "V" else expected,
+                                   rtol=rtol, atol=atol, equal_nan=True)
+    else:
+        try:
+            np.testing.assert_allclose(actual.astype(np.float64), expected.astype(np.float64), rtol=rtol, atol=atol,
+                                       equal_nan=True)
+        except TypeError:
+            np.testing.assert_array_equal(actual, expected)
+
+
+def run_case(case, backend) -> None:
+    """Run one case through ``backend``; raise AssertionError/DcoptError on mismatch."""
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        rep = backend.prepare(case.model, "CPU")
+        for inputs, expected in case.data_sets:
+            outputs = rep.run(inputs)
+            assert len(outputs) >= len(expected), f"{len(outputs)} outputs, expected {len(expected)}"
+            for e, a in zip(expected, outputs):
+                _compare(e, a, case.rtol, case.atol)
+
+
+class _OrtBackend:
+    """onnxruntime in the same loop, for comparison."""
+
+    @staticmethod
+    def prepare(model, device="CPU"):
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        names = [i.name for i in sess.get_inputs()]
+
+        class Rep:
+            @staticmethod
+            def run(inputs):
+                return sess.run(None, dict(zip(names, inputs)))
+
+        return Rep()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--op", action="append", help="only cases of this op (repeatable)")
+    parser.add_argument("--name", help="only cases whose name contains this")
+    parser.add_argument("--backend", default="dcopt", choices=["dcopt", "onnxruntime"])
+    parser.add_argument("-v", "--verbose", action="store_true", help="print every failure's reason")
+    args = parser.parse_args(argv)
+    if args.backend == "dcopt":
+        import dcopt.backend as backend
+    else:
+        backend = _OrtBackend
+    cases = collect_cases()
+    if args.op:
+        cases = [c for c in cases if case_op(c) in args.op]
+    if args.name:
+        cases = [c for c in cases if args.name in c.name]
+    passed, failed = 0, collections.Counter()
+    for case in cases:
+        try:
+            run_case(case, backend)
+            passed += 1
+        except Exception as exc:  # tally every kind of failure
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+            failed[case_op(case)] += 1
+            if args.verbose:
+                print(f"FAIL {case.name}: {reason}")
+    print(f"{passed} passed, {sum(failed.values())} failed of {len(cases)} cases")
+    if failed and not args.verbose:
+        print("failures by op:", ", ".join(f"{op}={n}" for op, n in failed.most_common()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
