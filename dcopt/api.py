@@ -1,0 +1,80 @@
+"""The Python API: load, save and run models. The CLI is a thin layer over these."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from dcopt.errors import DcoptError, ModelLoadError
+from dcopt.ir.graph import Graph
+
+MODEL_SUFFIXES = (".onnx", ".json")
+
+
+def load_graph(path: str | os.PathLike) -> Graph:
+    """Load a model file as IR: ``.onnx`` through the ONNX frontend, ``.json`` as dcopt IR."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        from dcopt.ir import serialize
+
+        return serialize.load(path)
+    if suffix == ".onnx" or path.is_file():
+        from dcopt.frontends.onnx_import import import_model
+
+        return import_model(path)
+    raise ModelLoadError(f"unrecognized model file (expected one of {', '.join(MODEL_SUFFIXES)})", file=str(path))
+
+
+def save_graph(graph: Graph, path: str | os.PathLike) -> None:
+    """Write IR to ``.onnx`` (exported, checked) or ``.json`` (lossless IR), atomically."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        from dcopt.ir import serialize
+
+        serialize.save(graph, path)
+    elif suffix == ".onnx":
+        from dcopt.frontends.onnx_export import save_onnx
+
+        save_onnx(graph, path)
+    else:
+        raise DcoptError(f"cannot write '{path}': output must end in {' or '.join(MODEL_SUFFIXES)}")
+
+
+def random_inputs(graph: Graph, *, seed: int = 0, bindings: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
+    """Random feeds matching the graph's input types (symbolic dims bound to ``bindings`` or 1)."""
+    from dcopt.ir import dtypes
+
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for name in graph.inputs:
+        t = graph.containers[name].type
+        if t.shape is None:
+            raise DcoptError(f"input '{name}' has unknown rank; pass it explicitly", input=name)
+        shape = tuple(d if isinstance(d, int) else (bindings or {}).get(d, 1) if isinstance(d, str) else 1
+                      for d in t.shape)
+        np_dtype = dtypes.to_numpy(t.dtype)
+        if t.dtype == "bool":
+            feeds[name] = rng.random(shape) < 0.5
+        elif np_dtype.kind in "iu":
+            feeds[name] = rng.integers(0, 4, shape).astype(np_dtype)
+        elif t.dtype == "string":
+            feeds[name] = np.array(["a"] * int(np.prod(shape)), dtype=object).reshape(shape)
+        else:
+            feeds[name] = rng.standard_normal(shape).astype(np_dtype)
+    return feeds
+
+
+def run(graph: Graph, feeds: Mapping[str, np.ndarray], *, backend: str = "reference",
+        file: str | None = None) -> dict[str, np.ndarray]:
+    """Run a graph on a backend; returns ``{output name: array}``."""
+    if backend != "reference":
+        raise DcoptError(f"unknown backend '{backend}' (available: reference)")
+    from dcopt.ir.executor import check_supported, run_graph
+
+    check_supported(graph, file=file)
+    return run_graph(graph, feeds, file=file)

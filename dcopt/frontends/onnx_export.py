@@ -1,0 +1,113 @@
+"""dcopt IR -> ONNX.
+
+Writes a model that passes ``onnx.checker`` and runs in onnxruntime: parameters become
+initializers (not graph inputs), transients get value_info with their (possibly symbolic)
+shapes, attributes go back to their ONNX types, and the IR version is the lowest one that
+supports the graph's opsets (so onnxruntime accepts it).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from dcopt.errors import DcoptError
+from dcopt.ir import dtypes
+from dcopt.ir.graph import Graph
+from dcopt.ir.types import TensorType
+
+# Attribute types by name for attributes whose Python value alone is ambiguous
+# (an empty tuple could be ints, floats or strings).
+_EMPTY_LIST_TYPES = {"pads": onnx.AttributeProto.INTS, "strides": onnx.AttributeProto.INTS}
+
+
+def _value_info(name: str, t: TensorType) -> onnx.ValueInfoProto:
+    shape = None if t.shape is None else [d if d is not None else None for d in t.shape]
+    if shape is not None:
+        shape = [d if not isinstance(d, int) or d >= 0 else None for d in shape]
+    return helper.make_tensor_value_info(name, dtypes.to_onnx(t.dtype), shape)
+
+
+def _tensor(name: str, array: np.ndarray) -> onnx.TensorProto:
+    array = np.asarray(array)
+    if array.dtype == object:
+        return helper.make_tensor(name, onnx.TensorProto.STRING, array.shape,
+                                  [s.encode() if isinstance(s, str) else s for s in array.ravel()])
+    return numpy_helper.from_array(array, name)
+
+
+def _attribute(name: str, value, export_graph) -> onnx.AttributeProto:
+    if isinstance(value, np.ndarray):
+        return helper.make_attribute(name, _tensor("", value))
+    if isinstance(value, Graph):
+        return helper.make_attribute(name, export_graph(value))
+    if isinstance(value, tuple):
+        if not value:
+            return helper.make_attribute(name, [], attr_type=_EMPTY_LIST_TYPES.get(name, onnx.AttributeProto.INTS))
+        if isinstance(value[0], np.ndarray):
+            return helper.make_attribute(name, [_tensor("", v) for v in value])
+        if isinstance(value[0], Graph):
+            return helper.make_attribute(name, [export_graph(v) for v in value])
+        if any(isinstance(v, float) for v in value) and all(isinstance(v, (int, float)) for v in value):
+            return helper.make_attribute(name, [float(v) for v in value])
+        return helper.make_attribute(name, list(value))
+    return helper.make_attribute(name, value)
+
+
+def export_graph(graph: Graph, *, top: bool = True) -> onnx.GraphProto:
+    """Convert a Graph (or subgraph) into an onnx.GraphProto."""
+    nodes = []
+    for node in graph.nodes:
+        proto = helper.make_node(node.op, list(node.inputs), list(node.outputs), name=node.name or None,
+                                 domain=node.domain or None)
+        for key, value in node.attrs.items():
+            proto.attribute.append(_attribute(key, value, lambda g: export_graph(g, top=False)))
+        nodes.append(proto)
+    inputs = [_value_info(n, graph.containers[n].type) for n in graph.inputs]
+    outputs = [_value_info(n, graph.containers[n].type) for n in graph.outputs]
+    initializers = [_tensor(n, c.data) for n, c in graph.parameters.items()]
+    boundary = set(graph.inputs) | set(graph.outputs) | set(graph.parameters)
+    value_info = [
+        _value_info(n, c.type) for n, c in graph.containers.items()
+        if n not in boundary and c.type.shape is not None
+    ]
+    return helper.make_graph(nodes, graph.name, inputs, outputs, initializers, doc_string=graph.doc or None,
+                             value_info=value_info)
+
+
+def export_model(graph: Graph, *, check: bool = True) -> onnx.ModelProto:
+    """Convert a Graph into an ONNX ModelProto (checked with onnx.checker by default)."""
+    opset_imports = [helper.make_opsetid(domain, version) for domain, version in sorted(graph.opset.items())]
+    model = helper.make_model(export_graph(graph), opset_imports=opset_imports, producer_name="dcopt")
+    model.ir_version = max(4, helper.find_min_ir_version_for(opset_imports, ignore_unknown=True))
+    for key, value in graph.metadata.items():
+        model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
+    if check:
+        try:
+            onnx.checker.check_model(model, full_check=False)
+        except onnx.checker.ValidationError as exc:
+            raise DcoptError(f"exported model fails onnx.checker: {str(exc).strip().splitlines()[0]}") from exc
+    return model
+
+
+def save_onnx(graph: Graph, path: str | os.PathLike, *, check: bool = True) -> None:
+    """Export and write atomically (temp file then rename), so no half-written model is left.
+    Models over 2 GB are written with external data next to the model."""
+    model = export_model(graph, check=check)
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        large = model.ByteSize() > 2**31 - 2**20 if hasattr(model, "ByteSize") else False
+        onnx.save_model(model, tmp, save_as_external_data=large,
+                        location=f"{path.name}.data" if large else None)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,85 @@
+"""Helpers for testing dcopt against onnxruntime on real models.
+
+The ONNX light zoo ships model topologies whose weights are ``ConstantOfShape`` nodes (to keep
+the files small). :func:`with_random_weights` turns every such node into an initializer holding
+seeded random values scaled like a real initialization, so the networks produce non-trivial,
+numerically well-behaved outputs that two runtimes can be compared on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+LIGHT_ZOO_NAMES = ("bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50",
+                   "shufflenet", "squeezenet", "vgg19", "zfnet512")
+
+
+def light_zoo_dir() -> Path:
+    return Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+
+
+def light_zoo_path(name: str) -> Path:
+    return light_zoo_dir() / f"light_{name}.onnx"
+
+
+def _random_like(shape: tuple[int, ...], dtype: np.dtype, rng: np.random.Generator) -> np.ndarray:
+    if np.issubdtype(dtype, np.integer):
+        return np.zeros(shape, dtype)  # integer constants (shapes, indices) are not weights
+    if len(shape) >= 2:
+        fan_in = int(np.prod(shape[1:])) if len(shape) > 2 else int(shape[0])
+        return (rng.standard_normal(shape) * np.sqrt(1.0 / max(fan_in, 1))).astype(dtype)
+    # 1-D: biases and BatchNorm statistics; positive so variances stay valid.
+    return rng.uniform(0.5, 1.5, shape).astype(dtype)
+
+
+def with_random_weights(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
+    """Replace every ConstantOfShape whose shape is an initializer by a random initializer."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    rng = np.random.default_rng(seed)
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    keep = []
+    new_inits = []
+    for node in graph.node:
+        if node.op_type == "ConstantOfShape" and node.input and node.input[0] in inits:
+            shape = tuple(int(d) for d in numpy_helper.to_array(inits[node.input[0]]))
+            dtype = np.float32
+            for attr in node.attribute:
+                if attr.name == "value":
+                    dtype = numpy_helper.to_array(attr.t).dtype
+            new_inits.append(numpy_helper.from_array(_random_like(shape, dtype, rng), node.output[0]))
+        else:
+            keep.append(node)
+    del graph.node[:]
+    graph.node.extend(keep)
+    graph.initializer.extend(new_inits)
+    used = {i for n in keep for i in n.input}
+    unused = [t for t in graph.initializer if t.name not in used and t.name not in {o.name for o in graph.output}]
+    for t in unused:
+        graph.initializer.remove(t)
+    inputs_to_drop = [vi for vi in graph.input if vi.name in {t.name for t in unused}]
+    for vi in inputs_to_drop:
+        graph.input.remove(vi)
+    return model
+
+
+def random_feeds(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random inputs for a model's true inputs (not initializers); symbolic dims -> 1."""
+    from dcopt.frontends.onnx_import import import_model
+    from dcopt.api import random_inputs
+
+    return random_inputs(import_model(model, shape_inference=False), seed=seed)
+
+
+def run_onnxruntime(model: onnx.ModelProto, feeds: dict[str, np.ndarray], threads: int = 1) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    sess = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
