@@ -7,15 +7,22 @@ import importlib
 
 OP_MODULES = [
     "dcopt.ops.elementwise",
+    "dcopt.ops.casting",
     "dcopt.ops.reduce",
+    "dcopt.ops.normalization",
+    "dcopt.ops.attention",
     "dcopt.ops.nn",
+    "dcopt.ops.recurrent",
+    "dcopt.ops.sampling",
     "dcopt.ops.tensor",
+    "dcopt.ops.indexing",
+    "dcopt.ops.signal",
     "dcopt.ops.misc",
 ]
 
 for _module in OP_MODULES:
     try:
         importlib.import_module(_module)
-    except ModuleNotFoundError as exc:  # a family not written yet; its ops report as unsupported
+    except ModuleNotFoundError as exc:  # a family still being written; its ops report as unsupported
         if exc.name != _module:
             raise

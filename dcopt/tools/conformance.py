@@ -90,12 +90,34 @@ class _OrtBackend:
         return Rep()
 
 
+def _short_reason(reason: str) -> str:
+    """Trim run-specific detail (paths, array dumps) so the reason reads as a cause."""
+    for marker in (" (inputs ", "\nMismatched", "Mismatched elements"):
+        reason = reason.split(marker)[0]
+    return reason.strip()[:160]
+
+
+def write_expected(path: str, reasons: dict[str, str]) -> None:
+    lines = ['"""ONNX node conformance cases dcopt is expected to fail, with the reason each fails.',
+             "",
+             "Regenerate with ``python -m dcopt.tools.conformance --write-expected PATH`` after fixing ops;",
+             'the conformance test fails when a listed case starts passing, so this list stays honest.',
+             '"""', "", "EXPECTED_FAILURES = {"]
+    for name in sorted(reasons):
+        lines.append(f"    {name!r}: {_short_reason(reasons[name])!r},")
+    lines.append("}")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--op", action="append", help="only cases of this op (repeatable)")
     parser.add_argument("--name", help="only cases whose name contains this")
     parser.add_argument("--backend", default="dcopt", choices=["dcopt", "onnxruntime"])
     parser.add_argument("-v", "--verbose", action="store_true", help="print every failure's reason")
+    parser.add_argument("--write-expected", metavar="PATH",
+                        help="write the failing cases and their reasons as an EXPECTED_FAILURES module")
     args = parser.parse_args(argv)
     if args.backend == "dcopt":
         import dcopt.backend as backend
@@ -107,6 +129,7 @@ def main(argv=None) -> int:
     if args.name:
         cases = [c for c in cases if args.name in c.name]
     passed, failed = 0, collections.Counter()
+    reasons: dict[str, str] = {}
     for case in cases:
         try:
             run_case(case, backend)
@@ -114,9 +137,12 @@ def main(argv=None) -> int:
         except Exception as exc:  # tally every kind of failure
             reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
             failed[case_op(case)] += 1
+            reasons[case.name] = reason
             if args.verbose:
                 print(f"FAIL {case.name}: {reason}")
     print(f"{passed} passed, {sum(failed.values())} failed of {len(cases)} cases")
+    if args.write_expected:
+        write_expected(args.write_expected, reasons)
     if failed and not args.verbose:
         print("failures by op:", ", ".join(f"{op}={n}" for op, n in failed.most_common()))
     return 0

@@ -1,0 +1,5 @@
+"""``python -m dcopt`` runs the CLI."""
+
+from dcopt.cli import main
+
+main()
