@@ -18,6 +18,7 @@ OP_MODULES = [
     "dcopt.ops.indexing",
     "dcopt.ops.signal",
     "dcopt.ops.misc",
+    "dcopt.ops.groups",
 ]
 
 for _module in OP_MODULES:
