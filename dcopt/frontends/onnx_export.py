@@ -19,6 +19,7 @@ from onnx import helper, numpy_helper
 from dcopt.errors import DcoptError
 from dcopt.ir import dtypes
 from dcopt.ir.graph import Graph
+from dcopt.ir.groups import GROUP_DOMAIN, is_group
 from dcopt.ir.types import TensorType
 
 # Attribute types by name for attributes whose Python value alone is ambiguous
@@ -59,15 +60,44 @@ def _attribute(name: str, value, export_graph) -> onnx.AttributeProto:
     return helper.make_attribute(name, value)
 
 
-def export_graph(graph: Graph, *, top: bool = True) -> onnx.GraphProto:
-    """Convert a Graph (or subgraph) into an onnx.GraphProto."""
-    nodes = []
+FUNCTION_DOMAIN = "dcopt.fused"
+
+
+def _node_protos(graph: Graph, functions: dict[str, onnx.FunctionProto]) -> list[onnx.NodeProto]:
+    """Nodes of ``graph`` as NodeProtos; fusion groups become calls of model-local functions
+    (collected in ``functions``) whose bodies are the group's original ops."""
+    protos = []
     for node in graph.nodes:
+        if is_group(node):
+            body = node.attrs["body"]
+            fname = _function_name(node, functions)
+            functions[fname] = helper.make_function(
+                FUNCTION_DOMAIN, fname, list(body.inputs), list(body.outputs), _node_protos(body, functions),
+                [helper.make_opsetid(d, v) for d, v in sorted(graph.opset.items()) if d != GROUP_DOMAIN],
+                doc_string=f"dcopt fusion group ({node.attrs.get('kind', '?')} kernel)")
+            protos.append(helper.make_node(fname, list(node.inputs), list(node.outputs), name=node.name or None,
+                                           domain=FUNCTION_DOMAIN))
+            continue
         proto = helper.make_node(node.op, list(node.inputs), list(node.outputs), name=node.name or None,
                                  domain=node.domain or None)
         for key, value in node.attrs.items():
-            proto.attribute.append(_attribute(key, value, lambda g: export_graph(g, top=False)))
-        nodes.append(proto)
+            proto.attribute.append(_attribute(key, value, lambda g: export_graph(g, functions, top=False)))
+        protos.append(proto)
+    return protos
+
+
+def _function_name(node, functions) -> str:
+    base = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in (node.name or "group")) or "group"
+    name, i = base, 1
+    while name in functions:
+        name, i = f"{base}_{i}", i + 1
+    return name
+
+
+def export_graph(graph: Graph, functions: dict[str, onnx.FunctionProto] | None = None, *,
+                 top: bool = True) -> onnx.GraphProto:
+    """Convert a Graph (or subgraph) into an onnx.GraphProto (functions collects group bodies)."""
+    nodes = _node_protos(graph, {} if functions is None else functions)
     inputs = [_value_info(n, graph.containers[n].type) for n in graph.inputs]
     outputs = [_value_info(n, graph.containers[n].type) for n in graph.outputs]
     initializers = [_tensor(n, c.data) for n, c in graph.parameters.items()]
@@ -82,9 +112,15 @@ def export_graph(graph: Graph, *, top: bool = True) -> onnx.GraphProto:
 
 def export_model(graph: Graph, *, check: bool = True) -> onnx.ModelProto:
     """Convert a Graph into an ONNX ModelProto (checked with onnx.checker by default)."""
-    opset_imports = [helper.make_opsetid(domain, version) for domain, version in sorted(graph.opset.items())]
-    model = helper.make_model(export_graph(graph), opset_imports=opset_imports, producer_name="dcopt")
-    model.ir_version = max(4, helper.find_min_ir_version_for(opset_imports, ignore_unknown=True))
+    functions: dict[str, onnx.FunctionProto] = {}
+    onnx_graph = export_graph(graph, functions)
+    opset_imports = [helper.make_opsetid(domain, version) for domain, version in sorted(graph.opset.items())
+                     if domain != GROUP_DOMAIN]
+    if functions:
+        opset_imports.append(helper.make_opsetid(FUNCTION_DOMAIN, 1))
+    model = helper.make_model(onnx_graph, opset_imports=opset_imports, producer_name="dcopt",
+                              functions=list(functions.values()))
+    model.ir_version = max(8 if functions else 4, helper.find_min_ir_version_for(opset_imports, ignore_unknown=True))
     for key, value in graph.metadata.items():
         model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
     if check:

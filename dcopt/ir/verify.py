@@ -29,12 +29,14 @@ def topological_order(graph: Graph) -> list[Node]:
 def find_problems(graph: Graph, outer_scope: frozenset[str] = frozenset()) -> list[str]:
     problems: list[str] = []
     defined: set[str] = set(outer_scope)
+    seen_inputs: set[str] = set()
     for name in graph.inputs:
         if name not in graph.containers:
             problems.append(f"graph input '{name}' has no container")
-        if name in defined:
+        if name in seen_inputs:
             problems.append(f"graph input '{name}' is listed twice")
-        defined.add(name)
+        seen_inputs.add(name)
+    defined |= seen_inputs
     for name, c in graph.containers.items():
         if c.data is not None and name not in graph.inputs:
             defined.add(name)
