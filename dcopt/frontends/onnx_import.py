@@ -140,19 +140,41 @@ class _Importer:
 
 
 def infer_shapes(model: onnx.ModelProto, file: str | None = None) -> onnx.ModelProto:
-    """Run ONNX shape inference (with data propagation). Invalid models raise ModelLoadError."""
+    """Run ONNX shape inference with data propagation.
+
+    Strict mode first; if it refuses (onnx's inference has gaps, e.g. function ops with omitted
+    attributes), lenient mode, which types what it can. A model whose shapes are really
+    inconsistent then fails at run time with an error naming the node.
+    """
     try:
         return shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
-    except onnx.shape_inference.InferenceError as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"shape inference failed: {message}", file=file) from None
     except Exception:
-        # Inference crashes on some legitimate-but-unusual models; fall back to lenient mode.
         try:
             return shape_inference.infer_shapes(model, data_prop=True)
-        except Exception:
-            warnings.warn("ONNX shape inference failed; transient shapes are unknown", stacklevel=2)
+        except Exception as exc:
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            warnings.warn(f"ONNX shape inference failed ({message}); transient shapes are unknown", stacklevel=2)
             return model
+
+
+def upgrade_opset(model: onnx.ModelProto, version: int, file: str | None) -> onnx.ModelProto:
+    """Convert a model older than MIN_OPSET with onnx's version converter."""
+    from onnx import version_converter
+
+    try:
+        return version_converter.convert_version(model, version)
+    except Exception as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnsupportedError(f"opset {model_opset(model)} is older than the oldest supported ({MIN_OPSET}) and "
+                               f"onnx's version converter could not upgrade it: {message}", file=file,
+                               opset=model_opset(model)) from None
+
+
+def model_opset(model: onnx.ModelProto) -> int | None:
+    for o in model.opset_import:
+        if o.domain in ("", "ai.onnx"):
+            return o.version
+    return None
 
 
 def import_model(model: onnx.ModelProto | str | os.PathLike, file: str | None = None, *,
@@ -161,13 +183,11 @@ def import_model(model: onnx.ModelProto | str | os.PathLike, file: str | None = 
     if not isinstance(model, onnx.ModelProto):
         file = str(model)
         model = load_onnx(model)
-    opsets = {o.domain or "": o.version for o in model.opset_import}
-    default = opsets.get("", opsets.get("ai.onnx"))
+    default = model_opset(model)
     if default is None and any(n.domain in ("", "ai.onnx") for n in model.graph.node):
         raise ModelLoadError("model declares no default-domain opset import", file=file)
     if default is not None and default < MIN_OPSET:
-        raise UnsupportedError(f"opset {default} is older than the oldest supported ({MIN_OPSET}); "
-                               "upgrade it with onnx.version_converter.convert_version", file=file, opset=default)
+        model = upgrade_opset(model, MIN_OPSET, file)
     if model.functions:
         try:
             model = onnx.inliner.inline_local_functions(model)

@@ -1,8 +1,9 @@
 """Element types: one table mapping dcopt dtype names to numpy and ONNX.
 
-dcopt names dtypes by their numpy-style name (``float32``, ``int64``, ``bool``). ONNX types
-without a native numpy dtype (bfloat16, float8 variants, int4) use ml_dtypes, which onnx
-already depends on.
+dcopt names a dtype by its numpy name (``float32``, ``int64``, ``bool``, ``bfloat16``,
+``float8_e4m3fn``, ``int4``); strings are ``string`` (object arrays, as in onnx). The table is
+derived from onnx's own ONNX<->numpy mapping, so every ONNX element type onnx knows (the
+ml_dtypes-backed narrow floats and sub-byte ints included) is supported without a hand-kept list.
 """
 
 from __future__ import annotations
@@ -10,41 +11,30 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto, helper
 
-try:  # ml_dtypes is an onnx dependency; keep the import soft anyway
-    import ml_dtypes
-except ImportError:  # pragma: no cover
-    ml_dtypes = None
-
 from dcopt.errors import UnsupportedError
 
-_ONNX_TO_NAME = {
-    TensorProto.FLOAT: "float32",
-    TensorProto.DOUBLE: "float64",
-    TensorProto.FLOAT16: "float16",
-    TensorProto.BFLOAT16: "bfloat16",
-    TensorProto.INT8: "int8",
-    TensorProto.INT16: "int16",
-    TensorProto.INT32: "int32",
-    TensorProto.INT64: "int64",
-    TensorProto.UINT8: "uint8",
-    TensorProto.UINT16: "uint16",
-    TensorProto.UINT32: "uint32",
-    TensorProto.UINT64: "uint64",
-    TensorProto.BOOL: "bool",
-    TensorProto.STRING: "string",
-    TensorProto.COMPLEX64: "complex64",
-    TensorProto.COMPLEX128: "complex128",
-    TensorProto.FLOAT8E4M3FN: "float8e4m3fn",
-    TensorProto.FLOAT8E4M3FNUZ: "float8e4m3fnuz",
-    TensorProto.FLOAT8E5M2: "float8e5m2",
-    TensorProto.FLOAT8E5M2FNUZ: "float8e5m2fnuz",
-    TensorProto.UINT4: "uint4",
-    TensorProto.INT4: "int4",
-}
-_NAME_TO_ONNX = {v: k for k, v in _ONNX_TO_NAME.items()}
+
+def _build_tables() -> tuple[dict[int, str], dict[str, int], dict[str, np.dtype]]:
+    onnx_to_name, name_to_numpy = {}, {}
+    for elem_type in TensorProto.DataType.values():
+        if elem_type == TensorProto.UNDEFINED:
+            continue
+        try:
+            np_dtype = helper.tensor_dtype_to_np_dtype(elem_type)
+        except Exception:  # an ONNX type this onnx/ml_dtypes pair cannot represent in numpy
+            continue
+        name = "string" if elem_type == TensorProto.STRING else np_dtype.name
+        onnx_to_name[elem_type] = name
+        name_to_numpy[name] = np_dtype
+    return onnx_to_name, {v: k for k, v in onnx_to_name.items()}, name_to_numpy
+
+
+_ONNX_TO_NAME, _NAME_TO_ONNX, _NAME_TO_NUMPY = _build_tables()
 
 DTYPE_NAMES = frozenset(_NAME_TO_ONNX)
 FLOAT_DTYPES = frozenset({"float16", "bfloat16", "float32", "float64"})
+#: Bits per element of the sub-byte types (numpy stores them one per byte).
+_SUB_BYTE_BITS = {"int4": 4, "uint4": 4, "float4_e2m1fn": 4, "int2": 2, "uint2": 2}
 
 
 def from_onnx(elem_type: int) -> str:
@@ -52,8 +42,9 @@ def from_onnx(elem_type: int) -> str:
     try:
         return _ONNX_TO_NAME[elem_type]
     except KeyError:
-        name = TensorProto.DataType.Name(elem_type) if elem_type in TensorProto.DataType.values() else elem_type
-        raise UnsupportedError(f"unsupported ONNX element type {name}") from None
+        known = elem_type in TensorProto.DataType.values()
+        label = TensorProto.DataType.Name(elem_type) if known else elem_type
+        raise UnsupportedError(f"unsupported ONNX element type {label}") from None
 
 
 def to_onnx(dtype: str) -> int:
@@ -66,13 +57,10 @@ def to_onnx(dtype: str) -> int:
 
 def to_numpy(dtype: str) -> np.dtype:
     """dcopt dtype name -> numpy dtype (strings map to object arrays, as in onnx)."""
-    if dtype == "string":
-        return np.dtype(object)
-    if dtype in ("bfloat16", "float8e4m3fn", "float8e4m3fnuz", "float8e5m2", "float8e5m2fnuz", "int4", "uint4"):
-        if ml_dtypes is None:  # pragma: no cover
-            raise UnsupportedError(f"dtype {dtype} needs the ml_dtypes package")
-        return np.dtype(getattr(ml_dtypes, dtype))
-    return np.dtype(dtype)
+    try:
+        return _NAME_TO_NUMPY[dtype]
+    except KeyError:
+        raise UnsupportedError(f"unknown dtype '{dtype}'") from None
 
 
 def from_numpy(dtype) -> str:
@@ -80,21 +68,13 @@ def from_numpy(dtype) -> str:
     dt = np.dtype(dtype)
     if dt == np.dtype(object) or dt.kind in ("U", "S"):
         return "string"
-    name = dt.name
-    if name in _NAME_TO_ONNX:
-        return name
+    if dt.name in _NAME_TO_ONNX:
+        return dt.name
     raise UnsupportedError(f"numpy dtype {dt} has no dcopt equivalent")
 
 
 def itemsize(dtype: str) -> float:
-    """Bytes per element (4-bit types count as half a byte; strings as a pointer)."""
-    if dtype in ("int4", "uint4"):
-        return 0.5
-    if dtype == "string":
-        return 8
+    """Bytes per element as stored in a model (sub-byte types count their fraction of a byte)."""
+    if dtype in _SUB_BYTE_BITS:
+        return _SUB_BYTE_BITS[dtype] / 8
     return to_numpy(dtype).itemsize
-
-
-def onnx_name(dtype: str) -> str:
-    """Human-readable ONNX type name, e.g. ``tensor(float)``."""
-    return helper.tensor_dtype_to_string(to_onnx(dtype)).replace("TensorProto.", "").lower()

@@ -67,7 +67,7 @@ def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray], *, check_inputs: bo
     wanted = list(outputs or graph.outputs)
     last_use = {}
     for i, node in enumerate(graph.nodes):
-        for name in node.present_inputs:
+        for name in (*node.present_inputs, *node.outer_reads()):
             last_use[name] = i
     keep = set(wanted) | set(graph.containers) & {n for n, c in graph.containers.items() if c.data is not None}
 
@@ -105,7 +105,7 @@ def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray], *, check_inputs: bo
         for name, value in zip(node.outputs, results):
             if name:
                 env[name] = value
-        for name in node.present_inputs:
+        for name in (*node.present_inputs, *node.outer_reads()):
             if last_use.get(name) == i and name not in keep and name not in graph.inputs and (outer is None or name not in outer):
                 env.pop(name, None)
     missing = [o for o in wanted if o not in env]

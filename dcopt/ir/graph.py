@@ -97,6 +97,27 @@ class Node:
         return tuple(i for i in self.inputs if i)
 
     @property
+    def subgraphs(self) -> list["Graph"]:
+        """Graph-valued attributes (If branches, Loop/Scan bodies, fusion-group bodies)."""
+        found = []
+        for value in self.attrs.values():
+            for item in value if isinstance(value, tuple) else (value,):
+                if isinstance(item, Graph):
+                    found.append(item)
+        return found
+
+    def outer_reads(self) -> set[str]:
+        """Names this node's subgraphs read from enclosing scopes (implicit inputs)."""
+        names: set[str] = set()
+        for body in self.subgraphs:
+            local = set(body.inputs) | set(body.containers)
+            for inner in body.nodes:
+                names.update(n for n in inner.present_inputs if n not in local)
+                names.update(n for n in inner.outer_reads() if n not in local)
+            names.update(o for o in body.outputs if o not in local)
+        return names
+
+    @property
     def label(self) -> str:
         return self.name or f"{self.op}->{','.join(self.outputs)}"
 

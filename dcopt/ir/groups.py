@@ -58,21 +58,9 @@ def group_boundary(graph: Graph, members: list[Node]) -> tuple[list[str], list[s
     for n in graph.nodes:
         if id(n) not in member_ids:
             used_outside.update(n.present_inputs)
-            used_outside |= _subgraph_reads(n)
+            used_outside |= n.outer_reads()
     outputs = [o for n in members for o in n.outputs if o and o in used_outside]
     return inputs, outputs
-
-
-def _subgraph_reads(node: Node) -> set[str]:
-    names: set[str] = set()
-    for value in node.attrs.values():
-        bodies = value if isinstance(value, tuple) else (value,)
-        for body in bodies:
-            if isinstance(body, Graph):
-                for inner in body.nodes:
-                    names.update(inner.present_inputs)
-                    names |= _subgraph_reads(inner)
-    return names
 
 
 def make_group(graph: Graph, members: list[Node], *, name: str, kind: str) -> Node:

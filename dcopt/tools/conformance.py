@@ -60,12 +60,24 @@ def _compare(expected, actual, rtol, atol) -> None:
             np.testing.assert_array_equal(actual, expected)
 
 
+def _as_array(value):
+    """Test data may come as TensorProtos (narrow float types); load them as numpy arrays."""
+    from onnx import TensorProto, numpy_helper
+
+    if isinstance(value, TensorProto):
+        return numpy_helper.to_array(value)
+    if isinstance(value, list):
+        return [_as_array(v) for v in value]
+    return value
+
+
 def run_case(case, backend) -> None:
     """Run one case through ``backend``; raise AssertionError/DcoptError on mismatch."""
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
         rep = backend.prepare(case.model, "CPU")
         for inputs, expected in case.data_sets:
+            inputs, expected = _as_array(list(inputs)), _as_array(list(expected))
             outputs = rep.run(inputs)
             assert len(outputs) >= len(expected), f"{len(outputs)} outputs, expected {len(expected)}"
             for e, a in zip(expected, outputs):

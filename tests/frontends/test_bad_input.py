@@ -112,8 +112,13 @@ def test_failing_op_reports_node_and_input_shapes():
     assert "node 'bad_mm'" in text and "op MatMul" in text and "[2, 3]" in text
 
 
-def test_too_old_opset_is_refused():
+def test_too_old_opset_is_upgraded_or_refused():
     model = make_model([helper.make_node("Relu", ["x"], ["y"])],
                        [("x", TensorProto.FLOAT, [2])], [("y", TensorProto.FLOAT, [2])], opset=6)
-    with pytest.raises(UnsupportedError, match="opset 6"):
-        import_model(model)
+    graph = import_model(model)
+    assert graph.opset_of("") == 7
+    broken = make_model([helper.make_node("Upsample", ["x"], ["y"], scales=[1.0, 2.0])],
+                        [("x", TensorProto.FLOAT, [1, 2])], [("y", TensorProto.FLOAT, [1, 4])], opset=1)
+    broken.ir_version = 3
+    with pytest.raises(UnsupportedError, match="opset 1 is older"):
+        import_model(broken)
