@@ -20,14 +20,24 @@ from dcopt.errors import DcoptError
 from dcopt.ir import dtypes
 from dcopt.ir.graph import Graph
 from dcopt.ir.groups import GROUP_DOMAIN, is_group
-from dcopt.ir.types import TensorType
+from dcopt.ir.types import OptionalType, SequenceType, TensorType
 
 # Attribute types by name for attributes whose Python value alone is ambiguous
 # (an empty tuple could be ints, floats or strings).
 _EMPTY_LIST_TYPES = {"pads": onnx.AttributeProto.INTS, "strides": onnx.AttributeProto.INTS}
 
 
-def _value_info(name: str, t: TensorType) -> onnx.ValueInfoProto:
+def _type_proto(t) -> onnx.TypeProto:
+    if isinstance(t, SequenceType):
+        return helper.make_sequence_type_proto(_type_proto(t.elem))
+    if isinstance(t, OptionalType):
+        return helper.make_optional_type_proto(_type_proto(t.elem))
+    return _value_info("", t).type
+
+
+def _value_info(name: str, t) -> onnx.ValueInfoProto:
+    if not isinstance(t, TensorType):
+        return helper.make_value_info(name, _type_proto(t))
     shape = None if t.shape is None else [d if d is not None else None for d in t.shape]
     if shape is not None:
         shape = [d if not isinstance(d, int) or d >= 0 else None for d in shape]
@@ -43,6 +53,8 @@ def _tensor(name: str, array: np.ndarray) -> onnx.TensorProto:
 
 
 def _attribute(name: str, value, export_graph) -> onnx.AttributeProto:
+    if isinstance(value, (TensorType, SequenceType, OptionalType)):
+        return helper.make_attribute(name, _type_proto(value))
     if isinstance(value, np.ndarray):
         return helper.make_attribute(name, _tensor("", value))
     if isinstance(value, Graph):
@@ -104,7 +116,7 @@ def export_graph(graph: Graph, functions: dict[str, onnx.FunctionProto] | None =
     boundary = set(graph.inputs) | set(graph.outputs) | set(graph.parameters)
     value_info = [
         _value_info(n, c.type) for n, c in graph.containers.items()
-        if n not in boundary and c.type.shape is not None
+        if n not in boundary and (c.type.shape is not None or not isinstance(c.type, TensorType))
     ]
     return helper.make_graph(nodes, graph.name, inputs, outputs, initializers, doc_string=graph.doc or None,
                              value_info=value_info)

@@ -21,15 +21,21 @@ from dcopt.errors import DcoptError, ModelLoadError, UnsupportedError
 from dcopt.frontends.onnx_load import load_onnx
 from dcopt.ir import dtypes
 from dcopt.ir.graph import Graph, Node
-from dcopt.ir.types import TensorType
+from dcopt.ir.types import OptionalType, SequenceType, TensorType, ValueType
 
 MIN_OPSET = 7
 
 
-def _tensor_type(type_proto: onnx.TypeProto, what: str, file: str | None) -> TensorType:
+def _tensor_type(type_proto: onnx.TypeProto, what: str, file: str | None) -> ValueType:
+    """ONNX TypeProto -> TensorType (or SequenceType / OptionalType around one)."""
     kind = type_proto.WhichOneof("value")
+    if kind == "sequence_type":
+        return SequenceType(_tensor_type(type_proto.sequence_type.elem_type, what, file))
+    if kind == "optional_type":
+        return OptionalType(_tensor_type(type_proto.optional_type.elem_type, what, file))
     if kind != "tensor_type":
-        raise UnsupportedError(f"{what} has type {kind or 'none'}; only tensors are supported", file=file)
+        raise UnsupportedError(f"{what} has type {kind or 'none'}; tensors, sequences and optionals are supported",
+                               file=file)
     tt = type_proto.tensor_type
     dtype = dtypes.from_onnx(tt.elem_type) if tt.elem_type else "float32"
     if not tt.HasField("shape"):
@@ -64,8 +70,10 @@ def _attr_value(attr: onnx.AttributeProto, convert_graph):
         return value.decode("utf-8", errors="surrogateescape")
     if t == onnx.AttributeProto.STRINGS:
         return tuple(v.decode("utf-8", errors="surrogateescape") for v in value)
-    if t in (onnx.AttributeProto.TYPE_PROTO, onnx.AttributeProto.TYPE_PROTOS):
-        raise UnsupportedError(f"attribute '{attr.name}' of type TYPE_PROTO is not supported")
+    if t == onnx.AttributeProto.TYPE_PROTO:
+        return _tensor_type(value, f"attribute '{attr.name}'", None)
+    if t == onnx.AttributeProto.TYPE_PROTOS:
+        return tuple(_tensor_type(v, f"attribute '{attr.name}'", None) for v in value)
     if isinstance(value, list):
         return tuple(value)
     return value
@@ -109,7 +117,7 @@ class _Importer:
                 continue  # IR v3 style: initializer also listed as an input -> a parameter
             g.add_input(vi.name, _tensor_type(vi.type, f"input '{vi.name}'", self.file))
         for vi in list(gp.value_info) + list(gp.output):
-            if vi.name not in g.containers and vi.type.WhichOneof("value") == "tensor_type":
+            if vi.name not in g.containers and vi.type.WhichOneof("value"):
                 value_types[vi.name] = _tensor_type(vi.type, f"value '{vi.name}'", self.file)
         for i, np_ in enumerate(gp.node):
             label = np_.name or f"{np_.op_type}_{i}"
@@ -127,7 +135,7 @@ class _Importer:
             g.outputs.append(vi.name)
             if vi.name not in g.containers:  # an output that is directly an input/initializer elsewhere
                 g.add_container(vi.name, _tensor_type(vi.type, f"output '{vi.name}'", self.file))
-            elif vi.type.tensor_type.elem_type and vi.name not in g.inputs and g.containers[vi.name].data is None:
+            elif vi.type.WhichOneof("value") and vi.name not in g.inputs and g.containers[vi.name].data is None:
                 g.containers[vi.name].type = _tensor_type(vi.type, f"output '{vi.name}'", self.file)
         # Names used but defined nowhere here come from an outer scope (subgraphs) or are dangling.
         if top:

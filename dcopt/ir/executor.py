@@ -13,6 +13,7 @@ import numpy as np
 
 from dcopt.errors import DcoptError, ExecutionError, InputError, UnsupportedError
 from dcopt.ir.graph import Graph
+from dcopt.ir.types import TensorType
 from dcopt.ops import registry
 
 
@@ -45,10 +46,10 @@ def validate_feeds(graph: Graph, feeds: Mapping[str, np.ndarray], file: str | No
         value = feeds[name]
         array = value if isinstance(value, (np.ndarray, list)) or value is None else np.asarray(value)
         expected = graph.containers[name].type
-        if isinstance(array, np.ndarray):
-            problem = expected.matches(array, bindings)
-            if problem:
-                raise InputError(problem, file=file, input=name)
+        problem = expected.matches(array, bindings) if array is not None or not isinstance(expected, TensorType) \
+            else "expected a tensor, got None"
+        if problem:
+            raise InputError(problem, file=file, input=name)
         arrays[name] = array
     return arrays
 
@@ -88,7 +89,7 @@ def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray], *, check_inputs: bo
             raise ExecutionError(f"input {exc} has no value (graph not in topological order?)",
                                  file=file, node=node.label, op=node.op, opset=opset) from None
         try:
-            results = registry.call(opdef, args, dict(node.attrs), opset, run_subgraph)
+            results = registry.call(opdef, args, dict(node.attrs), opset, run_subgraph, len(node.outputs))
         except DcoptError as exc:
             raise exc.at(file=file, node=node.label, op=node.op, opset=opset)
         except Exception as exc:

@@ -16,7 +16,7 @@ import numpy as np
 from dcopt.errors import ModelLoadError
 from dcopt.ir import dtypes
 from dcopt.ir.graph import Graph, Node
-from dcopt.ir.types import TensorType
+from dcopt.ir.types import OptionalType, SequenceType, TensorType
 
 FORMAT = "dcopt-ir"
 FORMAT_VERSION = 1
@@ -53,6 +53,8 @@ def _encode_attr(v: Any) -> Any:
         return {"graph": graph_to_dict(v)}
     if isinstance(v, tuple):
         return {"list": [_encode_attr(x) for x in v]}
+    if isinstance(v, (TensorType, SequenceType, OptionalType)):
+        return {"type": _encode_type(v)}
     raise TypeError(f"cannot serialize attribute value of type {type(v).__name__}")
 
 
@@ -72,11 +74,25 @@ def _decode_attr(d: dict) -> Any:
         return graph_from_dict(v)
     if tag == "list":
         return tuple(_decode_attr(x) for x in v)
+    if tag == "type":
+        return _decode_type(v)
     raise ValueError(f"unknown attribute tag {tag!r}")
 
 
-def _encode_type(t: TensorType) -> dict:
+def _encode_type(t) -> dict:
+    if isinstance(t, SequenceType):
+        return {"sequence": _encode_type(t.elem)}
+    if isinstance(t, OptionalType):
+        return {"optional": _encode_type(t.elem)}
     return {"dtype": t.dtype, "shape": None if t.shape is None else list(t.shape)}
+
+
+def _decode_type(d: dict):
+    if "sequence" in d:
+        return SequenceType(_decode_type(d["sequence"]))
+    if "optional" in d:
+        return OptionalType(_decode_type(d["optional"]))
+    return TensorType(d["dtype"], None if d["shape"] is None else tuple(d["shape"]))
 
 
 def graph_to_dict(graph: Graph) -> dict:
@@ -107,10 +123,8 @@ def graph_from_dict(d: dict) -> Graph:
     g.doc = d.get("doc", "")
     g.metadata = dict(d.get("metadata", {}))
     for name, entry in d["containers"].items():
-        t = entry["type"]
-        shape = None if t["shape"] is None else tuple(t["shape"])
         data = _decode_array(entry["data"]) if "data" in entry else None
-        g.add_container(name, TensorType(t["dtype"], shape), data)
+        g.add_container(name, _decode_type(entry["type"]), data)
     g.inputs = list(d["inputs"])
     g.outputs = list(d["outputs"])
     for n in d["nodes"]:

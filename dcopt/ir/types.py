@@ -78,6 +78,8 @@ class TensorType:
         ``bindings`` collects the values of symbolic dims so that two inputs sharing ``N`` must
         agree on it.
         """
+        if not isinstance(array, np.ndarray):
+            return f"expected a tensor, got {type(array).__name__}"
         actual = dtypes.from_numpy(array.dtype) if array.dtype != object else "string"
         if actual != self.dtype:
             return f"expected dtype {self.dtype}, got {actual}"
@@ -98,3 +100,62 @@ class TensorType:
         if self.shape is None:
             return "[?]"
         return "[" + ", ".join("?" if d is None else str(d) for d in self.shape) + "]"
+
+
+@dataclass(frozen=True)
+class SequenceType:
+    """An ONNX sequence: a list of tensors of one element type (shapes may differ)."""
+
+    elem: "TensorType | SequenceType | OptionalType"
+
+    dtype = property(lambda self: self.elem.dtype)
+    shape = None
+    rank = None
+    is_static = False
+    numel = None
+    nbytes = None
+    symbols = frozenset()
+
+    def __str__(self) -> str:
+        return f"seq<{self.elem}>"
+
+    def matches(self, value, bindings=None) -> str | None:
+        if not isinstance(value, list):
+            return f"expected a sequence (list of arrays), got {type(value).__name__}"
+        for i, item in enumerate(value):
+            problem = self.elem.matches(item, None) if not isinstance(self.elem, TensorType) else (
+                None if getattr(item, "dtype", None) is not None and dtypes.from_numpy(item.dtype) == self.dtype
+                else f"element {i}: expected dtype {self.dtype}")
+            if problem:
+                return problem
+        return None
+
+    def shape_str(self) -> str:
+        return str(self)
+
+
+@dataclass(frozen=True)
+class OptionalType:
+    """An ONNX optional: a tensor or sequence, or nothing (``None``)."""
+
+    elem: "TensorType | SequenceType"
+
+    dtype = property(lambda self: self.elem.dtype)
+    shape = None
+    rank = None
+    is_static = False
+    numel = None
+    nbytes = None
+    symbols = frozenset()
+
+    def __str__(self) -> str:
+        return f"optional<{self.elem}>"
+
+    def matches(self, value, bindings=None) -> str | None:
+        return None if value is None else self.elem.matches(value, bindings)
+
+    def shape_str(self) -> str:
+        return str(self)
+
+
+ValueType = Union[TensorType, SequenceType, OptionalType]

@@ -10,7 +10,8 @@ attributes as keyword arguments::
 The wrapper does the shared work once, for every op: it fills attribute defaults from the ONNX
 schema of the node's opset (so ``alpha`` is always set), passes ``opset=`` when the function
 asks for it, drops omitted optional inputs at the end of the argument list (passing ``None``
-for ones in the middle), and normalizes the result to a tuple of ndarrays.
+for ones in the middle), passes ``n_outputs=`` (how many outputs the node wires) to functions
+that declare it, and normalizes the result to a tuple of ndarrays.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class OpDef:
     accepts: frozenset[str] | None  # keyword names accepted; None = takes **kwargs
     wants_opset: bool
     wants_graph: bool  # subgraph-executing ops get a callback to run subgraphs
+    wants_n_outputs: bool  # variadic-output ops (Split) learn how many outputs the node wires
 
 
 _REGISTRY: dict[tuple[str, str], OpDef] = {}
@@ -55,7 +57,8 @@ def reference(*names: str, domain: str = ""):
         )
         for name in names:
             _REGISTRY[(_norm_domain(domain), name)] = OpDef(
-                name, _norm_domain(domain), fn, accepts, "opset" in sig.parameters, "run_subgraph" in sig.parameters
+                name, _norm_domain(domain), fn, accepts, "opset" in sig.parameters, "run_subgraph" in sig.parameters,
+                "n_outputs" in sig.parameters,
             )
         return fn
 
@@ -107,7 +110,7 @@ def schema_defaults(op: str, domain: str, opset: int) -> dict[str, Any]:
 
 
 def call(opdef: OpDef, inputs: list[np.ndarray | None], attrs: dict[str, Any], opset: int,
-         run_subgraph: Callable | None = None) -> tuple[np.ndarray, ...]:
+         run_subgraph: Callable | None = None, n_outputs: int = 1) -> tuple[np.ndarray, ...]:
     """Run an op's reference implementation with defaults filled and results normalized."""
     kwargs = dict(schema_defaults(opdef.name, opdef.domain, opset))
     kwargs.update(attrs)
@@ -121,6 +124,8 @@ def call(opdef: OpDef, inputs: list[np.ndarray | None], attrs: dict[str, Any], o
         kwargs["opset"] = opset
     if opdef.wants_graph:
         kwargs["run_subgraph"] = run_subgraph
+    if opdef.wants_n_outputs:
+        kwargs["n_outputs"] = n_outputs
     args = list(inputs)
     while args and args[-1] is None:
         args.pop()
