@@ -263,10 +263,10 @@ def constant_of_shape(shape, *, value=None):
 def range_(start, limit, delta):
     dtype = np.asarray(start).dtype
     if dtype.kind in "iu":
-        s, l, d = int(start), int(limit), int(delta)
+        s, l, d = (scalar_int(v) for v in (start, limit, delta))
         n = max(-(-(l - s) // d), 0)
         return (s + np.arange(n, dtype=np.int64) * d).astype(dtype)
-    s, l, d = (float(np.asarray(v, dtype=np.float64)) for v in (start, limit, delta))
+    s, l, d = (float(np.asarray(v, dtype=np.float64).reshape(-1)[0]) for v in (start, limit, delta))
     n = max(int(np.ceil((l - s) / d)), 0)
     return (s + np.arange(n, dtype=np.float64) * d).astype(dtype)
 
