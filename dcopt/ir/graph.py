@@ -177,11 +177,13 @@ class Graph:
         return None if c is None else c.type
 
     def fresh_name(self, base: str) -> str:
-        """A container/node name not used in the graph yet."""
-        used = self.containers.keys() | {n.name for n in self.nodes}
+        """A container name not used in the graph yet (O(1): rewrites call this a lot).
+
+        Node names are labels, not identifiers, so only containers must be unique; new nodes are
+        named after their fresh output container."""
         while True:
             candidate = f"{base}__{next(self._names)}"
-            if candidate not in used:
+            if candidate not in self.containers:
                 return candidate
 
     # -- nodes and edges --------------------------------------------------------------------

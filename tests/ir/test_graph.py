@@ -97,3 +97,6 @@ def test_fresh_names_are_unique():
     g = small_graph()
     names = {g.fresh_name("h") for _ in range(5)}
     assert len(names) == 5 and not names & set(g.containers)
+    g.add_container("h__99", TensorType("float32", (1,)))
+    g._names = iter([99, 100])
+    assert g.fresh_name("h") == "h__100"
