@@ -92,6 +92,9 @@ def _window_attrs(x, kernel_shape, strides, dilations):
 
 # ----------------------------------------------------------------------------- convolution
 
+_COLS_BUDGET = 1 << 26  # elements of one im2col buffer (256 MB of float32); larger batches go in chunks
+
+
 def _conv(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, pads=None, strides=None, work=None):
     """Grouped N-d convolution as one batched im2col matmul, computed in ``work`` dtype."""
     work = work or _acc(x.dtype)
@@ -99,6 +102,10 @@ def _conv(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, pads=None
     out, begin, _ = _geometry(x.shape[2:], kernel, strides, dilations, auto_pad, pads)
     n, c = x.shape[:2]
     m, nd, g = w.shape[0], len(kernel), group
+    step = max(1, _COLS_BUDGET // max(1, c * math.prod(kernel) * math.prod(out)))
+    if n > step:
+        return np.concatenate([_conv(x[i:i + step], w, b, auto_pad=auto_pad, dilations=dilations, group=group,
+                                     pads=pads, strides=strides, work=work) for i in range(0, n, step)])
     win = _windows(x.astype(work, copy=False), out, begin, kernel, strides, dilations)  # (N, C, *out, *k)
     win = win.reshape(n, g, c // g, *out, *kernel)
     order = (0, 1, 2) + tuple(range(3 + nd, 3 + 2 * nd)) + tuple(range(3, 3 + nd))
@@ -115,15 +122,13 @@ def conv(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_sha
                  strides=strides).astype(x.dtype, copy=False)
 
 
-def _zero_shift(w, zp, axis=0):
-    """w - zp as int64, with a 1-D zp applying per index of ``axis`` (per-channel quantization)."""
-    w = w.astype(np.int64)
+def _zero_shift(t, zp):
+    """t - zp as int64; a 1-D zp of several values applies per index of axis 0 (per-channel weights)."""
+    t = t.astype(np.int64)
     if zp is None:
-        return w
+        return t
     zp = np.asarray(zp).astype(np.int64)
-    if zp.ndim == 1 and zp.size > 1:
-        zp = zp.reshape((-1,) + (1,) * (w.ndim - 1 - axis)) if axis >= 0 else zp
-    return w - zp
+    return t - (zp.reshape((-1,) + (1,) * (t.ndim - 1)) if zp.size > 1 else zp.reshape(()))
 
 
 def _int_conv(x, x_zp, w, w_zp, b=None, **attrs):
@@ -159,7 +164,7 @@ def qlinear_conv(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_
     acc = _int_conv(x, x_zero_point, w, w_zero_point, b, auto_pad=auto_pad, dilations=dilations, group=group,
                     pads=pads, strides=strides)
     w_scale = np.asarray(w_scale, np.float64).reshape(-1, *(1,) * (x.ndim - 2))
-    scale = np.float64(x_scale) * w_scale / np.float64(y_scale)
+    scale = np.asarray(x_scale, np.float64).reshape(()) * w_scale / np.asarray(y_scale, np.float64).reshape(())
     return _requantize(acc, scale, y_zero_point, y_zero_point.dtype if y_zero_point is not None else x.dtype)
 
 
@@ -271,21 +276,34 @@ def _pool_setup(x, kernel_shape, strides, dilations, auto_pad, pads, ceil_mode):
     return kernel, strides, dilations, out, begin, end
 
 
-def _reduce_windows(win, nd, fn, **kw):
-    return fn(win, axis=tuple(range(win.ndim - nd, win.ndim)), **kw)
+def _fold_windows(win, nd, ufunc, want_arg=False):
+    """Reduce the trailing ``nd`` kernel axes of a window view with a binary ufunc, one kernel tap at a
+    time: K vectorized passes over (N, C, *out) run 10-25x faster than numpy reducing the small,
+    strided kernel axes.  ``want_arg`` also returns the flat tap of the first maximum."""
+    acc = arg = None
+    for k, pos in enumerate(np.ndindex(*win.shape[win.ndim - nd:])):
+        v = win[(Ellipsis,) + pos]
+        if acc is None:
+            acc = v.copy()
+            arg = np.zeros(acc.shape, np.int64) if want_arg else None
+        else:
+            if want_arg:
+                arg = np.where(v > acc, k, arg)  # strict: the first maximum keeps its tap
+            ufunc(acc, v, out=acc)
+    return (acc, arg) if want_arg else acc
 
 
 @reference("MaxPool")
 def max_pool(x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape, pads=None, storage_order=0,
-             strides=None):
+             strides=None, n_outputs=2):
     kernel, strides, dilations, out, begin, _ = _pool_setup(x, kernel_shape, strides, dilations, auto_pad, pads,
                                                             ceil_mode)
     nd, spatial = len(kernel), x.shape[2:]
     low = np.iinfo(x.dtype).min if x.dtype.kind in "iu" else -np.inf
     win = _windows(x, out, begin, kernel, strides, dilations, low)
-    flat = win.reshape(*win.shape[:2 + nd], -1)
-    arg = np.argmax(flat, axis=-1)
-    y = np.take_along_axis(flat, arg[..., None], -1)[..., 0]
+    if n_outputs < 2:  # no Indices wired
+        return _fold_windows(win, nd, np.maximum)
+    y, arg = _fold_windows(win, nd, np.maximum, want_arg=True)
     # Indices into the flattened input (row-major, or column-major over spatial axes if storage_order=1).
     taps = np.unravel_index(arg, kernel)
     idx = np.zeros(arg.shape, np.int64)
@@ -305,7 +323,7 @@ def _pool_counts(x, kernel, strides, dilations, out, begin, end, include_pad):
     if include_pad:
         ones = np.pad(ones, list(zip(begin, end)), constant_values=1)
         begin = [0] * len(begin)
-    return _reduce_windows(_windows(ones, out, begin, kernel, strides, dilations), len(kernel), np.sum)
+    return _fold_windows(_windows(ones, out, begin, kernel, strides, dilations), len(kernel), np.add)
 
 
 @reference("AveragePool")
@@ -315,7 +333,7 @@ def average_pool(x, *, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0, dila
                                                               ceil_mode)
     work = _acc(x.dtype)
     win = _windows(x.astype(work, copy=False), out, begin, kernel, strides, dilations)
-    total = _reduce_windows(win, len(kernel), np.sum)
+    total = _fold_windows(win, len(kernel), np.add)
     counts = _pool_counts(x, kernel, strides, dilations, out, begin, end, count_include_pad)
     return (total / counts.astype(work)).astype(x.dtype)
 
@@ -325,7 +343,7 @@ def lp_pool(x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape, 
     kernel, strides, dilations, out, begin, _ = _pool_setup(x, kernel_shape, strides, dilations, auto_pad, pads,
                                                             ceil_mode)
     win = _windows(np.abs(x) ** p, out, begin, kernel, strides, dilations)
-    return (_reduce_windows(win, len(kernel), np.sum) ** (1.0 / p)).astype(x.dtype)
+    return (_fold_windows(win, len(kernel), np.add) ** (1.0 / p)).astype(x.dtype)
 
 
 def _global(x, fn):
@@ -416,8 +434,10 @@ def einsum(*inputs, equation):
 
 
 @reference("Dropout")
-def dropout(x, ratio=None, training_mode=None, *, seed=None, is_test=0, opset):
+def dropout(x, ratio=None, training_mode=None, *, seed=None, is_test=0, opset, n_outputs=2):
     """Identity at inference; training mode with a nonzero ratio draws the mask from RandomState(seed)."""
+    if n_outputs < 2 and (opset < 12 or training_mode is None or not bool(training_mode)):
+        return x
     if opset < 12:  # ratio is an attribute there, and dropout never trains in an inference executor
         mask = np.ones(x.shape, bool if opset >= 10 else x.dtype)
         return x, mask

@@ -1,0 +1,147 @@
+"""Small graph queries shared by the canonicalization passes.
+
+Each answers one question a rewrite must settle before it may fire — is this value a known
+constant, is this dtype trustworthy, is this op deterministic, who reads this name from inside
+a subgraph — so that every pass answers it the same (conservative) way.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dcopt.ir import dtypes
+from dcopt.ir.graph import Graph, Node
+from dcopt.ir.types import TensorType
+
+#: Ops whose result differs from run to run. They are never folded, merged or deduplicated.
+RANDOM_OPS = frozenset({
+    "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli",
+})
+
+
+def constant(graph: Graph, name: str) -> np.ndarray | None:
+    """The data of ``name`` when it is a parameter (a container with data, not a graph input)."""
+    if not name or name in graph.inputs:
+        return None
+    c = graph.containers.get(name)
+    return None if c is None else c.data
+
+
+def dropout_is_training(graph: Graph, node: Node) -> bool | None:
+    """Whether a Dropout node drops elements: False (inference), True, or None (not known).
+
+    Before opset 12 an ONNX Dropout is an identity at inference (``is_test`` existed only up to
+    opset 6: is_test=0 meant training). From opset 12 the optional ``training_mode`` input
+    decides, and only a constant False (or its absence) proves inference.
+    """
+    opset = graph.opset_of(node.domain)
+    if opset < 7:
+        return not node.attrs.get("is_test", 0)
+    if opset < 12 or len(node.inputs) < 3 or not node.inputs[2]:
+        return False
+    flag = constant(graph, node.inputs[2])
+    if flag is None:
+        return None
+    return bool(np.asarray(flag).reshape(-1)[0]) if flag.size else False
+
+
+def is_nondeterministic(graph: Graph, node: Node) -> bool:
+    """True for random ops and for a Dropout that may be in training mode."""
+    if node.domain not in ("", "ai.onnx"):
+        return False
+    if node.op in RANDOM_OPS:
+        return True
+    return node.op == "Dropout" and dropout_is_training(graph, node) is not False
+
+
+def has_subgraph(node: Node) -> bool:
+    return any(isinstance(v, Graph) or (isinstance(v, tuple) and any(isinstance(x, Graph) for x in v))
+               for v in node.attrs.values())
+
+
+def _subgraphs(node: Node):
+    for value in node.attrs.values():
+        for item in value if isinstance(value, tuple) else (value,):
+            if isinstance(item, Graph):
+                yield item
+
+
+def _free_names(sub: Graph) -> set[str]:
+    defined = set(sub.inputs) | set(sub.containers)
+    reads: set[str] = set()
+    for n in sub.nodes:
+        reads.update(i for i in n.present_inputs if i not in defined)
+        defined.update(n.outputs)
+    reads.update(o for o in sub.outputs if o not in defined)
+    for n in sub.nodes:
+        for inner in _subgraphs(n):
+            reads.update(_free_names(inner) - defined)
+    return reads
+
+
+def node_subgraph_reads(node: Node) -> set[str]:
+    """Outer-scope names that the subgraphs of ``node`` (If/Loop/Scan bodies) read implicitly."""
+    reads: set[str] = set()
+    for sub in _subgraphs(node):
+        reads |= _free_names(sub)
+    return reads
+
+
+def subgraph_reads(graph: Graph) -> set[str]:
+    """Names of ``graph``'s scope that subgraphs read implicitly (not as node inputs).
+
+    Renaming or deleting such a value in the outer graph would leave the subgraph dangling, so
+    passes treat these reads as uses that cannot be rewired.
+    """
+    reads: set[str] = set()
+    for node in graph.nodes:
+        reads |= node_subgraph_reads(node)
+    return reads
+
+
+def known_dtype(graph: Graph, name: str) -> str | None:
+    """The dtype of ``name`` when it can be trusted, else None.
+
+    The importer gives a transient whose type inference failed the placeholder type
+    ``float32[?]``; a dtype is trusted only for graph inputs, parameters, and transients with a
+    known rank (which means inference did run on them).
+    """
+    c = graph.containers.get(name)
+    if c is None:
+        return None
+    if c.data is not None:
+        return dtypes.from_numpy(c.data.dtype)
+    if name in graph.inputs or c.type.shape is not None:
+        return c.type.dtype
+    return None
+
+
+def same_known_shape(a: TensorType | None, b: TensorType | None) -> bool:
+    """True when both shapes are fully known and identical.
+
+    Symbolic dims count as known: the IR defines two dims with the same name to be equal.
+    Unknown dims (None) never compare equal, not even to themselves.
+    """
+    if a is None or b is None or a.shape is None or b.shape is None:
+        return False
+    return all(d is not None for d in a.shape) and tuple(a.shape) == tuple(b.shape)
+
+
+def broadcast_keeps_shape(shape: tuple | None, other: tuple) -> bool:
+    """True when broadcasting a tensor of ``shape`` with one of static ``other`` gives ``shape``.
+
+    ``shape`` may hold symbolic or unknown dims; a dim of ``other`` must be 1 or equal to a static
+    dim of ``shape``. An unknown-rank ``shape`` only keeps its shape against a scalar.
+    """
+    if shape is None:
+        return len(other) == 0
+    if len(other) > len(shape):
+        return False
+    for mine, theirs in zip(reversed(shape), reversed(other)):
+        if theirs != 1 and not (isinstance(mine, int) and mine == theirs):
+            return False
+    return True
+
+
+def numel(array: np.ndarray | None) -> int:
+    return 0 if array is None else int(np.asarray(array).size)
