@@ -48,12 +48,14 @@ def app(verbose: bool) -> None:
 
 
 def _register() -> None:
-    from dcopt.cli import convert_cmd, inspect_cmd, ops_cmd, run_cmd
+    from dcopt.cli import convert_cmd, inspect_cmd, ops_cmd, opt_cmd, report_cmd, run_cmd
 
     app.add_command(inspect_cmd.inspect)
     app.add_command(run_cmd.run)
     app.add_command(convert_cmd.convert)
     app.add_command(ops_cmd.ops)
+    app.add_command(opt_cmd.opt)
+    app.add_command(report_cmd.report)
 
 
 _register()

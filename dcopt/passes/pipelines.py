@@ -44,6 +44,8 @@ register_pipeline(
                 "remove dead code; repeated until nothing changes",
 )
 
+register_pipeline("O1", ["canonicalize"], description="level 2 cleanup only")
+
 
 def parse_spec(spec: str | Sequence[str]) -> list[str]:
     """Canonical names of the passes/pipelines in ``spec``; UnknownPassError for a bad name."""
