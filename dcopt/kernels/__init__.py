@@ -1,0 +1,61 @@
+"""The kernel artifact store: content-addressed generated kernels, builds, their provenance and diffs.
+
+A backend renders IR to source and compiles it; this package decides whether it has to. Each
+kernel is stored under a :class:`KernelKey` that covers everything that can change its machine
+code, is published atomically, is re-verified (sha256 of every file) on every hit, and is built at
+most once even when several processes ask for it at the same moment.
+
+Using it from a code generator (numba)::
+
+    from dcopt.kernels import KernelKey, KernelStore, source_hash
+    from dcopt.kernels.native import compile_numba_module, load_numba_module
+
+    CODEGEN_VERSION = source_hash(["dcopt.backends.cpu"])        # once, at import of the codegen
+
+    key = KernelKey.make(ir_text,                                  # canonical serialized IR
+                         codegen_version=CODEGEN_VERSION,
+                         options={"fastmath": True, "tile": [6, 32]})
+    sigs = {"kernel": ["void(float32[:, :], float32[:], float32[:, :])"]}
+    fetched = KernelStore(root).get_or_build(                      # root=None: the default store
+        key,
+        build=lambda d: compile_numba_module(d, source_text, sigs, digest=key.digest),
+        load=load_numba_module,
+        provenance={"model": "bert", "group": "fused_3", "node": "Gelu_12"},
+    )
+    fetched.value.kernel(x, b, out)      # fetched.built: False if it came from the store
+
+``build(staging_dir)`` writes files into an empty directory (``source.py`` or ``source.ll`` plus
+compiled artifacts) and returns a JSON-able dict kept as ``entry.build_info``; ``load(entry)``
+turns a published entry into a usable value and may raise to declare the entry unusable (it is
+then rebuilt, with a warning). LLVM IR kernels: :func:`dcopt.kernels.native.emit_llvm_object` /
+:func:`~dcopt.kernels.native.load_llvm_object` store and load native object code the same way.
+
+Explaining a recompile: ``store.explain_miss(key)`` lists the nearest stored entries and which
+key components differ (``codegen_version``, ``toolchain.numba``, ``options.tile`` ...); with the
+``dcopt.kernels`` logger at DEBUG, :meth:`KernelStore.get_or_build` logs it on every miss.
+
+Builds (a compiled model as a directory)::
+
+    from dcopt.kernels import write_build, read_build, diff_builds
+    write_build("model.dcopt", {"model": {"name": "bert", "hash": model_hash},
+                                "pipeline": [...], "patches": [...], "target": "cpu",
+                                "benchmark": {"latency_ms": 4.1}},
+                kernels={"fused_3": fetched.entry}, weights=params, store=store)
+    build = read_build("model.dcopt")     # ModelLoadError naming what is damaged
+    print("\\n".join(diff_builds("old.dcopt", "model.dcopt").lines()))
+
+Where the store lives: ``KernelStore(root)``; with ``root=None``, ``$DCOPT_CACHE_DIR/kernels``,
+else ``$XDG_CACHE_HOME/dcopt/kernels``, else ``~/.cache/dcopt/kernels`` (:func:`default_root`).
+CLI: ``dcopt kernels ls|show|gc`` and ``dcopt builds ls|diff``, each with ``--store DIR``.
+"""
+
+from dcopt.kernels.builds import Build, BuildKernel, BuildRecord, list_builds, read_build, write_build
+from dcopt.kernels.diff import BuildDiff, diff_builds
+from dcopt.kernels.keys import KernelKey, host_cpu_features, source_hash, toolchain_versions
+from dcopt.kernels.store import Fetched, KernelEntry, KernelStore, Removal, default_root
+
+__all__ = [
+    "Build", "BuildDiff", "BuildKernel", "BuildRecord", "Fetched", "KernelEntry", "KernelKey", "KernelStore",
+    "Removal", "default_root", "diff_builds", "host_cpu_features", "list_builds", "read_build", "source_hash",
+    "toolchain_versions", "write_build",
+]
