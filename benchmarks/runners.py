@@ -1,0 +1,157 @@
+"""One small adapter per runtime: prepare a model once, return a zero-argument call.
+
+Every adapter binds the model's fixed feeds at prepare time and returns a
+:class:`Prepared` whose ``call()`` runs one inference and returns the outputs as numpy arrays
+in the ONNX graph's output order, so the timing loop treats all runtimes alike and the
+correctness check can compare them element for element against onnxruntime.
+
+All runtimes get the same thread count, batch 1, and no inter-op parallelism.
+
+The one seam the lead re-points when the compiled backend lands is :func:`dcopt_session`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from benchmarks.models import BenchModel
+
+RUNTIMES = ("dcopt", "onnxruntime", "torch", "openvino")
+REFERENCE_RUNTIME = "onnxruntime"  # correctness reference and the peer every model has
+
+
+class NotApplicable(Exception):
+    """The runtime does not apply to this model (e.g. torch for a model not built in torch)."""
+
+
+@dataclass
+class Prepared:
+    runtime: str
+    backend: str                       # what exactly runs, named in the report
+    call: Callable[[], list[np.ndarray]]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+# --- dcopt: THE seam --------------------------------------------------------------------------
+
+@dataclass
+class DcoptSession:
+    """What :func:`dcopt_session` returns: a backend name and ``run(feeds) -> [outputs]``."""
+
+    backend: str
+    run: Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def dcopt_session(model_path, threads: int) -> DcoptSession:
+    """Load ``model_path`` with dcopt and return a session that runs it.
+
+    Today: the numpy reference executor through :mod:`dcopt.api` (its BLAS threads are fixed at
+    process start by ``OPENBLAS_NUM_THREADS``, which ``benchmarks.run`` sets to ``threads``).
+    Point this at the compiled backend once it exists; keep the return type.
+    """
+    from dcopt import api
+    from dcopt.ir.executor import check_supported
+
+    graph = api.load_graph(model_path)
+    check_supported(graph, file=str(model_path))
+    outputs = list(graph.outputs)
+
+    def run(feeds):
+        result = api.run(graph, feeds, backend="reference", file=str(model_path))
+        return [result[name] for name in outputs]
+
+    # ``threads`` cannot reach numpy's BLAS after import; record what it actually runs with.
+    return DcoptSession("reference (numpy executor)", run,
+                        {"OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "unset (BLAS default)")})
+
+
+def prepare_dcopt(model: BenchModel, threads: int) -> Prepared:
+    session = dcopt_session(model.path, threads)
+    feeds = dict(model.feeds)
+    return Prepared("dcopt", session.backend, lambda: session.run(feeds), dict(session.settings))
+
+
+# --- peers --------------------------------------------------------------------------------------
+
+def prepare_onnxruntime(model: BenchModel, threads: int) -> Prepared:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(str(model.path), options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    feeds = dict(model.feeds)
+    return Prepared("onnxruntime", f"onnxruntime {ort.__version__} CPUExecutionProvider",
+                    lambda: sess.run(names, feeds),
+                    {"intra_op_num_threads": threads, "inter_op_num_threads": 1,
+                     "execution_mode": "sequential", "graph_optimization_level": "ALL"})
+
+
+def prepare_torch(model: BenchModel, threads: int) -> Prepared:
+    if model.torch_factory is None:
+        raise NotApplicable("not a torch model")
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # can only be set once per process, before any inter-op work
+        pass
+    module = model.torch_factory()
+    module.eval()
+    args = tuple(torch.from_numpy(model.feeds[n]) for n in model.torch_input_names)
+
+    def call():
+        with torch.inference_mode():
+            out = module(*args)
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        return [o.numpy() for o in outs]
+
+    return Prepared("torch", f"torch {torch.__version__} eager (inference_mode)", call,
+                    {"num_threads": torch.get_num_threads(), "num_interop_threads": torch.get_num_interop_threads()})
+
+
+def prepare_openvino(model: BenchModel, threads: int) -> Prepared:
+    import openvino as ov
+
+    core = ov.Core()
+    config = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
+              "INFERENCE_PRECISION_HINT": "f32"}  # f32: no silent bf16 on AVX-512-BF16 CPUs
+    compiled = core.compile_model(str(model.path), "CPU", config)
+    request = compiled.create_infer_request()
+    outputs = list(compiled.outputs)
+    feeds = dict(model.feeds)
+
+    def call():
+        result = request.infer(feeds)
+        return [np.array(result[o]) for o in outputs]
+
+    return Prepared("openvino", f"openvino {ov.__version__.split('-')[0]} CPU", call,
+                    {k: str(v) for k, v in config.items()})
+
+
+PREPARERS: dict[str, Callable[[BenchModel, int], Prepared]] = {
+    "dcopt": prepare_dcopt,
+    "onnxruntime": prepare_onnxruntime,
+    "torch": prepare_torch,
+    "openvino": prepare_openvino,
+}
+_MODULES = {"dcopt": "dcopt", "onnxruntime": "onnxruntime", "torch": "torch", "openvino": "openvino"}
+
+
+def available(runtime: str) -> bool:
+    """Importable here (checked without importing, so it costs nothing)."""
+    return importlib.util.find_spec(_MODULES[runtime]) is not None
+
+
+def default_runtimes() -> list[str]:
+    return [r for r in RUNTIMES if available(r)]
