@@ -11,13 +11,20 @@ import numpy as np
 from dcopt.errors import DcoptError, ModelLoadError
 from dcopt.ir.graph import Graph
 
-MODEL_SUFFIXES = (".onnx", ".json")
+MODEL_SUFFIXES = (".onnx", ".json", ".pt2")
 
 
 def load_graph(path: str | os.PathLike) -> Graph:
-    """Load a model file as IR: ``.onnx`` through the ONNX frontend, ``.json`` as dcopt IR."""
+    """Load a model file as IR: ``.onnx`` through the ONNX frontend, ``.json`` as dcopt IR,
+    ``.pt2`` (``torch.export.save``) through the PyTorch frontend."""
     path = Path(path)
     suffix = path.suffix.lower()
+    if suffix == ".pt2":
+        try:
+            from dcopt.frontends.torch_import import load_pt2
+        except ImportError as exc:
+            raise ModelLoadError(f"loading .pt2 programs needs PyTorch ({exc}); pip install torch", file=str(path)) from None
+        return load_pt2(path)
     if suffix == ".json":
         from dcopt.ir import serialize
 

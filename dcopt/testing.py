@@ -39,6 +39,8 @@ def _random_like(shape: tuple[int, ...], dtype: np.dtype, rng: np.random.Generat
 def with_random_weights(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
     """Replace every ConstantOfShape whose shape is an initializer by a random initializer."""
     model = onnx.ModelProto.FromString(model.SerializeToString())
+    # IR v3 shape inference ignores initializers that are not graph inputs: the new weights are not.
+    model.ir_version = max(model.ir_version, 4)
     rng = np.random.default_rng(seed)
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}

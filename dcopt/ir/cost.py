@@ -511,6 +511,8 @@ class _Costing:
             return None, formula is not None
 
     def node_cost(self, node: Node) -> OpCost:
+        if node.domain == "dcopt.loop":
+            return self._loop_node_cost(node)
         flop_count, modelled = self.flops_of(node)
         read = self.nbytes(reads(node))
         written = self.nbytes(o for o in node.outputs if self.is_live(o))
@@ -519,6 +521,19 @@ class _Costing:
         constant = _is_constant_node(node, self.constants)
         return OpCost(node.label, node.op if not node.domain else f"{node.domain}.{node.op}", flop_count, read,
                       written, params, known, modelled, constant)
+
+    def _loop_node_cost(self, node: Node) -> OpCost:
+        """Loop-level nodes: bytes from their memlets (exactly the elements they touch)."""
+        from dcopt.ir import loops
+
+        moved = loops.memlet_cost(self.graph, node, self.bindings)
+        flop_count = loops.loop_flops(self.graph, node, self.bindings, TRANSCENDENTAL)
+        read = None if moved is None else moved.bytes_read
+        written = None if moved is None else moved.bytes_written
+        params = self.nbytes(i for i in reads(node) if self.is_constant(i))
+        known = None not in (flop_count, read, written)
+        return OpCost(node.label, f"{node.domain}.{node.op}", flop_count, read, written, params, known, True,
+                      _is_constant_node(node, self.constants))
 
     def graph_cost(self) -> GraphCost:
         costs = [self.node_cost(n) for n in self.graph.nodes]

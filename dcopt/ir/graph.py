@@ -125,6 +125,15 @@ class Node:
         return f"Node({self.op}, {list(self.inputs)} -> {list(self.outputs)}, name={self.name!r})"
 
 
+def _rename_input(node: Node, old: str, new: str) -> Node:
+    """The node reading ``new`` where it read ``old`` (loop nodes also name it in their memlets)."""
+    if node.domain == "dcopt.loop":
+        from dcopt.ir.loops import rename_container
+
+        return rename_container(node, old, new)
+    return node.replace(inputs=tuple(new if i == old else i for i in node.inputs))
+
+
 class Graph:
     """A dataflow graph over named containers.
 
@@ -211,10 +220,7 @@ class Graph:
 
     def replace_uses(self, old: str, new: str) -> None:
         """Rewire every reader of ``old`` (nodes and graph outputs) to read ``new``."""
-        self.nodes = [
-            n.replace(inputs=tuple(new if i == old else i for i in n.inputs)) if old in n.inputs else n
-            for n in self.nodes
-        ]
+        self.nodes = [_rename_input(n, old, new) if old in n.inputs else n for n in self.nodes]
         self.outputs = [new if o == old else o for o in self.outputs]
 
     def toposort(self) -> None:

@@ -33,6 +33,10 @@ def format_attr(value) -> str:
 
 
 def format_node(node: Node, graph: Graph | None = None) -> str:
+    if node.domain == "dcopt.loop":
+        from dcopt.ir.loops import format_loop_node
+
+        return format_loop_node(node)
     outs = ", ".join(f"%{o}" if o else "_" for o in node.outputs)
     ins = ", ".join(i if i else "_" for i in node.inputs)
     op = f"{node.domain}.{node.op}" if node.domain else node.op

@@ -68,6 +68,11 @@ def find_problems(graph: Graph, outer_scope: frozenset[str] = frozenset()) -> li
             else:
                 problems.append(f"node '{node.label}' ({node.op}) reads '{name}', which nothing defines")
         defined.update(o for o in node.outputs if o)
+    for node in graph.nodes:
+        if node.domain == "dcopt.loop":
+            from dcopt.ir.loops import find_loop_problems
+
+            problems.extend(find_loop_problems(graph, node))
     for name in graph.outputs:
         if name not in defined and name not in producers:
             problems.append(f"graph output '{name}' is never produced")

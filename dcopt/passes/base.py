@@ -170,6 +170,15 @@ BUILTIN_PASS_MODULES = [
     "dcopt.passes.remove_noops",
     "dcopt.passes.cse",
     "dcopt.passes.dce",
+    "dcopt.passes.algebraic",
+    "dcopt.passes.chains",
+    "dcopt.passes.fold_batchnorm",
+    "dcopt.passes.recognize",
+    "dcopt.passes.expand",
+    "dcopt.passes.fuse",
+    "dcopt.passes.memory_plan",
+    "dcopt.passes.eliminate_transients",
+    "dcopt.passes.layout",
 ]
 _loaded = False
 

@@ -45,6 +45,18 @@ register_pipeline(
 )
 
 register_pipeline("O1", ["canonicalize"], description="level 2 cleanup only")
+register_pipeline(
+    "O2", ["canonicalize", "simplify-algebra", "simplify-chains", "fold-batchnorm", "recognize-ops",
+           "simplify-chains", "canonicalize"],
+    description="level 2: canonicalize; algebraic identities and layout/cast chains put decomposed ops into "
+                "the spelling the recognizers expect; fold BatchNorm into weights; recognize LayerNorm/Gelu/"
+                "Softmax/attention; then merge the transposes recognition leaves and clean up",
+)
+register_pipeline(
+    "O3", ["O2", "eliminate-transients", "fuse", "plan-memory"],
+    description="levels 2-4: O2, then drop copies that can be views, fuse by the bytes-moved cost model, "
+                "and plan transient memory (liveness, reuse, in-place)",
+)
 
 
 def parse_spec(spec: str | Sequence[str]) -> list[str]:

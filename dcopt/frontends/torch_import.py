@@ -1,0 +1,653 @@
+"""PyTorch -> dcopt IR, through ``torch.export``.
+
+dcopt's IR speaks ONNX operator semantics, so importing a PyTorch program means lowering its
+ATen ops to ONNX-style nodes (the per-op rules live in :mod:`dcopt.frontends.torch_ops`). Once
+imported, a graph needs no torch at run time.
+
+The path is::
+
+    nn.Module --torch.export--> ExportedProgram --run_decompositions--> core ATen FX graph
+              --lowering (this module + torch_ops)--> dcopt Graph
+
+What becomes what:
+
+* parameters, buffers and lifted constants -> IR parameters (numpy copies, i.e. a snapshot of
+  the weights at import time);
+* user inputs -> graph inputs, typed from the placeholder's FakeTensor. A dim that export made
+  dynamic (``torch.export.Dim``) stays symbolic: its sympy symbol (``s0``) becomes the IR's
+  ``str`` dim, renamed through ``symbol_names`` when given;
+* every other value is typed from ``node.meta["val"]``. Values that are sizes (SymInts: the
+  results of ``sym_size``, ``operator.mul`` on sizes...) are computed at run time from the
+  inputs' shapes as int64 tensors of shape ``[1]`` (``Shape`` + arithmetic nodes); a size that
+  export proved static is just a Python int.
+
+Unsupported ops do not stop the import at the first one: every offender is collected (op, node,
+source line) and reported in one :class:`~dcopt.errors.UnsupportedError`.
+
+The same converter serves the ``torch.compile`` backend (:mod:`dcopt.frontends.torch_backend`),
+which hands it an ATen graph from AOTAutograd where every placeholder is a runtime input.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import sympy
+import torch
+import torch.fx
+
+from dcopt.errors import ModelLoadError, UnsupportedError
+from dcopt.ir import dtypes
+from dcopt.ir.graph import Graph, Node
+from dcopt.ir.types import TensorType
+
+DEFAULT_OPSET = 17
+
+# Nodes that only check things at trace time; they compute nothing at run time.
+_NO_OPS = frozenset({
+    "aten._assert_tensor_metadata.default", "aten._assert_scalar.default", "aten._assert_async.msg",
+    "aten.sym_constrain_range.default", "aten.sym_constrain_range_for_size.default",
+    "aten._functional_assert_async.msg", "aten._functional_sym_constrain_range.default",
+})
+
+
+class LoweringError(Exception):
+    """An op we know, used in a form we cannot lower (training-mode batch norm, bool indexing...)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# dtypes and dims
+
+
+def concrete_int(value: Any) -> int | None:
+    """The int a size has at import time: an int, a SymInt export proved constant; else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, torch.SymInt):
+        return value.node.maybe_as_int()
+    return None
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """torch dtype -> dcopt dtype name (``torch.float32`` -> ``"float32"``)."""
+    name = str(dtype).removeprefix("torch.")
+    if name not in dtypes.DTYPE_NAMES:
+        raise LoweringError(f"dtype {dtype} has no dcopt equivalent")
+    return name
+
+
+def to_numpy(tensor: torch.Tensor, *, copy: bool = False) -> np.ndarray:
+    """A CPU tensor as a numpy array (a view unless ``copy``); bfloat16 goes through its bits."""
+    tensor = tensor.detach()
+    if tensor.device.type != "cpu":
+        tensor, copy = tensor.cpu(), False
+    if tensor.dtype == torch.bfloat16:
+        array = tensor.view(torch.int16).numpy().view(dtypes.to_numpy("bfloat16"))
+    else:
+        array = tensor.numpy()
+    return array.copy() if copy else array
+
+
+def _target_name(target: Any) -> str:
+    """The key an FX call target is lowered by: ``aten.addmm.default``, ``operator.mul``."""
+    if isinstance(target, torch._ops.OpOverload):
+        return str(target)
+    return torch.fx.node._get_qualified_name(target)
+
+
+def _source_line(node: torch.fx.Node) -> str | None:
+    """The innermost user frame of a node's stack trace: 'File "m.py", line 3, in forward: y = f(x)'."""
+    trace = node.meta.get("stack_trace")
+    if not trace:
+        return None
+    lines = [line.strip() for line in trace.strip().splitlines()]
+    files = [i for i, line in enumerate(lines) if line.startswith("File ")]
+    if not files:
+        return lines[-1]
+    i = files[-1]
+    code = lines[i + 1] if i + 1 < len(lines) and not lines[i + 1].startswith("File ") else ""
+    return f"{lines[i]}: {code}" if code else lines[i]
+
+
+# Ops whose output shape is the broadcast of their inputs' (used to type helper values).
+_ELEMENTWISE = frozenset({
+    "Add", "Sub", "Mul", "Div", "Pow", "Mod", "Max", "Min", "Where", "Equal", "Less", "LessOrEqual", "Greater",
+    "GreaterOrEqual", "And", "Or", "Xor", "Not", "Cast", "Neg", "Abs", "Sqrt", "Reciprocal", "Sigmoid", "Erf",
+    "Tanh", "Floor", "Sign", "Exp", "Log", "Relu", "Identity", "Softmax", "LogSoftmax",
+})
+
+
+def _broadcast(shapes: list) -> tuple | None:
+    """Numpy broadcasting of IR shapes; None when a rank is unknown or two dims cannot be told apart."""
+    if any(s is None for s in shapes) or not shapes:
+        return None
+    rank = max(len(s) for s in shapes)
+    out = []
+    for axis in range(rank):
+        dims = {s[axis - rank + len(s)] for s in shapes if axis - rank + len(s) >= 0} - {1}
+        if len(dims) > 1 or None in dims:
+            return None
+        out.append(dims.pop() if dims else 1)
+    return tuple(out)
+
+
+@dataclass
+class SymSource:
+    """Where a size symbol's value can be read at run time: dim ``axis`` of container ``name``
+    (``axis`` None: the container is itself a ``[1]`` int64 size input)."""
+
+    name: str
+    axis: int | None
+
+
+# ---------------------------------------------------------------------------------------------
+# The lowering context: what an op lowering sees
+
+
+class LoweringContext:
+    """Builds one Graph from one FX graph. Lowerings (torch_ops) call its small helpers:
+
+    * ``ctx.tensor(arg, dtype)``: the container holding an argument (casting or materializing
+      Python scalars as constants);
+    * ``ctx.emit(op, inputs, **attrs)``: add an ONNX-style node, returning its output name(s);
+    * ``ctx.ints(list)``: a 1-D int64 tensor from a list of ints and SymInt nodes (shapes);
+    * ``ctx.val(arg)`` / ``ctx.dtype(arg)`` / ``ctx.shape(arg)``: trace-time facts (FakeTensors).
+    """
+
+    def __init__(self, name: str, opset: int, symbol_names: Mapping[str, str] | None):
+        self.graph = Graph(name, {"": opset})
+        self.opset = opset
+        self.symbol_names = dict(symbol_names or {})
+        self.env: dict[torch.fx.Node, Any] = {}
+        self.node: torch.fx.Node | None = None
+        self.sym_sources: dict[sympy.Symbol, SymSource] = {}
+        self._sym_cache: dict[sympy.Expr, str] = {}
+        self._const_cache: dict[tuple, str] = {}
+        self._counter = 0
+
+    # -- names -----------------------------------------------------------------------------
+    def fresh(self, base: str) -> str:
+        """A container name not used yet (O(1): a counter, not a scan of the graph)."""
+        while True:
+            self._counter += 1
+            name = f"{base}__{self._counter}"
+            if name not in self.graph.containers:
+                return name
+
+    def dim(self, d: Any) -> int | str:
+        """A FakeTensor dim -> IR dim: an int, or the symbol's (renamed) name as a str."""
+        if concrete_int(d) is not None:
+            return concrete_int(d)
+        expr = d.node.expr
+        renames = {s: sympy.Symbol(self.symbol_names[str(s)]) for s in expr.free_symbols
+                   if str(s) in self.symbol_names}
+        return str(expr.xreplace(renames) if renames else expr)
+
+    def type_of_val(self, val: Any) -> TensorType:
+        if isinstance(val, torch.Tensor):
+            return TensorType(dtype_name(val.dtype), tuple(self.dim(d) for d in val.shape))
+        if isinstance(val, torch.SymInt):
+            return TensorType("int64", (1,))
+        raise LoweringError(f"value of type {type(val).__name__} is not a tensor")
+
+    # -- trace-time facts --------------------------------------------------------------------
+    def val(self, arg: Any) -> Any:
+        """The FakeTensor / SymInt / Python value an argument had at trace time."""
+        return arg.meta.get("val") if isinstance(arg, torch.fx.Node) else arg
+
+    def out_val(self) -> Any:
+        return self.node.meta.get("val")
+
+    def dtype(self, arg: Any) -> str:
+        """dcopt dtype of an argument; Python scalars take torch's defaults."""
+        if isinstance(arg, torch.fx.Node):
+            name = self.env.get(arg)
+            if isinstance(name, str):
+                return self.graph.containers[name].type.dtype
+            return "int64" if isinstance(self.val(arg), (int, torch.SymInt)) else dtype_name(self.val(arg).dtype)
+        if isinstance(arg, bool):
+            return "bool"
+        if isinstance(arg, int):
+            return "int64"
+        return "float32"
+
+    def out_dtype(self, index: int | None = None) -> str:
+        val = self.out_val() if index is None else self.out_val()[index]
+        return dtype_name(val.dtype)
+
+    def shape(self, arg: Any) -> tuple:
+        """Trace-time shape: ints, and SymInts for dynamic dims (use :meth:`static_shape` for ints only)."""
+        return tuple(self.val(arg).shape)
+
+    def rank(self, arg: Any) -> int:
+        return len(self.val(arg).shape) if isinstance(arg, torch.fx.Node) else 0
+
+    def static_int(self, value: Any, what: str = "value") -> int:
+        """An int known at import time (SymInts export proved constant count too)."""
+        v = concrete_int(self.val(value))
+        if v is None:
+            raise LoweringError(f"{what} must be static, but it depends on a dynamic dim ({self.val(value)})")
+        return v
+
+    def static_shape(self, arg: Any, what: str = "shape") -> tuple[int, ...]:
+        return tuple(self.static_int(d, what) for d in self.shape(arg))
+
+    # -- values ------------------------------------------------------------------------------
+    def tensor(self, arg: Any, dtype: str | None = None) -> str:
+        """The container holding ``arg`` (cast to ``dtype`` when given and different).
+
+        Python scalars become 0-d constants, SymInts ``[1]`` int64 size tensors."""
+        if isinstance(arg, torch.fx.Node):
+            value = self.env[arg]
+            if isinstance(value, (bool, int, float)):  # a size or scalar export proved static
+                return self.const(value, dtype or self.dtype(value))
+            if not isinstance(value, str):
+                raise LoweringError(f"argument '{arg.name}' is not a tensor")
+            return self.cast(value, dtype) if dtype else value
+        if isinstance(arg, (bool, int, float)):
+            return self.const(arg, dtype or self.dtype(arg))
+        raise LoweringError(f"cannot use {type(arg).__name__} {arg!r} as a tensor")
+
+    def const(self, value: Any, dtype: str) -> str:
+        """A constant as an IR parameter; small constants are shared between nodes."""
+        array = np.asarray(value, dtype=dtypes.to_numpy(dtype))
+        key = (dtype, array.shape, array.tobytes()) if array.size <= 64 else None
+        if key is not None and key in self._const_cache:
+            return self._const_cache[key]
+        name = self.fresh(f"{self.node.name if self.node is not None else 'const'}_const")
+        array.flags.writeable = False
+        self.graph.add_parameter(name, array)
+        if key is not None:
+            self._const_cache[key] = name
+        return name
+
+    def cast(self, name: str, dtype: str) -> str:
+        if self.graph.containers[name].type.dtype == dtype:
+            return name
+        return self.emit("Cast", [name], dtype=dtype, to=dtypes.to_onnx(dtype))
+
+    def ints(self, values: Sequence[Any]) -> str:
+        """A 1-D int64 tensor from ints and SymInt nodes: shapes, sizes, slice bounds."""
+        parts: list[str] = []
+        run: list[int] = []
+        for v in values:
+            resolved = self.env.get(v, v) if isinstance(v, torch.fx.Node) else v
+            if isinstance(resolved, (int, np.integer)):
+                run.append(int(resolved))
+                continue
+            if not isinstance(resolved, str):
+                raise LoweringError(f"size {v!r} is not an int")
+            if run:
+                parts.append(self.const(run, "int64"))
+                run = []
+            parts.append(resolved)
+        if run or not parts:
+            parts.append(self.const(run, "int64"))
+        if len(parts) == 1:
+            return parts[0]
+        return self.emit("Concat", parts, dtype="int64", shape=(len(values),), axis=0)
+
+    def scalar_int(self, value: Any) -> str:
+        """A 0-d int64 tensor (Range bounds, Gather indices)."""
+        v = self.env.get(value, value) if isinstance(value, torch.fx.Node) else value
+        if isinstance(v, (int, np.integer)):
+            return self.const(int(v), "int64")
+        return self.emit("Squeeze", [v, self.const([0], "int64")], dtype="int64", shape=())
+
+    def shape_tensor(self, dims: Sequence[Any]) -> str:
+        """A 1-D int64 tensor holding a trace-time shape (ints and SymInts) at run time."""
+        return self.ints([self.sym(d.node.expr) if concrete_int(d) is None else concrete_int(d) for d in dims])
+
+    def sym(self, expr: sympy.Expr) -> str:
+        """The run-time value of a size expression as a ``[1]`` int64 tensor.
+
+        Symbols are read from the input that introduced them (``Shape``); sums, products,
+        floor divisions, remainders, min and max of sizes become the matching ONNX ops."""
+        expr = sympy.sympify(expr)
+        if expr.is_Integer:
+            return self.const([int(expr)], "int64")
+        if expr in self._sym_cache:
+            return self._sym_cache[expr]
+        name = self._sym_uncached(expr)
+        self._sym_cache[expr] = name
+        return name
+
+    def _sym_uncached(self, expr: sympy.Expr) -> str:
+        if expr.is_Symbol:
+            src = self.sym_sources.get(expr)
+            if src is None:
+                raise LoweringError(f"size '{expr}' is data-dependent (not a dim of any input)")
+            if src.axis is None:
+                return src.name
+            return self.emit("Shape", [src.name], dtype="int64", shape=(1,), start=src.axis, end=src.axis + 1)
+        fname = type(expr).__name__
+        binary = {"Add": "Add", "Mul": "Mul", "FloorDiv": "Div", "Mod": "Mod", "PythonMod": "Mod",
+                  "Max": "Max", "Min": "Min"}
+        if fname == "Pow" and expr.exp.is_Integer and expr.exp > 0:
+            return self._fold("Mul", [expr.base] * int(expr.exp))
+        if fname in binary:
+            return self._fold(binary[fname], list(expr.args))
+        raise LoweringError(f"cannot compute size expression '{expr}' ({fname}) at run time")
+
+    def _fold(self, op: str, args: list) -> str:
+        acc = self.sym(args[0])
+        for arg in args[1:]:
+            acc = self.emit(op, [acc, self.sym(arg)], dtype="int64", shape=(1,))
+        return acc
+
+    # -- nodes -------------------------------------------------------------------------------
+    def emit(self, op: str, inputs: Sequence[str | None], *, outputs: int = 1, dtype: str | None = None,
+             shape: tuple | None = None, **attrs) -> Any:
+        """Add one node; returns its output name (a tuple of names when ``outputs`` > 1).
+
+        Output types default to the first input's dtype with unknown shape; the importer then
+        re-types the value that ends a lowering from the FX node's FakeTensor."""
+        ins = list(i or "" for i in inputs)
+        while ins and not ins[-1]:
+            ins.pop()  # omitted trailing optional inputs are left out, not written as ''
+        first = next((i for i in ins if i), None)
+        dtype = dtype or (self.graph.containers[first].type.dtype if first else "float32")
+        if shape is None and op in _ELEMENTWISE:
+            shape = _broadcast([self.graph.containers[i].type.shape for i in ins if i])
+        elif shape is None and op == "Transpose" and self.graph.containers[first].type.shape is not None:
+            shape = tuple(self.graph.containers[first].type.shape[p] for p in attrs["perm"])
+        outs = tuple(self.fresh(self.node.name) for _ in range(outputs))
+        for out in outs:
+            self.graph.add_container(out, TensorType(dtype, shape))
+        self.graph.add_node(Node(op, ins, outs, attrs, name=outs[0]))
+        return outs if outputs > 1 else outs[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# The FX graph walk
+
+
+@dataclass
+class Placeholder:
+    """What a placeholder is: a runtime ``input`` or a ``parameter`` with its data."""
+
+    container: str
+    data: np.ndarray | None = None
+
+
+@dataclass
+class Imported:
+    """An imported graph plus how its outputs map back to the FX graph's output structure:
+    per FX output, the container name or ``("const", value)`` for non-tensor outputs."""
+
+    graph: Graph
+    output_layout: list[Any]
+
+
+class _Problems:
+    """Collects every unsupported op / failed lowering so one error can list them all."""
+
+    def __init__(self):
+        self.items: list[str] = []
+        self.ops: list[str] = []
+
+    def add(self, node: torch.fx.Node, op: str, why: str) -> None:
+        where = _source_line(node)
+        self.ops.append(op)
+        self.items.append(f"{op} at node '{node.name}': {why}" + (f"\n      {where}" if where else ""))
+
+    def raise_if_any(self, file: str | None) -> None:
+        if self.items:
+            ops = ", ".join(sorted(set(self.ops)))
+            raise UnsupportedError(f"{len(self.items)} node(s) cannot be imported from PyTorch ({ops})",
+                                   self.items, file=file)
+
+
+def convert_fx_graph(fx_graph: torch.fx.Graph, placeholders: Mapping[str, Placeholder], *,
+                     name: str = "torch_graph", opset: int = DEFAULT_OPSET,
+                     symbol_names: Mapping[str, str] | None = None, user_outputs: Sequence[int] | None = None,
+                     file: str | None = None) -> Imported:
+    """Lower an ATen-level FX graph to a dcopt Graph.
+
+    ``placeholders`` says, per placeholder name, whether it is an input or a parameter (with
+    data). ``user_outputs`` picks which entries of the output node are graph outputs (default:
+    all) — export appends buffer mutations there, which inference does not write back."""
+    from dcopt.frontends.torch_ops import LOWERINGS
+
+    ctx = LoweringContext(name, opset, symbol_names)
+    problems = _Problems()
+    for fx_node in fx_graph.nodes:
+        ctx.node = fx_node
+        if fx_node.op == "placeholder":
+            _add_placeholder(ctx, fx_node, placeholders[fx_node.name])
+        elif fx_node.op == "call_function":
+            _lower_node(ctx, fx_node, LOWERINGS, problems)
+        elif fx_node.op == "output":
+            layout = _add_outputs(ctx, fx_node, user_outputs)
+        else:  # get_attr (export lifts attributes to inputs, so only hand-made graphs have them)
+            problems.add(fx_node, fx_node.op, f"FX '{fx_node.op}' nodes are not supported")
+            _stand_in(ctx, fx_node)
+    problems.raise_if_any(file)
+    from dcopt.ir.verify import verify
+
+    ctx.graph.remove_unused_containers()
+    verify(ctx.graph, file=file)
+    return Imported(ctx.graph, layout)
+
+
+def _add_placeholder(ctx: LoweringContext, fx_node: torch.fx.Node, spec: Placeholder) -> None:
+    name = spec.container if spec.container not in ctx.graph.containers else ctx.fresh(spec.container)
+    if spec.data is not None:
+        spec.data.flags.writeable = False  # parameters are shared and must never be written
+        ctx.graph.add_parameter(name, spec.data)
+        ctx.env[fx_node] = name
+        return
+    val = fx_node.meta.get("val")
+    if isinstance(val, (int, float, bool)) and not isinstance(val, torch.SymInt):
+        ctx.env[fx_node] = val  # a constant input (e.g. an int argument); nothing to feed
+        return
+    ctx.graph.add_input(name, ctx.type_of_val(val))
+    ctx.env[fx_node] = name
+    if isinstance(val, torch.SymInt):
+        if val.node.expr.is_Symbol:
+            ctx.sym_sources.setdefault(val.node.expr, SymSource(name, None))
+        return
+    for axis, d in enumerate(val.shape):
+        if isinstance(d, torch.SymInt) and d.node.expr.is_Symbol:
+            ctx.sym_sources.setdefault(d.node.expr, SymSource(name, axis))
+
+
+def _lower_node(ctx: LoweringContext, fx_node: torch.fx.Node, lowerings: Mapping[str, Callable],
+                problems: _Problems) -> None:
+    key = _target_name(fx_node.target)
+    val = fx_node.meta.get("val")
+    try:
+        if key in _NO_OPS:
+            ctx.env[fx_node] = None
+        elif key in ("_operator.getitem", "operator.getitem"):
+            ctx.env[fx_node] = _getitem(ctx, fx_node)
+        elif isinstance(val, (int, float, bool)) or concrete_int(val) is not None:
+            ctx.env[fx_node] = val if concrete_int(val) is None else concrete_int(val)  # a static size
+        elif isinstance(val, torch.SymInt):
+            ctx.env[fx_node] = ctx.sym(val.node.expr)  # any size arithmetic, from the inputs' shapes
+        elif key in lowerings:
+            start = len(ctx.graph.nodes)
+            result = lowerings[key](ctx, *fx_node.args, **fx_node.kwargs)
+            ctx.env[fx_node] = _finish(ctx, fx_node, result, start)
+        else:
+            problems.add(fx_node, key, "no lowering for this op")
+            _stand_in(ctx, fx_node)
+    except (LoweringError, UnsupportedError) as exc:
+        problems.add(fx_node, key, str(exc))
+        _stand_in(ctx, fx_node)
+
+
+def _stand_in(ctx: LoweringContext, fx_node: torch.fx.Node) -> None:
+    """Give a node that failed typed placeholder outputs so later nodes still lower (and report)."""
+    def make(val):
+        try:
+            return ctx.graph.add_container(ctx.fresh(fx_node.name), ctx.type_of_val(val)).name
+        except LoweringError:
+            return None
+
+    val = fx_node.meta.get("val")
+    ctx.env[fx_node] = tuple(make(v) for v in val) if isinstance(val, (tuple, list)) else make(val)
+
+
+def _getitem(ctx: LoweringContext, fx_node: torch.fx.Node) -> Any:
+    source, index = fx_node.args
+    value = ctx.env[source]
+    if not isinstance(value, (tuple, list)):
+        raise LoweringError(f"getitem on a non-tuple value '{source.name}'")
+    item = value[index]
+    if item is None:
+        raise LoweringError(f"output {index} of '{source.name}' ({_target_name(source.target)}) is not supported")
+    return item
+
+
+def _finish(ctx: LoweringContext, fx_node: torch.fx.Node, result: Any, start: int) -> Any:
+    """Type the lowering's result(s) from the FakeTensor(s); name a single new result after the FX node."""
+    val = fx_node.meta.get("val")
+    new_outputs = {o for node in ctx.graph.nodes[start:] for o in node.outputs}  # not aliases, not constants
+    if isinstance(result, (tuple, list)):
+        vals = val if isinstance(val, (tuple, list)) else [val] * len(result)
+        for name, v in zip(result, vals):
+            if name in new_outputs and isinstance(v, torch.Tensor):
+                ctx.graph.containers[name].type = ctx.type_of_val(v)
+        return tuple(result)
+    if not isinstance(val, torch.Tensor) or result not in new_outputs:
+        return result  # an alias of an existing value keeps that value's type
+    ctx.graph.containers[result].type = ctx.type_of_val(val)
+    if fx_node.name not in ctx.graph.containers:
+        _rename(ctx.graph, result, fx_node.name, start)
+        return fx_node.name
+    return result
+
+
+def _rename(graph: Graph, old: str, new: str, start: int) -> None:
+    """Rename a container written (and possibly read) only by nodes ``start`` and later."""
+    graph.containers[new] = graph.containers.pop(old)
+    graph.containers[new].name = new
+    for i in range(start, len(graph.nodes)):
+        n = graph.nodes[i]
+        if old in n.inputs or old in n.outputs:
+            graph.nodes[i] = n.replace(
+                inputs=tuple(new if x == old else x for x in n.inputs),
+                outputs=tuple(new if x == old else x for x in n.outputs),
+                name=new if n.name == old else n.name,
+            )
+
+
+def _add_outputs(ctx: LoweringContext, fx_node: torch.fx.Node, user_outputs: Sequence[int] | None) -> list[Any]:
+    """Graph outputs from the output node (flattened). A value that is an input, a parameter
+    or already an output gets an Identity so every graph output is its own container."""
+    (values,) = fx_node.args
+    flat = list(values) if isinstance(values, (tuple, list)) else [values]
+    if user_outputs is not None:
+        flat = [flat[i] for i in user_outputs]
+    layout = []
+    for arg in flat:
+        value = ctx.env.get(arg) if isinstance(arg, torch.fx.Node) else arg
+        if isinstance(arg, torch.fx.Node) and isinstance(value, str):
+            name = value
+            if name in ctx.graph.inputs or name in ctx.graph.outputs or ctx.graph.containers[name].data is not None:
+                name = ctx.emit("Identity", [value], shape=ctx.graph.containers[value].type.shape)
+                ctx.graph.containers[name].type = ctx.graph.containers[value].type
+            ctx.graph.outputs.append(name)
+            layout.append(("size", name) if isinstance(arg.meta.get("val"), torch.SymInt) else name)
+        else:
+            layout.append(("const", value))
+    return layout
+
+
+# ---------------------------------------------------------------------------------------------
+# Public entry points
+
+
+def _placeholders_of(ep: "torch.export.ExportedProgram") -> dict[str, Placeholder]:
+    """Map each placeholder of an exported program to an input or a parameter snapshot."""
+    from torch.export.graph_signature import InputKind
+
+    specs: dict[str, Placeholder] = {}
+    for spec in ep.graph_signature.input_specs:
+        arg_name = getattr(spec.arg, "name", None)
+        if spec.kind == InputKind.USER_INPUT:
+            if arg_name is not None:
+                specs[arg_name] = Placeholder(arg_name)
+        elif spec.kind in (InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR):
+            tensor = ep.state_dict.get(spec.target)
+            if tensor is None:
+                tensor = ep.constants.get(spec.target)
+            if not isinstance(tensor, torch.Tensor):
+                raise UnsupportedError(f"{spec.kind.name.lower()} '{spec.target}' is not a tensor")
+            specs[arg_name] = Placeholder(spec.target, to_numpy(tensor, copy=True))
+        else:
+            raise UnsupportedError(f"exported program input '{arg_name}' of kind {spec.kind.name} is not supported")
+    return specs
+
+
+def _user_output_indices(ep: "torch.export.ExportedProgram") -> list[int]:
+    from torch.export.graph_signature import OutputKind
+
+    kinds = [spec.kind for spec in ep.graph_signature.output_specs]
+    mutations = [k.name for k in kinds if k != OutputKind.USER_OUTPUT]
+    if mutations:
+        import warnings
+
+        warnings.warn(f"dcopt ignores {len(mutations)} state update output(s) ({', '.join(sorted(set(mutations)))}): "
+                      "an imported graph does not write back buffers", stacklevel=3)
+    return [i for i, k in enumerate(kinds) if k == OutputKind.USER_OUTPUT]
+
+
+def decomposition_table() -> dict:
+    """torch.export's core-ATen decompositions, minus the ones dcopt lowers better itself.
+
+    ``scaled_dot_product_attention`` is kept whole: it lowers to one clean MatMul-Softmax-MatMul
+    chain (a later pass can fuse it), and torch's own CPU decomposition of it breaks on GPT-2's
+    non-contiguous views (torch 2.13)."""
+    table = torch.export.default_decompositions()
+    for op in (torch.ops.aten.scaled_dot_product_attention.default,):
+        if op in table:
+            table.pop(op)
+    return table
+
+
+def import_exported_program(ep: "torch.export.ExportedProgram", *, opset: int = DEFAULT_OPSET,
+                            symbol_names: Mapping[str, str] | None = None, decompose: bool = True,
+                            name: str | None = None, file: str | None = None) -> Graph:
+    """Convert a ``torch.export`` program to a dcopt :class:`Graph`.
+
+    ``decompose`` runs :func:`decomposition_table` first (core ATen); without it the program's
+    own op set is lowered as is (higher-level ops like ``linear`` or ``layer_norm`` are
+    supported too). ``symbol_names`` renames dynamic dims, e.g. ``{"s0": "batch"}``.
+    Parameters are copied: the graph is a snapshot of the weights at import time."""
+    return import_exported_program_full(ep, opset=opset, symbol_names=symbol_names, decompose=decompose,
+                                        name=name, file=file).graph
+
+
+def import_exported_program_full(ep: "torch.export.ExportedProgram", *, opset: int = DEFAULT_OPSET,
+                                 symbol_names: Mapping[str, str] | None = None, decompose: bool = True,
+                                 name: str | None = None, file: str | None = None) -> Imported:
+    """:func:`import_exported_program`, also returning how outputs map to the program's outputs
+    (non-tensor outputs are constants there, not graph outputs)."""
+    if decompose:
+        ep = ep.run_decompositions(decomposition_table())
+    return convert_fx_graph(ep.graph, _placeholders_of(ep), name=name or "torch_export", opset=opset,
+                            symbol_names=symbol_names, user_outputs=_user_output_indices(ep), file=file)
+
+
+def load_pt2(path: str | os.PathLike, **options) -> Graph:
+    """Import a program saved with ``torch.export.save`` (a ``.pt2`` archive)."""
+    file = str(path)
+    if not os.path.isfile(file):
+        raise ModelLoadError("file not found", file=file)
+    if not zipfile.is_zipfile(file):  # checked first: torch logs a long traceback for non-archives
+        raise ModelLoadError("not a torch.export archive (.pt2 files are zip archives)", file=file)
+    try:
+        ep = torch.export.load(file)
+    except Exception as exc:  # torch raises zipfile, pickle, runtime and key errors alike
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"not a readable torch.export program ({type(exc).__name__}: {message})",
+                             file=file) from None
+    return import_exported_program(ep, file=file, name=os.path.splitext(os.path.basename(file))[0], **options)

@@ -1,0 +1,313 @@
+"""Expansion (level 2): lower op nodes to loop-level IR -- maps, reductions, library calls.
+
+Every rule is registered per op, one line each, in the rule files of
+``dcopt/passes/expansions/`` (elementwise, reductions and normalizations, nn, tensor)::
+
+    @expansion("Relu", "Sigmoid", ...)
+    def unary(graph, node) -> list[Node]: ...
+
+A rule returns the loop nodes that replace ``node`` (writing the same output containers) and
+adds whatever transient containers it needs to ``graph``. It refuses by raising
+:class:`Refused` with the reason; the pass then keeps the op node, removes any containers the
+rule added, and reports the reason in ``PassResult.refusals``. Ops without a rule stay too
+(expansion is partial by design) and are counted in ``stats["unsupported"]``. Composite ops
+expand to the loops of their parts (an attention block MatMul -> Softmax -> MatMul expands op by
+op into gemm, three maps, gemm), so nothing here needs to match multi-op patterns.
+
+:class:`LoopBuilder` is the shared work of every rule: shapes and dtypes read from the graph
+(refusing when unknown), transients, broadcasting memlets, and symbol bindings computed from
+the subsets, so a rule states only the iteration space, the tasklet and the memlets.
+
+Reshape-like ops (Reshape, Flatten, Squeeze, Unsqueeze) expand to copy maps with index
+arithmetic by default: every value then is produced by a loop that says which elements move,
+and a later pass may turn a contiguous copy back into an alias. ``keep_views=True`` leaves them
+as op nodes instead (zero-cost views of contiguous data), counted in ``stats["views"]``.
+
+Fusion-group bodies are expanded in place; control-flow bodies (If/Loop/Scan) are not: those
+ops have no rule and are reported as unsupported.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from typing import Callable, Iterable, Sequence
+
+from dcopt.ir.graph import Graph, Node
+from dcopt.ir.groups import is_group
+from dcopt.ir.loops import LOOP_DOMAIN, Range, is_loop_node, make_library_call, make_map, parse_subset
+from dcopt.ir.tasklet import parse_index, parse_tasklet
+from dcopt.ir.types import TensorType
+from dcopt.ops import loops as _loop_semantics  # noqa: F401  (registers Map/LibraryCall with the executor)
+from dcopt.ops.registry import schema_defaults
+from dcopt.passes.base import Pass, PassResult, register_pass
+
+RULE_MODULES = [
+    "dcopt.passes.expansions.elementwise",
+    "dcopt.passes.expansions.reduction",
+    "dcopt.passes.expansions.nn",
+    "dcopt.passes.expansions.tensor",
+]
+VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze"})
+
+Rule = Callable[[Graph, Node], list]
+_RULES: dict[str, Rule] = {}
+
+
+class Refused(Exception):
+    """An expansion rule declines a node; the message says why."""
+
+
+def expansion(*ops: str):
+    """Register an expansion rule for default-domain ops."""
+
+    def register(fn: Rule) -> Rule:
+        for op in ops:
+            _RULES[op] = fn
+        return fn
+
+    return register
+
+
+def rules() -> dict[str, Rule]:
+    for module in RULE_MODULES:
+        importlib.import_module(module)
+    return dict(_RULES)
+
+
+def fmt(value: float) -> str:
+    """A float literal for tasklet code that reads back exactly (negatives parenthesized)."""
+    text = repr(float(value))
+    return f"({text})" if text.startswith("-") else text
+
+
+def params_of(rank: int) -> list[str]:
+    return [f"i{k}" for k in range(rank)]
+
+
+def index(dims: Iterable) -> str:
+    return ", ".join(str(d) for d in dims)
+
+
+def affine(terms: Sequence[tuple[int, str]], const: int = 0) -> str:
+    """Canonical text of sum(coef * name) + const (``2*i2 + i4 - 1``)."""
+    parts = [name if coef == 1 else f"{coef}*{name}" for coef, name in terms if coef]
+    text = " + ".join(parts) or "0"
+    if const and parts:
+        text += f" + {const}" if const > 0 else f" - {-const}"
+    elif const:
+        text = str(const)
+    return text
+
+
+def product(dims: Sequence) -> str:
+    """Text of the product of dims (ints folded, symbols kept): ``512*N`` or ``1024``."""
+    ints = math.prod(d for d in dims if isinstance(d, int))
+    syms = [d for d in dims if not isinstance(d, int)]
+    return "*".join(([str(ints)] if ints != 1 or not syms else []) + syms)
+
+
+class LoopBuilder:
+    """Builds the loop nodes replacing one op node; see the module docstring."""
+
+    def __init__(self, graph: Graph, node: Node):
+        self.graph = graph
+        self.node = node
+        self.nodes: list[Node] = []
+
+    # -- what the op node says ---------------------------------------------------------------
+    def attr(self, name: str, default=None):
+        if name in self.node.attrs:
+            return self.node.attrs[name]
+        defaults = schema_defaults(self.node.op, self.node.domain, self.graph.opset_of(self.node.domain))
+        return defaults.get(name, default)
+
+    @property
+    def opset(self) -> int:
+        return self.graph.opset_of(self.node.domain)
+
+    def input(self, i: int, optional: bool = False) -> str | None:
+        name = self.node.inputs[i] if i < len(self.node.inputs) else ""
+        if not name and not optional:
+            raise Refused(f"input {i} is missing")
+        return name or None
+
+    def output(self, i: int = 0) -> str | None:
+        return self.node.outputs[i] if i < len(self.node.outputs) and self.node.outputs[i] else None
+
+    def wired_outputs(self) -> list[int]:
+        return [i for i, o in enumerate(self.node.outputs) if o]
+
+    def shape(self, name: str) -> tuple:
+        t = self.graph.type_of(name)
+        if not isinstance(t, TensorType) or t.shape is None or any(d is None for d in t.shape):
+            raise Refused(f"the shape of '{name}' is not known ({t})")
+        return tuple(t.shape)
+
+    def static_dims(self, name: str, axes: Iterable[int]) -> list[int]:
+        shape = self.shape(name)
+        dims = [shape[a] for a in axes]
+        if not all(isinstance(d, int) for d in dims):
+            raise Refused(f"'{name}' needs static sizes along axes {list(axes)} (has {list(shape)})")
+        return dims
+
+    def dtype(self, name: str) -> str:
+        return self.graph.containers[name].type.dtype
+
+    def require_dtype(self, *names: str, allowed=("float16", "float32", "float64")) -> None:
+        for name in names:
+            if name and self.dtype(name) not in allowed:
+                raise Refused(f"'{name}' is {self.dtype(name)}; this expansion handles {', '.join(allowed)}")
+
+    def constant(self, name: str | None):
+        """Data of a parameter (a known constant), else None."""
+        if not name or name in self.graph.inputs:
+            return None
+        c = self.graph.containers.get(name)
+        return None if c is None else c.data
+
+    # -- building ----------------------------------------------------------------------------
+    def transient(self, shape: Sequence, dtype: str, hint: str) -> str:
+        name = self.graph.fresh_name(f"{self.node.outputs[0] or self.node.op}_{hint}")
+        self.graph.add_container(name, TensorType(dtype, tuple(shape)))
+        return name
+
+    def full(self, name: str) -> str:
+        """The subset covering all of ``name`` (``0:N, 0:16``)."""
+        return index(f"0:{d}" for d in self.shape(name))
+
+    def broadcast(self, name: str, out_shape: Sequence, params: Sequence[str] | None = None) -> str:
+        """Subset reading ``name`` broadcast (numpy rules) to ``out_shape`` at ``params``."""
+        shape = self.shape(name)
+        params = list(params or params_of(len(out_shape)))
+        lead = len(out_shape) - len(shape)
+        if lead < 0:
+            raise Refused(f"'{name}' has more dims than the result")
+        dims = []
+        for k, d in enumerate(shape):
+            target = out_shape[lead + k]
+            if d == target:
+                dims.append(params[lead + k])
+            elif d == 1:
+                dims.append("0")
+            else:
+                raise Refused(f"'{name}' of shape {list(shape)} does not broadcast to {list(out_shape)}")
+        return index(dims)
+
+    def map(self, what: str, space: Sequence, code: str, reads: Sequence[tuple], writes: Sequence[tuple],
+            out_dtypes: Sequence[str] | None = None) -> Node:
+        """Add a Map over ``[0, d)`` for each dim of ``space`` (params ``i0, i1, ...``)."""
+        params = params_of(len(space))
+        ranges = [(0, d) for d in space]
+        dtypes_ = list(out_dtypes or [self.dtype(w[1]) for w in writes])
+        node = make_map(f"{self.node.label}/{what}", params, ranges, code, reads, writes, dtypes_,
+                        self._symbols(params, ranges, code, reads, writes))
+        self.nodes.append(node)
+        return node
+
+    def library(self, what: str, kind: str, reads: Sequence[tuple], writes: Sequence[tuple], **options) -> Node:
+        node = make_library_call(f"{self.node.label}/{what}", kind, reads, writes, [self.dtype(w[1]) for w in writes],
+                                 self._symbols([], [], "", reads, writes), **options)
+        self.nodes.append(node)
+        return node
+
+    def elementwise(self, code: str, inputs: dict[str, str], out: str, what: str = "map") -> Node:
+        """A map over ``out``'s shape reading each input broadcast to it."""
+        shape = self.shape(out)
+        reads = [(conn, name, self.broadcast(name, shape)) for conn, name in inputs.items()]
+        return self.map(what, shape, f"out = {code}", reads, [("out", out, index(params_of(len(shape))))])
+
+    def _symbols(self, params, ranges, code, reads, writes) -> list[tuple[str, str, int]]:
+        """Bind every symbolic dim the node mentions to an input container axis that has it."""
+        names = set()
+        for _, end in ranges:
+            names |= parse_index(str(end)).names
+        for m in (*reads, *writes):
+            for d in parse_subset(m[2]):
+                names |= d.begin.names | d.end.names if isinstance(d, Range) else d.names
+        if code:
+            names |= parse_tasklet(code).reads - {m[0] for m in reads}
+        names -= set(params)
+        bindings = []
+        for sym in sorted(names):
+            found = next(((sym, m[1], axis) for m in reads for axis, d in enumerate(self.shape(m[1])) if d == sym),
+                         None)
+            if found is None:
+                raise Refused(f"symbolic dim '{sym}' is not a dim of any input, so its value is not known at run time")
+            bindings.append(found)
+        return bindings
+
+
+# ------------------------------------------------------------------------------------ the pass
+
+@register_pass
+class ExpandPass(Pass):
+    """Expand op nodes to loop-level nodes (see module docstring).
+
+    ``ops``: expand only these op types (default: every op with a rule); ``exclude``: never
+    these; ``keep_views``: leave Reshape/Flatten/Squeeze/Unsqueeze as views. Fusion-group bodies
+    are expanded too.
+    """
+
+    name = "expand"
+    in_place = True
+    description = "lower op nodes to maps, reductions and library calls with memlets"
+
+    def __init__(self, ops: Iterable[str] | None = None, exclude: Iterable[str] = (), keep_views: bool = False):
+        self.ops = None if ops is None else frozenset(ops)
+        self.exclude = frozenset(exclude) | (VIEW_OPS if keep_views else frozenset())
+        self.keep_views = keep_views
+
+    def run(self, graph: Graph, ctx) -> PassResult:
+        stats = {"expanded": 0, "loop_nodes": 0, "transients": 0, "refused": 0, "views": 0, "unsupported": {}}
+        refusals: list[tuple[str, str]] = []
+        modified = self._expand(graph, rules(), stats, refusals)
+        stats["unsupported"] = dict(sorted(stats["unsupported"].items()))
+        return PassResult(graph, modified, stats, refusals)
+
+    def _expand(self, graph: Graph, table: dict[str, Rule], stats: dict, refusals: list) -> bool:
+        nodes, modified = [], False
+        for node in graph.nodes:
+            if is_group(node):
+                body = node.attrs["body"].copy()
+                if self._expand(body, table, stats, refusals):
+                    node = node.replace(attrs={**node.attrs, "body": body})
+                    modified = True
+                nodes.append(node)
+                continue
+            rule = table.get(node.op) if node.domain == "" and not is_loop_node(node) else None
+            if node.op in self.exclude or (self.ops is not None and node.op not in self.ops):
+                stats["views"] += int(self.keep_views and node.op in VIEW_OPS)
+                nodes.append(node)
+                continue
+            if rule is None:
+                if not is_loop_node(node):
+                    key = f"{node.domain}.{node.op}" if node.domain else node.op
+                    stats["unsupported"][key] = stats["unsupported"].get(key, 0) + 1
+                nodes.append(node)
+                continue
+            before = set(graph.containers)
+            try:
+                produced = rule(graph, node)
+            except Refused as why:
+                for name in set(graph.containers) - before:
+                    del graph.containers[name]
+                refusals.append((node.label, f"{node.op}: {why}"))
+                stats["refused"] += 1
+                nodes.append(node)
+                continue
+            stats["expanded"] += 1
+            stats["loop_nodes"] += len(produced)
+            stats["transients"] += len(set(graph.containers) - before)
+            nodes.extend(produced)
+            modified = True
+        if modified:
+            graph.nodes = nodes
+            graph.opset.setdefault(LOOP_DOMAIN, 1)
+        return modified
+
+
+def expand(graph: Graph, **options) -> PassResult:
+    """Run the expansion pass in place (a convenience for tests and the API)."""
+    return ExpandPass(**options)(graph)
+

@@ -1,0 +1,124 @@
+"""Matrix products and convolutions -> library calls; pooling -> window maps with wcr.
+
+GEMM and convolution stay opaque ``LibraryCall`` nodes (``kind="gemm"|"conv"``): a tuned
+library or a generated microkernel beats a naive loop nest by orders of magnitude, and their
+memlets (whole operands) are all fusion and memory planning need to know. Conv geometry
+(``auto_pad``, which depends on shapes) is resolved here to explicit pads, with the same
+:func:`dcopt.ops.nn._geometry` the reference uses, so the library call has one meaning.
+
+Pooling is a map over (N, C, output positions, kernel taps) reading the input at
+``stride*o + dilation*k - pad_begin`` per spatial axis. Reads that fall in the padding yield the
+memlet's ``outside`` value (-inf for max, 0 for sums), which also covers ``ceil_mode`` windows
+hanging over the end. AveragePool divides by the window size when every window is complete;
+otherwise a small count map over output positions and taps counts the taps that lie inside
+(the input, or input plus pads with ``count_include_pad``) and a last map divides.
+"""
+
+from __future__ import annotations
+
+import math
+
+from dcopt.ops.nn import _geometry
+from dcopt.passes.expand import LoopBuilder, Refused, affine, expansion, index, params_of
+
+FLOATS = ("float16", "float32", "float64")
+
+
+@expansion("MatMul")
+def matmul(graph, node):
+    b = LoopBuilder(graph, node)
+    a_, b_ = b.input(0), b.input(1)
+    b.require_dtype(a_, b_)
+    y = b.output()
+    b.library("gemm", "gemm", [("A", a_, b.full(a_)), ("B", b_, b.full(b_))], [("Y", y, b.full(y))])
+    return b.nodes
+
+
+@expansion("Gemm")
+def gemm(graph, node):
+    b = LoopBuilder(graph, node)
+    a_, b_, c_ = b.input(0), b.input(1), b.input(2, optional=True)
+    b.require_dtype(a_, b_, c_)
+    y = b.output()
+    reads = [("A", a_, b.full(a_)), ("B", b_, b.full(b_))] + ([("C", c_, b.full(c_))] if c_ else [])
+    b.library("gemm", "gemm", reads, [("Y", y, b.full(y))], alpha=float(b.attr("alpha", 1.0)),
+              beta=float(b.attr("beta", 1.0)), transA=int(b.attr("transA", 0)), transB=int(b.attr("transB", 0)))
+    return b.nodes
+
+
+def _window(b: LoopBuilder, x: str, kernel):
+    """(kernel, strides, dilations, output spatial shape, begin pads, end pads) of a window op."""
+    nd = len(b.shape(x)) - 2
+    spatial = b.static_dims(x, range(2, nd + 2))
+    kernel = tuple(int(k) for k in kernel)
+    strides = tuple(int(s) for s in (b.attr("strides") or (1,) * nd))
+    dilations = tuple(int(d) for d in (b.attr("dilations") or (1,) * nd))
+    out, begin, end = _geometry(spatial, kernel, strides, dilations, b.attr("auto_pad", "NOTSET"), b.attr("pads"),
+                                bool(b.attr("ceil_mode", 0)))
+    return spatial, kernel, strides, dilations, out, begin, end
+
+
+@expansion("Conv")
+def conv(graph, node):
+    b = LoopBuilder(graph, node)
+    x, w, bias, y = b.input(0), b.input(1), b.input(2, optional=True), b.output()
+    b.require_dtype(x, w, bias, allowed=FLOATS)
+    kernel = b.static_dims(w, range(2, len(b.shape(w))))
+    _, kernel, strides, dilations, _, begin, end = _window(b, x, kernel)
+    reads = [("X", x, b.full(x)), ("W", w, b.full(w))] + ([("B", bias, b.full(bias))] if bias else [])
+    b.library("conv", "conv", reads, [("Y", y, b.full(y))], strides=strides, pads=tuple(begin) + tuple(end),
+              dilations=dilations, group=int(b.attr("group", 1)))
+    return b.nodes
+
+
+def _window_reads(nd: int, strides, dilations, begin) -> list[str]:
+    """Input index per spatial axis over params (n, c, o_0..o_nd-1, k_0..k_nd-1)."""
+    p = params_of(2 + 2 * nd)
+    return [affine([(strides[d], p[2 + d]), (dilations[d], p[2 + nd + d])], -begin[d]) for d in range(nd)]
+
+
+def _pool_map(b: LoopBuilder, what, x, out, geometry, code, wcr, outside):
+    spatial, kernel, strides, dilations, out_spatial, begin, _ = geometry
+    nd, shape = len(kernel), b.shape(x)
+    p = params_of(2 + 2 * nd)
+    read = index(p[:2] + _window_reads(nd, strides, dilations, begin))
+    return b.map(what, (*shape[:2], *out_spatial, *kernel), f"out = {code}", [("a", x, read, outside)],
+                 [("out", out, index(p[:2 + nd]), wcr)])
+
+
+@expansion("MaxPool")
+def max_pool(graph, node):
+    b = LoopBuilder(graph, node)
+    if b.output(1):
+        raise Refused("the Indices output is wired")
+    x = b.input(0)
+    b.require_dtype(x, allowed=FLOATS)
+    _pool_map(b, "max", x, b.output(), _window(b, x, b.attr("kernel_shape")), "a", "max", -math.inf)
+    return b.nodes
+
+
+@expansion("AveragePool")
+def average_pool(graph, node):
+    b = LoopBuilder(graph, node)
+    x, y = b.input(0), b.output()
+    b.require_dtype(x, allowed=("float32", "float64"))
+    geometry = _window(b, x, b.attr("kernel_shape"))
+    spatial, kernel, strides, dilations, out, begin, end = geometry
+    include = bool(b.attr("count_include_pad", 0))
+    lows = [-bg if include else 0 for bg in begin]
+    highs = [s + (e if include else 0) for s, e in zip(spatial, end)]
+    first = [-bg for bg in begin]
+    last = [(o - 1) * s + (k - 1) * d - bg for o, s, k, d, bg in zip(out, strides, kernel, dilations, begin)]
+    if all(lo <= f and la < hi for lo, f, la, hi in zip(lows, first, last, highs)):  # every window complete
+        _pool_map(b, "mean", x, y, geometry, f"a / {math.prod(kernel)}", "sum", 0.0)
+        return b.nodes
+    nd, dtype = len(kernel), b.dtype(x)
+    total = b.transient(b.shape(y), dtype, "sum")
+    count = b.transient((1, 1, *out), dtype, "count")
+    _pool_map(b, "sum", x, total, geometry, "a", "sum", 0.0)
+    positions = [f"{lo} <= {e} < {hi}" for lo, e, hi in zip(lows, _window_reads(nd, strides, dilations, begin), highs)]
+    space = (1, 1, *out, *kernel)  # same param names as the window map, N and C of extent 1
+    b.map("count", space, f"out = 1.0 if {' and '.join(positions)} else 0.0", [],
+          [("out", count, index(["0", "0", *params_of(2 + 2 * nd)[2:2 + nd]]), "sum")], [dtype])
+    b.elementwise("a / c", {"a": total, "c": count}, y, what="divide")
+    return b.nodes
