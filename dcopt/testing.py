@@ -85,3 +85,65 @@ def run_onnxruntime(model: onnx.ModelProto, feeds: dict[str, np.ndarray], thread
     options.inter_op_num_threads = 1
     sess = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     return sess.run(None, feeds)
+
+
+def export_transformer(kind: str, path: str | Path, *, hidden: int = 64, layers: int = 2, heads: int = 4,
+                       seq: int = 16, vocab: int = 100, opset: int = 17, attention: str = "eager",
+                       seed: int = 0) -> Path:
+    """Export a BERT-style encoder (``kind="bert"``) or GPT-2-style decoder (``"gpt2"``) built from a
+    transformers config with random weights to ONNX, returning ``last_hidden_state`` only.
+
+    Weights are random (1-D "weight" vectors in [0.5, 1.5], so no LayerNorm scale is all ones and no
+    rewrite can hide behind a Mul by one). Inputs: ``input_ids`` (and ``attention_mask`` for BERT),
+    shape [1, seq]. Needs torch and transformers.
+    """
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    if kind == "bert":
+        config = transformers.BertConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                                         intermediate_size=4 * hidden, vocab_size=vocab,
+                                         max_position_embeddings=max(2 * seq, 32), attn_implementation=attention)
+        model = transformers.BertModel(config)
+    elif kind == "gpt2":
+        config = transformers.GPT2Config(n_embd=hidden, n_layer=layers, n_head=heads, vocab_size=vocab,
+                                         n_positions=max(2 * seq, 32), attn_implementation=attention,
+                                         bos_token_id=0, eos_token_id=0)
+        model = transformers.GPT2Model(config)
+    else:
+        raise ValueError(f"unknown transformer kind {kind!r} (bert or gpt2)")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1 and "weight" in name:
+                p.uniform_(0.5, 1.5)
+            else:
+                p.normal_(0.0, 0.1)
+
+    class LastHidden(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *args):
+            return self.inner(*args).last_hidden_state
+
+    wrapper = LastHidden(model).eval()  # export restores the wrapper's training flag: keep it in eval
+    ids = torch.randint(0, vocab, (1, seq))
+    args, names = ((ids, torch.ones(1, seq, dtype=torch.long)), ["input_ids", "attention_mask"]) \
+        if kind == "bert" else ((ids,), ["input_ids"])
+    path = Path(path)
+    torch.onnx.export(wrapper, args, str(path), opset_version=opset, dynamo=False, input_names=names,
+                      output_names=["hidden"])
+    return path
+
+
+def transformer_feeds(kind: str, seq: int = 16, seed: int = 0, vocab: int = 100) -> dict[str, np.ndarray]:
+    """Inputs for :func:`export_transformer` models (BERT gets a mask with some padding)."""
+    rng = np.random.default_rng(seed)
+    feeds = {"input_ids": rng.integers(0, vocab, (1, seq)).astype(np.int64)}
+    if kind == "bert":
+        mask = (rng.random((1, seq)) < 0.75).astype(np.int64)
+        mask[:, 0] = 1
+        feeds["attention_mask"] = mask
+    return feeds

@@ -20,6 +20,11 @@ def build_report(graph, steps, label: str, bindings: dict[str, int]) -> dict:
     from dcopt.passes.manager import PassManager
     from dcopt.passes.movement import MovementInstrument, snapshot
 
+    from dcopt.frontends.onnx_shapes import fill_types_from_folding, specialize
+
+    if bindings:
+        specialize(graph, bindings)
+    fill_types_from_folding(graph)  # measure the unoptimized graph with the sizes folding reveals
     instrument = MovementInstrument(bindings)
     result = PassManager(steps, name=label, instruments=[instrument])(graph)
     snapshots = instrument.snapshots or [snapshot(graph, "input", bindings)]

@@ -19,6 +19,7 @@ from onnx import helper, numpy_helper
 from dcopt.errors import DcoptError
 from dcopt.ir import dtypes
 from dcopt.ir.graph import Graph
+from dcopt.frontends.onnx_lowering import lower
 from dcopt.ir.groups import GROUP_DOMAIN, is_group
 from dcopt.ir.types import OptionalType, SequenceType, TensorType
 
@@ -80,12 +81,22 @@ def _node_protos(graph: Graph, functions: dict[str, onnx.FunctionProto]) -> list
     (collected in ``functions``) whose bodies are the group's original ops."""
     protos = []
     for node in graph.nodes:
+        if node.domain == GROUP_DOMAIN and not is_group(node):  # dcopt's own ops: a function of ONNX ops
+            fname = _function_name(node, functions)
+            default_opset = graph.opset.get("", 17)
+            functions[fname] = helper.make_function(
+                FUNCTION_DOMAIN, fname, [i for i in node.inputs if i], list(node.outputs), lower(graph, node),
+                [helper.make_opsetid("", default_opset)], doc_string=f"dcopt.{node.op}, written in ONNX ops")
+            protos.append(helper.make_node(fname, [i for i in node.inputs if i], list(node.outputs),
+                                           name=node.name or None, domain=FUNCTION_DOMAIN))
+            continue
         if is_group(node):
             body = node.attrs["body"]
             fname = _function_name(node, functions)
             functions[fname] = helper.make_function(
                 FUNCTION_DOMAIN, fname, list(body.inputs), list(body.outputs), _node_protos(body, functions),
-                [helper.make_opsetid(d, v) for d, v in sorted(graph.opset.items()) if d != GROUP_DOMAIN or _uses_domain(body, d)],
+                [helper.make_opsetid(d, v) for d, v in sorted(graph.opset.items()) if d != GROUP_DOMAIN]
+                + [helper.make_opsetid(FUNCTION_DOMAIN, 1)],
                 doc_string=f"dcopt fusion group ({node.attrs.get('kind', '?')} kernel)")
             protos.append(helper.make_node(fname, list(node.inputs), list(node.outputs), name=node.name or None,
                                            domain=FUNCTION_DOMAIN))
@@ -122,18 +133,12 @@ def export_graph(graph: Graph, functions: dict[str, onnx.FunctionProto] | None =
                              value_info=value_info)
 
 
-def _uses_domain(graph: Graph, domain: str) -> bool:
-    """Whether a node other than a fusion group (which becomes a function call) uses ``domain``."""
-    return any((n.domain == domain and not is_group(n)) or any(_uses_domain(b, domain) for b in n.subgraphs)
-               for n in graph.nodes)
-
-
 def export_model(graph: Graph, *, check: bool = True) -> onnx.ModelProto:
     """Convert a Graph into an ONNX ModelProto (checked with onnx.checker by default)."""
     functions: dict[str, onnx.FunctionProto] = {}
     onnx_graph = export_graph(graph, functions)
     opset_imports = [helper.make_opsetid(domain, version) for domain, version in sorted(graph.opset.items())
-                     if domain != GROUP_DOMAIN or _uses_domain(graph, GROUP_DOMAIN)]
+                     if domain != GROUP_DOMAIN]
     if functions:
         opset_imports.append(helper.make_opsetid(FUNCTION_DOMAIN, 1))
     model = helper.make_model(onnx_graph, opset_imports=opset_imports, producer_name="dcopt",

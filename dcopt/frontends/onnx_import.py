@@ -44,8 +44,8 @@ def _tensor_type(type_proto: onnx.TypeProto, what: str, file: str | None) -> Val
     for d in tt.shape.dim:
         if d.HasField("dim_value"):
             dims.append(int(d.dim_value))
-        elif d.HasField("dim_param") and d.dim_param:
-            dims.append(d.dim_param)
+        elif d.HasField("dim_param") and d.dim_param and not d.dim_param.startswith("unk__"):
+            dims.append(d.dim_param)  # ("unk__N" are onnx shape inference's placeholders: unknown)
         else:
             dims.append(None)
     return TensorType(dtype, tuple(dims))

@@ -170,6 +170,7 @@ BUILTIN_PASS_MODULES = [
     "dcopt.passes.remove_noops",
     "dcopt.passes.cse",
     "dcopt.passes.dce",
+    "dcopt.passes.infer_shapes",
     "dcopt.passes.algebraic",
     "dcopt.passes.chains",
     "dcopt.passes.fold_batchnorm",

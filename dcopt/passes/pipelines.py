@@ -39,9 +39,10 @@ def register_pipeline(name: str, steps: Sequence[str], *, fixed_point: bool = Fa
 
 
 register_pipeline(
-    "canonicalize", ["fold-constants", "remove-noops", "cse", "dce"], fixed_point=True, aliases=("canon",),
-    description="level 2 cleanup: fold constants and shape arithmetic, drop no-ops, merge duplicates, "
-                "remove dead code; repeated until nothing changes",
+    "canonicalize", ["fold-constants", "infer-shapes", "remove-noops", "cse", "dce"], fixed_point=True,
+    aliases=("canon",),
+    description="level 2 cleanup: fold constants and shape arithmetic, re-infer the shapes that folding made "
+                "static, drop no-ops, merge duplicates, remove dead code; repeated until nothing changes",
 )
 
 register_pipeline("O1", ["canonicalize"], description="level 2 cleanup only")

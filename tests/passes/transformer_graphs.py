@@ -93,51 +93,14 @@ def transformer_block(opset: int = 17) -> Graph:
 
 
 def export_hf_model(kind: str, opset: int, directory: Path, attention: str = "eager") -> Path:
-    """Export a 2-layer, hidden-64, 4-head BERT encoder or GPT-2 decoder with random weights
-    (so no Mul-by-ones or Add-of-zeros hides a LayerNorm's affine part) at ``opset``."""
-    import torch
-    import transformers
+    """A 2-layer, hidden-64, 4-head model (see dcopt.testing.export_transformer) at ``opset``."""
+    from dcopt.testing import export_transformer
 
-    torch.manual_seed(0)
-    if kind == "bert":
-        config = transformers.BertConfig(hidden_size=HIDDEN, num_hidden_layers=2, num_attention_heads=HEADS,
-                                         intermediate_size=4 * HIDDEN, vocab_size=100, max_position_embeddings=32,
-                                         attn_implementation=attention)
-        model = transformers.BertModel(config)
-    else:
-        config = transformers.GPT2Config(n_embd=HIDDEN, n_layer=2, n_head=HEADS, vocab_size=100, n_positions=32,
-                                         attn_implementation=attention)
-        model = transformers.GPT2Model(config)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() == 1 and "weight" in name:
-                p.uniform_(0.5, 1.5)
-            else:
-                p.normal_(0.0, 0.1)
-    model.eval()
-
-    class LastHidden(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, *args):
-            return self.inner(*args).last_hidden_state
-
-    ids = torch.randint(0, 100, (1, SEQ))
-    args, names = ((ids, torch.ones(1, SEQ, dtype=torch.long)), ["input_ids", "attention_mask"]) if kind == "bert" \
-        else ((ids,), ["input_ids"])
-    path = directory / f"{kind}_{attention}_{opset}.onnx"
-    torch.onnx.export(LastHidden(model), args, str(path), opset_version=opset, dynamo=False,
-                      input_names=names, output_names=["hidden"])
-    return path
+    return export_transformer(kind, directory / f"{kind}_{attention}_{opset}.onnx", hidden=HIDDEN, heads=HEADS,
+                              seq=SEQ, opset=opset, attention=attention)
 
 
 def hf_feeds(kind: str, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    feeds = {"input_ids": rng.integers(0, 100, (1, SEQ)).astype(np.int64)}
-    if kind == "bert":
-        mask = (rng.random((1, SEQ)) < 0.75).astype(np.int64)
-        mask[:, 0] = 1
-        feeds["attention_mask"] = mask
-    return feeds
+    from dcopt.testing import transformer_feeds
+
+    return transformer_feeds(kind, SEQ, seed)
