@@ -9,6 +9,7 @@ from typing import Mapping
 import numpy as np
 
 from dcopt.errors import DcoptError, ModelLoadError
+from dcopt.ir.feeds import random_inputs  # noqa: F401  (part of the API)
 from dcopt.ir.graph import Graph
 
 MODEL_SUFFIXES = (".onnx", ".json", ".pt2")
@@ -50,30 +51,6 @@ def save_graph(graph: Graph, path: str | os.PathLike) -> None:
         save_onnx(graph, path)
     else:
         raise DcoptError(f"cannot write '{path}': output must end in {' or '.join(MODEL_SUFFIXES)}")
-
-
-def random_inputs(graph: Graph, *, seed: int = 0, bindings: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
-    """Random feeds matching the graph's input types (symbolic dims bound to ``bindings`` or 1)."""
-    from dcopt.ir import dtypes
-
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for name in graph.inputs:
-        t = graph.containers[name].type
-        if t.shape is None:
-            raise DcoptError(f"input '{name}' has unknown rank; pass it explicitly", input=name)
-        shape = tuple(d if isinstance(d, int) else (bindings or {}).get(d, 1) if isinstance(d, str) else 1
-                      for d in t.shape)
-        np_dtype = dtypes.to_numpy(t.dtype)
-        if t.dtype == "bool":
-            feeds[name] = rng.random(shape) < 0.5
-        elif np_dtype.kind in "iu":
-            feeds[name] = rng.integers(0, 4, shape).astype(np_dtype)
-        elif t.dtype == "string":
-            feeds[name] = np.array(["a"] * int(np.prod(shape)), dtype=object).reshape(shape)
-        else:
-            feeds[name] = rng.standard_normal(shape).astype(np_dtype)
-    return feeds
 
 
 def run(graph: Graph, feeds: Mapping[str, np.ndarray], *, backend: str = "reference",

@@ -12,36 +12,14 @@ from typing import Mapping
 
 import numpy as np
 
-from dcopt.errors import InputError
-from dcopt.ir import dtypes
+from dcopt.ir.feeds import random_inputs
 from dcopt.ir.executor import run_graph
 from dcopt.ir.graph import Graph
 
 
 def random_feeds(graph: Graph, *, dim_size: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
-    """One random array per graph input. Symbolic and unknown dims become ``dim_size``.
-
-    Floats are standard normal; integers lie in [0, 4) so that they are valid as small indices
-    or sizes; bools are fair coin flips. An input of unknown rank raises InputError.
-    """
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for name in graph.inputs:
-        t = graph.containers[name].type
-        if t.shape is None:
-            raise InputError(f"input '{name}' has unknown rank; pass explicit feeds", input=name)
-        shape = tuple(d if isinstance(d, int) else dim_size for d in t.shape)
-        np_dtype = dtypes.to_numpy(t.dtype)
-        if t.dtype == "bool":
-            value = rng.random(shape) < 0.5
-        elif np.issubdtype(np_dtype, np.integer):
-            value = rng.integers(0, 4, size=shape).astype(np_dtype)
-        elif t.dtype == "string":
-            value = np.array(rng.choice(["a", "b", "c"], size=shape), dtype=object)
-        else:
-            value = rng.standard_normal(shape).astype(np_dtype)
-        feeds[name] = value
-    return feeds
+    """Random inputs for equivalence checks: symbolic and unknown dims become ``dim_size``."""
+    return random_inputs(graph, seed=seed, dim_size=dim_size)
 
 
 @dataclass
