@@ -48,7 +48,8 @@ def app(verbose: bool) -> None:
 
 
 def _register() -> None:
-    from dcopt.cli import builds_cmd, convert_cmd, inspect_cmd, kernels_cmd, ops_cmd, opt_cmd, report_cmd, run_cmd
+    from dcopt.cli import (builds_cmd, convert_cmd, inspect_cmd, kernels_cmd, ops_cmd, opt_cmd, patch_cmd, report_cmd,
+                           run_cmd)
 
     app.add_command(inspect_cmd.inspect)
     app.add_command(run_cmd.run)
@@ -58,6 +59,8 @@ def _register() -> None:
     app.add_command(report_cmd.report)
     app.add_command(kernels_cmd.kernels)
     app.add_command(builds_cmd.builds)
+    app.add_command(patch_cmd.patch_command)
+    app.add_command(patch_cmd.patches_group)
 
 
 _register()
