@@ -118,12 +118,14 @@ def _function_name(node, functions) -> str:
 
 
 def export_graph(graph: Graph, functions: dict[str, onnx.FunctionProto] | None = None, *,
-                 top: bool = True) -> onnx.GraphProto:
+                 top: bool = True, weight_limit: int | None = None) -> onnx.GraphProto:
     """Convert a Graph (or subgraph) into an onnx.GraphProto (functions collects group bodies)."""
     nodes = _node_protos(graph, {} if functions is None else functions)
-    inputs = [_value_info(n, graph.containers[n].type) for n in graph.inputs]
+    params = graph.parameters
+    as_inputs = [] if weight_limit is None else [n for n, c in params.items() if c.data.size > weight_limit]
+    inputs = [_value_info(n, graph.containers[n].type) for n in [*graph.inputs, *as_inputs]]
     outputs = [_value_info(n, graph.containers[n].type) for n in graph.outputs]
-    initializers = [_tensor(n, c.data) for n, c in graph.parameters.items()]
+    initializers = [_tensor(n, c.data) for n, c in params.items() if n not in set(as_inputs)]
     boundary = set(graph.inputs) | set(graph.outputs) | set(graph.parameters)
     value_info = [
         _value_info(n, c.type) for n, c in graph.containers.items()
@@ -133,10 +135,13 @@ def export_graph(graph: Graph, functions: dict[str, onnx.FunctionProto] | None =
                              value_info=value_info)
 
 
-def export_model(graph: Graph, *, check: bool = True) -> onnx.ModelProto:
-    """Convert a Graph into an ONNX ModelProto (checked with onnx.checker by default)."""
+def export_model(graph: Graph, *, check: bool = True, weight_limit: int | None = None) -> onnx.ModelProto:
+    """Convert a Graph into an ONNX ModelProto (checked with onnx.checker by default).
+    ``weight_limit``: parameters with more elements become typed graph inputs instead of initializers
+    (for analyses such as shape inference that need types and small constants, not the weights).
+    """
     functions: dict[str, onnx.FunctionProto] = {}
-    onnx_graph = export_graph(graph, functions)
+    onnx_graph = export_graph(graph, functions, weight_limit=weight_limit)
     opset_imports = [helper.make_opsetid(domain, version) for domain, version in sorted(graph.opset.items())
                      if domain != GROUP_DOMAIN]
     if functions:

@@ -17,6 +17,11 @@ from dcopt.ir.graph import Graph
 from dcopt.ir.types import TensorType
 
 
+#: Constants up to this many elements go to shape inference (shape arithmetic reads them); bigger
+#: ones (weights) only need their types, and serializing them would dominate the time.
+SMALL_CONSTANT = 4096
+
+
 def specialize(graph: Graph, bindings: Mapping[str, int]) -> Graph:
     """Bind symbolic dims of the graph's inputs (in place) and re-infer all types; returns the graph."""
     for name in graph.inputs:
@@ -28,7 +33,7 @@ def specialize(graph: Graph, bindings: Mapping[str, int]) -> Graph:
 
 def reinfer_types(graph: Graph) -> Graph:
     """Run ONNX shape inference over the graph (in place): unknown dims become known where ONNX can tell."""
-    model = export_model(graph, check=False)
+    model = export_model(graph, check=False, weight_limit=SMALL_CONSTANT)
     del model.graph.value_info[:]  # infer afresh from the (specialized) inputs, not from stale types
     inferred = infer_shapes(model)
     for vi in list(inferred.graph.value_info) + list(inferred.graph.output):

@@ -7,13 +7,13 @@ from dcopt.passes import (PIPELINES, PassManager, UnknownPassError, build_pipeli
 from dcopt.passes import pipelines as pipelines_mod
 
 
-def test_canonicalize_is_a_fixed_point_pipeline_of_the_four_passes():
-    assert PIPELINES["canonicalize"].steps == ("fold-constants", "remove-noops", "cse", "dce")
+def test_canonicalize_is_a_fixed_point_pipeline_of_the_cleanup_passes():
+    assert PIPELINES["canonicalize"].steps == ("fold-constants", "infer-shapes", "remove-noops", "cse", "dce")
     assert PIPELINES["canonicalize"].fixed_point
     pm = build_pipeline("canonicalize")
     (inner,) = pm.steps
     assert isinstance(inner, PassManager) and inner.fixed_point
-    assert [s.name for s in inner.steps] == ["fold-constants", "remove-noops", "cse", "dce"]
+    assert [s.name for s in inner.steps] == ["fold-constants", "infer-shapes", "remove-noops", "cse", "dce"]
 
 
 def test_spec_accepts_aliases_pipelines_and_spaces():
