@@ -102,11 +102,9 @@ class TensorType:
         return "[" + ", ".join("?" if d is None else str(d) for d in self.shape) + "]"
 
 
-@dataclass(frozen=True)
-class SequenceType:
-    """An ONNX sequence: a list of tensors of one element type (shapes may differ)."""
-
-    elem: "TensorType | SequenceType | OptionalType"
+class _ContainerOfTensors:
+    """Shared shape-less surface of SequenceType and OptionalType: code written for tensors sees
+    an unknown shape (no static size, no symbols) and the element dtype."""
 
     dtype = property(lambda self: self.elem.dtype)
     shape = None
@@ -115,6 +113,16 @@ class SequenceType:
     numel = None
     nbytes = None
     symbols = frozenset()
+
+    def shape_str(self) -> str:
+        return str(self)
+
+
+@dataclass(frozen=True)
+class SequenceType(_ContainerOfTensors):
+    """An ONNX sequence: a list of tensors of one element type (shapes may differ)."""
+
+    elem: "TensorType | SequenceType | OptionalType"
 
     def __str__(self) -> str:
         return f"seq<{self.elem}>"
@@ -123,39 +131,27 @@ class SequenceType:
         if not isinstance(value, list):
             return f"expected a sequence (list of arrays), got {type(value).__name__}"
         for i, item in enumerate(value):
-            problem = self.elem.matches(item, None) if not isinstance(self.elem, TensorType) else (
-                None if getattr(item, "dtype", None) is not None and dtypes.from_numpy(item.dtype) == self.dtype
-                else f"element {i}: expected dtype {self.dtype}")
+            if isinstance(self.elem, TensorType):
+                ok = getattr(item, "dtype", None) is not None and dtypes.from_numpy(item.dtype) == self.dtype
+                problem = None if ok else f"element {i}: expected dtype {self.dtype}"
+            else:
+                problem = self.elem.matches(item, None)
             if problem:
                 return problem
         return None
 
-    def shape_str(self) -> str:
-        return str(self)
-
 
 @dataclass(frozen=True)
-class OptionalType:
+class OptionalType(_ContainerOfTensors):
     """An ONNX optional: a tensor or sequence, or nothing (``None``)."""
 
     elem: "TensorType | SequenceType"
-
-    dtype = property(lambda self: self.elem.dtype)
-    shape = None
-    rank = None
-    is_static = False
-    numel = None
-    nbytes = None
-    symbols = frozenset()
 
     def __str__(self) -> str:
         return f"optional<{self.elem}>"
 
     def matches(self, value, bindings=None) -> str | None:
         return None if value is None else self.elem.matches(value, bindings)
-
-    def shape_str(self) -> str:
-        return str(self)
 
 
 ValueType = Union[TensorType, SequenceType, OptionalType]
