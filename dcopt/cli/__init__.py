@@ -48,7 +48,7 @@ def app(verbose: bool) -> None:
 
 
 def _register() -> None:
-    from dcopt.cli import (builds_cmd, convert_cmd, inspect_cmd, kernels_cmd, ops_cmd, opt_cmd, patch_cmd, report_cmd,
+    from dcopt.cli import (bench_cmd, builds_cmd, convert_cmd, inspect_cmd, kernels_cmd, ops_cmd, opt_cmd, patch_cmd, report_cmd,
                            run_cmd)
 
     app.add_command(inspect_cmd.inspect)
@@ -61,6 +61,7 @@ def _register() -> None:
     app.add_command(builds_cmd.builds)
     app.add_command(patch_cmd.patch_command)
     app.add_command(patch_cmd.patches_group)
+    app.add_command(bench_cmd.bench)
 
 
 _register()

@@ -73,3 +73,14 @@ def test_report_table_json_and_html(tmp_path):
     assert all(k["flops"] is not None for k in data["kernels"])
     page = (tmp_path / "r.html").read_text()
     assert page.startswith("<!doctype html>") and "<svg" in page and "Conv" in page
+
+
+def test_bench_runs_dcopt_beside_onnxruntime(tmp_path, tiny_resnet_path):
+    out = tmp_path / "bench.json"
+    result = dcopt("bench", tiny_resnet_path, "--quick", "--reps", "3", "--runtimes", "dcopt,onnxruntime",
+                   "--json", out, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "dcopt speedup" in result.stdout
+    data = json.loads(out.read_text())
+    text = json.dumps(data)
+    assert "onnxruntime" in text and "tiny_resnet" in text

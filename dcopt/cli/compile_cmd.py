@@ -1,0 +1,57 @@
+"""``dcopt compile``: compile an ONNX model into a build directory that ``dcopt run`` and
+``dcopt.load`` read back. Pipeline selection (``-O``/``--passes``/``--pipeline FILE``) is the
+one ``dcopt opt`` and ``dcopt report`` share; the default is O3."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from dcopt.cli.pipeline_options import pipeline_options
+from dcopt.errors import InputError
+
+
+def parse_dims(dims: tuple[str, ...]) -> dict[str, int]:
+    bindings = {}
+    for d in dims:
+        sym, _, value = d.partition("=")
+        if not sym or not value.isdigit():
+            raise InputError(f"--dim expects SYMBOL=N, got '{d}'")
+        bindings[sym] = int(value)
+    return bindings
+
+
+def _keyed(pipeline: tuple[list, str]) -> tuple[list, str]:
+    """A pipeline file's label gains its content hash, so editing the file recompiles."""
+    steps, label = pipeline
+    if label.startswith("file:"):
+        digest = hashlib.sha256(Path(label[5:]).read_bytes()).hexdigest()[:12]
+        return steps, f"{label}@{digest}"
+    return steps, label
+
+
+@click.command("compile")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Build directory to write.")
+@pipeline_options(default_level="3")
+@click.option("--target", default="cpu", show_default=True, type=click.Choice(["cpu"]), help="Code generator.")
+@click.option("--threads", type=int, default=None, help="BLAS threads at run time (default 1).")
+@click.option("--dim", "dims", multiple=True, metavar="SYMBOL=N", help="Size of a symbolic input dim (default 1).")
+@click.option("--patch", "patches", multiple=True, metavar="URI", help="Idea patch to apply (repeatable).")
+def compile_cmd(model, output, pipeline, target, threads, dims, patches):
+    """Compile MODEL (.onnx) into a build directory of generated kernels and weights."""
+    import dcopt.compiled as dc
+
+    start = time.perf_counter()
+    sess = dc.compile(model, pipeline=_keyed(pipeline), target=target, threads=threads, dims=parse_dims(dims),
+                      patches=patches)
+    path = sess.save(output)
+    m = sess.manifest
+    steps = ", ".join(f"{k} {v}" for k, v in m["steps"].items())
+    Console().print(f"{path}: {len(m['kernels'])} generated kernel(s); steps: {steps}; pipeline "
+                    f"{m['pipeline_applied']}; sizes {m['bindings'] or '-'}; {time.perf_counter() - start:.2f} s",
+                    markup=False, highlight=False)
