@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import onnx
+from onnx import helper
 from onnx.backend.base import Backend, BackendRep, Device, DeviceType
 
 from dcopt.frontends.onnx_import import import_model
@@ -63,8 +64,21 @@ class DcoptBackend(Backend):
 
     @classmethod
     def run_node(cls, node: onnx.NodeProto, inputs: Any, device: str = "CPU",
-                 outputs_info: Sequence[tuple[np.dtype, tuple[int, ...]]] | None = None, **kwargs):
-        raise NotImplementedError("dcopt runs whole models; wrap the node in a model with onnx.helper.make_model")
+                 outputs_info: Sequence[tuple[np.dtype, tuple[int, ...]]] | None = None, opset: int | None = None,
+                 **kwargs) -> tuple[np.ndarray, ...]:
+        """Run one node on concrete inputs: it is wrapped in a model typed from the inputs."""
+        arrays = [np.asarray(a) for a in (inputs if isinstance(inputs, (list, tuple)) else [inputs])]
+        names = [n for n in node.input if n]
+        graph_inputs = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+                        for n, a in zip(names, arrays)]
+        outputs = [helper.make_empty_tensor_value_info(o) for o in node.output if o]
+        if outputs_info:
+            outputs = [helper.make_tensor_value_info(o, helper.np_dtype_to_tensor_dtype(np.dtype(dt)), shape)
+                       for o, (dt, shape) in zip([o for o in node.output if o], outputs_info)]
+        version = opset or onnx.defs.onnx_opset_version()
+        model = helper.make_model(helper.make_graph([node], "run_node", graph_inputs, outputs),
+                                  opset_imports=[helper.make_opsetid(node.domain or "", version)])
+        return cls.prepare(model, device).run(arrays)
 
     @classmethod
     def supports_device(cls, device: str) -> bool:

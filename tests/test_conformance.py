@@ -37,3 +37,12 @@ def test_node_case(case):
             pytest.xfail(reason)
         pytest.fail(f"{case.name} now passes; remove it from EXPECTED_FAILURES ({reason})")
     run_case(case, backend)
+
+
+def test_run_node_wraps_one_node():
+    import numpy as np
+    from onnx import helper
+
+    node = helper.make_node("Add", ["a", "b"], ["c"])
+    (out,) = backend.run_node(node, [np.ones(3, np.float32), np.arange(3, dtype=np.float32)])
+    np.testing.assert_array_equal(out, [1, 2, 3])
