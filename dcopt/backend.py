@@ -78,6 +78,8 @@ class DcoptBackend(Backend):
         version = opset or onnx.defs.onnx_opset_version()
         model = helper.make_model(helper.make_graph([node], "run_node", graph_inputs, outputs),
                                   opset_imports=[helper.make_opsetid(node.domain or "", version)])
+        if not outputs_info:  # let ONNX type the outputs (the checker in prepare wants types)
+            model = onnx.shape_inference.infer_shapes(model)
         return cls.prepare(model, device).run(arrays)
 
     @classmethod
