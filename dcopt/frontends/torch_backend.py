@@ -27,9 +27,8 @@ import torch
 import torch.utils._pytree as pytree
 
 from dcopt.errors import DcoptError, InputError, UnsupportedError
-from dcopt.frontends.torch_import import (
-    Imported, Placeholder, convert_fx_graph, import_exported_program_full, to_numpy,
-)
+from dcopt.frontends.torch_context import to_numpy
+from dcopt.frontends.torch_import import Imported, Placeholder, convert_fx_graph, import_exported_program_full
 from dcopt.ir.graph import Graph
 
 BACKEND_NAME = "dcopt"

@@ -21,7 +21,7 @@ import dcopt.frontends.torch_backend as torch_backend  # noqa: E402
 from dcopt.errors import InputError, ModelLoadError, UnsupportedError  # noqa: E402
 from dcopt.frontends.torch_backend import compile_module  # noqa: E402
 from dcopt.frontends.torch_import import import_exported_program, load_pt2  # noqa: E402
-from dcopt.frontends.torch_ops import supported_ops  # noqa: E402
+from dcopt.frontends.torch_lowering import supported_ops  # noqa: E402
 from dcopt.ir.executor import run_graph  # noqa: E402
 
 RTOL, ATOL = 1e-4, 1e-5
