@@ -104,6 +104,8 @@ def _node_protos(graph: Graph, functions: dict[str, onnx.FunctionProto]) -> list
         proto = helper.make_node(node.op, list(node.inputs), list(node.outputs), name=node.name or None,
                                  domain=node.domain or None)
         for key, value in node.attrs.items():
+            if key.startswith("dcopt."):  # schedule properties (dcopt.ir.schedule) are not ONNX attributes
+                continue
             proto.attribute.append(_attribute(key, value, lambda g: export_graph(g, functions, top=False)))
         protos.append(proto)
     return protos

@@ -113,7 +113,7 @@ def call(opdef: OpDef, inputs: list[np.ndarray | None], attrs: dict[str, Any], o
          run_subgraph: Callable | None = None, n_outputs: int = 1) -> tuple[np.ndarray, ...]:
     """Run an op's reference implementation with defaults filled and results normalized."""
     kwargs = dict(schema_defaults(opdef.name, opdef.domain, opset))
-    kwargs.update(attrs)
+    kwargs.update((k, v) for k, v in attrs.items() if not k.startswith("dcopt."))  # schedule props: dcopt.ir.schedule
     if opdef.accepts is not None:
         unknown = set(kwargs) - opdef.accepts
         for name in unknown:

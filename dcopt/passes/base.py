@@ -180,6 +180,7 @@ BUILTIN_PASS_MODULES = [
     "dcopt.passes.memory_plan",
     "dcopt.passes.eliminate_transients",
     "dcopt.passes.layout",
+    "dcopt.passes.select_impl",
 ]
 _loaded = False
 

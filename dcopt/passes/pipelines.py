@@ -54,8 +54,9 @@ register_pipeline(
                 "Softmax/attention; then merge the transposes recognition leaves and clean up",
 )
 register_pipeline(
-    "O3", ["O2", "eliminate-transients", "fuse", "plan-memory"],
-    description="levels 2-4: O2, then drop copies that can be views, fuse by the bytes-moved cost model, "
+    "O3", ["O2", "eliminate-transients", "select-impl", "fuse", "plan-memory"],
+    description="levels 1-4: O2, then drop copies that can be views, choose per-op implementations, tiles and "
+                "vector widths (dcopt.* schedule properties), fuse by the bytes-moved cost model, "
                 "and plan transient memory (liveness, reuse, in-place)",
 )
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 
+from dcopt.ir.schedule import IMPL
 from dcopt.ops.nn import _geometry
 from dcopt.passes.expand import LoopBuilder, Refused, affine, expansion, index, params_of
 
@@ -60,6 +61,11 @@ def _window(b: LoopBuilder, x: str, kernel):
 
 @expansion("Conv")
 def conv(graph, node):
+    impl = node.attrs.get(IMPL, "library")  # level-1 choice (select-impl): direct loops or im2col + GEMM
+    if impl != "library":
+        from dcopt.passes.expansions.conv_impls import expand_conv_variant  # imports this module
+
+        return expand_conv_variant(graph, node, impl)
     b = LoopBuilder(graph, node)
     x, w, bias, y = b.input(0), b.input(1), b.input(2, optional=True), b.output()
     b.require_dtype(x, w, bias, allowed=FLOATS)
