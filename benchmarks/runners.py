@@ -49,26 +49,17 @@ class DcoptSession:
 
 
 def dcopt_session(model_path, threads: int) -> DcoptSession:
-    """Load ``model_path`` with dcopt and return a session that runs it.
+    """Compile ``model_path`` with dcopt's CPU backend (O3) and return a session that runs it.
 
-    Today: the numpy reference executor through :mod:`dcopt.api` (its BLAS threads are fixed at
-    process start by ``OPENBLAS_NUM_THREADS``, which ``benchmarks.run`` sets to ``threads``).
-    Point this at the compiled backend once it exists; keep the return type.
+    BLAS is the backend's one thread pool and gets ``threads`` threads (the generated kernels are
+    serial); ``--dcopt-blas-threads`` in ``benchmarks.run`` may override it (see its help).
     """
-    from dcopt import api
-    from dcopt.ir.executor import check_supported
+    import dcopt.compiled as dc
 
-    graph = api.load_graph(model_path)
-    check_supported(graph, file=str(model_path))
-    outputs = list(graph.outputs)
-
-    def run(feeds):
-        result = api.run(graph, feeds, backend="reference", file=str(model_path))
-        return [result[name] for name in outputs]
-
-    # ``threads`` cannot reach numpy's BLAS after import; record what it actually runs with.
-    return DcoptSession("reference (numpy executor)", run,
-                        {"OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "unset (BLAS default)")})
+    sess = dc.compile(str(model_path), threads=threads)
+    return DcoptSession(f"dcopt cpu backend (O3, numba kernels + OpenBLAS, {threads} BLAS thread(s))",
+                        lambda feeds: sess.run(None, feeds),
+                        {"blas_threads": threads, "steps": sess.manifest.get("steps")})
 
 
 def prepare_dcopt(model: BenchModel, threads: int) -> Prepared:

@@ -48,7 +48,7 @@ def app(verbose: bool) -> None:
 
 
 def _register() -> None:
-    from dcopt.cli import (bench_cmd, builds_cmd, convert_cmd, inspect_cmd, kernels_cmd, ops_cmd, opt_cmd, patch_cmd, report_cmd,
+    from dcopt.cli import (bench_cmd, builds_cmd, compile_cmd, convert_cmd, inspect_cmd, kernels_cmd, ops_cmd, opt_cmd, patch_cmd, report_cmd,
                            run_cmd)
 
     app.add_command(inspect_cmd.inspect)
@@ -62,6 +62,7 @@ def _register() -> None:
     app.add_command(patch_cmd.patch_command)
     app.add_command(patch_cmd.patches_group)
     app.add_command(bench_cmd.bench)
+    app.add_command(compile_cmd.compile_cmd)
 
 
 _register()

@@ -52,32 +52,44 @@ def _stats(a: np.ndarray) -> tuple[str, str, str]:
 
 
 @click.command()
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("model", type=click.Path())
 @click.option("--input", "-i", "inputs", multiple=True, metavar="NAME=FILE.npy", help="An input array (repeatable).")
 @click.option("--random-inputs", is_flag=True, help="Feed random data for inputs not given with --input.")
 @click.option("--seed", default=0, show_default=True, help="Seed for --random-inputs.")
 @click.option("--dim", "dims", multiple=True, metavar="SYMBOL=N", help="Size of a symbolic dim for --random-inputs.")
-@click.option("--backend", default="reference", show_default=True, type=click.Choice(["reference"]),
-              help="Which executor runs the model.")
+@click.option("--backend", default=None, type=click.Choice(["reference", "cpu"]),
+              help="Which executor runs the model (default: cpu for a build directory, reference for a model file; "
+                   "cpu on a model file compiles it first).")
 @click.option("--output-dir", "-o", type=click.Path(file_okay=False), default="dcopt_outputs", show_default=True,
               help="Where outputs are written, one NAME.npy per output.")
 def run(model, inputs, random_inputs, seed, dims, backend, output_dir):
     """Run MODEL (.onnx or IR .json) and write its outputs as .npy files."""
     from dcopt import api
+    import dcopt.compiled as compiled
 
-    graph = api.load_graph(model)
     feeds = parse_input_specs(inputs)
-    if random_inputs:
-        bindings = {}
-        for d in dims:
-            sym, _, value = d.partition("=")
-            if not value.isdigit():
-                raise InputError(f"--dim expects SYMBOL=N, got '{d}'")
-            bindings[sym] = int(value)
-        generated = api.random_inputs(graph, seed=seed, bindings=bindings)
-        feeds = {**{k: v for k, v in generated.items() if k not in feeds}, **feeds}
-    start = time.perf_counter()
-    outputs = api.run(graph, feeds, backend=backend, file=model)
+    bindings = {}
+    for d in dims:
+        sym, _, value = d.partition("=")
+        if not value.isdigit():
+            raise InputError(f"--dim expects SYMBOL=N, got '{d}'")
+        bindings[sym] = int(value)
+    if compiled.is_build_dir(model) or backend == "cpu":
+        backend = "cpu"
+        sess = compiled.load(model) if compiled.is_build_dir(model) else compiled.compile(model, dims=bindings)
+        if random_inputs:
+            generated = sess.random_feeds(seed=seed, dims=bindings)
+            feeds = {**{k: v for k, v in generated.items() if k not in feeds}, **feeds}
+        start = time.perf_counter()
+        outputs = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
+    else:
+        backend = backend or "reference"
+        graph = api.load_graph(model)
+        if random_inputs:
+            generated = api.random_inputs(graph, seed=seed, bindings=bindings)
+            feeds = {**{k: v for k, v in generated.items() if k not in feeds}, **feeds}
+        start = time.perf_counter()
+        outputs = api.run(graph, feeds, backend=backend, file=model)
     elapsed = time.perf_counter() - start
     out_dir = Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -39,11 +39,24 @@ Runner = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
 def make_runner(graph: Graph) -> Runner:
     """Return a function that runs ``graph`` on numpy feeds: the one swap point for execution.
 
-    Checks once, at compile time, that every op can run, so a call never fails halfway."""
-    from dcopt.ir.executor import check_supported, run_graph
+    The graph is compiled by the CPU backend (generated kernels, planned buffers; a new input
+    size recompiles). Checks once, at compile time, that every op can run, so a call never fails
+    halfway."""
+    from dcopt.compiled import compile as compile_graph
+    from dcopt.ir.executor import check_supported
 
     check_supported(graph)
-    return lambda feeds: run_graph(graph, feeds)
+    outputs = list(graph.outputs)
+    sessions = []
+
+    def run(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if not sessions:  # compiled on the first call, specialized with its real inputs
+            dims = {d: v for n in graph.inputs for d, v in zip(graph.containers[n].type.shape or (),
+                                                               np.shape(feeds[n])) if isinstance(d, str)}
+            sessions.append(compile_graph(graph, dims=dims, example_feeds=feeds))
+        return dict(zip(outputs, sessions[0].run(None, feeds)))
+
+    return run
 
 
 # ---------------------------------------------------------------------------------------------

@@ -92,7 +92,7 @@ def test_bench_one_real_runtimes(tiny_mlp):
         assert info["status"] == "ok", info.get("error")
         assert info["stats"]["reps"] == 3 and info["correctness"]["valid"]
         assert info["stats"]["median_ms"] > 0
-    assert entry["runtimes"]["dcopt"]["backend"].startswith("reference")
+    assert entry["runtimes"]["dcopt"]["backend"].startswith("dcopt cpu backend")
     sp = entry["speedups"]["onnxruntime"]
     assert sp["speedup"] == pytest.approx(entry["runtimes"]["onnxruntime"]["stats"]["median_ms"]
                                           / entry["runtimes"]["dcopt"]["stats"]["median_ms"])

@@ -1,0 +1,218 @@
+"""Builds: a compiled model as a directory, and the compile driver that produces one.
+
+Layout of ``model.dcopt/``::
+
+    manifest.json   model hash, pipeline, patches, target, sizes, toolchain, kernel list + hashes
+    program.json    the step list and buffer types (the run-time schedule)
+    kernels.py      generated kernel source (numba)
+    weights.npz     parameters as the steps read them (packed/transposed/folded)
+    model.onnx      the source model, so a run at new sizes can recompile
+
+Every compile is itself keyed (model bytes, pipeline, patches, sizes, toolchain, backend
+sources) and stored as such a directory in the cache: compiling the same model again is a
+directory load plus cached machine code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Mapping, Sequence
+
+import numpy as np
+import onnx
+
+from dcopt.backends.cpu import compiler
+from dcopt.backends.cpu.lower import lower
+from dcopt.backends.cpu.program import Program, Step
+from dcopt.backends.cpu.renderer import render_module
+from dcopt.errors import ModelLoadError
+
+FORMAT, FORMAT_VERSION = "dcopt-build", 1
+
+
+@dataclass
+class Build:
+    program: Program
+    module: ModuleType
+    manifest: dict
+    bindings: dict[str, int]
+    directory: Path
+
+
+def load_proto(model) -> onnx.ModelProto:
+    """The model as ONNX: a ModelProto as is, a dcopt Graph (e.g. from the PyTorch frontend) or a
+    .pt2/.json file exported, an .onnx file through the safe loader (external data checks)."""
+    from dcopt.frontends.onnx_export import export_model
+    from dcopt.ir.graph import Graph
+
+    if isinstance(model, onnx.ModelProto):
+        return model
+    if isinstance(model, Graph):
+        return export_model(model)
+    path = Path(model)
+    if path.suffix.lower() in (".pt2", ".json"):
+        from dcopt.api import load_graph
+
+        return export_model(load_graph(path))
+    from dcopt.frontends.onnx_load import load_onnx
+
+    return load_onnx(path)
+
+
+def _optimize(graph, pipeline, patches: Sequence[str]):
+    """Apply idea patches, then the pass pipeline; returns (graph, the pipeline that ran).
+
+    ``pipeline`` is a spec string (pipeline or pass names) or ``(steps, label)`` as
+    :func:`dcopt.cli.pipeline_options.resolve_pipeline` returns it; an unknown name is an error
+    listing the valid ones."""
+    from dcopt.passes.manager import PassManager
+    from dcopt.passes.pipelines import build_pipeline
+
+    if patches:
+        from dcopt.passes.patches import apply_patches
+
+        graph = apply_patches(graph, list(patches)).graph
+    if isinstance(pipeline, tuple):
+        steps, label = pipeline
+        if not all(isinstance(s, str) for s in steps):  # a user pipeline file: Pass objects
+            return PassManager(steps, name=label)(graph).graph, label
+        pipeline = ",".join(steps) or "O0"
+    if pipeline == "O0":
+        return graph, "O0"
+    return build_pipeline(pipeline)(graph).graph, pipeline
+
+
+def pipeline_label(pipeline) -> str:
+    return pipeline[1] if isinstance(pipeline, tuple) else pipeline
+
+
+def _signature(graph, program: Program) -> dict:
+    def arg(name):
+        t = graph.containers[name].type
+        return {"name": name, "shape": list(t.shape) if t.shape is not None else None,
+                "dtype": program.types[name][1] if name in program.types else t.dtype}
+
+    return {"inputs": [arg(n) for n in graph.inputs], "outputs": [arg(n) for n in graph.outputs]}
+
+
+def build_key(model_bytes: bytes, pipeline, patches, bindings) -> str:
+    h = hashlib.sha256(hashlib.sha256(model_bytes).digest())
+    h.update(json.dumps([pipeline_label(pipeline), list(patches), sorted(bindings.items()), FORMAT_VERSION]).encode())
+    h.update(json.dumps(compiler.toolchain(), sort_keys=True).encode())  # includes the backend's source hash
+    return h.hexdigest()[:24]
+
+
+def cache_root(cache_dir=None) -> Path:
+    """Compile cache: ``<root>/kernels`` (the kernel store) and ``<root>/cpu-builds`` (whole builds);
+    default root: the parent of :func:`dcopt.kernels.default_root`."""
+    from dcopt.kernels import default_root
+
+    return Path(cache_dir) if cache_dir is not None else default_root().parent
+
+
+def build(proto: onnx.ModelProto, *, dims: Mapping[str, int] | None = None, pipeline="O3",
+          patches: Sequence[str] = (), cache_dir=None, example_feeds=None) -> Build:
+    """Compile ``proto`` (cached): import, specialize, optimize, lower, render, compile."""
+    from dcopt.backends.cpu.specialize import input_bindings, specialize
+    from dcopt.frontends.onnx_import import import_model
+
+    graph = import_model(proto)
+    bindings = input_bindings(graph, dims)
+    model_bytes = proto.SerializeToString()
+    root = cache_root(cache_dir)
+    directory = root / "cpu-builds" / build_key(model_bytes, pipeline, patches, bindings)
+    if (directory / "manifest.json").is_file():
+        try:
+            return load(directory, cache_dir=cache_dir)
+        except ModelLoadError:
+            shutil.rmtree(directory, ignore_errors=True)
+    start = time.perf_counter()
+    optimized, applied = _optimize(specialize(graph, bindings, example_feeds), pipeline, patches)
+    program = lower(optimized)
+    source = render_module(program.kernels)
+    module, key = compiler.compile_module(source, program.signatures, root / "kernels",
+                                          {"model": graph.name, "bindings": bindings})
+    manifest = {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "model": {"name": graph.name, "sha256": hashlib.sha256(model_bytes).hexdigest()},
+        "pipeline": pipeline_label(pipeline), "pipeline_applied": applied, "patches": list(patches),
+        "target": "cpu", "bindings": bindings,
+        "toolchain": compiler.toolchain(), "module_key": key,
+        "kernels": [{"name": n, "sha256": hashlib.sha256(s.encode()).hexdigest()}
+                    for n, s in sorted(program.kernels.items())],
+        "steps": dict(sorted(_count(s.kind for s in program.steps).items())),
+        "signature": _signature(graph, program),
+        "compile_seconds": round(time.perf_counter() - start, 3),  # to here; numba compiles on first run
+    }
+    _write(directory, program, source, manifest, None)
+    return Build(program, module, manifest, bindings, directory)
+
+
+def _count(kinds) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for k in kinds:
+        out[k] = out.get(k, 0) + 1
+    return out
+
+
+def _write(directory: Path, program: Program, source: str, manifest: dict, proto: onnx.ModelProto | None) -> None:
+    """Write a build directory atomically (staging dir, then rename)."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+    try:
+        (staging / "kernels.py").write_text(source)
+        prog = {"inputs": program.inputs, "outputs": program.outputs, "opset": program.opset,
+                "types": {n: [list(s), d] for n, (s, d) in program.types.items()},
+                "steps": [s.to_dict() for s in program.steps], "params": sorted(program.params),
+                "signatures": program.signatures}
+        (staging / "program.json").write_text(json.dumps(prog))
+        with open(staging / "weights.npz", "wb") as f:
+            np.savez(f, **{f"p{i}": program.params[n] for i, n in enumerate(prog["params"])})
+        if proto is not None:
+            onnx.save_model(proto, str(staging / "model.onnx"))
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def load(directory: Path, cache_dir=None) -> Build:
+    """Read a build directory; ModelLoadError says which part is missing or damaged."""
+    try:
+        manifest = json.loads((directory / "manifest.json").read_text())
+        if manifest.get("format") != FORMAT:
+            raise ModelLoadError("not a dcopt build directory (manifest format)", file=str(directory))
+        prog = json.loads((directory / "program.json").read_text())
+        source = (directory / "kernels.py").read_text()
+        with np.load(directory / "weights.npz") as w:
+            params = {n: w[f"p{i}"] for i, n in enumerate(prog["params"])}
+    except ModelLoadError:
+        raise
+    except FileNotFoundError as exc:
+        raise ModelLoadError(f"incomplete build directory: {Path(exc.filename).name} is missing",
+                             file=str(directory)) from None
+    except Exception as exc:
+        raise ModelLoadError(f"damaged build directory: {type(exc).__name__}: {exc}", file=str(directory)) from None
+    program = Program(prog["inputs"], prog["outputs"], {n: (tuple(s), d) for n, (s, d) in prog["types"].items()},
+                      params, [Step.from_dict(s) for s in prog["steps"]], {}, prog["signatures"], prog["opset"])
+    module, key = compiler.compile_module(source, program.signatures, cache_root(cache_dir) / "kernels",
+                                          {"model": manifest["model"]["name"], "build": str(directory)})
+    return Build(program, module, manifest, dict(manifest["bindings"]), directory)
+
+
+def copy_build(built: Build, target: Path, proto: onnx.ModelProto | None) -> Path:
+    """Write ``built`` as a user-visible build directory at ``target`` (with its source model)."""
+    source = (built.directory / "kernels.py").read_text()
+    _write(Path(target), built.program, source, built.manifest, proto)
+    return Path(target)

@@ -1,0 +1,68 @@
+"""Build directories: written by ``dcopt compile``, loaded back by ``dcopt.load``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import dcopt.compiled as dc
+from dcopt.cli import app
+from dcopt.cli.compile_cmd import compile_cmd
+from dcopt.errors import ModelLoadError
+from dcopt.examples import TINY_RESNET
+
+
+def test_save_load_round_trip(tmp_path, mlp):
+    sess = dc.compile(mlp)
+    path = sess.save(tmp_path / "mlp.dcopt")
+    assert {p.name for p in path.iterdir()} == {"manifest.json", "program.json", "kernels.py", "weights.npz",
+                                                "model.onnx"}
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["target"] == "cpu" and manifest["pipeline"] == "O3" and manifest["patches"] == []
+    assert len(manifest["model"]["sha256"]) == 64 and manifest["toolchain"]["numba"]
+    source = (path / "kernels.py").read_text()
+    assert manifest["kernels"] and all(f"def {k['name']}(" in source for k in manifest["kernels"])
+    loaded = dc.load(path)
+    x = np.random.default_rng(0).standard_normal((1, 64)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.run(None, {"x": x})[0], sess.run(None, {"x": x})[0])
+
+
+def test_damaged_build_names_the_problem(tmp_path, mlp):
+    path = dc.compile(mlp).save(tmp_path / "m.dcopt")
+    (path / "weights.npz").unlink()
+    with pytest.raises(ModelLoadError, match="weights.npz is missing"):
+        dc.load(path)
+    assert not dc.is_build_dir(tmp_path)
+
+
+def test_cli_compile(tmp_path):
+    if "compile" not in app.commands:
+        app.add_command(compile_cmd)
+    out = tmp_path / "tr.dcopt"
+    result = CliRunner().invoke(app, ["compile", str(TINY_RESNET), "-o", str(out), "--dim", "N=2"])
+    assert result.exit_code == 0, result.output
+    sess = dc.load(out)
+    assert sess.bindings == {"N": 2}
+    assert sess.run(None, {"image": np.zeros((2, 3, 32, 32), np.float32)})[0].shape == (2, 10)
+
+
+def test_cli_compile_bad_dim(tmp_path):
+    if "compile" not in app.commands:
+        app.add_command(compile_cmd)
+    result = CliRunner().invoke(app, ["compile", str(TINY_RESNET), "-o", str(tmp_path / "x"), "--dim", "N"])
+    assert result.exit_code != 0 and "SYMBOL=N" in result.output
+
+
+def test_patches_are_applied_and_recorded(tmp_path):
+    import onnx
+
+    from tests.backends.conftest import assert_matches_reference
+
+    model = onnx.load(str(TINY_RESNET))
+    sess = dc.compile(model, patches=["fold_batchnorm"])
+    assert sess.manifest["patches"] == ["fold_batchnorm"]
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    assert_matches_reference(model, sess, {"image": x})
