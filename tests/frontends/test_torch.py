@@ -504,3 +504,32 @@ def test_onnx_export_of_imported_graph_runs_in_onnxruntime(models):
 
 def test_lowering_table_size():
     assert len(supported_ops()) >= 150
+
+
+def test_cli_compiles_and_runs_a_saved_program(tmp_path):
+    """`dcopt compile model.pt2` (torch.export.save) builds, and the build matches eager PyTorch."""
+    import subprocess
+    import sys
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+            self.bn = torch.nn.BatchNorm2d(8)
+            self.fc = torch.nn.Linear(8, 4)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.bn(self.conv(x))).mean(dim=(2, 3)))
+
+    net = Net().eval()
+    x = torch.randn(1, 3, 16, 16)
+    torch.export.save(torch.export.export(net, (x,)), tmp_path / "net.pt2")
+    np.save(tmp_path / "x.npy", x.numpy())
+    for args in (["compile", tmp_path / "net.pt2", "-o", tmp_path / "net.dcopt"],
+                 ["run", tmp_path / "net.dcopt", "-i", f"x={tmp_path / 'x.npy'}", "-o", tmp_path / "out"]):
+        result = subprocess.run([sys.executable, "-m", "dcopt", *map(str, args)], capture_output=True, text=True,
+                                timeout=300)
+        assert result.returncode == 0, result.stderr
+    (out,) = list((tmp_path / "out").glob("*.npy"))
+    with torch.no_grad():
+        np.testing.assert_allclose(np.load(out), net(x).numpy(), rtol=1e-4, atol=1e-5)
