@@ -11,18 +11,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from dcopt.cli.pipeline_options import pipeline_options
-from dcopt.errors import InputError
-
-
-def parse_dims(dims: tuple[str, ...]) -> dict[str, int]:
-    bindings = {}
-    for d in dims:
-        sym, _, value = d.partition("=")
-        if not sym or not value.isdigit():
-            raise InputError(f"--dim expects SYMBOL=N, got '{d}'")
-        bindings[sym] = int(value)
-    return bindings
+from dcopt.cli.pipeline_options import parse_dims, pipeline_options
 
 
 def _keyed(pipeline: tuple[list, str]) -> tuple[list, str]:

@@ -14,18 +14,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from dcopt.errors import InputError
-
-
-def parse_dims(dims: tuple[str, ...]) -> dict[str, int]:
-    """``SYMBOL=N`` options -> bindings for symbolic dims."""
-    bindings = {}
-    for d in dims:
-        sym, _, value = d.partition("=")
-        if not sym or not value.isdigit():
-            raise InputError(f"--dim expects SYMBOL=N (e.g. N=1), got '{d}'")
-        bindings[sym] = int(value)
-    return bindings
+from dcopt.cli.pipeline_options import parse_dims
 
 
 def human(n: float | None, unit: str = "") -> str:

@@ -13,6 +13,19 @@ import click
 from dcopt.errors import DcoptError
 
 
+def parse_dims(dims: tuple[str, ...]) -> dict[str, int]:
+    """``--dim SYMBOL=N`` options -> bindings for symbolic dims (InputError on a malformed one)."""
+    from dcopt.errors import InputError
+
+    bindings = {}
+    for d in dims:
+        sym, _, value = d.partition("=")
+        if not sym or not value.isdigit():
+            raise InputError(f"--dim expects SYMBOL=N (e.g. N=1), got '{d}'")
+        bindings[sym] = int(value)
+    return bindings
+
+
 def pipeline_options(default_level: str = "2"):
     """Decorator adding the three mutually exclusive pipeline options to a click command."""
 

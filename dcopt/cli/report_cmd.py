@@ -10,8 +10,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from dcopt.cli.inspect_cmd import collect_symbols, human, parse_dims
-from dcopt.cli.pipeline_options import pipeline_options
+from dcopt.cli.inspect_cmd import collect_symbols, human
+from dcopt.cli.pipeline_options import parse_dims, pipeline_options
 
 
 def build_report(graph, steps, label: str, bindings: dict[str, int]) -> dict:

@@ -12,6 +12,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from dcopt.cli.pipeline_options import parse_dims
 from dcopt.errors import InputError
 
 
@@ -68,12 +69,7 @@ def run(model, inputs, random_inputs, seed, dims, backend, output_dir):
     import dcopt.compiled as compiled
 
     feeds = parse_input_specs(inputs)
-    bindings = {}
-    for d in dims:
-        sym, _, value = d.partition("=")
-        if not value.isdigit():
-            raise InputError(f"--dim expects SYMBOL=N, got '{d}'")
-        bindings[sym] = int(value)
+    bindings = parse_dims(dims)
     if compiled.is_build_dir(model) or backend == "cpu":
         backend = "cpu"
         sess = compiled.load(model) if compiled.is_build_dir(model) else compiled.compile(model, dims=bindings)

@@ -17,28 +17,34 @@ from types import ModuleType
 from dcopt.errors import DcoptError
 
 
-def load_user_file(path: str | Path, what: str = "user file") -> ModuleType:
-    """Import a Python file by path (once per path and content); errors name the file."""
+def load_user_file(path: str | Path, what: str = "user file", *, reload: bool = False,
+                   error: type[DcoptError] = DcoptError) -> ModuleType:
+    """Import a Python file by path; errors (``error`` class) name the file.
+
+    By default a file is executed once per path and content. ``reload=True`` executes it again on
+    every call under a name derived from its path alone, so what it registers replaces what it
+    registered before (instead of clashing with it)."""
     path = Path(path)
     if not path.is_file():
-        raise DcoptError(f"{what} not found", file=str(path))
-    digest = hashlib.sha256(str(path.resolve()).encode() + path.read_bytes()).hexdigest()[:12]
+        raise error(f"{what} not found", file=str(path))
+    resolved = str(path.resolve()).encode()
+    digest = hashlib.sha256(resolved if reload else resolved + path.read_bytes()).hexdigest()[:12]
     module_name = f"dcopt_user_{path.stem}_{digest}"
-    if module_name in sys.modules:
+    if module_name in sys.modules and not reload:
         return sys.modules[module_name]
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
-        raise DcoptError(f"cannot import {what} (is it a .py file?)", file=str(path))
+        raise error(f"cannot import {what} (is it a .py file?)", file=str(path))
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
-    except DcoptError:
+    except DcoptError as exc:
         del sys.modules[module_name]
-        raise
+        raise exc.at(file=str(path))
     except Exception as exc:
         del sys.modules[module_name]
-        raise DcoptError(f"error while importing {what}: {type(exc).__name__}: {exc}", file=str(path)) from exc
+        raise error(f"{what}: importing it failed: {type(exc).__name__}: {exc}", file=str(path)) from exc
     return module
 
 

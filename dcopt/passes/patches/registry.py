@@ -309,23 +309,9 @@ def load_patch_file(path: str | Path) -> list[str]:
 
     The module gets a name derived from the file's absolute path, so loading the same file twice
     replaces its patches instead of clashing with them."""
+    from dcopt.passes.user_files import load_user_file
+
     _discover()
-    path = Path(path)
-    if not path.is_file():
-        raise PatchError("patch file not found", file=str(path))
-    resolved = path.resolve()
-    module_name = f"dcopt_patch_file_{resolved.stem}_{hashlib.sha1(str(resolved).encode()).hexdigest()[:10]}"
-    spec = importlib.util.spec_from_file_location(module_name, resolved)
-    if spec is None or spec.loader is None:
-        raise PatchError("not an importable Python file", file=str(path))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
     before = {n: p for n, p in _PATCHES.items()}
-    try:
-        spec.loader.exec_module(module)
-    except DcoptError as exc:
-        raise exc.at(file=str(path))
-    except Exception as exc:
-        sys.modules.pop(module_name, None)
-        raise PatchError(f"importing it failed: {type(exc).__name__}: {exc}", file=str(path)) from exc
+    load_user_file(path, "patch file", reload=True, error=PatchError)
     return sorted(n for n, p in _PATCHES.items() if before.get(n) is not p)
