@@ -47,22 +47,20 @@ def app(verbose: bool) -> None:
     """dcopt: a data-centric optimizing compiler for ML models."""
 
 
-def _register() -> None:
-    from dcopt.cli import (bench_cmd, builds_cmd, compile_cmd, convert_cmd, inspect_cmd, kernels_cmd, ops_cmd, opt_cmd, patch_cmd, report_cmd,
-                           run_cmd)
+#: The subcommands, in the order ``dcopt --help`` lists them: (module, command object).
+COMMANDS = [
+    ("inspect_cmd", "inspect"), ("run_cmd", "run"), ("compile_cmd", "compile_cmd"), ("opt_cmd", "opt"),
+    ("report_cmd", "report"), ("patch_cmd", "patch_command"), ("patch_cmd", "patches_group"),
+    ("convert_cmd", "convert"), ("bench_cmd", "bench"), ("kernels_cmd", "kernels"), ("builds_cmd", "builds"),
+    ("ops_cmd", "ops"),
+]
 
-    app.add_command(inspect_cmd.inspect)
-    app.add_command(run_cmd.run)
-    app.add_command(convert_cmd.convert)
-    app.add_command(ops_cmd.ops)
-    app.add_command(opt_cmd.opt)
-    app.add_command(report_cmd.report)
-    app.add_command(kernels_cmd.kernels)
-    app.add_command(builds_cmd.builds)
-    app.add_command(patch_cmd.patch_command)
-    app.add_command(patch_cmd.patches_group)
-    app.add_command(bench_cmd.bench)
-    app.add_command(compile_cmd.compile_cmd)
+
+def _register() -> None:
+    import importlib
+
+    for module, command in COMMANDS:
+        app.add_command(getattr(importlib.import_module(f"dcopt.cli.{module}"), command))
 
 
 _register()
