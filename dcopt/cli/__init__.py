@@ -47,7 +47,7 @@ def app(verbose: bool) -> None:
     """dcopt: a data-centric optimizing compiler for ML models."""
 
 
-#: The subcommands, in the order ``dcopt --help`` lists them: (module, command object).
+#: The subcommands: (module under dcopt.cli, command object). ``dcopt --help`` sorts them.
 COMMANDS = [
     ("inspect_cmd", "inspect"), ("run_cmd", "run"), ("compile_cmd", "compile_cmd"), ("opt_cmd", "opt"),
     ("report_cmd", "report"), ("patch_cmd", "patch_command"), ("patch_cmd", "patches_group"),

@@ -32,7 +32,7 @@ def _keyed(pipeline: tuple[list, str]) -> tuple[list, str]:
 @click.option("--dim", "dims", multiple=True, metavar="SYMBOL=N", help="Size of a symbolic input dim (default 1).")
 @click.option("--patch", "patches", multiple=True, metavar="URI", help="Idea patch to apply (repeatable).")
 def compile_cmd(model, output, pipeline, target, threads, dims, patches):
-    """Compile MODEL (.onnx) into a build directory of generated kernels and weights."""
+    """Compile MODEL (.onnx, IR .json or torch.export .pt2) into a build directory of generated kernels and weights."""
     import dcopt.compiled as dc
 
     start = time.perf_counter()

@@ -64,7 +64,7 @@ def _stats(a: np.ndarray) -> tuple[str, str, str]:
 @click.option("--output-dir", "-o", type=click.Path(file_okay=False), default="dcopt_outputs", show_default=True,
               help="Where outputs are written, one NAME.npy per output.")
 def run(model, inputs, random_inputs, seed, dims, backend, output_dir):
-    """Run MODEL (.onnx or IR .json) and write its outputs as .npy files."""
+    """Run MODEL (a .dcopt build, .onnx, IR .json or .pt2) and write its outputs as .npy files."""
     from dcopt import api
     import dcopt.compiled as compiled
 
