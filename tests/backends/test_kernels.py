@@ -78,3 +78,28 @@ def test_lrn_matches_reference(size, beta):
     library.lrn(x.reshape(1, 7, -1), out.reshape(1, 7, -1), size, 1e-2, beta, 2.0)
     expected = reference_lrn(x, size=size, alpha=1e-2, beta=beta, bias=2.0)
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cin, hw, cout, k, s, p, d", [
+    (8, 12, 5, 3, 1, 1, 1),     # shifted GEMMs (stride 1, plane >= SHIFTED_MIN_WIDTH), 3 row blocks
+    (4, 22, 6, 5, 1, 0, 2),     # shifted, dilated, no padding
+    (3, 64, 8, 7, 2, 3, 1),     # im2col in row chunks (column buffer > CHUNK_BYTES)
+    (6, 8, 4, 3, 1, 1, 1),      # plain im2col (narrow plane)
+])
+def test_conv_paths_match_reference(cin, hw, cout, k, s, p, d, monkeypatch):
+    from dcopt.backends.cpu import gemm
+
+    monkeypatch.setattr(gemm, "CHUNK_BYTES", 1 << 11)
+    monkeypatch.setattr(gemm, "CHUNK_MIN_COLUMNS", 64)
+    monkeypatch.setattr(gemm, "SHIFTED_MIN_CHANNELS", 4)
+    monkeypatch.setattr(gemm, "SHIFTED_BLOCK_BYTES", 1 << 11)
+    rng = np.random.default_rng(cin * hw)
+    x = rng.standard_normal((2, cin, hw, hw)).astype(np.float32)
+    w = rng.standard_normal((cout, cin, k, k)).astype(np.float32)
+    oh = (hw + 2 * p - d * (k - 1) - 1) // s + 1
+    out = np.full((2, cout, oh, oh), np.nan, np.float32)
+    params = {"kernel": [k, k], "strides": [s, s], "pads": [p, p], "dilations": [d, d], "group": 1, "depthwise": False}
+    scratch = np.full(gemm.conv_scratch_elements(x.shape, (cout, cin * k * k), out.shape, params) + 7, np.nan, np.float32)
+    gemm.bind_conv(x, w.reshape(cout, -1), out, params, scratch)()
+    expected = conv(x, w, strides=(s, s), pads=(p,) * 4, dilations=(d, d), kernel_shape=(k, k))
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)

@@ -14,10 +14,12 @@ thread stalled whole runs (BERT median 125-697 ms instead of 6 ms); a numba ``pr
 (2.3 ms vs 0.39 ms) and a Python helper thread with work stealing (0.50 vs 0.39 ms) fared no
 better on this shared 2-core machine.
 
-Convolution: 1x1/stride-1/no-pad convs are a plain GEMM on the image (no copy); other convs
-unfold the image with :func:`library.im2col` into a shared scratch buffer and run one GEMM per
-group; depthwise convs (one filter per channel) use a direct library kernel because their
-per-channel GEMMs would be 1-row products dominated by call overhead.
+Convolution: 1x1/stride-1/no-pad convs are a plain GEMM on the image (no copy); other
+stride-1 convs on planes at least :data:`SHIFTED_MIN_WIDTH` wide are a sum of kh*kw shifted
+GEMMs (:func:`_bind_shifted`, no column buffer); the rest unfold the image with
+:func:`library.im2col` into a shared scratch buffer and run one GEMM per group; depthwise convs
+(one filter per channel) use a direct library kernel because their per-channel GEMMs would be
+1-row products dominated by call overhead.
 """
 
 from __future__ import annotations
@@ -39,11 +41,40 @@ def bind_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, mode: str) -> Cal
     return lambda: matmul(a, b, out=out)
 
 
+# Narrowest output plane and fewest input channels run as shifted GEMMs: the wide grid
+# computes (kw-1) junk columns per row, and at 7x7 (ResNet's last stage) the shifted form
+# measured no faster than im2col; each tap's GEMM has K = input channels, and below 64
+# (VGG's 3-channel stem, SqueezeNet's 16-48) im2col's single K = C*kh*kw GEMM was faster.
+SHIFTED_MIN_WIDTH = 10
+SHIFTED_MIN_CHANNELS = 64
+# Input + result bytes per row block of a shifted-GEMM conv: only planes bigger than this
+# (VGG's 224x224 and 112x112 layers) are split; 1 MB blocks made the GEMMs too narrow and cost
+# 5-10% at 56x56..112x112, 8 MB measured best or even from 56x56 to 224x224 here.
+SHIFTED_BLOCK_BYTES = 8 << 20
+
+
 def conv_scratch_elements(x_shape, w_shape, out_shape, params) -> int:
-    """Elements of im2col scratch a conv step needs (0 when it needs none)."""
+    """Elements of scratch a conv step needs (0 when it needs none)."""
     if _is_pointwise(params) or params["depthwise"]:
         return 0
+    if _use_shifted(x_shape, out_shape, params):
+        plane, wp = _shifted_grid(out_shape, params)
+        return int(x_shape[1]) * plane + int(out_shape[1]) * int(out_shape[2]) * wp
     return int(w_shape[1]) * params["group"] * int(np.prod(out_shape[2:]))
+
+
+def _use_shifted(x_shape, out_shape, params) -> bool:
+    return (params["strides"] == [1, 1] and params["group"] == 1 and not params["depthwise"]
+            and not _is_pointwise(params) and int(out_shape[3]) >= SHIFTED_MIN_WIDTH
+            and int(x_shape[1]) >= SHIFTED_MIN_CHANNELS and _cblas_sgemm() is not None)
+
+
+def _shifted_grid(out_shape, params) -> tuple[int, int]:
+    """(elements per padded input plane incl. slack, grid width) of the shifted-GEMM form."""
+    (kh, kw), (dh, dw) = params["kernel"], params["dilations"]
+    oh, ow = int(out_shape[2]), int(out_shape[3])
+    wp = ow + (kw - 1) * dw
+    return (oh + (kh - 1) * dh) * wp + (kw - 1) * dw, wp
 
 
 def _is_pointwise(params) -> bool:
@@ -62,6 +93,8 @@ def bind_conv(x: np.ndarray, w: np.ndarray, out: np.ndarray, params: dict, scrat
         wt = w.reshape(cout, kh, kw)
         kernel = library.depthwise2d
         return lambda: [kernel(x[b], wt, out[b], sh, sw, ph, pw, dh, dw) for b in range(n)] and None
+    if _use_shifted(x.shape, out.shape, params):
+        return _bind_shifted(x, w, out, params, scratch)
     o3 = out.reshape(n, g, cout // g, oh * ow)
     w3 = w.reshape(g, cout // g, w.shape[1])
     if _is_pointwise(params):
@@ -69,6 +102,9 @@ def bind_conv(x: np.ndarray, w: np.ndarray, out: np.ndarray, params: dict, scrat
         calls = [(w3[j], x3[b, j], o3[b, j]) for b in range(n) for j in range(g)]
         return lambda: [dot(wa, xa, oa) for wa, xa, oa in calls] and None
     k = w.shape[1]
+    rows = _chunk_rows(k, oh, ow) if g == 1 else oh
+    if rows < oh:
+        return _bind_chunked(x, w, out, params, scratch, rows)
     col = scratch[: g * k * oh * ow].reshape(g * k, oh * ow)
     cols = [col[j * k:(j + 1) * k] for j in range(g)]
     unfold = library.im2col
@@ -82,17 +118,132 @@ def bind_conv(x: np.ndarray, w: np.ndarray, out: np.ndarray, params: dict, scrat
     return run
 
 
-def _numpy_openblas():
-    """numpy's bundled OpenBLAS (ctypes handle) or None when numpy uses another BLAS."""
+def _bind_shifted(x: np.ndarray, w: np.ndarray, out: np.ndarray, params: dict, scratch: np.ndarray):
+    """A stride-1 conv as kh*kw accumulated GEMMs over shifted views of the padded input.
+
+    The input is copied once into zero-padded planes of width ``wp = ow + (kw-1)*dw``
+    (:func:`library.pad_planes`). On that flattened grid, tap (u, v) of every output position
+    p = i*wp + j reads plane element p + u*dh*wp + v*dw, so the tap's operand is the plain
+    strided view ``xp[:, off:off + oh*wp]`` (leading dimension = plane size): cblas_sgemm takes
+    it as is and accumulates ``W[:, :, u, v] @ view`` into one wide result (beta = 1), whose
+    columns j >= ow are junk that :func:`library.crop_rows` drops. No column buffer: im2col
+    wrote (and the GEMM re-read) kh*kw copies of the image, 14 MB per DenseNet 3x3 conv at
+    56x56 -- measured 1.3-1.8x slower than this at 14x14..56x56 planes. Large planes go in
+    blocks of output rows whose wide result and input rows stay in cache across the taps and
+    are cropped right after them (VGG's 64x224x224 conv: 13.6 ms in 8 MB blocks, 16.1 ms in
+    one, its 13 MB result written back to memory kh*kw times)."""
+    n, cin = x.shape[:2]
+    cout, oh, ow = out.shape[1:]
+    kh, kw = params["kernel"]
+    (ph, pw), (dh, dw) = params["pads"], params["dilations"]
+    plane, wp = _shifted_grid(out.shape, params)
+    xp = scratch[: cin * plane].reshape(cin, plane)
+    wide = scratch[cin * plane: cin * plane + cout * oh * wp].reshape(cout, oh * wp)
+    taps = np.ascontiguousarray(w.reshape(cout, cin, kh, kw).transpose(2, 3, 0, 1))  # [u, v, cout, cin]
+    sgemm, keep = _cblas_sgemm(), (xp, wide, taps)
+    rows = min(oh, max(SHIFTED_BLOCK_BYTES // (4 * (cin + cout) * wp), -(-CHUNK_MIN_COLUMNS // wp), 1))
+    blocks = [(i0, min(oh, i0 + rows), [
+        (101, 111, 111, cout, (min(oh, i0 + rows) - i0) * wp, cin, 1.0, taps[u, v].ctypes.data, cin,
+         xp.ctypes.data + 4 * ((i0 + u * dh) * wp + v * dw), plane, 0.0 if u == v == 0 else 1.0,
+         wide.ctypes.data + 4 * i0 * wp, oh * wp) for u in range(kh) for v in range(kw)]) for i0 in range(0, oh, rows)]
+    pad, crop = library.pad_planes, library.crop_rows
+
+    def run() -> None:
+        for b in range(n):
+            pad(x[b], xp, ph, pw, wp)
+            ob = out[b]
+            for i0, i1, calls in blocks:
+                for args in calls:
+                    sgemm(*args)
+                crop(wide, ob, wp, i0, i1)  # while the block is still in cache
+
+    run.buffers = keep  # the raw pointers in ``calls`` point into these: keep them alive
+    return run
+
+
+# Column-buffer bytes above which an im2col conv runs in chunks of output rows (a chunk's
+# columns stay in L2 between im2col writing and the GEMM reading them), and the fewest GEMM
+# columns per chunk (narrower GEMMs lose more than the cache saves).
+CHUNK_BYTES = 1 << 20
+CHUNK_MIN_COLUMNS = 1024
+
+
+def _chunk_rows(k: int, oh: int, ow: int) -> int:
+    """Output rows per im2col chunk (``oh``: one chunk)."""
+    if 4 * k * oh * ow <= CHUNK_BYTES or _cblas_sgemm() is None:
+        return oh
+    return min(oh, max(CHUNK_BYTES // (4 * k * ow), -(-CHUNK_MIN_COLUMNS // ow), 1))
+
+
+def _bind_chunked(x: np.ndarray, w: np.ndarray, out: np.ndarray, params: dict, scratch: np.ndarray, rows: int):
+    """im2col + GEMM a block of ``rows`` output rows at a time: cblas_sgemm writes each block's
+    columns straight into the output (leading dimension OH*OW). The 7x7/2 stem conv's
+    147 x 12544 column buffer (7.4 MB) went through memory once written and once read: 1.7 ms
+    in ResNet-50's run, 1.2 ms in 1 MB chunks."""
+    n = x.shape[0]
+    cout, oh, ow = out.shape[1:]
+    kh, kw = params["kernel"]
+    (sh, sw), (ph, pw), (dh, dw) = params["strides"], params["pads"], params["dilations"]
+    k = w.shape[1]
+    col = scratch[: k * rows * ow].reshape(k, rows * ow)
+    sgemm, unfold = _cblas_sgemm(), library.im2col_rows
+    blocks = [(i0, min(oh, i0 + rows)) for i0 in range(0, oh, rows)]
+    calls = [[(i0, i1, (101, 111, 111, cout, (i1 - i0) * ow, k, 1.0, w.ctypes.data, k, col.ctypes.data, rows * ow,
+                         0.0, out[b].ctypes.data + 4 * i0 * ow, oh * ow)) for i0, i1 in blocks] for b in range(n)]
+
+    def run() -> None:
+        for b in range(n):
+            xb = x[b]
+            for i0, i1, args in calls[b]:
+                unfold(xb, col, kh, kw, sh, sw, ph, pw, dh, dw, i0, i1, ow)
+                sgemm(*args)
+
+    run.buffers = (col, w, out)  # the raw pointers in ``calls`` point into these: keep them alive
+    return run
+
+
+_SGEMM: list = []
+
+
+def _cblas_sgemm():
+    """numpy's OpenBLAS ``cblas_sgemm`` through ctypes (None when it cannot be found): unlike
+    ``np.dot`` it takes leading dimensions (strided operands) and accumulates (beta)."""
+    import ctypes
+
+    if _SGEMM:
+        return _SGEMM[0]
+    fn = None
+    for lib in _numpy_openblas_libs():
+        for name in ("scipy_cblas_sgemm64_", "cblas_sgemm64_", "scipy_cblas_sgemm", "cblas_sgemm"):
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                index = ctypes.c_int64 if name.endswith("64_") else ctypes.c_int
+                fn.argtypes = [ctypes.c_int] * 3 + [index] * 3 + [ctypes.c_float, ctypes.c_void_p, index,
+                                                                  ctypes.c_void_p, index, ctypes.c_float,
+                                                                  ctypes.c_void_p, index]
+                fn.restype = None
+                break
+        if fn is not None:
+            break
+    _SGEMM.append(fn)
+    return fn
+
+
+def _numpy_openblas_libs():
+    """ctypes handles of the OpenBLAS libraries loaded in this process (numpy's)."""
     import ctypes
 
     try:
         with open("/proc/self/maps") as maps:
             paths = sorted({line.split()[-1] for line in maps if "openblas" in line.lower() and "/" in line})
     except OSError:
-        return None
-    for path in paths:
-        lib = ctypes.CDLL(path)
+        return []
+    return [ctypes.CDLL(path) for path in paths]
+
+
+def _numpy_openblas():
+    """numpy's bundled OpenBLAS ``set_num_threads`` (ctypes) or None when numpy uses another BLAS."""
+    for lib in _numpy_openblas_libs():
         for prefix in ("scipy_openblas_", "openblas_"):
             for suffix in ("64_", ""):
                 fn = getattr(lib, f"{prefix}set_num_threads{suffix}", None)

@@ -97,56 +97,109 @@ def _span(n_out, size, stride, offset):
 
 
 @njit(**_OPTS)
+def _window(dst, src, n, k, step, is_max):
+    """``dst[p] = op(src[p], src[p + step], ..., src[p + (k-1)*step])`` for p < n, op max or sum.
+
+    One expression per element for k <= 3 (every pooling window in the zoo but global ones):
+    writing ``dst`` without reading it is what lets LLVM vectorize; an update loop
+    (``dst[p] = max(dst[p], src[p])``) stayed scalar."""
+    us = uint64(step)
+    if k == 1:
+        for p in range(n):
+            dst[uint64(p)] = src[uint64(p)]
+    elif k == 2:
+        for p in range(n):
+            up = uint64(p)
+            dst[up] = max(src[up], src[up + us]) if is_max else src[up] + src[up + us]
+    elif k == 3:
+        for p in range(n):
+            up = uint64(p)
+            a, b, c = src[up], src[up + us], src[up + us + us]
+            dst[up] = max(max(a, b), c) if is_max else a + b + c
+    else:
+        for p in range(n):
+            up = uint64(p)
+            acc = src[up]
+            for t in range(1, k):
+                v = src[up + uint64(t) * us]
+                acc = max(acc, v) if is_max else acc + v
+            dst[up] = acc
+
+
+@njit(**_OPTS)
 def pool2d(x, out, kh, kw, sh, sw, ph, pw, ph_end, pw_end, is_max, include_pad):
     """Max/average pooling of NCHW ``x`` into ``out`` (its shape carries the output size).
 
-    Kernel offsets (u, v) run outside, output columns inside over the in-bounds span
-    (:func:`_span`), indexed with unsigned integers (no wraparound select): 2-3x faster than
-    signed indexing on GoogLeNet's pools (192x28x28 3x3/s1: 1572 -> 358 us)."""
+    Separable passes over one padded, flattened plane per channel (the depthwise trick): the
+    window over kw columns at every position (``hm[p] = op(xp[p .. p+kw))``), then over kh
+    rows (``vm[p] = op(hm[p], hm[p+wp], ...)``), each a long unit-stride loop that vectorizes;
+    the output picks every ``sh``-th row / ``sw``-th column. Row-by-row loops over 7-56 wide
+    rows stayed in scalar remainder code: inception_v2's 576x14x14 3x3 pools took 0.56 ms
+    each that way. Padding is -inf (max) or 0 (average); the average divides by the ONNX count
+    (with or without the pads) per output position."""
     n, c, h, w = x.shape
     oh, ow = out.shape[2], out.shape[3]
-    init = -np.inf if is_max else 0.0
-    usw = uint64(sw)
+    hp, wp = (oh - 1) * sh + kh, (ow - 1) * sw + kw
+    fill = np.float32(-np.inf) if is_max else _Z
+    xp = np.empty(hp * wp + kw, np.float32)
+    hm = np.empty(hp * wp, np.float32)
+    lv = ((oh - 1) * sh + 1) * wp
+    vm = np.empty(lv, np.float32)
+    rinv = np.empty(oh, np.float32)
+    cinv = np.empty(ow, np.float32)
+    for i in range(oh):
+        h0 = i * sh - ph
+        rows = min(h0 + kh, h + ph_end) - max(h0, -ph) if include_pad else min(h0 + kh, h) - max(h0, 0)
+        rinv[i] = np.float32(1.0) / np.float32(max(rows, 1))
+    for j in range(ow):
+        w0 = j * sw - pw
+        cols = min(w0 + kw, w + pw_end) - max(w0, -pw) if include_pad else min(w0 + kw, w) - max(w0, 0)
+        cinv[j] = np.float32(1.0) / np.float32(max(cols, 1))
+    y0, y1 = max(0, -ph), min(h, hp - ph)
+    z0, z1 = max(0, -pw), min(w, wp - pw)
+    nh = hp * wp
+    for p in range(nh, xp.shape[0]):
+        xp[p] = fill
     for b in range(n):
         for ch in range(c):
-            src, dst = x[b, ch], out[b, ch]
+            src_plane = x[b, ch]
+            for r in range(hp):  # padding only where no input lands: the rest is overwritten
+                base = uint64(r * wp)
+                y = r - ph
+                if y < y0 or y >= y1:
+                    for z in range(wp):
+                        xp[base + uint64(z)] = fill
+                    continue
+                for z in range(z0 + pw):
+                    xp[base + uint64(z)] = fill
+                for z in range(z1 + pw, wp):
+                    xp[base + uint64(z)] = fill
+                base += uint64(pw)
+                for z in range(z0, z1):
+                    xp[base + uint64(z)] = src_plane[uint64(y), uint64(z)]
+            _window(hm, xp, nh, kw, 1, is_max)
+            _window(vm, hm, lv, kh, wp, is_max)  # per-output-row calls for sh > 1 were slower
+            dst = out[b, ch]
             for i in range(oh):
-                ui = uint64(i)
-                for j in range(ow):
-                    dst[ui, uint64(j)] = init
-                for u in range(kh):
-                    y = i * sh - ph + u
-                    if y < 0 or y >= h:
-                        continue
-                    uy = uint64(y)
-                    for v in range(kw):
-                        lo, hi = _span(ow, w, sw, v - pw)
-                        base, ulo = uint64(lo * sw + v - pw), uint64(lo)
-                        for t in range(hi - lo):
-                            ut = uint64(t)
-                            if is_max:
-                                dst[ui, ulo + ut] = max(dst[ui, ulo + ut], src[uy, base + ut * usw])
-                            else:
-                                dst[ui, ulo + ut] += src[uy, base + ut * usw]
-                if not is_max:
-                    h0 = i * sh - ph
-                    if include_pad:
-                        rows = min(h0 + kh, h + ph_end) - max(h0, -ph)
-                    else:
-                        rows = min(h0 + kh, h) - max(h0, 0)
+                row = uint64(i * sh * wp)
+                if is_max:
                     for j in range(ow):
-                        w0 = j * sw - pw
-                        if include_pad:
-                            cols = min(w0 + kw, w + pw_end) - max(w0, -pw)
-                        else:
-                            cols = min(w0 + kw, w) - max(w0, 0)
-                        dst[ui, uint64(j)] = dst[ui, uint64(j)] / np.float32(rows * cols)
+                        dst[uint64(i), uint64(j)] = vm[row + uint64(j * sw)]
+                else:
+                    for j in range(ow):
+                        dst[uint64(i), uint64(j)] = vm[row + uint64(j * sw)] * (rinv[i] * cinv[j])
 
 
 @njit(**_OPTS)
 def im2col(x, col, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
-    """Unfold one image ``x`` [C, H, W] into ``col`` [C*kh*kw, OH*OW] (zero padding), with
-    unsigned indices over the in-bounds column span instead of per-row slices."""
+    """Unfold one image ``x`` [C, H, W] into ``col`` [C*kh*kw, OH*OW] (zero padding)."""
+    im2col_rows(x, col, kh, kw, sh, sw, ph, pw, dh, dw, 0, oh, ow)
+
+
+@njit(**_OPTS)
+def im2col_rows(x, col, kh, kw, sh, sw, ph, pw, dh, dw, i0, i1, ow):
+    """Output rows [i0, i1) of :func:`im2col`: ``col`` [C*kh*kw, (i1-i0)*OW]. Unsigned indices
+    over the in-bounds column span instead of per-row slices."""
     c, h, w = x.shape
     usw = uint64(sw)
     for ch in range(c):
@@ -157,9 +210,9 @@ def im2col(x, col, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
                 off = v * dw - pw
                 lo, hi = _span(ow, w, sw, off)
                 base = uint64(lo * sw + off)
-                for i in range(oh):
+                for i in range(i0, i1):
                     y = i * sh - ph + u * dh
-                    row = uint64(i * ow)
+                    row = uint64((i - i0) * ow)
                     if y < 0 or y >= h:
                         for j in range(ow):
                             col[r, row + uint64(j)] = _Z
@@ -177,21 +230,24 @@ def im2col(x, col, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
 def depthwise2d(x, wt, out, sh, sw, ph, pw, dh, dw):
     """Depthwise conv (group == channels, one filter per channel): x [C,H,W], wt [C,kh,kw].
 
-    Unit stride: each channel is copied into a zero-padded plane of width ``wp``; every tap is
-    then one long multiply-add over the flattened plane (``acc[p] += k * xp[p + shift]``),
-    which vectorizes, where row-by-row loops over 7-28 wide rows stayed mostly in scalar
-    remainder code (136x28x28: 574-1100 us row-wise). Columns past the output width are
-    computed and dropped. Other strides use the row-wise loop."""
-    if sh != 1 or sw != 1:
+    Each channel is copied into a zero-padded plane of width ``wp``; every tap is then one
+    long multiply-add over the flattened plane (``acc[p] += k * xp[p + shift]``), which
+    vectorizes, where row-by-row loops over 7-28 wide rows stayed mostly in scalar remainder
+    code (136x28x28: 574-1100 us row-wise). Columns past the output width are computed and
+    dropped. Stride 2 computes the stride-1 result over the strided output's span and keeps
+    every second row/column: 4x the multiply-adds, still 3x faster than the row-wise loop
+    (ShuffleNet's 112x56x56 -> 28x28: 0.27 ms row-wise); larger strides use the row-wise loop."""
+    if sh * sw > 4:
         _depthwise_rows(x, wt, out, sh, sw, ph, pw, dh, dw)
         return
     c, h, w = x.shape
     kh, kw = wt.shape[1], wt.shape[2]
     oh, ow = out.shape[1], out.shape[2]
-    wp = ow + (kw - 1) * dw
-    hp = oh + (kh - 1) * dh
+    wp = (ow - 1) * sw + 1 + (kw - 1) * dw
+    hp = (oh - 1) * sh + 1 + (kh - 1) * dh
     xp = np.zeros(hp * wp + wp, np.float32)
-    acc = np.empty(oh * wp, np.float32)
+    n = ((oh - 1) * sh + 1) * wp
+    acc = np.empty(n, np.float32)
     z0, z1 = max(0, -pw), min(w, wp - pw)
     for ch in range(c):  # unsigned indices, no slices: per-row slicing cost more than the math
         src_plane = x[ch]
@@ -201,9 +257,8 @@ def depthwise2d(x, wt, out, sh, sw, ph, pw, dh, dw):
             base = uint64((y + ph) * wp + pw)
             for z in range(z0, z1):
                 xp[base + uint64(z)] = src_plane[uint64(y), uint64(z)]
-        for p in range(acc.shape[0]):
+        for p in range(n):
             acc[p] = _Z
-        n = oh * wp
         for u in range(kh):
             for v in range(kw):
                 k = wt[ch, u, v]
@@ -211,10 +266,11 @@ def depthwise2d(x, wt, out, sh, sw, ph, pw, dh, dw):
                 for p in range(n):
                     acc[p] += k * src[p]
         dst = out[ch]
+        usw = uint64(sw)
         for i in range(oh):
-            row = uint64(i * wp)
+            row = uint64(i * sh * wp)
             for j in range(ow):
-                dst[uint64(i), uint64(j)] = acc[row + uint64(j)]
+                dst[uint64(i), uint64(j)] = acc[row + uint64(j) * usw]
 
 
 @njit(**_OPTS)
@@ -266,3 +322,36 @@ def lrn(x, out, size, alpha, beta, bias):
                     dst[p] = src[p] * r * np.sqrt(r)
                 else:
                     dst[p] = src[p] * t ** np.float32(-beta)
+
+
+@njit(**_OPTS)
+def pad_planes(x, xp, ph, pw, wp):
+    """Copy ``x`` [C, H, W] into zero-padded planes: row r of the flattened ``xp[c]`` grid of
+    width ``wp`` holds input row r - ph at columns pw...; everything else (borders, the slack
+    after the grid) is zero. The input of :func:`gemm.bind_conv`'s shifted-GEMM convs."""
+    c, h, w = x.shape
+    plane = xp.shape[1]
+    hp = plane // wp
+    y0, y1 = max(0, -ph), min(h, hp - ph)
+    z0, z1 = max(0, -pw), min(w, wp - pw)
+    for ch in range(c):
+        dst, src = xp[ch], x[ch]
+        for p in range(plane):
+            dst[uint64(p)] = _Z
+        for y in range(y0, y1):
+            base = uint64((y + ph) * wp + pw)
+            for z in range(z0, z1):
+                dst[base + uint64(z)] = src[uint64(y), uint64(z)]
+
+
+@njit(**_OPTS)
+def crop_rows(wide, out, wp, i0, i1):
+    """``out[m, i, j] = wide[m, i * wp + j]`` for rows i0 <= i < i1: drop the junk columns of a
+    wide-grid result."""
+    m, oh, ow = out.shape
+    for k in range(m):
+        src, dst = wide[k], out[k]
+        for i in range(i0, i1):
+            base = uint64(i * wp)
+            for j in range(ow):
+                dst[uint64(i), uint64(j)] = src[base + uint64(j)]

@@ -31,6 +31,83 @@ def _resolve_views(program: Program) -> dict[str, str]:
     return root
 
 
+def concat_members(program: Program, root: Mapping[str, str]) -> dict[str, tuple[str, int]]:
+    """Concat inputs written in place: ``{input: (owner, byte offset)}``, ``owner`` the buffer
+    that finally holds them (chains like DenseNet's concat-of-concat resolve to the last one).
+
+    An input qualifies when its slice of the concat output is contiguous (every dim before the
+    axis is 1), it is a transient some step produces (not a view, input, output or weight),
+    and no other concat reads it. Its producer then writes straight into the concat buffer and
+    the concat copies only the rest: DenseNet121's 58 concats re-copied the growing feature
+    map, ~1 ms a run."""
+    fixed = set(program.inputs) | set(program.outputs) | set(program.params)
+    produced = {o for s in program.steps if s.kind != "view" for o in s.outputs if o}
+    readers: dict[str, int] = {}
+    for s in program.steps:
+        if s.kind == "concat":
+            for n in set(s.inputs):
+                readers[n] = readers.get(n, 0) + 1
+    member: dict[str, tuple[str, int]] = {}
+    for s in program.steps:
+        out = s.outputs[0] if s.kind == "concat" else None
+        if out is None or out in root or out in member:
+            continue
+        shape, dtype = program.types[out]
+        axis = s.params["axis"]
+        if int(np.prod(shape[:axis], dtype=np.int64)) != 1:
+            continue
+        inner = int(np.prod(shape[axis + 1:], dtype=np.int64)) * np.dtype(dtype).itemsize
+        offset = 0
+        for n in s.inputs:
+            if (n in produced and n not in fixed and n not in root and readers.get(n) == 1
+                    and s.inputs.count(n) == 1 and program.types[n][1] == dtype):
+                member[n] = (out, offset)
+            offset += int(program.types[n][0][axis]) * inner
+    for n in list(member):  # follow chains to the outermost buffer
+        owner, offset = member[n]
+        while owner in member:
+            owner, extra = member[owner]
+            offset += extra
+        member[n] = (owner, offset)
+    return member
+
+
+def sibling_convs(program: Program, member: Mapping[str, tuple[str, int]]) -> list[list[int]]:
+    """Step indices of pointwise convs that read the same single-image input, grouped.
+
+    Such siblings (an Inception module's 1x1 branches, a ResNet stage's first 1x1 and its
+    projection shortcut) run as one GEMM over the stacked weights at the first one's step,
+    writing into one buffer whose consecutive channel blocks are the siblings' outputs: the
+    input is read once and the taller GEMM runs 10-30% faster than the separate ones did."""
+    fixed = set(program.outputs)
+    groups: dict[str, list[int]] = {}
+    for i, s in enumerate(program.steps):
+        p = s.params
+        if (s.kind == "conv" and p["kernel"] == [1, 1] and p["strides"] == [1, 1] and p["pads"] == [0, 0]
+                and p["group"] == 1 and program.types[s.inputs[0]][0][0] == 1
+                and s.outputs[0] not in fixed and s.outputs[0] not in member):
+            groups.setdefault(s.inputs[0], []).append(i)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def alias_plan(program: Program):
+    """Buffers that live inside another: ``(views, member, extra)`` -- view roots, ``{name:
+    (owner, byte offset)}`` for in-place concat inputs and sibling-conv outputs, and the byte
+    sizes of the merged sibling buffers (owners that are no program container)."""
+    views = _resolve_views(program)
+    member = concat_members(program, views)
+    extra: dict[str, int] = {}
+    for group in sibling_convs(program, member):
+        owner, offset = f"{program.steps[group[0]].outputs[0]}::siblings", 0
+        for i in group:
+            out = program.steps[i].outputs[0]
+            member[out] = (owner, offset)
+            shape, dtype = program.types[out]
+            offset += int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        extra[owner] = offset
+    return views, member, extra
+
+
 def plan_arena(program: Program) -> tuple[dict[str, int], int]:
     """Byte offsets of every transient/input/output root buffer in one arena, reusing memory
     of buffers whose last reader ran.
@@ -39,7 +116,9 @@ def plan_arena(program: Program) -> tuple[dict[str, int], int]:
     be safe (an elementwise kernel reads index i before writing it): LLVM cannot prove two
     numba arrays do not alias, guards its vector loop with a runtime overlap check, and an
     in-place call takes the scalar path -- measured 580 us instead of 38 us for BERT's GELU."""
-    root = _resolve_views(program)
+    views, member, extra = alias_plan(program)
+    root = {n: member[r][0] if r in member else r for n, r in views.items()}
+    root.update({n: owner for n, (owner, _) in member.items()})
     params = set(program.params)
     owners = [n for n in program.types if n not in params and n not in root]
     last: dict[str, int] = {}
@@ -52,6 +131,7 @@ def plan_arena(program: Program) -> tuple[dict[str, int], int]:
         last[root.get(n, n)] = end
     nbytes = {n: -(-int(np.prod(program.types[n][0], dtype=np.int64)) * np.dtype(program.types[n][1]).itemsize
                    // ALIGN) * ALIGN or ALIGN for n in owners}
+    nbytes.update({n: -(-size // ALIGN) * ALIGN for n, size in extra.items()})
     free: list[tuple[int, int]] = []  # (offset, size), sorted by offset
     offsets: dict[str, int] = {}
     top = 0
@@ -85,6 +165,7 @@ def plan_arena(program: Program) -> tuple[dict[str, int], int]:
     for i, s in enumerate(program.steps):
         dying = {root.get(n, n) for n in s.inputs if n and last.get(root.get(n, n)) == i and root.get(n, n) in offsets}
         for o in s.outputs:
+            o = root.get(o, o)
             if o and o in nbytes and o not in offsets:
                 place(o)
         for d in dying:
@@ -104,7 +185,11 @@ class CompiledModel:
         # read-only array, e.g. one imported from ONNX bytes, would match no compiled signature).
         bufs: dict[str, np.ndarray] = {n: a if a.flags.c_contiguous and a.flags.writeable else np.array(a, order="C")
                                        for n, a in program.params.items()}
-        for n, off in offsets.items():
+        _, member, extra = alias_plan(program)
+        places = {**offsets, **{n: offsets[owner] + off for n, (owner, off) in member.items()}}
+        for n, off in places.items():
+            if n in extra:  # a merged sibling-conv buffer: bound through its members
+                continue
             shape, dtype = program.types[n]
             count = int(np.prod(shape, dtype=np.int64))
             bufs[n] = self.arena[off: off + count * np.dtype(dtype).itemsize].view(dtype).reshape(shape)
@@ -116,7 +201,11 @@ class CompiledModel:
                                                   program.types[s.outputs[0]][0], s.params)
                        for s in program.steps if s.kind == "conv"] or [0])
         self.scratch = _aligned_zeros(4 * max(scratch, 1)).view(np.float32)
-        self.calls: list[Callable[[], None]] = [c for c in (self._bind(s, kernels) for s in program.steps) if c]
+        merged = {g[0]: g for g in sibling_convs(program, concat_members(program, _resolve_views(program)))}
+        skip = {i for g in merged.values() for i in g[1:]}
+        calls = [self._bind_siblings([program.steps[j] for j in merged[i]]) if i in merged else self._bind(s, kernels)
+                 for i, s in enumerate(program.steps) if i not in skip]
+        self.calls: list[Callable[[], None]] = [c for c in calls if c]
         self.input_buffers = [(n, bufs[n]) for n in program.inputs]
         self.output_buffers = [bufs[n] for n in program.outputs]
 
@@ -171,6 +260,20 @@ class CompiledModel:
             return _bind_fallback(s, ins, outs)
         raise ExecutionError(f"unknown step kind '{s.kind}'", node=s.label)
 
+    def _bind_siblings(self, steps: list[Step]) -> Callable[[], None]:
+        """One GEMM for pointwise convs sharing an input (:func:`sibling_convs`): stacked
+        weights times the image into the buffer whose channel blocks are their outputs."""
+        b = self.buffers
+        first, last = b[steps[0].outputs[0]], b[steps[-1].outputs[0]]
+        x = b[steps[0].inputs[0]]
+        x2 = x.reshape(x.shape[1], -1)
+        weights = np.concatenate([b[s.inputs[1]] for s in steps])
+        start = (first.ctypes.data - self.arena.ctypes.data) // 4
+        out = self.arena.view(np.float32)[start: start + weights.shape[0] * x2.shape[1]].reshape(weights.shape[0], -1)
+        assert (last.ctypes.data - first.ctypes.data) // 4 + last.size == out.size
+        dot = np.dot
+        return lambda: dot(weights, x2, out)
+
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         for name, buf in self.input_buffers:
             value = feeds[name]
@@ -197,7 +300,9 @@ def _bind_slices(whole: np.ndarray, parts: list[np.ndarray], axis: int, into: bo
         index = [slice(None)] * whole.ndim
         index[axis] = slice(start, start + part.shape[axis])
         view = whole[tuple(index)]
-        pairs.append((view, part) if into else (part, view))
+        in_place = view.ctypes.data == part.ctypes.data and view.shape == part.shape  # see concat_members
+        if not in_place:
+            pairs.append((view, part) if into else (part, view))
         start += part.shape[axis]
     copy = np.copyto
     return lambda: [copy(d, s) for d, s in pairs] and None
