@@ -22,6 +22,8 @@ Passes are found by name through a registry that users extend without touching d
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import difflib
 import importlib
 import logging
@@ -49,15 +51,16 @@ class PassResult:
     refusals: list[tuple[str, str]] = field(default_factory=list)
 
 
-class Pass:
+class Pass(ABC):
     """Base class of every pass. Subclasses set ``name``/``in_place`` and implement :meth:`run`."""
 
     name: str = ""
     in_place: bool = True
     description: str = ""
 
+    @abstractmethod
     def run(self, graph: Graph, ctx) -> PassResult:
-        raise NotImplementedError
+        """Rewrite ``graph`` (in place when ``in_place``) and say whether it changed."""
 
     def __call__(self, graph: Graph, ctx=None) -> PassResult:
         if ctx is None:

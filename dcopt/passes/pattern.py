@@ -24,6 +24,8 @@ which is the near miss a user wants to hear about.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import itertools
 import math
 from typing import Any, Callable, Iterable, Iterator
@@ -52,7 +54,7 @@ _MAX_PERMUTED = 4  # variadic commutative ops with more operands try only the gi
 # -- the pattern language ---------------------------------------------------------------------
 
 
-class Pattern:
+class Pattern(ABC):
     """A pattern for one value. ``name`` captures the value; ``dtype`` (a name or a set of names),
     ``rank`` and ``shape`` (a tuple with ``None`` for "any dim", or a predicate on the shape)
     constrain its type. A dtype constraint only holds when the dtype is trustworthy
@@ -88,8 +90,9 @@ class Pattern:
         for found in self._match(s, value, m):
             yield found if self.name is None else found._copy(values={**found.values, self.name: value})
 
+    @abstractmethod
     def _match(self, s: Search, value: str, m: Match) -> Iterator[Match]:
-        raise NotImplementedError
+        """Every way this pattern matches ``value`` extending ``m`` (after the type checks)."""
 
     def _type_problem(self, graph: Graph, value: str) -> str:
         if self.dtype is None and self.rank is None and self.shape is None:

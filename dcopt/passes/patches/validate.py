@@ -15,6 +15,8 @@ default (:func:`default_validator`):
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -33,13 +35,14 @@ class ValidationSkipped(Exception):
     report says so instead of claiming a numerical check."""
 
 
-class Validator:
+class Validator(ABC):
     """Base of validators; subclasses implement :meth:`check` (problems after the shared ones)."""
 
     seed: int = 0
 
+    @abstractmethod
     def describe(self, args: Mapping[str, Any]) -> str:
-        raise NotImplementedError
+        """One phrase saying what was checked, for the patch report."""
 
     def __call__(self, before: Graph, after: Graph, args: Mapping[str, Any]) -> list[str]:
         problems = structure_problems(before, after)
@@ -58,7 +61,7 @@ class Validator:
 
     def check(self, expected: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray],
               args: Mapping[str, Any]) -> list[str]:
-        raise NotImplementedError
+        """Problems found comparing the outputs (empty when the patch passes)."""
 
 
 def structure_problems(before: Graph, after: Graph) -> list[str]:
