@@ -170,13 +170,8 @@ def constant_containers(graph: Graph) -> set[str]:
 
 def _is_constant_node(node: Node, constant: set[str]) -> bool:
     return (node.domain == "" and node.op not in NONDETERMINISTIC
-            and next(iter(_subgraphs(node)), None) is None
+            and not node.subgraphs
             and all(i in constant for i in node.present_inputs))
-
-
-def _subgraphs(node: Node) -> Iterable[Graph]:
-    for value in node.attrs.values():
-        yield from (v for v in (value if isinstance(value, tuple) else (value,)) if isinstance(v, Graph))
 
 
 def captured_names(graph: Graph) -> set[str]:
@@ -187,7 +182,7 @@ def captured_names(graph: Graph) -> set[str]:
 
 def reads(node: Node) -> tuple[str, ...]:
     """Distinct containers a node reads: its inputs plus what its subgraphs capture."""
-    captured = (name for body in _subgraphs(node) for name in sorted(captured_names(body)))
+    captured = (name for body in node.subgraphs for name in sorted(captured_names(body)))
     return tuple(dict.fromkeys((*node.present_inputs, *captured)))
 
 

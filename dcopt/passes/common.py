@@ -55,36 +55,12 @@ def is_nondeterministic(graph: Graph, node: Node) -> bool:
 
 
 def has_subgraph(node: Node) -> bool:
-    return any(isinstance(v, Graph) or (isinstance(v, tuple) and any(isinstance(x, Graph) for x in v))
-               for v in node.attrs.values())
-
-
-def _subgraphs(node: Node):
-    for value in node.attrs.values():
-        for item in value if isinstance(value, tuple) else (value,):
-            if isinstance(item, Graph):
-                yield item
-
-
-def _free_names(sub: Graph) -> set[str]:
-    defined = set(sub.inputs) | set(sub.containers)
-    reads: set[str] = set()
-    for n in sub.nodes:
-        reads.update(i for i in n.present_inputs if i not in defined)
-        defined.update(n.outputs)
-    reads.update(o for o in sub.outputs if o not in defined)
-    for n in sub.nodes:
-        for inner in _subgraphs(n):
-            reads.update(_free_names(inner) - defined)
-    return reads
+    return bool(node.subgraphs)
 
 
 def node_subgraph_reads(node: Node) -> set[str]:
     """Outer-scope names that the subgraphs of ``node`` (If/Loop/Scan bodies) read implicitly."""
-    reads: set[str] = set()
-    for sub in _subgraphs(node):
-        reads |= _free_names(sub)
-    return reads
+    return node.outer_reads()
 
 
 def subgraph_reads(graph: Graph) -> set[str]:
