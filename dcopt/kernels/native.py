@@ -152,15 +152,21 @@ def _target_machine():
     return llvm.Target.from_default_triple().create_target_machine(cpu=cpu["cpu"], features=cpu["features"], opt=3)
 
 
-def emit_llvm_object(staging: Path, llvm_ir: str, name: str = "kernel") -> dict:
-    """Build step for an LLVM IR kernel: write ``source.ll`` and its native object ``<name>.o``."""
+def emit_llvm_object(staging: Path, llvm_ir: str, name: str = "kernel", opt_level: int = 3) -> dict:
+    """Build step for an LLVM IR kernel: write ``source.ll`` and its native object ``<name>.o``,
+    after LLVM's ``-O<opt_level>`` module pipeline (``emit_object`` alone only runs the code
+    generator: no loop or scalar optimisation of the IR)."""
     import llvmlite.binding as llvm
 
     module = llvm.parse_assembly(llvm_ir)
     module.verify()
+    machine = _target_machine()
+    if opt_level:
+        builder = llvm.create_pass_builder(machine, llvm.create_pipeline_tuning_options(speed_level=opt_level))
+        builder.getModulePassManager().run(module, builder)
     (Path(staging) / "source.ll").write_text(llvm_ir)
-    (Path(staging) / f"{name}.o").write_bytes(_target_machine().emit_object(module))
-    return {"kind": "llvm-object", "object": f"{name}.o"}
+    (Path(staging) / f"{name}.o").write_bytes(machine.emit_object(module))
+    return {"kind": "llvm-object", "object": f"{name}.o", "opt_level": opt_level}
 
 
 def load_llvm_object(entry: KernelEntry):

@@ -5,6 +5,7 @@ Layout of ``model.dcopt/``::
     manifest.json   model hash, pipeline, patches, target, sizes, toolchain, kernel list + hashes
     program.json    the step list and buffer types (the run-time schedule)
     kernels.py      generated kernel source (numba)
+    kernels.ll      generated LLVM IR kernels (direct convolutions), when the model has any
     weights.npz     parameters as the steps read them (packed/transposed/folded)
     model.onnx      the source model, so a run at new sizes can recompile
 
@@ -45,6 +46,7 @@ class Build:
     manifest: dict
     bindings: dict[str, int]
     directory: Path
+    native: object = None  # MCJIT engine holding the generated LLVM kernels (None: there are none)
 
 
 def load_proto(model) -> onnx.ModelProto:
@@ -140,20 +142,34 @@ def build(proto: onnx.ModelProto, *, dims: Mapping[str, int] | None = None, pipe
     source = render_module(program.kernels)
     module, key = compiler.compile_module(source, program.signatures, root / "kernels",
                                           {"model": graph.name, "bindings": bindings})
+    native_ir = _native_ir(program)
+    native, native_key = (None, None) if native_ir is None else compiler.compile_llvm(
+        native_ir, root / "kernels", {"model": graph.name, "bindings": bindings})
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "model": {"name": graph.name, "sha256": hashlib.sha256(model_bytes).hexdigest()},
         "pipeline": pipeline_label(pipeline), "pipeline_applied": applied, "patches": list(patches),
         "target": "cpu", "bindings": bindings,
-        "toolchain": compiler.toolchain(), "module_key": key,
+        "toolchain": compiler.toolchain(), "module_key": key, "native_key": native_key,
         "kernels": [{"name": n, "sha256": hashlib.sha256(s.encode()).hexdigest()}
-                    for n, s in sorted(program.kernels.items())],
+                    for n, s in sorted(program.kernels.items())]
+        + [{"name": n, "sha256": hashlib.sha256(s.encode()).hexdigest(), "language": "llvm"}
+           for n, s in sorted(program.native.items())],
         "steps": dict(sorted(_count(s.kind for s in program.steps).items())),
         "signature": _signature(graph, program),
         "compile_seconds": round(time.perf_counter() - start, 3),  # to here; numba compiles on first run
     }
-    _write(directory, program, source, manifest, None)
-    return Build(program, module, manifest, bindings, directory)
+    _write(directory, program, source, native_ir, manifest, None)
+    return Build(program, module, manifest, bindings, directory, native)
+
+
+def _native_ir(program: Program) -> str | None:
+    """The program's generated LLVM IR kernels as one module (None when it has none)."""
+    if not program.native:
+        return None
+    from dcopt.backends.cpu.directconv import module_ir
+
+    return module_ir(program.native)
 
 
 def _count(kinds) -> dict[str, int]:
@@ -163,12 +179,15 @@ def _count(kinds) -> dict[str, int]:
     return out
 
 
-def _write(directory: Path, program: Program, source: str, manifest: dict, proto: onnx.ModelProto | None) -> None:
+def _write(directory: Path, program: Program, source: str, native_ir: str | None, manifest: dict,
+           proto: onnx.ModelProto | None) -> None:
     """Write a build directory atomically (staging dir, then rename)."""
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
     try:
         (staging / "kernels.py").write_text(source)
+        if native_ir is not None:
+            (staging / "kernels.ll").write_text(native_ir)
         prog = {"inputs": program.inputs, "outputs": program.outputs, "opset": program.opset,
                 "types": {n: [list(s), d] for n, (s, d) in program.types.items()},
                 "steps": [s.to_dict() for s in program.steps], "params": sorted(program.params),
@@ -195,6 +214,7 @@ def load(directory: Path, cache_dir=None) -> Build:
             raise ModelLoadError("not a dcopt build directory (manifest format)", file=str(directory))
         prog = json.loads((directory / "program.json").read_text())
         source = (directory / "kernels.py").read_text()
+        native_ir = (directory / "kernels.ll").read_text() if manifest.get("native_key") else None
         with np.load(directory / "weights.npz") as w:
             params = {n: w[f"p{i}"] for i, n in enumerate(prog["params"])}
     except ModelLoadError:
@@ -206,13 +226,18 @@ def load(directory: Path, cache_dir=None) -> Build:
         raise ModelLoadError(f"damaged build directory: {type(exc).__name__}: {exc}", file=str(directory)) from None
     program = Program(prog["inputs"], prog["outputs"], {n: (tuple(s), d) for n, (s, d) in prog["types"].items()},
                       params, [Step.from_dict(s) for s in prog["steps"]], {}, prog["signatures"], prog["opset"])
-    module, key = compiler.compile_module(source, program.signatures, cache_root(cache_dir) / "kernels",
-                                          {"model": manifest["model"]["name"], "build": str(directory)})
-    return Build(program, module, manifest, dict(manifest["bindings"]), directory)
+    provenance = {"model": manifest["model"]["name"], "build": str(directory)}
+    module, key = compiler.compile_module(source, program.signatures, cache_root(cache_dir) / "kernels", provenance)
+    native = None
+    if native_ir is not None:
+        native, _ = compiler.compile_llvm(native_ir, cache_root(cache_dir) / "kernels", provenance)
+    return Build(program, module, manifest, dict(manifest["bindings"]), directory, native)
 
 
 def copy_build(built: Build, target: Path, proto: onnx.ModelProto | None) -> Path:
     """Write ``built`` as a user-visible build directory at ``target`` (with its source model)."""
     source = (built.directory / "kernels.py").read_text()
-    _write(Path(target), built.program, source, built.manifest, proto)
+    native = built.directory / "kernels.ll"
+    _write(Path(target), built.program, source, native.read_text() if native.is_file() else None, built.manifest,
+           proto)
     return Path(target)

@@ -50,6 +50,8 @@ def compile_module(source: str, signatures: Mapping[str, Sequence[str]], store_r
     from dcopt.kernels.native import compile_numba_module, load_numba_module
 
     sigs = {name: sorted(set(s)) for name, s in sorted(signatures.items())}
+    if not sigs:  # nothing to compile (e.g. every conv's epilogue went into its generated kernel)
+        return ModuleType("dcopt_no_numba_kernels"), None
     key = KernelKey.make(source, codegen_version=codegen_version(),
                          options={"fastmath": sorted(FASTMATH), "signatures": sigs})
     cached = _LOADED.get(key.digest)
@@ -64,3 +66,25 @@ def compile_module(source: str, signatures: Mapping[str, Sequence[str]], store_r
 
 #: Modules loaded in this process, by key (a second session of the same model shares them).
 _LOADED: dict[str, ModuleType] = {}
+
+
+def compile_llvm(ir: str, store_root=None, provenance: Mapping | None = None):
+    """(MCJIT engine, store key) holding the native object of LLVM IR module ``ir`` (direct conv
+    kernels): a store hit loads object code (~3 ms), a miss optimises and compiles it once.
+    Keep the engine alive while its functions are called."""
+    from dcopt.kernels import KernelKey, KernelStore
+    from dcopt.kernels.native import emit_llvm_object, load_llvm_object
+
+    key = KernelKey.make(ir, codegen_version=codegen_version(), options={"kind": "llvm", "opt_level": 3})
+    cached = _ENGINES.get(key.digest)
+    if cached is not None:
+        return cached, key.digest
+    fetched = KernelStore(store_root).get_or_build(
+        key, build=lambda staging: emit_llvm_object(staging, ir, "kernels"), load=load_llvm_object,
+        provenance=dict(provenance or {}))
+    _ENGINES[key.digest] = fetched.value
+    return fetched.value, key.digest
+
+
+#: Native engines loaded in this process, by key (their code must outlive every session using it).
+_ENGINES: dict[str, object] = {}

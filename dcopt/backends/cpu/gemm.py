@@ -28,17 +28,37 @@ from typing import Callable
 
 import numpy as np
 
-from dcopt.backends.cpu import library
+from dcopt.backends.cpu import directconv, library, parallel
 
 
 def bind_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, mode: str) -> Callable[[], None]:
+    """MatMul/Gemm as sgemm tasks on the pool (numpy's ``matmul`` where OpenBLAS's 64-bit
+    cblas is missing or the operands are not C arrays)."""
+    parts = parallel.threads()
+    if parallel.sgemm_function() is None or not all(v.flags.c_contiguous for v in (a, b, out)):
+        matmul = np.matmul
+        return lambda: matmul(a, b, out=out)
+    k, n = b.shape[-2:]
     if mode == "2d":
-        a2 = a.reshape(-1, a.shape[-1])
-        o2 = out.reshape(-1, out.shape[-1])
-        dot = np.dot
-        return lambda: dot(a2, b, o2)
-    matmul = np.matmul
-    return lambda: matmul(a, b, out=out)
+        m = a.size // k
+        if m == 1 and parallel.sgemv_function() is not None:
+            return parallel.bind_gemv(k, n, b.ctypes.data, a.ctypes.data, out.ctypes.data, (a, b, out))
+        return parallel.bind_gemms([[t] for t in parallel.gemm_tasks(
+            m, n, k, a.ctypes.data, k, b.ctypes.data, n, out.ctypes.data, n, 0.0, parts)], (a, b, out))
+    m = a.shape[-2]
+    batch = out.shape[:-2]
+    try:
+        sa = np.broadcast_to(np.arange(int(np.prod(a.shape[:-2]))).reshape(a.shape[:-2]), batch).reshape(-1)
+        sb = np.broadcast_to(np.arange(int(np.prod(b.shape[:-2]))).reshape(b.shape[:-2]), batch).reshape(-1)
+    except ValueError:
+        matmul = np.matmul
+        return lambda: matmul(a, b, out=out)
+    calls = [[m, n, k, a.ctypes.data + 4 * int(i) * m * k, k, b.ctypes.data + 4 * int(j) * k * n, n, 0.0,
+              out.ctypes.data + 4 * z * m * n, n] for z, (i, j) in enumerate(zip(sa, sb))]
+    if len(calls) >= parts:  # whole products per task
+        return parallel.bind_gemms([calls[lo:hi] for lo, hi in parallel.split(len(calls), parts)], (a, b, out))
+    return parallel.bind_gemms(parallel.merge([[[t] for t in parallel.gemm_tasks(*c[:7], c[8], c[9], 0.0, parts)]
+                                               for c in calls]), (a, b, out))
 
 
 # Narrowest output plane and fewest input channels run as shifted GEMMs: the wide grid
@@ -55,6 +75,9 @@ SHIFTED_BLOCK_BYTES = 8 << 20
 
 def conv_scratch_elements(x_shape, w_shape, out_shape, params) -> int:
     """Elements of scratch a conv step needs (0 when it needs none)."""
+    if params.get("impl") == "direct":
+        plan = directconv.DirectPlan.from_params(params)
+        return int(x_shape[0]) * int(x_shape[1]) * plan.shape.hp * plan.shape.wp if plan.padded else 0
     if _is_pointwise(params) or params["depthwise"]:
         return 0
     if _use_shifted(x_shape, out_shape, params):
@@ -81,8 +104,14 @@ def _is_pointwise(params) -> bool:
     return params["kernel"] == [1, 1] and params["strides"] == [1, 1] and params["pads"] == [0, 0]
 
 
-def bind_conv(x: np.ndarray, w: np.ndarray, out: np.ndarray, params: dict, scratch: np.ndarray) -> Callable[[], None]:
-    """A closure running one NCHW conv (no bias: that is the epilogue's job)."""
+def bind_conv(x: np.ndarray, w: np.ndarray, out: np.ndarray, params: dict, scratch: np.ndarray,
+              native=None, bias: np.ndarray | None = None) -> Callable[[], None]:
+    """A closure running one NCHW conv. The bias is the epilogue's job, except for generated
+    kernels (:mod:`directconv`, resolved by ``native(name)`` to a ctypes function), which may
+    add ``bias`` themselves."""
+    if params.get("impl") == "direct":
+        return _bind_direct(x, w, out, directconv.DirectPlan.from_params(params), scratch, native(params["kernel_name"]),
+                            bias)
     n, cin, h, wd = x.shape
     cout, oh, ow = out.shape[1], out.shape[2], out.shape[3]
     g = params["group"]
@@ -98,9 +127,7 @@ def bind_conv(x: np.ndarray, w: np.ndarray, out: np.ndarray, params: dict, scrat
     o3 = out.reshape(n, g, cout // g, oh * ow)
     w3 = w.reshape(g, cout // g, w.shape[1])
     if _is_pointwise(params):
-        x3 = x.reshape(n, g, cin // g, h * wd)
-        calls = [(w3[j], x3[b, j], o3[b, j]) for b in range(n) for j in range(g)]
-        return lambda: [dot(wa, xa, oa) for wa, xa, oa in calls] and None
+        return bind_pointwise(x, w, out, g)
     k = w.shape[1]
     rows = _chunk_rows(k, oh, ow) if g == 1 else oh
     if rows < oh:
@@ -115,6 +142,55 @@ def bind_conv(x: np.ndarray, w: np.ndarray, out: np.ndarray, params: dict, scrat
             for j in range(g):
                 dot(w3[j], cols[j], o3[b, j])
 
+    return run
+
+
+def bind_pointwise(x: np.ndarray, w: np.ndarray, out: np.ndarray, group: int = 1) -> Callable[[], None]:
+    """1x1/stride-1 conv (``w`` [cout, cin/group]): per image and group ``out = W @ X`` with the
+    image as the GEMM's B operand (no copy), cut into tasks for the pool."""
+    n, cin = x.shape[:2]
+    cout, plane = out.shape[1], int(np.prod(out.shape[2:]))
+    m, k = cout // group, cin // group
+    if parallel.sgemm_function() is None:
+        x3, o3, w3, dot = x.reshape(n, group, k, plane), out.reshape(n, group, m, plane), w.reshape(group, m, k), np.dot
+        return lambda: [dot(w3[j], x3[b, j], o3[b, j]) for b in range(n) for j in range(group)] and None
+    items = [[[t] for t in parallel.gemm_tasks(m, plane, k, w.ctypes.data + 4 * j * m * k, k,
+                                               x.ctypes.data + 4 * (b * cin + j * k) * plane, plane,
+                                               out.ctypes.data + 4 * (b * cout + j * m) * plane, plane, 0.0,
+                                               parallel.threads())]
+             for b in range(n) for j in range(group)]
+    return parallel.bind_gemms(parallel.merge(items), (x, w, out))
+
+
+def _bind_direct(x: np.ndarray, w: np.ndarray, out: np.ndarray, plan: "directconv.DirectPlan", scratch: np.ndarray,
+                 fn, bias: np.ndarray | None) -> Callable[[], None]:
+    """A generated direct conv (:mod:`directconv`): zero-pad the input once if it needs it, then
+    every (image, conv group) as grid tasks for the pool."""
+    s, g = plan.shape, plan.group
+    n, cin = x.shape[:2]
+    src = x
+    if plan.padded:
+        src = scratch[: n * cin * s.hp * s.wp].reshape(n, cin, s.hp * s.wp)
+    parts = parallel.threads()
+    items = []
+    for b in range(n):
+        for j in range(g):
+            base = [src.ctypes.data + 4 * (b * cin + j * s.cin) * s.hp * s.wp, w.ctypes.data + 4 * j * plan.packed_size,
+                    out.ctypes.data + 4 * (b * out.shape[1] + j * s.cout) * s.oh * s.ow,
+                    0 if bias is None else bias.ctypes.data + 4 * j * s.blocks * directconv.LANES]
+            items.append([[base + list(r) for r in calls]
+                          for calls in parallel.grid_tasks(plan.tiling.total_groups, s.oh, parts)])
+    run_convs = parallel.bind_convs(fn, parallel.merge(items), (x, w, out, src, bias))
+    if not plan.padded:
+        return run_convs
+    pad, (ph, pw), wp = library.pad_planes, plan.pads, s.wp
+
+    def run() -> None:
+        for b in range(n):
+            pad(x[b], src[b], ph, pw, wp)
+        run_convs()
+
+    run.buffers = run_convs.buffers
     return run
 
 

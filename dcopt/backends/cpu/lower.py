@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dcopt.backends.cpu import ewops
+from dcopt.backends.cpu import directconv, ewops
 from dcopt.backends.cpu.compiler import array_signature
 from dcopt.backends.cpu.lower_ops import OpLowerings
 from dcopt.backends.cpu.program import F32, Program, Step, EwBuilder, LazyOperands
@@ -30,6 +30,13 @@ from dcopt.ops.registry import schema_defaults
 
 
 
+# Fused elementwise kernels this big run as a ``prange`` over the pool. Not for the speed of
+# the arithmetic: the GEMM or conv before them was split across cores, and a serial kernel then
+# read half its operand from the other core's cache -- GPT-2's 128x768 bias add took 48 us that
+# way instead of 9 us. The static schedule hands each thread the rows it just produced.
+PARALLEL_EW_ELEMENTS = 32768
+
+
 class Lowering(OpLowerings):
     def __init__(self, graph: Graph):
         self.graph = graph
@@ -38,12 +45,17 @@ class Lowering(OpLowerings):
         self._collect(graph)
         flat = [n for node in graph.nodes for n in (node.attrs["body"].nodes if is_group(node) else [node])]
         self.readers: dict[str, set[int]] = {}
+        self.reader_nodes: dict[str, list[Node]] = {}
         for n in flat:
             for i in n.present_inputs:
-                self.readers.setdefault(i, set()).add(id(n))
+                if id(n) not in self.readers.setdefault(i, set()):
+                    self.reader_nodes.setdefault(i, []).append(n)
+                self.readers[i].add(id(n))
+        self.absorbed: set[int] = set()  # nodes a previous step already computed (a fused Relu)
         self.live_out = set(graph.outputs)
         self.steps: list[Step] = []
         self.kernels: dict[str, str] = {}
+        self.native: dict[str, str] = {}  # generated LLVM IR kernels (direct convs), by symbol
         self.signatures: dict[str, set[str]] = {}
         self.open: EwBuilder | None = None
 
@@ -106,7 +118,7 @@ class Lowering(OpLowerings):
         used = {n for s in self.steps for n in s.inputs} | set(self.graph.outputs)
         return Program(list(self.graph.inputs), list(self.graph.outputs), types,
                        {k: v for k, v in self.params.items() if k in used}, self.steps, self.kernels,
-                       {k: sorted(v) for k, v in self.signatures.items()}, dict(self.graph.opset))
+                       {k: sorted(v) for k, v in self.signatures.items()}, dict(self.graph.opset), self.native)
 
     def emit(self, kind: str, node: Node | None, inputs, outputs, **params) -> Step:
         self.close()
@@ -115,6 +127,8 @@ class Lowering(OpLowerings):
         return step
 
     def lower(self, node: Node) -> None:
+        if id(node) in self.absorbed:
+            return
         if self.try_elementwise(node):
             return
         domain = {"": "", "ai.onnx": "", "dcopt": "dcopt_"}.get(node.domain)
@@ -177,7 +191,8 @@ class Lowering(OpLowerings):
 
         shapes = [self.shape(a) for a in ew.args]
         name, source, collapsed = render_elementwise(ew.shape, shapes, [self.dtype(a) for a in ew.args], ew.stmts,
-                                                     [ew.values[s] for s in stored])
+                                                     [ew.values[s] for s in stored],
+                                                     parallel=int(np.prod(ew.shape)) >= PARALLEL_EW_ELEMENTS)
         self.kernels[name] = source
         dtypes = [self.dtype(a) for a in ew.args] + [self.dtype(o) for o in stored]
         ranks = [len(s) for s in collapsed[1:]] + [len(collapsed[0])] * len(stored)
@@ -248,15 +263,46 @@ class Lowering(OpLowerings):
         _, begin, _ = _geometry(self.shape(x)[2:], (kh, kw), strides, dil, at.get("auto_pad", "NOTSET"),
                                 at.get("pads"))
         out = node.outputs[0]
-        target, pending = self._with_epilogue(
-            node, out, bias_param=None if b is None else self.const(b).reshape(-1, 1, 1).astype(np.float32))
         group = int(at.get("group", 1))
         cin = self.shape(x)[1]
+        geometry = dict(kernel=[int(kh), int(kw)], strides=[int(s) for s in strides], pads=[int(p) for p in begin],
+                        dilations=[int(d) for d in dil], group=group)
+        depthwise = bool(group == cin == wt.shape[0] and group > 1)
+        direct = directconv.plan(self.shape(x), wt.shape, self.shape(out), **geometry)
+        if direct is not None:
+            self._lower_direct_conv(node, x, wt, b, out, direct, geometry)
+            return
+        target, pending = self._with_epilogue(
+            node, out, bias_param=None if b is None else self.const(b).reshape(-1, 1, 1).astype(np.float32))
         wname = self.add_param(wt.reshape(wt.shape[0], -1).astype(np.float32), "conv_w")
-        self.emit("conv", node, [x, wname], [target], kernel=[int(kh), int(kw)], strides=list(strides),
-                  pads=[int(p) for p in begin], dilations=list(dil), group=group,
-                  depthwise=bool(group == cin == wt.shape[0] and group > 1))
+        self.emit("conv", node, [x, wname], [target], **geometry, depthwise=depthwise)
         self._open_epilogue(pending)
+
+    def _lower_direct_conv(self, node: Node, x: str, wt: np.ndarray, b: str | None, out: str, direct, geometry):
+        """A conv as a generated kernel (:mod:`directconv`) with its weights packed once, here.
+        The kernel adds the bias itself and, when the conv's only reader is a Relu, applies
+        it too and writes the Relu's output: no elementwise pass over the result."""
+        relu = self.sole_reader(out, "Relu")
+        direct = direct.with_epilogue(bias=b is not None, relu=relu is not None)
+        inputs = [x, self.add_param(directconv.pack_grouped(wt, direct), "conv_w")]
+        if b is not None:
+            inputs.append(self.add_param(directconv.pack_bias(self.const(b), direct), "conv_b"))
+        if relu is not None:
+            self.absorbed.add(id(relu))
+            out = relu.outputs[0]
+        self.native[direct.name] = direct.functions()
+        geometry.update(direct.params())
+        self.emit("conv", node, inputs, [out], **geometry, depthwise=False)
+        self.open = EwBuilder(self.shape(out), seed=out)
+
+    def sole_reader(self, name: str, op: str) -> Node | None:
+        """The one node reading ``name`` if it is an ``op`` (default domain) and ``name`` is not a
+        graph output; else None."""
+        readers = self.reader_nodes.get(name, [])
+        if len(readers) != 1 or name in self.live_out:
+            return None
+        node = readers[0]
+        return node if node.op == op and node.domain in ("", "ai.onnx") and node.inputs[0] == name else None
 
 
 def lower(graph: Graph) -> Program:

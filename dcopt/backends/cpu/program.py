@@ -40,6 +40,7 @@ class Program:
     kernels: dict[str, str] = field(default_factory=dict)  # generated function name -> source
     signatures: dict[str, list[str]] = field(default_factory=dict)  # name -> numba signatures
     opset: dict[str, int] = field(default_factory=dict)
+    native: dict[str, str] = field(default_factory=dict)  # symbol -> LLVM IR functions (directconv)
 
 
 class EwBuilder:

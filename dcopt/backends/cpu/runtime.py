@@ -83,7 +83,7 @@ def sibling_convs(program: Program, member: Mapping[str, tuple[str, int]]) -> li
     groups: dict[str, list[int]] = {}
     for i, s in enumerate(program.steps):
         p = s.params
-        if (s.kind == "conv" and p["kernel"] == [1, 1] and p["strides"] == [1, 1] and p["pads"] == [0, 0]
+        if (s.kind == "conv" and p.get("impl") != "direct" and p["kernel"] == [1, 1] and p["strides"] == [1, 1] and p["pads"] == [0, 0]
                 and p["group"] == 1 and program.types[s.inputs[0]][0][0] == 1
                 and s.outputs[0] not in fixed and s.outputs[0] not in member):
             groups.setdefault(s.inputs[0], []).append(i)
@@ -176,8 +176,9 @@ def plan_arena(program: Program) -> tuple[dict[str, int], int]:
 class CompiledModel:
     """A program bound to memory and kernels; ``run(feeds)`` executes it."""
 
-    def __init__(self, program: Program, kernels: ModuleType):
+    def __init__(self, program: Program, kernels: ModuleType, native=None):
         self.program = program
+        self.native = native  # the MCJIT engine of the generated conv kernels: keeps their code alive
         offsets, size = plan_arena(program)
         self.arena = _aligned_zeros(size)
         self.arena_bytes = size
@@ -224,7 +225,8 @@ class CompiledModel:
         if s.kind == "matmul":
             return gemm.bind_matmul(ins[0], ins[1], outs[0], p["mode"])
         if s.kind == "conv":
-            return gemm.bind_conv(ins[0], ins[1], outs[0], p, self.scratch)
+            return gemm.bind_conv(ins[0], ins[1], outs[0], p, self.scratch, self._native_function,
+                                  ins[2] if len(ins) > 2 else None)
         if s.kind in ("softmax", "layernorm", "reduce"):
             x = ins[0].reshape(p["rows"])
             if s.kind == "softmax":
@@ -260,6 +262,14 @@ class CompiledModel:
             return _bind_fallback(s, ins, outs)
         raise ExecutionError(f"unknown step kind '{s.kind}'", node=s.label)
 
+    def _native_function(self, name: str):
+        """ctypes function of generated kernel ``name`` (in :attr:`native`)."""
+        from dcopt.backends.cpu.parallel import CONV_PROTO
+
+        if self.native is None:
+            raise ExecutionError(f"generated kernel {name} is missing: the build has no native kernels")
+        return CONV_PROTO(self.native.get_function_address(name))
+
     def _bind_siblings(self, steps: list[Step]) -> Callable[[], None]:
         """One GEMM for pointwise convs sharing an input (:func:`sibling_convs`): stacked
         weights times the image into the buffer whose channel blocks are their outputs."""
@@ -271,8 +281,7 @@ class CompiledModel:
         start = (first.ctypes.data - self.arena.ctypes.data) // 4
         out = self.arena.view(np.float32)[start: start + weights.shape[0] * x2.shape[1]].reshape(weights.shape[0], -1)
         assert (last.ctypes.data - first.ctypes.data) // 4 + last.size == out.size
-        dot = np.dot
-        return lambda: dot(weights, x2, out)
+        return gemm.bind_pointwise(x, weights, out.reshape(1, weights.shape[0], *x.shape[2:]))
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         for name, buf in self.input_buffers:

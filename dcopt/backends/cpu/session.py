@@ -46,7 +46,7 @@ class CpuSession:
     def __init__(self, built: build.Build, source: onnx.ModelProto | None = None, cache_dir=None, pipeline=None):
         self._builds = {tuple(sorted(built.bindings.items())): built}
         self._current = built
-        self._model = CompiledModel(built.program, built.module)
+        self._model = CompiledModel(built.program, built.module, built.native)
         self._models = {tuple(sorted(built.bindings.items())): self._model}
         self._source = source
         self._cache_dir = cache_dir
@@ -117,7 +117,7 @@ class CpuSession:
             built = build.build(self._source, dims=bindings, pipeline=self._pipeline,
                                 patches=self.manifest["patches"], cache_dir=self._cache_dir, example_feeds=feeds)
             self._builds[key] = built
-            self._models[key] = CompiledModel(built.program, built.module)
+            self._models[key] = CompiledModel(built.program, built.module, built.native)
         self._model, self._current = self._models[key], self._builds[key]
         self.manifest = self._current.manifest
         return self._model
@@ -174,14 +174,13 @@ def compile_model(model, *, pipeline="O3", target: str = "cpu", threads: int | N
 
 
 def set_threads(threads: int | None) -> None:
-    """BLAS is the backend's one thread pool (numba kernels are serial). Default 1 thread: on
-    this shared 2-core machine a second OpenBLAS thread stalled whenever another process (or
-    onnxruntime's spinning pool in the same process) held the other core -- BERT 5.75 ms with 1
-    thread vs 125 ms median with 2 in the interleaved harness; pass ``threads=2`` on a quiet
-    machine."""
-    from dcopt.backends.cpu.gemm import set_blas_threads
+    """Tasks per parallel step on the backend's one pool (:mod:`parallel`; BLAS itself stays
+    single-threaded). Default 1: on this shared 2-core machine a second thread stalls whenever
+    another process (or onnxruntime's spinning pool in the same process) holds the other core;
+    pass ``threads=2`` (what the benchmark harness does for every runtime) on a quiet machine."""
+    from dcopt.backends.cpu.parallel import set_threads as set_pool_threads
 
-    set_blas_threads(1 if threads is None else threads)
+    set_pool_threads(1 if threads is None else threads)
 
 
 def load_build(path: str | os.PathLike, cache_dir=None, threads: int | None = None) -> CpuSession:

@@ -1,0 +1,385 @@
+"""Direct convolution kernels generated as LLVM IR (llvmlite), specialised per conv shape.
+
+Why generated and not BLAS: a KxK conv through BLAS needs its input unfolded (im2col) or a
+sum of shifted GEMMs over a wide grid; both move the image through memory several times and
+pay per-call BLAS packing. OpenBLAS reached 160-180 GFLOP/s per core on ResNet-50's 3x3 convs
+that way, onnxruntime's direct NCHWc kernels ~220 (measured here, znver5). This kernel is the
+register-blocked direct form: a tile of ``PX`` consecutive output pixels times ``CV`` vectors of
+16 output channels lives in ``PX*CV`` zmm accumulators; every step of the reduction over
+(input channel, kernel row, kernel column) loads ``CV`` weight vectors, broadcasts ``PX`` input
+scalars and issues ``PX*CV`` FMAs. All shapes are compile-time constants, so LLVM resolves every
+address to a base plus displacement.
+
+Data layout:
+- input: zero-padded planes ``xp[cin][HP][WP]`` (:func:`library.pad_planes`-style copy made
+  by the caller), so the kernel never bounds-checks; strides and dilations are plain offsets.
+- weights: packed once at bind time (:func:`pack_weights`) into groups of ``CV*16`` output
+  channels, ``[group][cin][kh][kw][CV*16]`` (zero-filled past ``cout``), so the reduction reads
+  them sequentially.
+- output: NCHW, written by masked scatters of each accumulator (16 channels of one pixel,
+  ``OH*OW`` apart). A scatter per 16 results is ~1-5% of a 3x3 tile's work and saves a
+  separate transpose pass over the output.
+
+The exported function ``conv(x, w, out, b, g0, g1, r0, r1)`` computes channel groups
+``[g0, g1)`` for output rows ``[r0, r1)``: callers split that range across threads. A kernel
+can start its accumulators at the conv's bias ``b`` and apply ReLU before storing, so the
+common Conv(+bias)+Relu pair needs no elementwise pass over its output at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Bump when the generated code changes in a way the shapes do not show (part of kernel names).
+KERNEL_VERSION = 2
+LANES = 16  # fp32 lanes of a zmm register
+# Tile limits, measured (znver5, one core, ResNet/Inception conv shapes, every tile swept):
+# 7x3, 7x2, 8x2, 10x2 and 14x1 tiles reach 220-240 GFLOP/s; 24 accumulators (8x3, 6x4) fell to
+# 150-170 (register spills: 32 zmm hold the accumulators, the weight vectors and a broadcast)
+# and 4 weight vectors per step never won.
+MAX_ACCUMULATORS = 21
+MAX_VECTORS = 3
+UNROLL_TAPS = 9  # taps unrolled per reduction step (see _tile_function)
+# 1x1 convs as generated kernels from this many input channels per group; below it OpenBLAS on
+# the image was faster: C_in 64 at 56x56 153 vs ~190 GFLOP/s, C_in 16 74. From 256 up the kernel
+# won (206 vs ~195 at 56x56) and by far on small planes (C_in 512-2048 at 7x7: 225 vs 125-160).
+POINTWISE_MIN_CHANNELS = 192
+
+
+@dataclass(frozen=True)
+class ConvShape:
+    """Everything a generated kernel is specialised on (NCHW, one image)."""
+
+    cin: int
+    cout: int
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    dh: int
+    dw: int
+    hp: int  # padded input height/width
+    wp: int
+    oh: int
+    ow: int
+
+    @property
+    def blocks(self) -> int:
+        return -(-self.cout // LANES)
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """``px`` pixels x ``cv`` channel vectors per tile; ``groups`` full groups of ``cv`` vectors
+    plus one of ``cv_rem`` vectors when the channel blocks do not divide evenly."""
+
+    px: int
+    cv: int
+    groups: int
+    cv_rem: int
+
+    @property
+    def total_groups(self) -> int:
+        return self.groups + (1 if self.cv_rem else 0)
+
+
+def _tile_cycles(px: int, cv: int, steps: int) -> float:
+    """Modelled cycles of one tile: FMA-bound at 2 per cycle unless the ``px`` broadcasts and
+    ``cv`` weight loads dominate (a weight vector streams from L2 and costs about two
+    broadcasts), plus ~16 cycles per scatter and the call."""
+    return steps * max(px * cv, px + 2 * cv) / 2.0 + px * cv * 16 + 40
+
+
+def choose_tiling(shape: ConvShape) -> Tiling:
+    """The (pixels, channel vectors) tile minimising modelled cycles for this conv."""
+    steps = shape.cin * shape.kh * shape.kw
+    best = None
+    for cv in range(1, MAX_VECTORS + 1):
+        groups, cv_rem = divmod(shape.blocks, cv)
+        if groups == 0:
+            continue
+        for px in range(1, min(shape.ow, MAX_ACCUMULATORS // cv) + 1):
+            full, rem = divmod(shape.ow, px)
+            row = full * _tile_cycles(px, cv, steps) + (_tile_cycles(rem, cv, steps) if rem else 0)
+            cost = groups * row
+            if cv_rem:
+                cost += full * _tile_cycles(px, cv_rem, steps) + (_tile_cycles(rem, cv_rem, steps) if rem else 0)
+            if best is None or cost < best[0]:
+                best = (cost, Tiling(px, cv, groups, cv_rem))
+    return best[1]
+
+
+def pack_weights(w: np.ndarray, shape: ConvShape, tiling: Tiling) -> np.ndarray:
+    """OIHW weights -> ``[group][cin][kh][kw][cv*16]`` (float32, zero past ``cout``), flat."""
+    w = np.asarray(w, np.float32).reshape(shape.cout, shape.cin, shape.kh, shape.kw)
+    padded = np.zeros((shape.blocks * LANES, shape.cin, shape.kh, shape.kw), np.float32)
+    padded[: shape.cout] = w
+    parts = []
+    for g in range(tiling.total_groups):
+        cv = tiling.cv if g < tiling.groups else tiling.cv_rem
+        co0 = g * tiling.cv * LANES
+        parts.append(padded[co0: co0 + cv * LANES].transpose(1, 2, 3, 0).reshape(-1))
+    return np.ascontiguousarray(np.concatenate(parts))
+
+
+def _vec(values) -> str:
+    return "<" + ", ".join(values) + ">"
+
+
+def _tile_function(name: str, shape: ConvShape, px: int, cv: int, bias: bool, relu: bool) -> str:
+    """IR of one tile: ``px`` pixels x ``cv`` vectors, reduction over cin x kh x kw; the
+    accumulators start at the bias (``bias``) and ReLU is applied before the store (``relu``)."""
+    s = shape
+    plane_in = s.hp * s.wp
+    plane_out = s.oh * s.ow
+    step = s.kh * s.kw * cv * LANES  # weight floats per input channel
+    vt = f"<{LANES} x float>"
+    lines = [f"define internal void @\"{name}\"(ptr noalias nocapture readonly %x, ptr noalias nocapture readonly %w, "
+             f"ptr noalias nocapture %out, ptr noalias nocapture readonly %b, i64 %valid) #1 {{", "entry:"]
+    init = {}
+    for q in range(cv):
+        if bias:
+            lines.append(f"  %bp{q} = getelementptr float, ptr %b, i64 {q * LANES}")
+            lines.append(f"  %bv{q} = load {vt}, ptr %bp{q}, align 4")
+        init[q] = f"%bv{q}" if bias else "zeroinitializer"
+    # One loop iteration covers an input channel's whole kernel window (every tap unrolled) or,
+    # for windows over UNROLL_TAPS taps (7x7 stems), one kernel row: 49 unrolled taps let LLVM's
+    # scheduler hoist broadcasts until the accumulators spilled (368 stack accesses per tile).
+    rows = s.kh if s.kh * s.kw > UNROLL_TAPS else 1
+    kh_body = s.kh // rows
+    lines += ["  br label %loop", "loop:", "  %it = phi i64 [0, %entry], [%it.next, %loop]",
+              "  %xo = phi i64 [0, %entry], [%xo.next, %loop]"]
+    if rows > 1:
+        lines.append("  %u = phi i64 [0, %entry], [%u.next, %loop]")
+    acc = {(p, q): f"%a{p}_{q}.in" for p in range(px) for q in range(cv)}
+    phi_at = len(lines)
+    lines += ["  %xb = getelementptr float, ptr %x, i64 %xo",
+              f"  %wo = mul i64 %it, {step // rows}", "  %wb = getelementptr float, ptr %w, i64 %wo"]
+    if rows > 1:  # next kernel row of this channel, or the first row of the next channel
+        lines += ["  %u.inc = add i64 %u, 1", f"  %u.wrap = icmp eq i64 %u.inc, {rows}",
+                  "  %u.next = select i1 %u.wrap, i64 0, i64 %u.inc",
+                  f"  %xo.step = select i1 %u.wrap, i64 {plane_in - (rows - 1) * s.dh * s.wp}, i64 {s.dh * s.wp}",
+                  "  %xo.next = add i64 %xo, %xo.step"]
+    else:
+        lines.append(f"  %xo.next = add i64 %xo, {plane_in}")
+    cur = dict(acc)
+    n = 0
+    for u in range(kh_body):
+        for v in range(s.kw):
+            t = u * s.kw + v
+            for q in range(cv):
+                lines.append(f"  %wp{t}_{q} = getelementptr float, ptr %wb, i64 {(t * cv + q) * LANES}")
+                lines.append(f"  %wv{t}_{q} = load {vt}, ptr %wp{t}_{q}, align 4")
+            for p in range(px):
+                off = u * s.dh * s.wp + p * s.sw + v * s.dw
+                lines.append(f"  %xp{t}_{p} = getelementptr float, ptr %xb, i64 {off}")
+                lines.append(f"  %xs{t}_{p} = load float, ptr %xp{t}_{p}, align 4")
+                lines.append(f"  %xi{t}_{p} = insertelement {vt} poison, float %xs{t}_{p}, i64 0")
+                lines.append(f"  %xv{t}_{p} = shufflevector {vt} %xi{t}_{p}, {vt} poison, <{LANES} x i32> zeroinitializer")
+                for q in range(cv):
+                    n += 1
+                    nm = f"%f{n}"
+                    lines.append(f"  {nm} = call {vt} @llvm.fma.v16f32({vt} %xv{t}_{p}, {vt} %wv{t}_{q}, {vt} {cur[p, q]})")
+                    cur[p, q] = nm
+    lines[phi_at:phi_at] = [f"  {acc[key]} = phi {vt} [{init[key[1]]}, %entry], [{nm}, %loop]"
+                            for key, nm in cur.items()]
+    lines += ["  %it.next = add i64 %it, 1", f"  %more = icmp ult i64 %it.next, {s.cin * rows}",
+              "  br i1 %more, label %loop, label %store", "store:"]
+    lines.append(f"  %vs = insertelement <{LANES} x i64> poison, i64 %valid, i64 0")
+    lines.append(f"  %vsplat = shufflevector <{LANES} x i64> %vs, <{LANES} x i64> poison, <{LANES} x i32> zeroinitializer")
+    for q in range(cv):
+        qlanes = _vec(f"i64 {q * LANES + c}" for c in range(LANES))
+        offs = _vec(f"i64 {(q * LANES + c) * plane_out}" for c in range(LANES))
+        lines.append(f"  %m{q} = icmp slt <{LANES} x i64> {qlanes}, %vsplat")
+        for p in range(px):
+            if relu:  # select, not maxnum: NaN stays NaN as in the reference's np.maximum
+                lines.append(f"  %neg{p}_{q} = fcmp olt {vt} {cur[p, q]}, zeroinitializer")
+                lines.append(f"  %r{p}_{q} = select <{LANES} x i1> %neg{p}_{q}, {vt} zeroinitializer, {vt} {cur[p, q]}")
+                cur[p, q] = f"%r{p}_{q}"
+            lines.append(f"  %op{p}_{q} = getelementptr float, ptr %out, i64 {p}")
+            lines.append(f"  %ptrs{p}_{q} = getelementptr float, ptr %op{p}_{q}, <{LANES} x i64> {offs}")
+            lines.append(f"  call void @llvm.masked.scatter.v16f32.v16p0({vt} {cur[p, q]}, <{LANES} x ptr> "
+                         f"%ptrs{p}_{q}, i32 4, <{LANES} x i1> %m{q})")
+    lines += ["  ret void", "}"]
+    return "\n".join(lines)
+
+
+def _row_calls(tiling_px: int, shape: ConvShape, tile: str, rem_tile: str | None, wg: str, valid: str,
+               label: str) -> list[str]:
+    """Calls covering one output row with full ``px`` tiles and a remainder tile."""
+    out = []
+    full = shape.ow // tiling_px
+    for j in range(full + (1 if rem_tile else 0)):
+        j0 = j * tiling_px
+        fn = tile if j < full else rem_tile
+        out.append(f"  %{label}x{j} = getelementptr float, ptr %xi, i64 {j0 * shape.sw}")
+        out.append(f"  %{label}o{j} = getelementptr float, ptr %oi, i64 {j0}")
+        out.append(f"  call void @\"{fn}\"(ptr %{label}x{j}, ptr {wg}, ptr %{label}o{j}, ptr %bg, i64 {valid})")
+    return out
+
+
+def kernel_name(shape: ConvShape, tiling: Tiling, bias: bool = False, relu: bool = False) -> str:
+    """Content-derived symbol of one specialised kernel (equal convs share it)."""
+    import hashlib
+
+    text = repr((shape, tiling, bias, relu, KERNEL_VERSION))
+    return "dcopt_conv_" + hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def generate_functions(shape: ConvShape, tiling: Tiling, name: str, bias: bool = False, relu: bool = False) -> str:
+    """LLVM IR of one conv's tile functions and its exported row/group driver ``name``
+    (``name(x, w, out, b, g0, g1, r0, r1)``; ``b``: the bias padded to whole channel blocks)."""
+    s, t = shape, tiling
+    rem_px = s.ow % t.px
+    funcs = {(t.px, t.cv): f"{name}.full"}
+    if rem_px:
+        funcs[(rem_px, t.cv)] = f"{name}.full_rem"
+    if t.cv_rem:
+        funcs[(t.px, t.cv_rem)] = f"{name}.last"
+        if rem_px:
+            funcs[(rem_px, t.cv_rem)] = f"{name}.last_rem"
+    body = [_tile_function(fn, s, px, cv, bias, relu) for (px, cv), fn in funcs.items()]
+    k = s.cin * s.kh * s.kw
+    group_w = t.cv * LANES * k
+    group_o = t.cv * LANES * s.oh * s.ow
+    drv = [f"define void @{name}(ptr noalias %x, ptr noalias %w, ptr noalias %out, ptr noalias %b, i64 %g0, "
+           f"i64 %g1, i64 %r0, i64 %r1) #0 {{",
+           "entry:", "  br label %gloop",
+           "gloop:", "  %g = phi i64 [%g0, %entry], [%g.next, %gnext]",
+           "  %gdone = icmp sge i64 %g, %g1", "  br i1 %gdone, label %exit, label %gbody",
+           "gbody:",
+           f"  %wgo = mul i64 %g, {group_w}", "  %wg = getelementptr float, ptr %w, i64 %wgo",
+           f"  %ogo = mul i64 %g, {group_o}", "  %og = getelementptr float, ptr %out, i64 %ogo",
+           f"  %co0 = mul i64 %g, {t.cv * LANES}", f"  %valid = sub i64 {s.cout}, %co0",
+           "  %bg = getelementptr float, ptr %b, i64 %co0",
+           f"  %isrem = icmp eq i64 %g, {t.groups}",
+           "  br label %iloop",
+           "iloop:", "  %i = phi i64 [%r0, %gbody], [%i.next, %inext]",
+           "  %idone = icmp sge i64 %i, %r1", "  br i1 %idone, label %gnext, label %ibody",
+           "ibody:",
+           f"  %xio = mul i64 %i, {s.sh * s.wp}", "  %xi = getelementptr float, ptr %x, i64 %xio",
+           f"  %oio = mul i64 %i, {s.ow}", "  %oi = getelementptr float, ptr %og, i64 %oio",
+           "  br i1 %isrem, label %last, label %full",
+           "full:"]
+    drv += _row_calls(t.px, s, f"{name}.full", f"{name}.full_rem" if rem_px else None, "%wg", "%valid", "f")
+    drv += ["  br label %inext", "last:"]
+    if t.cv_rem:
+        drv += _row_calls(t.px, s, f"{name}.last", f"{name}.last_rem" if rem_px else None, "%wg", "%valid", "l")
+    drv += ["  br label %inext",
+            "inext:", "  %i.next = add i64 %i, 1", "  br label %iloop",
+            "gnext:", "  %g.next = add i64 %g, 1", "  br label %gloop",
+            "exit:", "  ret void", "}"]
+    return "\n\n".join(body + ["\n".join(drv)])
+
+
+MODULE_TAIL = """declare <16 x float> @llvm.fma.v16f32(<16 x float>, <16 x float>, <16 x float>)
+declare void @llvm.masked.scatter.v16f32.v16p0(<16 x float>, <16 x ptr>, i32 immarg, <16 x i1>)
+attributes #0 = { nounwind "no-trapping-math"="true" }
+attributes #1 = { noinline nounwind "no-trapping-math"="true" }
+"""
+
+
+def module_ir(functions: dict[str, str]) -> str:
+    """One LLVM module holding every kernel (``{name: generate_functions(...)}``, sorted)."""
+    return "\n\n".join(functions[k] for k in sorted(functions)) + "\n\n" + MODULE_TAIL
+
+
+def generate_ir(shape: ConvShape, tiling: Tiling, name: str = "conv", bias: bool = False, relu: bool = False) -> str:
+    """A self-contained module with one kernel (tests and experiments)."""
+    return module_ir({name: generate_functions(shape, tiling, name, bias, relu)})
+
+
+_SUPPORTED: list[bool] = []
+
+
+def supported() -> bool:
+    """Whether this host runs the generated kernels (they use AVX-512 zmm registers)."""
+    if not _SUPPORTED:
+        from dcopt.kernels import host_cpu_features
+
+        _SUPPORTED.append("+avx512f" in host_cpu_features()["features"].split(","))
+    return _SUPPORTED[0]
+
+
+@dataclass(frozen=True)
+class DirectPlan:
+    """How one (possibly grouped) conv runs as a generated kernel: the per-group ``shape``, its
+    ``tiling``, the kernel ``name``, and whether the input needs a zero-padded copy (else the
+    kernel reads it in place, ``shape.hp x shape.wp`` being the input planes)."""
+
+    shape: ConvShape
+    tiling: Tiling
+    name: str
+    group: int
+    pads: tuple[int, int]
+    padded: bool
+    bias: bool = False  # the kernel adds a bias (accumulators start at it)
+    relu: bool = False  # and applies ReLU before storing
+
+    def with_epilogue(self, bias: bool, relu: bool) -> "DirectPlan":
+        """This plan with a fused bias and/or ReLU (a different kernel, so a different name)."""
+        import dataclasses
+
+        return dataclasses.replace(self, bias=bias, relu=relu,
+                                   name=kernel_name(self.shape, self.tiling, bias, relu))
+
+    def functions(self) -> str:
+        """The LLVM IR of this plan's kernel (:func:`generate_functions`)."""
+        return generate_functions(self.shape, self.tiling, self.name, self.bias, self.relu)
+
+    @property
+    def packed_size(self) -> int:
+        """Floats of one group's packed weights (every channel block, zero-filled past cout)."""
+        s = self.shape
+        return s.blocks * LANES * s.cin * s.kh * s.kw
+
+    def params(self) -> dict:
+        """The step parameters a build stores (JSON)."""
+        return {"impl": "direct", "kernel_name": self.name, "conv_shape": list(self.shape.__dict__.values()),
+                "tiling": [self.tiling.px, self.tiling.cv, self.tiling.groups, self.tiling.cv_rem],
+                "padded": self.padded, "bias": self.bias, "relu": self.relu}
+
+    @classmethod
+    def from_params(cls, p: dict) -> "DirectPlan":
+        return cls(ConvShape(*p["conv_shape"]), Tiling(*p["tiling"]), p["kernel_name"], int(p["group"]),
+                   tuple(p["pads"]), bool(p["padded"]), bool(p["bias"]), bool(p["relu"]))
+
+
+def plan(x_shape, w_shape, out_shape, kernel, strides, pads, dilations, group) -> DirectPlan | None:
+    """A :class:`DirectPlan` for an NCHW float32 conv, or None where a generated kernel is not
+    the better choice: depthwise convs (one channel per group: :func:`library.depthwise2d`),
+    1x1/stride-1/unpadded convs with fewer than :data:`POINTWISE_MIN_CHANNELS` input channels
+    (a plain GEMM on the image: their few reduction steps do not hide the scatter stores), and
+    hosts without AVX-512."""
+    n, cin, h, w = (int(d) for d in x_shape)
+    cout, oh, ow = (int(d) for d in out_shape[1:])
+    kh, kw = kernel
+    (sh, sw), (ph, pw), (dh, dw) = strides, pads, dilations
+    if group > 1 and cin == group == cout:
+        return None
+    if ((kh, kw, sh, sw, ph, pw) == (1, 1, 1, 1, 0, 0) and cin // group < POINTWISE_MIN_CHANNELS) or not supported():
+        return None
+    hp, wp = (oh - 1) * sh + (kh - 1) * dh + 1, (ow - 1) * sw + (kw - 1) * dw + 1
+    padded = bool(ph or pw or h < hp or w < wp)
+    if not padded:
+        hp, wp = h, w
+    shape = ConvShape(cin // group, cout // group, kh, kw, sh, sw, dh, dw, hp, wp, oh, ow)
+    tiling = choose_tiling(shape)
+    return DirectPlan(shape, tiling, kernel_name(shape, tiling), group, (ph, pw), padded)
+
+
+def pack_bias(b: np.ndarray, plan: DirectPlan) -> np.ndarray:
+    """Per-group bias vectors, each zero-padded to whole 16-channel blocks, concatenated."""
+    s = plan.shape
+    out = np.zeros((plan.group, s.blocks * LANES), np.float32)
+    out[:, : s.cout] = np.asarray(b, np.float32).reshape(plan.group, s.cout)
+    return out.reshape(-1)
+
+
+def pack_grouped(w: np.ndarray, plan: DirectPlan) -> np.ndarray:
+    """OIHW weights of a (grouped) conv -> each group's :func:`pack_weights`, concatenated."""
+    s = plan.shape
+    w = np.asarray(w, np.float32).reshape(plan.group, s.cout, s.cin, s.kh, s.kw)
+    return np.concatenate([pack_weights(w[g], s, plan.tiling) for g in range(plan.group)])
