@@ -83,8 +83,17 @@ def compare_outputs(outputs: Sequence[np.ndarray], reference: Sequence[np.ndarra
     return result
 
 
+#: Untimed calls before each burst. It must outlast the previous runtime's idle spinning: after
+#: a run, onnxruntime's intra-op pool kept a core busy for ~35 ms (process CPU time measured
+#: while the caller slept; OpenVINO's ~1 ms, dcopt's pool 1-3 ms). With a 20 ms lead-in the
+#: spinner still held a core through the next runtime's timed burst, and which runtime followed
+#: onnxruntime then decided its result: BERT through dcopt timed 7.4-8.4 ms after onnxruntime
+#: against 3.8-4.3 ms with onnxruntime's spinning off.
+LEAD_IN_S = 0.1
+
+
 def interleaved_times(calls: Mapping[str, Callable[[], object]], warmup: int, reps: int, *, burst: int = 5,
-                      lead_in_s: float = 0.02, burst_s: float = 1.0, time_budget_s: float | None = None,
+                      lead_in_s: float = LEAD_IN_S, burst_s: float = 1.0, time_budget_s: float | None = None,
                       min_rounds: int = 3, est_call_s: Mapping[str, float] | None = None,
                       order_log: list[str] | None = None) -> tuple[dict[str, list[list[float]]], dict[str, str]]:
     """Interleaved rounds of per-runtime bursts; returns timed durations (s) per round, and errors.

@@ -94,6 +94,7 @@ def run_benchmarks(model_names, model_files, runtimes, *, threads=2, warmup=1, r
     result = {"config": {"threads": threads, "warmup": warmup, "reps": reps, "burst": burst, "time_budget_s": time_budget_s,
                          "rtol": rtol, "atol": atol, "runtimes": list(runtimes), "batch": 1,
                          "interleave": "rotating rounds of per-runtime bursts after an untimed lead-in",
+                         "lead_in_s": measure.LEAD_IN_S,
                          "speedup": "peer median / dcopt median"},
               "host": report.host_info(), "versions": report.versions(), "env_changes": list(env_changes),
               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "models": []}

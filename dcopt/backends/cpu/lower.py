@@ -30,13 +30,6 @@ from dcopt.ops.registry import schema_defaults
 
 
 
-# Fused elementwise kernels this big run as a ``prange`` over the pool. Not for the speed of
-# the arithmetic: the GEMM or conv before them was split across cores, and a serial kernel then
-# read half its operand from the other core's cache -- GPT-2's 128x768 bias add took 48 us that
-# way instead of 9 us. The static schedule hands each thread the rows it just produced.
-PARALLEL_EW_ELEMENTS = 32768
-
-
 class Lowering(OpLowerings):
     def __init__(self, graph: Graph):
         self.graph = graph
@@ -191,8 +184,7 @@ class Lowering(OpLowerings):
 
         shapes = [self.shape(a) for a in ew.args]
         name, source, collapsed = render_elementwise(ew.shape, shapes, [self.dtype(a) for a in ew.args], ew.stmts,
-                                                     [ew.values[s] for s in stored],
-                                                     parallel=int(np.prod(ew.shape)) >= PARALLEL_EW_ELEMENTS)
+                                                     [ew.values[s] for s in stored])
         self.kernels[name] = source
         dtypes = [self.dtype(a) for a in ew.args] + [self.dtype(o) for o in stored]
         ranks = [len(s) for s in collapsed[1:]] + [len(collapsed[0])] * len(stored)

@@ -20,48 +20,11 @@ from __future__ import annotations
 import ctypes
 
 import numpy as np
-from numba import njit, prange
 
-from dcopt.backends.cpu import gemm
-
-_OPTS = dict(parallel=True, cache=True, nogil=True, boundscheck=False)
+from dcopt.backends.cpu import gemm, threadpool
 
 #: A generated conv kernel: ``(x, w, out, bias, g0, g1, r0, r1)`` (pointers as integers).
 CONV_PROTO = ctypes.CFUNCTYPE(None, *[ctypes.c_int64] * 8)
-CONV_FIELDS = 8
-#: Columns of a GEMM call row: M, N, K, A, lda, B, ldb, beta (0/1), C, ldc (row-major, no transpose).
-GEMM_FIELDS = 10
-
-
-@njit(**_OPTS)
-def run_convs(fn, table):
-    """Task r calls ``fn(*table[r, c])`` for each of its conv calls (empty ranges are padding)."""
-    for r in prange(table.shape[0]):
-        for c in range(table.shape[1]):
-            row = table[r, c]
-            if row[4] < row[5] and row[6] < row[7]:
-                fn(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7])
-
-
-@njit(**_OPTS)
-def run_gemms(fn, table):
-    """Task r runs the sgemm calls ``table[r, c]`` in order (rows with M == 0 are padding)."""
-    for r in prange(table.shape[0]):
-        for c in range(table.shape[1]):
-            row = table[r, c]
-            if row[0] > 0:
-                fn(101, 111, 111, row[0], row[1], row[2], np.float32(1.0), row[3], row[4], row[5], row[6],
-                   np.float32(row[7]), row[8], row[9])
-
-
-@njit(**_OPTS)
-def run_gemvs(fn, table):
-    """Task r computes ``y[n] = A[k, n]^T x`` pieces: rows ``table[r]`` = (k, n, A, lda, x, y)."""
-    for r in prange(table.shape[0]):
-        for c in range(table.shape[1]):
-            row = table[r, c]
-            if row[1] > 0:
-                fn(101, 112, row[0], row[1], np.float32(1.0), row[2], row[3], row[4], 1, np.float32(0.0), row[5], 1)
 
 
 _BLAS: dict = {}
@@ -97,11 +60,8 @@ _THREADS = [1]
 
 
 def set_threads(threads: int) -> int:
-    """Tasks per parallel step (capped at numba's pool size); BLAS stays single-threaded."""
-    import numba
-
-    threads = max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS))
-    numba.set_num_threads(threads)
+    """Threads of the pool (tasks per parallel step); BLAS stays single-threaded."""
+    threads = max(1, int(threads))
     gemm.set_blas_threads(1)
     _THREADS[0] = threads
     return threads
@@ -171,37 +131,26 @@ def merge(items: list[list[list[list[int]]]]) -> list[list[list[int]]]:
     return [[call for tasks in items if i < len(tasks) for call in tasks[i]] for i in range(parts)]
 
 
-def bind_gemms(tasks: list[list[list[int]]], keep) -> "callable":
-    """A closure running ``tasks`` (lists of sgemm rows) on the pool; ``keep``: the arrays the
-    raw pointers point into, held as long as the closure lives."""
-    fn, calls, runner = sgemm_function(), table(tasks, GEMM_FIELDS), run_gemms
-
-    def run() -> None:
-        runner(fn, calls)
-
-    run.buffers = keep
+def _bind(kind: int, fn, tasks: list[list[list[int]]], keep) -> "callable":
+    """A closure running ``tasks`` (lists of call rows of ``kind``) on the pool; ``keep``: the
+    arrays the raw pointers point into, held as long as the closure lives."""
+    run = threadpool.pool(threads()).bind(kind, fn, table(tasks, threadpool.FIELDS[kind]))
+    run.buffers = (run.buffers, keep)
     return run
+
+
+def bind_gemms(tasks: list[list[list[int]]], keep) -> "callable":
+    """A closure running ``tasks`` (lists of sgemm rows) on the pool."""
+    return _bind(threadpool.GEMM, sgemm_function(), tasks, keep)
 
 
 def bind_gemv(k: int, n: int, a: int, x: int, y: int, keep) -> "callable":
     """``y[1, n] = x[1, k] @ A[k, n]`` (a batch-1 fully connected layer) as sgemv pieces of
     columns: OpenBLAS's sgemm with M = 1 took 0.36 ms where its sgemv took 0.08 (2048 x 1000)."""
     tasks = [[[k, hi - lo, a + 4 * lo, n, x, y + 4 * lo]] for lo, hi in split(n, threads(), 16)]
-    fn, calls, runner = sgemv_function(), table(tasks, 6), run_gemvs
-
-    def run() -> None:
-        runner(fn, calls)
-
-    run.buffers = keep
-    return run
+    return _bind(threadpool.GEMV, sgemv_function(), tasks, keep)
 
 
 def bind_convs(fn, tasks: list[list[list[int]]], keep) -> "callable":
     """Like :func:`bind_gemms` for a generated conv kernel ``fn`` (:data:`CONV_PROTO`)."""
-    calls, runner = table(tasks, CONV_FIELDS), run_convs
-
-    def run() -> None:
-        runner(fn, calls)
-
-    run.buffers = keep
-    return run
+    return _bind(threadpool.CONV, fn, tasks, keep)

@@ -1,0 +1,337 @@
+"""The backend's thread pool: native workers that claim tasks, and a caller that never waits idle.
+
+Why not numba's ``prange``: an OpenMP region ends at a barrier every thread must reach. Next
+to another runtime's spinning pool (onnxruntime's, in the same benchmark process) one of our
+threads was often descheduled, and every region waited for it: BERT took 8.4 ms interleaved
+with onnxruntime against 4.3 ms when onnxruntime's pool did not spin. Here, as in
+onnxruntime's own pool, tasks are claimed dynamically and the calling thread runs them too: a
+worker that is not running simply claims nothing, and a step finishes as soon as its tasks are.
+
+Everything that runs without the GIL is LLVM IR (this module's :data:`POOL_IR`, compiled once
+through the kernel store): the worker loop, the dispatcher and the task runners, which call
+the generated conv kernels, OpenBLAS's ``cblas_sgemm`` or ``cblas_sgemv`` through function
+pointers on rows of a precomputed int64 table ``[tasks, calls, fields]``. Workers are Python
+threads parked inside a ctypes call (which releases the GIL) for their whole life: they spin
+on a generation counter for a short while after each step, then sleep on a futex.
+
+Claiming is a compare-and-swap on one 64-bit ticket that holds the step's generation (high
+half) and the next task index (low half), so a worker that wakes late can never claim a task
+of a newer step with the descriptor of an older one.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import threading
+
+import numpy as np
+
+#: Task kinds (how a table row is passed to the task's function).
+CONV, GEMM, GEMV = 0, 1, 2
+#: int64 fields per table row of each kind.
+FIELDS = {CONV: 8, GEMM: 10, GEMV: 6}
+# Idle spin (pause instructions, ~20-40 ns each on znver5) before a worker sleeps on the futex:
+# long enough to bridge the serial steps between two parallel ones, short enough not to steal a
+# core from other processes for long.
+SPIN_PAUSES = 4096
+
+# State block, one cache line per field that different threads write.
+_GEN, _TICKET, _DONE, _DESC, _SLEEPERS, _STOP = 0, 64, 128, 192, 256, 320
+_STATE_BYTES = 384
+
+POOL_IR = r"""
+declare i64 @syscall(i64, ...)
+declare void @llvm.x86.sse2.pause()
+
+define internal void @run_row(i64 %kind, ptr %fn, ptr %row) {
+entry:
+  switch i64 %kind, label %done [ i64 0, label %conv
+                                  i64 1, label %gemm
+                                  i64 2, label %gemv ]
+conv:
+  %c0 = load i64, ptr %row
+  %c1p = getelementptr i64, ptr %row, i64 1
+  %c1 = load i64, ptr %c1p
+  %c2p = getelementptr i64, ptr %row, i64 2
+  %c2 = load i64, ptr %c2p
+  %c3p = getelementptr i64, ptr %row, i64 3
+  %c3 = load i64, ptr %c3p
+  %c4p = getelementptr i64, ptr %row, i64 4
+  %c4 = load i64, ptr %c4p
+  %c5p = getelementptr i64, ptr %row, i64 5
+  %c5 = load i64, ptr %c5p
+  %c6p = getelementptr i64, ptr %row, i64 6
+  %c6 = load i64, ptr %c6p
+  %c7p = getelementptr i64, ptr %row, i64 7
+  %c7 = load i64, ptr %c7p
+  %cg = icmp slt i64 %c4, %c5
+  %cr = icmp slt i64 %c6, %c7
+  %cok = and i1 %cg, %cr
+  br i1 %cok, label %conv.call, label %done
+conv.call:
+  call void %fn(i64 %c0, i64 %c1, i64 %c2, i64 %c3, i64 %c4, i64 %c5, i64 %c6, i64 %c7)
+  br label %done
+gemm:
+  %m = load i64, ptr %row
+  %np = getelementptr i64, ptr %row, i64 1
+  %n = load i64, ptr %np
+  %kp = getelementptr i64, ptr %row, i64 2
+  %k = load i64, ptr %kp
+  %ap = getelementptr i64, ptr %row, i64 3
+  %a = load i64, ptr %ap
+  %ldap = getelementptr i64, ptr %row, i64 4
+  %lda = load i64, ptr %ldap
+  %bp = getelementptr i64, ptr %row, i64 5
+  %b = load i64, ptr %bp
+  %ldbp = getelementptr i64, ptr %row, i64 6
+  %ldb = load i64, ptr %ldbp
+  %betap = getelementptr i64, ptr %row, i64 7
+  %betai = load i64, ptr %betap
+  %beta = sitofp i64 %betai to float
+  %cp = getelementptr i64, ptr %row, i64 8
+  %c = load i64, ptr %cp
+  %ldcp = getelementptr i64, ptr %row, i64 9
+  %ldc = load i64, ptr %ldcp
+  %mok = icmp sgt i64 %m, 0
+  br i1 %mok, label %gemm.call, label %done
+gemm.call:
+  call void %fn(i32 101, i32 111, i32 111, i64 %m, i64 %n, i64 %k, float 1.0, i64 %a, i64 %lda, i64 %b, i64 %ldb,
+                float %beta, i64 %c, i64 %ldc)
+  br label %done
+gemv:
+  %vk = load i64, ptr %row
+  %vnp = getelementptr i64, ptr %row, i64 1
+  %vn = load i64, ptr %vnp
+  %vap = getelementptr i64, ptr %row, i64 2
+  %va = load i64, ptr %vap
+  %vldap = getelementptr i64, ptr %row, i64 3
+  %vlda = load i64, ptr %vldap
+  %vxp = getelementptr i64, ptr %row, i64 4
+  %vx = load i64, ptr %vxp
+  %vyp = getelementptr i64, ptr %row, i64 5
+  %vy = load i64, ptr %vyp
+  %vok = icmp sgt i64 %vn, 0
+  br i1 %vok, label %gemv.call, label %done
+gemv.call:
+  call void %fn(i32 101, i32 112, i64 %vk, i64 %vn, float 1.0, i64 %va, i64 %vlda, i64 %vx, i64 1, float 0.0,
+                i64 %vy, i64 1)
+  br label %done
+done:
+  ret void
+}
+
+define internal void @run_tasks(ptr %st, i32 %gen) {
+entry:
+  %kindp = getelementptr i8, ptr %st, i64 192
+  %kind = load i64, ptr %kindp
+  %fnp = getelementptr i8, ptr %st, i64 200
+  %fn = load ptr, ptr %fnp
+  %tablep = getelementptr i8, ptr %st, i64 208
+  %table = load ptr, ptr %tablep
+  %ntp = getelementptr i8, ptr %st, i64 216
+  %ntasks = load i64, ptr %ntp
+  %ncp = getelementptr i8, ptr %st, i64 224
+  %ncalls = load i64, ptr %ncp
+  %fip = getelementptr i8, ptr %st, i64 232
+  %fields = load i64, ptr %fip
+  %ticketp = getelementptr i8, ptr %st, i64 64
+  %donep = getelementptr i8, ptr %st, i64 128
+  %genw = zext i32 %gen to i64
+  %hi = shl i64 %genw, 32
+  %rowlen = mul i64 %ncalls, %fields
+  br label %claim
+claim:
+  %t = load atomic i64, ptr %ticketp acquire, align 8
+  %tgen = and i64 %t, -4294967296
+  %idx = and i64 %t, 4294967295
+  %samegen = icmp eq i64 %tgen, %hi
+  %left = icmp ult i64 %idx, %ntasks
+  %ok = and i1 %samegen, %left
+  br i1 %ok, label %try, label %exit
+try:
+  %t1 = add i64 %t, 1
+  %cx = cmpxchg ptr %ticketp, i64 %t, i64 %t1 acq_rel acquire
+  %won = extractvalue { i64, i1 } %cx, 1
+  br i1 %won, label %run, label %claim
+run:
+  %off = mul i64 %idx, %rowlen
+  %base = getelementptr i64, ptr %table, i64 %off
+  br label %calls
+calls:
+  %ci = phi i64 [0, %run], [%ci.next, %calls]
+  %roff = mul i64 %ci, %fields
+  %row = getelementptr i64, ptr %base, i64 %roff
+  call void @run_row(i64 %kind, ptr %fn, ptr %row)
+  %ci.next = add i64 %ci, 1
+  %more = icmp ult i64 %ci.next, %ncalls
+  br i1 %more, label %calls, label %finished
+finished:
+  %d = atomicrmw add ptr %donep, i64 1 acq_rel
+  br label %claim
+exit:
+  ret void
+}
+
+define void @dcopt_pool_worker(ptr %st, i64 %spin) {
+entry:
+  %seen0 = load atomic i32, ptr %st acquire, align 4
+  %stopp = getelementptr i8, ptr %st, i64 320
+  %sleepp = getelementptr i8, ptr %st, i64 256
+  br label %outer
+outer:
+  %seen = phi i32 [%seen0, %entry], [%g, %work]
+  br label %wait
+wait:
+  %spins = phi i64 [0, %outer], [%spins.next, %spin.b], [0, %sleep]
+  %g = load atomic i32, ptr %st acquire, align 4
+  %changed = icmp ne i32 %g, %seen
+  br i1 %changed, label %work, label %check
+check:
+  %stop = load atomic i64, ptr %stopp acquire, align 8
+  %stopping = icmp ne i64 %stop, 0
+  br i1 %stopping, label %exit, label %decide
+decide:
+  %spinning = icmp ult i64 %spins, %spin
+  br i1 %spinning, label %spin.b, label %sleep
+spin.b:
+  call void @llvm.x86.sse2.pause()
+  %spins.next = add i64 %spins, 1
+  br label %wait
+sleep:
+  %s1 = atomicrmw add ptr %sleepp, i64 1 seq_cst
+  %seenw = zext i32 %seen to i64
+  %r = call i64 (i64, ...) @syscall(i64 202, ptr %st, i64 128, i64 %seenw, ptr null, ptr null, i64 0)
+  %s2 = atomicrmw sub ptr %sleepp, i64 1 seq_cst
+  br label %wait
+work:
+  call void @run_tasks(ptr %st, i32 %g)
+  br label %outer
+exit:
+  ret void
+}
+
+define void @dcopt_pool_run(ptr %st, i64 %kind, i64 %fn, i64 %table, i64 %ntasks, i64 %ncalls, i64 %fields) {
+entry:
+  %kindp = getelementptr i8, ptr %st, i64 192
+  store i64 %kind, ptr %kindp
+  %fnp = getelementptr i8, ptr %st, i64 200
+  store i64 %fn, ptr %fnp
+  %tablep = getelementptr i8, ptr %st, i64 208
+  store i64 %table, ptr %tablep
+  %ntp = getelementptr i8, ptr %st, i64 216
+  store i64 %ntasks, ptr %ntp
+  %ncp = getelementptr i8, ptr %st, i64 224
+  store i64 %ncalls, ptr %ncp
+  %fip = getelementptr i8, ptr %st, i64 232
+  store i64 %fields, ptr %fip
+  %donep = getelementptr i8, ptr %st, i64 128
+  store atomic i64 0, ptr %donep release, align 8
+  %g = load atomic i32, ptr %st monotonic, align 4
+  %g1 = add i32 %g, 1
+  %g1w = zext i32 %g1 to i64
+  %ticket = shl i64 %g1w, 32
+  %ticketp = getelementptr i8, ptr %st, i64 64
+  store atomic i64 %ticket, ptr %ticketp release, align 8
+  store atomic i32 %g1, ptr %st release, align 4
+  fence seq_cst
+  %sleepp = getelementptr i8, ptr %st, i64 256
+  %sleepers = load atomic i64, ptr %sleepp seq_cst, align 8
+  %anyasleep = icmp sgt i64 %sleepers, 0
+  br i1 %anyasleep, label %wake, label %own
+wake:
+  %w = call i64 (i64, ...) @syscall(i64 202, ptr %st, i64 129, i64 2147483647, ptr null, ptr null, i64 0)
+  br label %own
+own:
+  call void @run_tasks(ptr %st, i32 %g1)
+  br label %join
+join:
+  %d = load atomic i64, ptr %donep acquire, align 8
+  %all = icmp uge i64 %d, %ntasks
+  br i1 %all, label %exit, label %pause
+pause:
+  call void @llvm.x86.sse2.pause()
+  br label %join
+exit:
+  ret void
+}
+
+define void @dcopt_pool_stop(ptr %st) {
+entry:
+  %stopp = getelementptr i8, ptr %st, i64 320
+  store atomic i64 1, ptr %stopp seq_cst, align 8
+  %g = atomicrmw add ptr %st, i32 1 seq_cst
+  %w = call i64 (i64, ...) @syscall(i64 202, ptr %st, i64 129, i64 2147483647, ptr null, ptr null, i64 0)
+  ret void
+}
+"""
+
+_RUN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, *[ctypes.c_int64] * 6)
+_WORKER = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64)
+_STOP = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+
+
+class NativePool:
+    """``threads - 1`` parked native workers plus the calling thread."""
+
+    def __init__(self, threads: int):
+        from dcopt.backends.cpu import compiler
+
+        self.threads = max(1, int(threads))
+        self.engine, _ = compiler.compile_llvm(POOL_IR, provenance={"kind": "thread pool"})
+        raw = np.zeros(_STATE_BYTES + 64, np.uint8)
+        start = -raw.ctypes.data % 64
+        self._raw, self.state = raw, raw[start:start + _STATE_BYTES]
+        self._address = self.state.ctypes.data
+        self._run = _RUN(self.engine.get_function_address("dcopt_pool_run"))
+        self._stop = _STOP(self.engine.get_function_address("dcopt_pool_stop"))
+        worker = _WORKER(self.engine.get_function_address("dcopt_pool_worker"))
+        self._workers = [threading.Thread(target=worker, args=(self._address, SPIN_PAUSES), daemon=True,
+                                          name=f"dcopt-pool-{i}") for i in range(self.threads - 1)]
+        for t in self._workers:
+            t.start()
+
+    def bind(self, kind: int, fn, table: np.ndarray):
+        """A zero-argument closure running every task of ``table`` ([tasks, calls, FIELDS[kind]]
+        int64) with C function ``fn`` (a ctypes function or an address) on the pool."""
+        table = np.ascontiguousarray(table, np.int64)
+        if table.ndim != 3 or table.shape[2] != FIELDS[kind]:
+            raise ValueError(f"task table of kind {kind} must be [tasks, calls, {FIELDS[kind]}], got {table.shape}")
+        address = fn if isinstance(fn, int) else ctypes.cast(fn, ctypes.c_void_p).value
+        run, args = self._run, (self._address, kind, address, table.ctypes.data, table.shape[0], table.shape[1],
+                                FIELDS[kind])
+
+        def step() -> None:
+            run(*args)
+
+        step.buffers = (table, fn, self)  # the table, the callee and this pool outlive the closure
+        return step
+
+    def close(self) -> None:
+        """Stop and join the workers (idempotent)."""
+        if self._workers:
+            self._stop(self._address)
+            for t in self._workers:
+                t.join()
+            self._workers = []
+
+
+_POOL: list[NativePool] = []
+_LOCK = threading.Lock()
+
+
+def pool(threads: int) -> NativePool:
+    """The process's pool with ``threads`` threads (the previous one is stopped if different)."""
+    with _LOCK:
+        if _POOL and _POOL[0].threads == threads:
+            return _POOL[0]
+        if _POOL:
+            _POOL.pop().close()
+        _POOL.append(NativePool(threads))
+        return _POOL[0]
+
+
+@atexit.register
+def _shutdown() -> None:  # workers run code the engine owns: stop them before it is freed
+    while _POOL:
+        _POOL.pop().close()

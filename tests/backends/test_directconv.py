@@ -1,0 +1,145 @@
+"""Generated direct conv kernels (:mod:`dcopt.backends.cpu.directconv`) against the reference
+conv, on the pool with 1 and 2 threads, through every code path: remainder pixel tiles, a
+remainder channel group, partial 16-channel blocks (masked stores), strides, dilations,
+padding, groups, 7x7 windows (the per-kernel-row loop), fused bias and ReLU; and compiled
+models whose convs take these kernels, against onnxruntime."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from dcopt.backends.cpu import compiler, directconv, library, parallel
+from dcopt.backends.cpu.gemm import bind_conv
+from dcopt.ops.nn import conv
+from tests.backends.conftest import ATOL, RTOL
+
+pytestmark = pytest.mark.skipif(not directconv.supported(), reason="generated conv kernels need AVX-512")
+
+#: (cin, cout, hw, k, stride, pad, dilation, group)
+CASES = [
+    (8, 16, 9, 3, 1, 1, 1, 1),      # one block, 9 = tile + remainder
+    (5, 40, 11, 3, 2, 1, 1, 1),     # partial last block (40 = 2.5 blocks), stride 2
+    (16, 80, 14, 3, 1, 1, 1, 1),    # 5 blocks: remainder group
+    (3, 24, 23, 7, 2, 3, 1, 1),     # 7x7 stem-like: per-row reduction loop
+    (12, 20, 10, 3, 1, 2, 2, 1),    # dilation 2
+    (8, 32, 12, 3, 1, 1, 1, 2),     # two groups
+    (200, 48, 7, 1, 1, 0, 1, 1),    # 1x1 with enough channels to be generated
+    (32, 64, 14, 1, 2, 0, 1, 1),    # 1x1 stride 2, read in place (no padded copy)
+    (6, 18, 8, 5, 1, 0, 1, 1),      # 5x5 unpadded, 18 channels
+]
+
+
+def _run_plan(x, w, b, plan, threads):
+    """Bind and run one conv step the way the runtime does; returns the output."""
+    n, cin, h, wd = x.shape
+    s = plan.shape
+    engine, _ = compiler.compile_llvm(directconv.module_ir({plan.name: plan.functions()}))
+    fn = parallel.CONV_PROTO(engine.get_function_address(plan.name))
+    packed = directconv.pack_grouped(w, plan)
+    bias = directconv.pack_bias(b, plan) if plan.bias else None
+    out = np.full((n, plan.group * s.cout, s.oh, s.ow), np.nan, np.float32)
+    scratch = np.zeros(n * cin * s.hp * s.wp + 1, np.float32)
+    parallel.set_threads(threads)
+    try:
+        step = bind_conv(x, packed, out, {**plan.params(), "group": plan.group, "pads": list(plan.pads)}, scratch,
+                         lambda name: fn, bias)
+        step()
+        step()  # twice: the padded copy and the outputs must not depend on leftovers
+    finally:
+        parallel.set_threads(1)
+    return out
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"c{c[0]}-{c[1]}_hw{c[2]}_k{c[3]}s{c[4]}p{c[5]}d{c[6]}g{c[7]}"
+                                              for c in CASES])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_kernel_matches_reference_conv(case, threads):
+    cin, cout, hw, k, stride, pad, dil, group = case
+    rng = np.random.default_rng(sum(case))
+    x = rng.standard_normal((2, cin, hw, hw)).astype(np.float32)
+    w = (rng.standard_normal((cout, cin // group, k, k)) / np.sqrt(cin * k * k)).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32)
+    oh = (hw + 2 * pad - dil * (k - 1) - 1) // stride + 1
+    plan = directconv.plan(x.shape, w.shape, (2, cout, oh, oh), (k, k), (stride, stride), (pad, pad), (dil, dil), group)
+    assert plan is not None
+    ref = conv(x, w, group=group, strides=(stride, stride), pads=(pad,) * 4, dilations=(dil, dil),
+               kernel_shape=(k, k))
+    for bias, relu in itertools.product([False, True], [False, True]):
+        p = plan.with_epilogue(bias, relu)
+        want = ref + (b.reshape(1, -1, 1, 1) if bias else 0)
+        want = np.maximum(want, 0) if relu else want
+        np.testing.assert_allclose(_run_plan(x, w, b, p, threads), want, rtol=RTOL, atol=ATOL,
+                                   err_msg=f"bias={bias} relu={relu}")
+
+
+def test_tiling_limits_and_coverage():
+    for cin, cout, ow in [(3, 64, 112), (256, 256, 14), (64, 192, 56), (512, 2048, 7), (16, 40, 5)]:
+        shape = directconv.ConvShape(cin, cout, 3, 3, 1, 1, 1, 1, ow + 2, ow + 2, ow, ow)
+        t = directconv.choose_tiling(shape)
+        assert 1 <= t.cv <= directconv.MAX_VECTORS and t.px * t.cv <= directconv.MAX_ACCUMULATORS
+        assert t.px <= ow and t.groups * t.cv + t.cv_rem == shape.blocks
+
+
+def test_plan_declines_depthwise_and_narrow_pointwise():
+    assert directconv.plan((1, 32, 8, 8), (32, 1, 3, 3), (1, 32, 8, 8), (3, 3), (1, 1), (1, 1), (1, 1), 32) is None
+    assert directconv.plan((1, 64, 8, 8), (128, 64, 1, 1), (1, 128, 8, 8), (1, 1), (1, 1), (0, 0), (1, 1), 1) is None
+    wide = directconv.plan((1, 256, 8, 8), (128, 256, 1, 1), (1, 128, 8, 8), (1, 1), (1, 1), (0, 0), (1, 1), 1)
+    assert wide is not None and not wide.padded
+
+
+def test_kernel_names_follow_everything_that_changes_the_code():
+    plan = directconv.plan((1, 16, 9, 9), (32, 16, 3, 3), (1, 32, 9, 9), (3, 3), (1, 1), (1, 1), (1, 1), 1)
+    names = {plan.name, plan.with_epilogue(True, False).name, plan.with_epilogue(False, True).name,
+             plan.with_epilogue(True, True).name}
+    assert len(names) == 4
+    other = directconv.plan((1, 16, 9, 9), (32, 16, 3, 3), (1, 32, 5, 5), (3, 3), (2, 2), (1, 1), (1, 1), 1)
+    assert other.name not in names
+    assert directconv.DirectPlan.from_params({**plan.params(), "group": 1, "pads": [1, 1]}) == plan
+
+
+def test_padded_copy_is_exact():
+    """The zero-padded input copy the kernels read: border zero, interior the image."""
+    x = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4) + 1
+    xp = np.full((2, 6 * 7), np.nan, np.float32)
+    library.pad_planes(x, xp, 1, 2, 7)
+    grid = xp.reshape(2, 6, 7)
+    np.testing.assert_array_equal(grid[:, 1:4, 2:6], x)
+    grid[:, 1:4, 2:6] = 0
+    assert not grid.any()
+
+
+def _conv_model(cin, cout, hw, k, stride, pad, group, relu):
+    rng = np.random.default_rng(cin + cout + k)
+    w = (rng.standard_normal((cout, cin // group, k, k)) / np.sqrt(cin * k * k)).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[k, k], strides=[stride] * 2,
+                              pads=[pad] * 4, group=group)]
+    nodes += [helper.make_node("Relu", ["c"], ["y"])] if relu else [helper.make_node("Sigmoid", ["c"], ["y"])]
+    graph = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", cin, hw, hw])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+
+
+@pytest.mark.parametrize("relu", [True, False], ids=["conv+relu fused", "conv then sigmoid"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_compiled_models_match_onnxruntime(relu, threads, tmp_path):
+    import onnxruntime as ort
+
+    import dcopt
+
+    model = _conv_model(24, 40, 13, 3, 2, 1, 2, relu)
+    x = np.random.default_rng(0).standard_normal((3, 24, 13, 13)).astype(np.float32)
+    sess = dcopt.compile(model, threads=threads, cache_dir=tmp_path, dims={"N": 3})
+    steps = sess._current.program.steps
+    assert [s.params.get("impl") for s in steps if s.kind == "conv"] == ["direct"]
+    assert sum(s.kind == "ew" for s in steps) == (0 if relu else 1)  # ReLU went into the kernel
+    assert sess._current.manifest["native_key"] and (sess._current.directory / "kernels.ll").is_file()
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(sess.run(None, {"x": x})[0], want, rtol=RTOL, atol=ATOL)
+    again = dcopt.load(sess.save(tmp_path / "model.dcopt"), threads=threads, cache_dir=tmp_path)  # kernels.ll travels
+    np.testing.assert_allclose(again.run(None, {"x": x})[0], want, rtol=RTOL, atol=ATOL)
