@@ -96,12 +96,33 @@ def _compile(module: ModuleType, signatures: Mapping[str, Sequence[str]], read_o
     cache_class = _entry_cache_class(read_only)
     misses = {}
     for name, sigs in signatures.items():
+        if len(sigs) == 1 and sigs[0].startswith(CFUNC_PREFIX):
+            misses[name] = _compile_cfunc(module, name, sigs[0][len(CFUNC_PREFIX):], cache_class)
+            continue
         dispatcher = getattr(module, name)
         dispatcher._cache = cache_class(dispatcher.py_func)
         for sig in sigs:
             dispatcher.compile(sig)
         misses[name] = sum(dispatcher.stats.cache_misses.values())
     return misses
+
+
+#: A signature ``"cfunc <sig>"`` compiles the module's plain function ``name`` as a numba C
+#: callback (options from the module's ``CFUNC_OPTIONS``) and replaces it by the ``CFunc``.
+CFUNC_PREFIX = "cfunc "
+
+
+def _compile_cfunc(module: ModuleType, name: str, sig: str, cache_class) -> int:
+    from numba.core import sigutils
+    from numba.core.ccallback import CFunc
+
+    fn = getattr(module, name)
+    pyfunc = fn.__wrapped__ if isinstance(fn, CFunc) else fn
+    callback = CFunc(pyfunc, sigutils.normalize_signature(sig), {}, dict(getattr(module, "CFUNC_OPTIONS", {})))
+    callback._cache = cache_class(pyfunc)
+    callback.compile()
+    setattr(module, name, callback)
+    return 0 if callback._cache_hits else 1
 
 
 def compile_numba_module(staging: Path, source: str, signatures: Mapping[str, Sequence[str]], *,
@@ -136,8 +157,10 @@ def load_numba_module(entry: KernelEntry) -> ModuleType:
     for name in signatures:
         # Like a dispatcher given signatures up front: calls convert to a loaded signature (a C
         # array to an "A" one) or raise TypeError; a lazy one would silently compile a new exact
-        # specialization in every process.
-        getattr(module, name).disable_compile()
+        # specialization in every process. (A C callback has its one signature already.)
+        fn = getattr(module, name)
+        if hasattr(fn, "disable_compile"):
+            fn.disable_compile()
     return module
 
 

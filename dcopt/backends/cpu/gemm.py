@@ -118,10 +118,13 @@ def bind_conv(x: np.ndarray, w: np.ndarray, out: np.ndarray, params: dict, scrat
     kh, kw = params["kernel"]
     (sh, sw), (ph, pw), (dh, dw) = params["strides"], params["pads"], params["dilations"]
     dot = np.dot
-    if params["depthwise"]:
-        wt = w.reshape(cout, kh, kw)
-        kernel = library.depthwise2d
-        return lambda: [kernel(x[b], wt, out[b], sh, sw, ph, pw, dh, dw) for b in range(n)] and None
+    if params["depthwise"]:  # channel ranges as pool tasks
+        from dcopt.backends.cpu import tasks
+
+        tail = [h, wd, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw]
+        return tasks.bind_table(tasks.library_task("depthwise"), parallel.merge(
+            [[[[lo, hi, x[b].ctypes.data, w.ctypes.data, out[b].ctypes.data, *tail]]
+              for lo, hi in parallel.split(cout, parallel.threads())] for b in range(n)]), (x, w, out))
     if _use_shifted(x.shape, out.shape, params):
         return _bind_shifted(x, w, out, params, scratch)
     o3 = out.reshape(n, g, cout // g, oh * ow)
@@ -183,14 +186,18 @@ def _bind_direct(x: np.ndarray, w: np.ndarray, out: np.ndarray, plan: "directcon
     run_convs = parallel.bind_convs(fn, parallel.merge(items), (x, w, out, src, bias))
     if not plan.padded:
         return run_convs
-    pad, (ph, pw), wp = library.pad_planes, plan.pads, s.wp
+    from dcopt.backends.cpu import tasks
+
+    h, wd = x.shape[2:]
+    pad = tasks.bind_table(tasks.library_task("pad"), parallel.merge(
+        [[[[lo, hi, x[b].ctypes.data, src[b].ctypes.data, h, wd, s.hp * s.wp, *plan.pads, s.wp]]
+          for lo, hi in parallel.split(cin, parts)] for b in range(n)]), (x, src))
 
     def run() -> None:
-        for b in range(n):
-            pad(x[b], src[b], ph, pw, wp)
+        pad()
         run_convs()
 
-    run.buffers = run_convs.buffers
+    run.buffers = (pad.buffers, run_convs.buffers)
     return run
 
 

@@ -30,6 +30,13 @@ from dcopt.ops.registry import schema_defaults
 
 
 
+# Fused elementwise kernels this big also get a pool-task wrapper (:func:`renderer.render_ew_task`)
+# and run split across the threads: not for the arithmetic, but because the GEMM or conv before
+# them was split across cores and a serial kernel then read half its operand from the other
+# core's cache (GPT-2's 128x768 bias add: 48 us instead of 9 us).
+EW_TASK_ELEMENTS = 16384
+
+
 class Lowering(OpLowerings):
     def __init__(self, graph: Graph):
         self.graph = graph
@@ -191,7 +198,15 @@ class Lowering(OpLowerings):
         self.signatures.setdefault(name, set()).add(
             f"void({', '.join(array_signature(d, r) for d, r in zip(dtypes, ranks))})")
         label = "+".join(n.op for n in ew.nodes)
-        self.steps.append(Step("ew", list(ew.args), stored, {"kernel": name, "shapes": collapsed}, label))
+        params = {"kernel": name, "shapes": collapsed}
+        if int(np.prod(ew.shape)) >= EW_TASK_ELEMENTS and collapsed[0][0] > 1:
+            from dcopt.backends.cpu.renderer import render_ew_task
+
+            task, source, signature = render_ew_task(name, collapsed, dtypes, len(stored))
+            self.kernels[task] = source
+            self.signatures[task] = {signature}
+            params["task"] = task
+        self.steps.append(Step("ew", list(ew.args), stored, params, label))
 
     # -- anchors: GEMM / conv ------------------------------------------------------------
     def _with_epilogue(self, node: Node, out: str, bias: str | None = None, bias_param: np.ndarray | None = None):

@@ -14,7 +14,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from dcopt.backends.cpu import gemm, library
+from dcopt.backends.cpu import gemm, library, parallel, tasks
 from dcopt.backends.cpu.program import Program, Step
 from dcopt.errors import ExecutionError, InputError
 
@@ -221,6 +221,10 @@ class CompiledModel:
             fn = getattr(kernels, p["kernel"])
             args = [a.reshape(shape) for a, shape in zip(ins, p["shapes"][1:])]
             args += [o.reshape(p["shapes"][0]) for o in outs]
+            if p.get("task") and parallel.threads() > 1:  # split across the pool by outermost loop rows
+                head = [a.ctypes.data for a in args]
+                head += [int(d) for a in args for d in a.shape]
+                return tasks.bind_rows(getattr(kernels, p["task"]), head, [], int(p["shapes"][0][0]), args)
             return lambda: fn(*args)
         if s.kind == "matmul":
             return gemm.bind_matmul(ins[0], ins[1], outs[0], p["mode"])
@@ -228,21 +232,15 @@ class CompiledModel:
             return gemm.bind_conv(ins[0], ins[1], outs[0], p, self.scratch, self._native_function,
                                   ins[2] if len(ins) > 2 else None)
         if s.kind in ("softmax", "layernorm", "reduce"):
-            x = ins[0].reshape(p["rows"])
-            if s.kind == "softmax":
-                o, log, fn = outs[0].reshape(p["rows"]), bool(p["log"]), library.softmax_rows
-                return lambda: fn(x, o, log)
-            if s.kind == "layernorm":
-                o, sc, bi, eps, fn = outs[0].reshape(p["rows"]), ins[1].reshape(-1), ins[2].reshape(-1), p["eps"], \
-                    library.layernorm_rows
-                return lambda: fn(x, sc, bi, o, eps)
-            o, op, fn = outs[0].reshape(-1), int(p["op"]), library.reduce_rows
-            return lambda: fn(x, o, op)
+            return self._bind_rows(s, ins, outs)
         if s.kind == "pool":
-            args = (ins[0], outs[0], *p["kernel"], *p["strides"], *p["pads"], *p["pads_end"], bool(p["is_max"]),
-                    bool(p["include_pad"]))
-            fn = library.pool2d
-            return lambda: fn(*args)
+            x, o = ins[0], outs[0]
+            n, c, h, w = x.shape
+            tail = [h, w, *o.shape[2:], *p["kernel"], *p["strides"], *p["pads"], *p["pads_end"], int(p["is_max"]),
+                    int(p["include_pad"])]
+            return tasks.bind_table(tasks.library_task("pool"), parallel.merge(
+                [[[[lo, hi, x[b].ctypes.data, o[b].ctypes.data, *tail]] for lo, hi in parallel.split(c, parallel.threads())]
+                 for b in range(n)]), (x, o))
         if s.kind == "lrn":
             shape3 = (ins[0].shape[0], ins[0].shape[1], -1)
             x, o, fn = ins[0].reshape(shape3), outs[0].reshape(shape3), library.lrn
@@ -261,6 +259,21 @@ class CompiledModel:
         if s.kind == "fallback":
             return _bind_fallback(s, ins, outs)
         raise ExecutionError(f"unknown step kind '{s.kind}'", node=s.label)
+
+    def _bind_rows(self, s: Step, ins, outs) -> Callable[[], None]:
+        """Row kernels (softmax, layer norm, reductions) as pool tasks over row ranges."""
+        p = s.params
+        rows, n = int(np.prod(p["rows"][:-1])), int(p["rows"][-1])
+        x, o = ins[0], outs[0]
+        if s.kind == "softmax":
+            return tasks.bind_rows(tasks.library_task("softmax"), [x.ctypes.data, o.ctypes.data], [n, int(p["log"])],
+                                   rows, (x, o))
+        if s.kind == "layernorm":
+            eps = tasks.scalar_cell(p["eps"])
+            return tasks.bind_rows(tasks.library_task("layernorm"), [x.ctypes.data, ins[1].ctypes.data,
+                                   ins[2].ctypes.data, o.ctypes.data], [n, eps.ctypes.data], rows, (x, o, ins[1], ins[2], eps))
+        return tasks.bind_rows(tasks.library_task("reduce"), [x.ctypes.data, o.ctypes.data], [n, int(p["op"])], rows,
+                               (x, o))
 
     def _native_function(self, name: str):
         """ctypes function of generated kernel ``name`` (in :attr:`native`)."""

@@ -27,9 +27,11 @@ import threading
 
 import numpy as np
 
-#: Task kinds (how a table row is passed to the task's function).
-CONV, GEMM, GEMV = 0, 1, 2
-#: int64 fields per table row of each kind.
+#: Task kinds (how a table row is passed to the task's function). ROWS: ``fn(&row)`` -- a numba
+#: ``cfunc`` (:mod:`tasks`) that reads its own arguments from the row, whose first two fields are
+#: the ``[lo, hi)`` range it covers (an empty range is padding).
+CONV, GEMM, GEMV, ROWS = 0, 1, 2, 3
+#: int64 fields per table row of each kind (ROWS: any width, at least the range).
 FIELDS = {CONV: 8, GEMM: 10, GEMV: 6}
 # Idle spin (pause instructions, ~20-40 ns each on znver5) before a worker sleeps on the futex:
 # long enough to bridge the serial steps between two parallel ones, short enough not to steal a
@@ -48,7 +50,17 @@ define internal void @run_row(i64 %kind, ptr %fn, ptr %row) {
 entry:
   switch i64 %kind, label %done [ i64 0, label %conv
                                   i64 1, label %gemm
-                                  i64 2, label %gemv ]
+                                  i64 2, label %gemv
+                                  i64 3, label %rows ]
+rows:
+  %lo = load i64, ptr %row
+  %hip = getelementptr i64, ptr %row, i64 1
+  %hi = load i64, ptr %hip
+  %rok = icmp slt i64 %lo, %hi
+  br i1 %rok, label %rows.call, label %done
+rows.call:
+  call void %fn(ptr %row)
+  br label %done
 conv:
   %c0 = load i64, ptr %row
   %c1p = getelementptr i64, ptr %row, i64 1
@@ -295,11 +307,12 @@ class NativePool:
         """A zero-argument closure running every task of ``table`` ([tasks, calls, FIELDS[kind]]
         int64) with C function ``fn`` (a ctypes function or an address) on the pool."""
         table = np.ascontiguousarray(table, np.int64)
-        if table.ndim != 3 or table.shape[2] != FIELDS[kind]:
-            raise ValueError(f"task table of kind {kind} must be [tasks, calls, {FIELDS[kind]}], got {table.shape}")
+        fields = FIELDS.get(kind, table.shape[-1] if table.ndim == 3 and table.shape[-1] >= 2 else 2)
+        if table.ndim != 3 or table.shape[2] != fields:
+            raise ValueError(f"task table of kind {kind} must be [tasks, calls, {fields}], got {table.shape}")
         address = fn if isinstance(fn, int) else ctypes.cast(fn, ctypes.c_void_p).value
         run, args = self._run, (self._address, kind, address, table.ctypes.data, table.shape[0], table.shape[1],
-                                FIELDS[kind])
+                                fields)
 
         def step() -> None:
             run(*args)

@@ -1,0 +1,129 @@
+"""numba kernels as pool tasks: C callbacks that take one row of a task table.
+
+The pool (:mod:`threadpool`) calls C functions. A numba kernel becomes one through a ``cfunc``
+wrapper ``task(row)``: ``row`` points at int64 fields ``[lo, hi, ...]`` -- the slice of rows or
+channels this task covers, then the buffer addresses and sizes the wrapper rebuilds its arrays
+from (:func:`f32` turns an address into a typed pointer for ``numba.carray``). Why: the
+serial kernels after a split GEMM or conv read half their operand from the other core's cache
+(GPT-2's 128x768 bias add: 48 us instead of 9 us), and a serial depthwise conv or pooling step
+left a core idle; as tasks they run on both cores, each on the rows it produced.
+
+Library tasks are compiled on first use and cached by numba next to this file, like the
+library kernels they wrap. Generated elementwise kernels get their task wrappers rendered into
+the model's kernel module (:func:`render_ew_task`) and stored with it.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from numba import carray, cfunc, types
+from numba.extending import intrinsic
+
+from dcopt.backends.cpu import library, parallel, threadpool
+from dcopt.backends.cpu.mathlib import FASTMATH
+
+#: numba signature of every task: ``void(int64*)``.
+TASK_SIGNATURE = types.void(types.CPointer(types.int64))
+TASK_OPTIONS = dict(nopython=True, fastmath=FASTMATH, error_model="numpy", boundscheck=False)
+
+
+def _pointer_intrinsic(dtype):
+    @intrinsic
+    def as_pointer(typingctx, address):
+        sig = types.CPointer(dtype)(types.int64)
+
+        def codegen(context, builder, signature, args):
+            return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
+
+        return sig, codegen
+
+    return as_pointer
+
+
+#: ``f32(address)``: a ``float32*`` for ``carray`` (``b8`` likewise for bool buffers).
+f32 = _pointer_intrinsic(types.float32)
+b8 = _pointer_intrinsic(types.boolean)
+f64 = _pointer_intrinsic(types.float64)
+
+
+def _softmax(row):
+    r = carray(row, (6,))
+    lo, hi, n = r[0], r[1], r[4]
+    x = carray(f32(r[2] + 4 * lo * n), (hi - lo, n))
+    out = carray(f32(r[3] + 4 * lo * n), (hi - lo, n))
+    library.softmax_rows(x, out, r[5] != 0)
+
+
+def _layernorm(row):
+    r = carray(row, (8,))
+    lo, hi, n = r[0], r[1], r[6]
+    x = carray(f32(r[2] + 4 * lo * n), (hi - lo, n))
+    out = carray(f32(r[5] + 4 * lo * n), (hi - lo, n))
+    library.layernorm_rows(x, carray(f32(r[3]), (n,)), carray(f32(r[4]), (n,)), out, carray(f64(r[7]), (1,))[0])
+
+
+def _reduce(row):
+    r = carray(row, (6,))
+    lo, hi, n = r[0], r[1], r[4]
+    library.reduce_rows(carray(f32(r[2] + 4 * lo * n), (hi - lo, n)), carray(f32(r[3] + 4 * lo), (hi - lo,)), r[5])
+
+
+def _pool(row):
+    # lo, hi (channels), x, out, h, w, oh, ow, kh, kw, sh, sw, ph, pw, ph_end, pw_end, is_max, include_pad
+    r = carray(row, (18,))
+    lo, hi = r[0], r[1]
+    x = carray(f32(r[2] + 4 * lo * r[4] * r[5]), (1, hi - lo, r[4], r[5]))
+    out = carray(f32(r[3] + 4 * lo * r[6] * r[7]), (1, hi - lo, r[6], r[7]))
+    library.pool2d(x, out, r[8], r[9], r[10], r[11], r[12], r[13], r[14], r[15], r[16] != 0, r[17] != 0)
+
+
+def _depthwise(row):
+    # lo, hi (channels), x, w, out, h, w, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw
+    r = carray(row, (17,))
+    lo, hi = r[0], r[1]
+    x = carray(f32(r[2] + 4 * lo * r[5] * r[6]), (hi - lo, r[5], r[6]))
+    w = carray(f32(r[3] + 4 * lo * r[9] * r[10]), (hi - lo, r[9], r[10]))
+    out = carray(f32(r[4] + 4 * lo * r[7] * r[8]), (hi - lo, r[7], r[8]))
+    library.depthwise2d(x, w, out, r[11], r[12], r[13], r[14], r[15], r[16])
+
+
+def _pad(row):
+    # lo, hi (channels), x, xp, h, w, plane, ph, pw, wp
+    r = carray(row, (10,))
+    lo, hi = r[0], r[1]
+    x = carray(f32(r[2] + 4 * lo * r[4] * r[5]), (hi - lo, r[4], r[5]))
+    xp = carray(f32(r[3] + 4 * lo * r[6]), (hi - lo, r[6]))
+    library.pad_planes(x, xp, r[7], r[8], r[9])
+
+
+_LIBRARY = {"softmax": _softmax, "layernorm": _layernorm, "reduce": _reduce, "pool": _pool,
+            "depthwise": _depthwise, "pad": _pad}
+
+
+@functools.lru_cache(maxsize=None)
+def library_task(name: str):
+    """The compiled ``cfunc`` of library task ``name`` (numba-cached beside this module)."""
+    return cfunc(TASK_SIGNATURE, cache=True, **TASK_OPTIONS)(_LIBRARY[name])
+
+
+def bind_rows(task, head: list[int], tail: list[int], n: int, keep, align: int = 1):
+    """A closure running ``task`` over ``range(n)`` split across the pool: row
+    ``[lo, hi, *head, *tail]`` per piece (``head``/``tail``: the task's other fields)."""
+    pieces = parallel.split(n, parallel.threads(), align)
+    rows = [[[lo, hi, *head, *tail]] for lo, hi in pieces]
+    return bind_table(task, rows, keep)
+
+
+def bind_table(task, rows: list[list[list[int]]], keep):
+    """A closure running the task rows ``rows`` ([tasks][calls][fields]) on the pool."""
+    run = threadpool.pool(parallel.threads()).bind(threadpool.ROWS, task.address, parallel.table(
+        rows, len(rows[0][0])))
+    run.buffers = (run.buffers, keep, task)
+    return run
+
+
+def scalar_cell(value: float) -> np.ndarray:
+    """A float64 a task reads through its address (rows hold only int64 fields)."""
+    return np.array([value], np.float64)
