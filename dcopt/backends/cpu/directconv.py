@@ -276,13 +276,15 @@ def generate_functions(shape: ConvShape, tiling: Tiling, name: str, bias: bool =
 
 MODULE_TAIL = """declare <16 x float> @llvm.fma.v16f32(<16 x float>, <16 x float>, <16 x float>)
 declare void @llvm.masked.scatter.v16f32.v16p0(<16 x float>, <16 x ptr>, i32 immarg, <16 x i1>)
+declare void @llvm.masked.store.v16f32.p0(<16 x float>, ptr, i32 immarg, <16 x i1>)
 attributes #0 = { nounwind "no-trapping-math"="true" }
 attributes #1 = { noinline nounwind "no-trapping-math"="true" }
 """
 
 
 def module_ir(functions: dict[str, str]) -> str:
-    """One LLVM module holding every kernel (``{name: generate_functions(...)}``, sorted)."""
+    """One LLVM module holding every generated kernel of a model (``{name: IR functions}`` from
+    this module and :mod:`matvec`, sorted)."""
     return "\n\n".join(functions[k] for k in sorted(functions)) + "\n\n" + MODULE_TAIL
 
 

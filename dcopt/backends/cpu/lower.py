@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dcopt.backends.cpu import directconv, ewops
+from dcopt.backends.cpu import directconv, ewops, matvec
 from dcopt.backends.cpu.compiler import array_signature
 from dcopt.backends.cpu.lower_ops import OpLowerings
 from dcopt.backends.cpu.program import F32, Program, Step, EwBuilder, LazyOperands
@@ -232,6 +232,10 @@ class Lowering(OpLowerings):
         out = node.outputs[0]
         if {self.dtype(a), self.dtype(b)} != {F32} or len(self.shape(a)) < 2 or len(self.shape(b)) < 2:
             return False
+        bw = self.const(b)
+        if bw is not None and bw.ndim == 2 and int(np.prod(self.shape(a)[:-1])) == 1:
+            if self._lower_matvec(node, a, bw, None, out):
+                return None
         mode = "2d" if len(self.shape(b)) == 2 else "batched"
         self.emit("matmul", node, [a, b], [out], mode=mode)
         self.open = EwBuilder(self.shape(out), seed=out)
@@ -243,12 +247,17 @@ class Lowering(OpLowerings):
         bw = self.const(b)
         if self.dtype(a) != F32 or bw is None or at.get("transA", 0):
             return False
-        packed = self.add_param((bw.T if at.get("transB", 0) else bw) * np.float32(at.get("alpha", 1.0)), "gemm_b")
+        weights = (bw.T if at.get("transB", 0) else bw) * np.float32(at.get("alpha", 1.0))
         out = node.outputs[0]
         beta = float(at.get("beta", 1.0))
         cw = self.const(c) if c else None
         if c and cw is None and beta != 1.0:
             return False
+        if self.shape(a)[0] == 1 and (c is None or (cw is not None and cw.size == weights.shape[1])):
+            bias = None if cw is None else (cw * np.float32(beta)).astype(np.float32).reshape(-1)
+            if self._lower_matvec(node, a, weights, bias, out):
+                return None
+        packed = self.add_param(weights, "gemm_b")
         target, pending = self._with_epilogue(
             node, out, bias=c if c and cw is None else None,
             bias_param=None if cw is None else (cw * np.float32(beta)).astype(np.float32))
@@ -302,14 +311,43 @@ class Lowering(OpLowerings):
         self.emit("conv", node, inputs, [out], **geometry, depthwise=False)
         self.open = EwBuilder(self.shape(out), seed=out)
 
-    def sole_reader(self, name: str, op: str) -> Node | None:
+    def _lower_matvec(self, node: Node, a: str, weights: np.ndarray, bias: np.ndarray | None, out: str) -> bool:
+        """A batch-1 dense layer as a generated kernel (:mod:`matvec`) that also adds the bias --
+        the Gemm's, or a following Add of a constant vector -- and applies a following Relu."""
+        k, n = weights.shape
+        absorbed = []
+        if bias is None:
+            add = self.sole_reader(out, "Add", any_input=True)
+            other = None if add is None else [i for i in add.inputs if i != out]
+            const = self.const(other[0]) if other and len(other) == 1 else None
+            if const is not None and const.size == n and self.shape(add.outputs[0]) == self.shape(out):
+                bias, out = const.astype(np.float32).reshape(-1), add.outputs[0]
+                absorbed.append(add)
+        relu = self.sole_reader(out, "Relu")
+        if relu is not None:
+            out = relu.outputs[0]
+            absorbed.append(relu)
+        plan = matvec.plan(k, n, bias is not None, relu is not None)
+        if plan is None:
+            return False
+        self.absorbed.update(id(x) for x in absorbed)
+        inputs = [a, self.add_param(matvec.pack_weights(weights, plan), "matvec_w")]
+        if bias is not None:
+            inputs.append(self.add_param(matvec.pack_bias(bias, plan), "matvec_b"))
+        self.native[plan.name] = plan.functions()
+        self.emit("matvec", node, inputs, [out], **plan.params())
+        self.open = EwBuilder(self.shape(out), seed=out)
+        return True
+
+    def sole_reader(self, name: str, op: str, any_input: bool = False) -> Node | None:
         """The one node reading ``name`` if it is an ``op`` (default domain) and ``name`` is not a
         graph output; else None."""
         readers = self.reader_nodes.get(name, [])
         if len(readers) != 1 or name in self.live_out:
             return None
         node = readers[0]
-        return node if node.op == op and node.domain in ("", "ai.onnx") and node.inputs[0] == name else None
+        ok = node.op == op and node.domain in ("", "ai.onnx") and (any_input or node.inputs[0] == name)
+        return node if ok else None
 
 
 def lower(graph: Graph) -> Program:

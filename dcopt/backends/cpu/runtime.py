@@ -226,6 +226,13 @@ class CompiledModel:
                 head += [int(d) for a in args for d in a.shape]
                 return tasks.bind_rows(getattr(kernels, p["task"]), head, [], int(p["shapes"][0][0]), args)
             return lambda: fn(*args)
+        if s.kind == "matvec":  # generated batch-1 dense layer: column blocks as pool tasks
+            from dcopt.backends.cpu.matvec import MatvecPlan
+
+            plan, fn = MatvecPlan.from_params(p), self._native_function(p["kernel_name"])
+            head = [ins[0].ctypes.data, ins[1].ctypes.data, outs[0].ctypes.data, ins[2].ctypes.data if plan.bias else 0]
+            return parallel.bind_convs(fn, [[head + [lo, hi, 0, 1]] for lo, hi in parallel.split(
+                plan.blocks, parallel.threads())], (ins, outs))
         if s.kind == "matmul":
             return gemm.bind_matmul(ins[0], ins[1], outs[0], p["mode"])
         if s.kind == "conv":
