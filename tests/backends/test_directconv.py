@@ -30,6 +30,8 @@ CASES = [
     (200, 48, 7, 1, 1, 0, 1, 1),    # 1x1 with enough channels to be generated
     (32, 64, 14, 1, 2, 0, 1, 1),    # 1x1 stride 2, read in place (no padded copy)
     (6, 18, 8, 5, 1, 0, 1, 1),      # 5x5 unpadded, 18 channels
+    (5, 20, 60, 3, 1, 1, 1, 1),     # rows >= 16: transposed stores, 60 = 3x16 + 12, partial block
+    (3, 36, 121, 3, 2, 1, 1, 1),    # big plane, stride 2, 36 channels
 ]
 
 
@@ -81,7 +83,8 @@ def test_tiling_limits_and_coverage():
         shape = directconv.ConvShape(cin, cout, 3, 3, 1, 1, 1, 1, ow + 2, ow + 2, ow, ow)
         t = directconv.choose_tiling(shape)
         assert 1 <= t.cv <= directconv.MAX_VECTORS and t.px * t.cv <= directconv.MAX_ACCUMULATORS
-        assert t.px <= ow and t.groups * t.cv + t.cv_rem == shape.blocks
+        assert t.px <= max(ow, directconv.LANES) and t.groups * t.cv + t.cv_rem == shape.blocks
+        assert t.transpose == (ow >= directconv.LANES)  # 3x3 windows on rows of 16+ pixels
 
 
 def test_plan_declines_depthwise_and_narrow_pointwise():
