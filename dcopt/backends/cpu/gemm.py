@@ -1,25 +1,21 @@
-"""GEMM and convolution steps: BLAS for the product, library kernels around it.
+"""GEMM and convolution steps: how each becomes tasks for the pool (:mod:`parallel`).
 
-Why BLAS and not numba loops: a numba-only GEMM stays scalar (DESIGN.md: 25 GFLOP/s) while
-OpenBLAS sgemm runs at 167-199 GFLOP/s on one core here (BERT/conv shapes, CORETYPE unset).
-The product is written straight into its planned buffer (``np.dot(a, b, out=)``: no
-temporary) and the fused epilogue (bias, activation, residual) runs right after, while the
-output is still in cache. Not in place: LLVM cannot prove two numba arrays disjoint and an
-aliased call took the scalar path (BERT GELU 580 us vs 38 us).
+Why BLAS for GEMMs and not generated code: OpenBLAS sgemm runs at 180-210 GFLOP/s on one core
+here (BERT/conv shapes, CORETYPE unset), about what onnxruntime's MLAS reaches. Every product
+is cut into tasks (rows of C) that call single-threaded ``cblas_sgemm`` straight into the
+planned buffer; the fused epilogue (bias, activation, residual) follows as its own step. Not in
+place: LLVM cannot prove two numba arrays disjoint and an aliased call took the scalar path
+(BERT GELU 580 us vs 38 us).
 
-Threads: BLAS is the only thread pool (numba kernels are serial) and defaults to one thread
-(:func:`dcopt.backends.cpu.session.set_threads`): in isolation two threads give 315-401
-GFLOP/s, but next to other busy processes or onnxruntime's spinning pool a second OpenBLAS
-thread stalled whole runs (BERT median 125-697 ms instead of 6 ms); a numba ``prange`` split
-(2.3 ms vs 0.39 ms) and a Python helper thread with work stealing (0.50 vs 0.39 ms) fared no
-better on this shared 2-core machine.
-
-Convolution: 1x1/stride-1/no-pad convs are a plain GEMM on the image (no copy); other
-stride-1 convs on planes at least :data:`SHIFTED_MIN_WIDTH` wide are a sum of kh*kw shifted
-GEMMs (:func:`_bind_shifted`, no column buffer); the rest unfold the image with
-:func:`library.im2col` into a shared scratch buffer and run one GEMM per group; depthwise convs
-(one filter per channel) use a direct library kernel because their per-channel GEMMs would be
-1-row products dominated by call overhead.
+Convolution: with AVX-512, every conv but depthwise and narrow 1x1 ones runs as a generated
+direct kernel (:mod:`directconv`, with its bias and ReLU): OpenBLAS through im2col or shifted
+GEMMs reached 160-180 GFLOP/s per core on ResNet-50's 3x3 convs and half that on 7x7 planes,
+the kernel 220-240. 1x1/stride-1/no-pad convs with few input channels are a plain GEMM on the
+image (no copy). Without AVX-512: other stride-1 convs on planes at least
+:data:`SHIFTED_MIN_WIDTH` wide are a sum of kh*kw shifted GEMMs (:func:`_bind_shifted`, no
+column buffer); the rest unfold the image with :func:`library.im2col` into a shared scratch
+buffer and run one GEMM per group. Depthwise convs (one filter per channel) use a library
+kernel split over channels, because their per-channel GEMMs would be 1-row products.
 """
 
 from __future__ import annotations
