@@ -18,13 +18,16 @@ from dcopt.examples import TINY_RESNET
 def test_save_load_round_trip(tmp_path, mlp):
     sess = dc.compile(mlp)
     path = sess.save(tmp_path / "mlp.dcopt")
-    assert {p.name for p in path.iterdir()} == {"manifest.json", "program.json", "kernels.py", "weights.npz",
-                                                "model.onnx"}
+    assert {p.name for p in path.iterdir()} == {"manifest.json", "program.json", "kernels.py", "kernels.ll",
+                                                "weights.npz", "model.onnx"}
     manifest = json.loads((path / "manifest.json").read_text())
     assert manifest["target"] == "cpu" and manifest["pipeline"] == "O3" and manifest["patches"] == []
     assert len(manifest["model"]["sha256"]) == 64 and manifest["toolchain"]["numba"]
-    source = (path / "kernels.py").read_text()
-    assert manifest["kernels"] and all(f"def {k['name']}(" in source for k in manifest["kernels"])
+    source, llvm_ir = (path / "kernels.py").read_text(), (path / "kernels.ll").read_text()
+    assert manifest["kernels"] and manifest["native_key"]
+    for kernel in manifest["kernels"]:  # every listed kernel is in the build, numba source or LLVM IR
+        assert (f"define void @{kernel['name']}(" in llvm_ir if kernel.get("language") == "llvm"
+                else f"def {kernel['name']}(" in source), kernel
     loaded = dc.load(path)
     x = np.random.default_rng(0).standard_normal((1, 64)).astype(np.float32)
     np.testing.assert_array_equal(loaded.run(None, {"x": x})[0], sess.run(None, {"x": x})[0])

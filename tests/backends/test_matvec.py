@@ -1,4 +1,5 @@
-"""Batch-1 dense layers as generated kernels (:mod:`dcopt.backends.cpu.matvec`): MatMul + Add +
+"""Dense layers as generated kernels (:mod:`dcopt.backends.cpu.matvec` at batch 1, the direct
+conv kernel's GEMM form above it): MatMul + Add +
 Relu and Gemm (transB, alpha, beta, bias) collapse into one step each and match the reference,
 for widths that leave partial column blocks and partial vectors, on 1 and 2 threads."""
 
@@ -68,3 +69,19 @@ def test_shared_bias_reader_is_not_absorbed(tmp_path):
     sess = dcopt.compile(model, cache_dir=tmp_path)
     assert _steps(sess)[0] == "matvec" and "ew" in _steps(sess)
     assert_matches_reference(model, sess, {"x": rng.standard_normal((1, 16)).astype(np.float32)})
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("rows, k, n", [((2, 5), 3, 17), ((1, 37), 64, 100), ((128,), 256, 256)])
+def test_matmul_rows_as_generated_gemm(threads, rows, k, n, tmp_path):
+    """More than one row: the conv kernel's row-major GEMM form, bias and ReLU fused."""
+    import dcopt
+
+    rng = np.random.default_rng(k + n)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["a"]),
+             helper.make_node("Relu", ["a"], ["y"])]
+    model = make_model(nodes, [("x", TensorProto.FLOAT, [*rows, k])], [("y", TensorProto.FLOAT, [*rows, n])],
+                       {"w": rng.standard_normal((k, n)).astype(np.float32), "b": rng.standard_normal(n).astype(np.float32)})
+    sess = dcopt.compile(model, threads=threads, cache_dir=tmp_path)
+    assert _steps(sess) == ["gemm"]
+    assert_matches_reference(model, sess, {"x": rng.standard_normal((*rows, k)).astype(np.float32)})

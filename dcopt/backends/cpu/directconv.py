@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 #: Bump when the generated code changes in a way the shapes do not show (part of kernel names).
-KERNEL_VERSION = 3
+KERNEL_VERSION = 4
 LANES = 16  # fp32 lanes of a zmm register
 # Tile limits, measured (znver5, one core, ResNet/Inception conv shapes, every tile swept):
 # 7x3, 7x2, 8x2, 10x2 and 14x1 tiles reach 220-240 GFLOP/s; 24 accumulators (8x3, 6x4) fell to
@@ -64,6 +64,7 @@ class ConvShape:
     wp: int
     oh: int
     ow: int
+    rows_out: int = 0  # 0: NCHW output; else pixel-major output with this many channels per pixel
 
     @property
     def blocks(self) -> int:
@@ -99,7 +100,7 @@ def choose_tiling(shape: ConvShape) -> Tiling:
     stored through a transpose (:func:`_transposed_stores`). Measured on one core: 3x3 convs
     at 27x27-112x112 220-234 GFLOP/s that way against 185-225 with scatters; 1x1 convs (202
     vs 183) and the 7x7/2 stem (187 vs 136), with few taps per broadcast, keep the scatters."""
-    if shape.ow >= LANES and 1 < shape.kh * shape.kw <= UNROLL_TAPS:
+    if shape.ow >= LANES and 1 < shape.kh * shape.kw <= UNROLL_TAPS and not shape.rows_out:
         return Tiling(LANES, 1, shape.blocks, 0, True)
     steps = shape.cin * shape.kh * shape.kw
     best = None
@@ -209,6 +210,11 @@ def _tile_function(name: str, shape: ConvShape, px: int, cv: int, bias: bool, re
             lines += _transposed_stores([cur[p, q] for p in range(px)], q, plane_out, f"t{q}")
             continue
         for p in range(px):
+            if s.rows_out:  # 16 channels of one pixel are contiguous: a (masked) vector store
+                lines.append(f"  %op{p}_{q} = getelementptr float, ptr %out, i64 {p * s.rows_out + q * LANES}")
+                lines.append(f"  call void @llvm.masked.store.v16f32.p0({vt} {cur[p, q]}, ptr %op{p}_{q}, i32 4, "
+                             f"<{LANES} x i1> %m{q})")
+                continue
             lines.append(f"  %op{p}_{q} = getelementptr float, ptr %out, i64 {p}")
             lines.append(f"  %ptrs{p}_{q} = getelementptr float, ptr %op{p}_{q}, <{LANES} x i64> {offs}")
             lines.append(f"  call void @llvm.masked.scatter.v16f32.v16p0({vt} {cur[p, q]}, <{LANES} x ptr> "
@@ -262,7 +268,7 @@ def _row_calls(tiling_px: int, shape: ConvShape, tile: str, rem_tile: str | None
         j0 = j * tiling_px
         fn = tile if j < full else rem_tile
         out.append(f"  %{label}x{j} = getelementptr float, ptr %xi, i64 {j0 * shape.sw}")
-        out.append(f"  %{label}o{j} = getelementptr float, ptr %oi, i64 {j0}")
+        out.append(f"  %{label}o{j} = getelementptr float, ptr %oi, i64 {j0 * (shape.rows_out or 1)}")
         out.append(f"  call void @\"{fn}\"(ptr %{label}x{j}, ptr {wg}, ptr %{label}o{j}, ptr %bg, i64 {valid})")
     return out
 
@@ -290,7 +296,7 @@ def generate_functions(shape: ConvShape, tiling: Tiling, name: str, bias: bool =
     body = [_tile_function(fn, s, px, cv, bias, relu, t.transpose) for (px, cv), fn in funcs.items()]
     k = s.cin * s.kh * s.kw
     group_w = t.cv * LANES * k
-    group_o = t.cv * LANES * s.oh * s.ow
+    group_o = t.cv * LANES * (1 if s.rows_out else s.oh * s.ow)
     drv = [f"define void @{name}(ptr noalias %x, ptr noalias %w, ptr noalias %out, ptr noalias %b, i64 %g0, "
            f"i64 %g1, i64 %r0, i64 %r1) #0 {{",
            "entry:", "  br label %gloop",
@@ -307,7 +313,7 @@ def generate_functions(shape: ConvShape, tiling: Tiling, name: str, bias: bool =
            "  %idone = icmp sge i64 %i, %r1", "  br i1 %idone, label %gnext, label %ibody",
            "ibody:",
            f"  %xio = mul i64 %i, {s.sh * s.wp}", "  %xi = getelementptr float, ptr %x, i64 %xio",
-           f"  %oio = mul i64 %i, {s.ow}", "  %oi = getelementptr float, ptr %og, i64 %oio",
+           f"  %oio = mul i64 %i, {s.ow * (s.rows_out or 1)}", "  %oi = getelementptr float, ptr %og, i64 %oio",
            "  br i1 %isrem, label %last, label %full",
            "full:"]
     drv += _row_calls(t.px, s, f"{name}.full", f"{name}.full_rem" if rem_px else None, "%wg", "%valid", "f")
@@ -433,3 +439,16 @@ def pack_grouped(w: np.ndarray, plan: DirectPlan) -> np.ndarray:
     s = plan.shape
     w = np.asarray(w, np.float32).reshape(plan.group, s.cout, s.cin, s.kh, s.kw)
     return np.concatenate([pack_weights(w[g], s, plan.tiling) for g in range(plan.group)])
+
+
+def gemm_plan(m: int, k: int, n: int) -> DirectPlan | None:
+    """``[m, k] @ [k, n]`` (row-major, constant ``[k, n]``) as the 1x1 special case of the conv
+    kernel: the rows of A are the "pixels" (``k`` floats apart), K the input channels, N the
+    output channels, written pixel-major (``rows_out``) -- i.e. the row-major product. Its
+    weights are packed once like a conv's (no per-call packing as in sgemm) and its bias/ReLU
+    fused the same way. None without AVX-512."""
+    if not supported():
+        return None
+    shape = ConvShape(k, n, 1, 1, 1, k, 1, 1, 1, 1, 1, m, rows_out=n)
+    tiling = choose_tiling(shape)
+    return DirectPlan(shape, tiling, kernel_name(shape, tiling), 1, (0, 0), False)

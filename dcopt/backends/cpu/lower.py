@@ -233,9 +233,8 @@ class Lowering(OpLowerings):
         if {self.dtype(a), self.dtype(b)} != {F32} or len(self.shape(a)) < 2 or len(self.shape(b)) < 2:
             return False
         bw = self.const(b)
-        if bw is not None and bw.ndim == 2 and int(np.prod(self.shape(a)[:-1])) == 1:
-            if self._lower_matvec(node, a, bw, None, out):
-                return None
+        if bw is not None and bw.ndim == 2 and self._lower_dense(node, a, bw.astype(np.float32), None, out):
+            return None
         mode = "2d" if len(self.shape(b)) == 2 else "batched"
         self.emit("matmul", node, [a, b], [out], mode=mode)
         self.open = EwBuilder(self.shape(out), seed=out)
@@ -253,9 +252,9 @@ class Lowering(OpLowerings):
         cw = self.const(c) if c else None
         if c and cw is None and beta != 1.0:
             return False
-        if self.shape(a)[0] == 1 and (c is None or (cw is not None and cw.size == weights.shape[1])):
+        if c is None or (cw is not None and cw.size == weights.shape[1]):
             bias = None if cw is None else (cw * np.float32(beta)).astype(np.float32).reshape(-1)
-            if self._lower_matvec(node, a, weights, bias, out):
+            if self._lower_dense(node, a, weights.astype(np.float32), bias, out):
                 return None
         packed = self.add_param(weights, "gemm_b")
         target, pending = self._with_epilogue(
@@ -311,10 +310,10 @@ class Lowering(OpLowerings):
         self.emit("conv", node, inputs, [out], **geometry, depthwise=False)
         self.open = EwBuilder(self.shape(out), seed=out)
 
-    def _lower_matvec(self, node: Node, a: str, weights: np.ndarray, bias: np.ndarray | None, out: str) -> bool:
-        """A batch-1 dense layer as a generated kernel (:mod:`matvec`) that also adds the bias --
-        the Gemm's, or a following Add of a constant vector -- and applies a following Relu."""
-        k, n = weights.shape
+    def _dense_epilogue(self, out: str, n: int, bias: np.ndarray | None):
+        """What a dense-layer kernel can absorb after its product ``out``: a following Add of a
+        constant ``n``-vector (when there is no bias yet) and then a Relu, each only as the sole
+        reader. -> (bias, relu?, the name the kernel writes, the absorbed nodes)."""
         absorbed = []
         if bias is None:
             add = self.sole_reader(out, "Add", any_input=True)
@@ -327,16 +326,38 @@ class Lowering(OpLowerings):
         if relu is not None:
             out = relu.outputs[0]
             absorbed.append(relu)
-        plan = matvec.plan(k, n, bias is not None, relu is not None)
-        if plan is None:
-            return False
+        return bias, relu is not None, out, absorbed
+
+    def _lower_dense(self, node: Node, a: str, weights: np.ndarray, bias: np.ndarray | None, out: str) -> bool:
+        """``a @ weights`` (+ bias, ReLU) as a generated kernel: at one row a matrix-vector
+        kernel (:mod:`matvec`), else the conv kernel's GEMM form (:func:`directconv.gemm_plan`),
+        both with the weights packed here once. False where the host cannot run them."""
+        k, n = weights.shape
+        m = int(np.prod(self.shape(a)[:-1]))
+        bias, relu, final, absorbed = self._dense_epilogue(out, n, bias)
+        if m == 1:
+            plan = matvec.plan(k, n, bias is not None, relu)
+            if plan is None:
+                return False
+            packed, packed_bias, kind = matvec.pack_weights(weights, plan), None, "matvec"
+            if bias is not None:
+                packed_bias = matvec.pack_bias(bias, plan)
+        else:
+            plan = directconv.gemm_plan(m, k, n)
+            if plan is None:
+                return False
+            plan = plan.with_epilogue(bias is not None, relu)
+            packed = directconv.pack_grouped(np.ascontiguousarray(weights.T).reshape(n, k, 1, 1), plan)
+            packed_bias = None if bias is None else directconv.pack_bias(bias, plan)
+            kind = "gemm"
         self.absorbed.update(id(x) for x in absorbed)
-        inputs = [a, self.add_param(matvec.pack_weights(weights, plan), "matvec_w")]
-        if bias is not None:
-            inputs.append(self.add_param(matvec.pack_bias(bias, plan), "matvec_b"))
+        inputs = [a, self.add_param(packed, f"{kind}_w")]
+        if packed_bias is not None:
+            inputs.append(self.add_param(packed_bias, f"{kind}_b"))
         self.native[plan.name] = plan.functions()
-        self.emit("matvec", node, inputs, [out], **plan.params())
-        self.open = EwBuilder(self.shape(out), seed=out)
+        params = plan.params() if kind == "matvec" else {**plan.params(), "group": 1, "pads": [0, 0]}
+        self.emit(kind, node, inputs, [final], **params)
+        self.open = EwBuilder(self.shape(final), seed=final)
         return True
 
     def sole_reader(self, name: str, op: str, any_input: bool = False) -> Node | None:

@@ -233,6 +233,13 @@ class CompiledModel:
             head = [ins[0].ctypes.data, ins[1].ctypes.data, outs[0].ctypes.data, ins[2].ctypes.data if plan.bias else 0]
             return parallel.bind_convs(fn, [[head + [lo, hi, 0, 1]] for lo, hi in parallel.split(
                 plan.blocks, parallel.threads())], (ins, outs))
+        if s.kind == "gemm":  # generated row-major GEMM (directconv.gemm_plan): channel groups as tasks
+            from dcopt.backends.cpu.directconv import DirectPlan
+
+            plan, fn = DirectPlan.from_params(p), self._native_function(p["kernel_name"])
+            head = [ins[0].ctypes.data, ins[1].ctypes.data, outs[0].ctypes.data, ins[2].ctypes.data if plan.bias else 0]
+            return parallel.bind_convs(fn, [[head + list(c) for c in task] for task in parallel.grid_tasks(
+                plan.tiling.total_groups, 1, parallel.threads())], (ins, outs))
         if s.kind == "matmul":
             return gemm.bind_matmul(ins[0], ins[1], outs[0], p["mode"])
         if s.kind == "conv":
