@@ -28,7 +28,7 @@ def _keyed(pipeline: tuple[list, str]) -> tuple[list, str]:
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Build directory to write.")
 @pipeline_options(default_level="3")
 @click.option("--target", default="cpu", show_default=True, type=click.Choice(["cpu"]), help="Code generator.")
-@click.option("--threads", type=int, default=None, help="BLAS threads at run time (default 1).")
+@click.option("--threads", type=int, default=None, help="Threads at run time (default: every core this process may use).")
 @click.option("--dim", "dims", multiple=True, metavar="SYMBOL=N", help="Size of a symbolic input dim (default 1).")
 @click.option("--patch", "patches", multiple=True, metavar="URI", help="Idea patch to apply (repeatable).")
 def compile_cmd(model, output, pipeline, target, threads, dims, patches):

@@ -114,3 +114,19 @@ def test_batched_matmul_with_broadcast_batch():
         out[:] = 0
         bind_matmul(a, b, out, "batched")()
         np.testing.assert_allclose(out, np.matmul(a, b), rtol=1e-4, atol=1e-5)
+
+
+def test_sessions_keep_their_own_thread_count(tmp_path, mlp):
+    """A session compiled for 2 threads keeps binding (new sizes included) for 2 after another
+    session set 1, and both keep matching the reference."""
+    import dcopt
+    from tests.backends.conftest import assert_matches_reference
+
+    two = dcopt.compile(mlp, threads=2, cache_dir=tmp_path)
+    one = dcopt.compile(mlp, threads=1, cache_dir=tmp_path)
+    assert (two.threads, one.threads) == (2, 1)
+    x = np.random.default_rng(0).standard_normal((3, 64)).astype(np.float32)  # new batch size: a new variant
+    assert_matches_reference(mlp, two, {"x": x})
+    assert two._model.threads == 2
+    assert_matches_reference(mlp, one, {"x": x[:1]})
+    assert parallel.set_threads(None) == parallel.available_cores()

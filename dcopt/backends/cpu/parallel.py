@@ -17,6 +17,7 @@ finds each row in the cache of the core that wrote it.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 
 import numpy as np
@@ -59,12 +60,32 @@ def _blas(name: str, proto):
 _THREADS = [1]
 
 
-def set_threads(threads: int) -> int:
-    """Threads of the pool (tasks per parallel step); BLAS stays single-threaded."""
-    threads = max(1, int(threads))
+def set_threads(threads: int | None) -> int:
+    """Threads the steps bound from now on are split for (None: every core this process may
+    run on); BLAS stays single-threaded, each task calling it on one core."""
+    threads = available_cores() if threads is None else max(1, int(threads))
     gemm.set_blas_threads(1)
     _THREADS[0] = threads
     return threads
+
+
+@contextlib.contextmanager
+def binding(threads: int):
+    """Bind steps for ``threads`` threads inside the block (a session's own count)."""
+    saved, _THREADS[0] = _THREADS[0], threads
+    try:
+        yield
+    finally:
+        _THREADS[0] = saved
+
+
+def available_cores() -> int:
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
 
 
 def threads() -> int:

@@ -176,9 +176,14 @@ def plan_arena(program: Program) -> tuple[dict[str, int], int]:
 class CompiledModel:
     """A program bound to memory and kernels; ``run(feeds)`` executes it."""
 
-    def __init__(self, program: Program, kernels: ModuleType, native=None):
+    def __init__(self, program: Program, kernels: ModuleType, native=None, threads: int | None = None):
         self.program = program
-        self.native = native  # the MCJIT engine of the generated conv kernels: keeps their code alive
+        self.native = native  # the MCJIT engine of the generated kernels: keeps their code alive
+        self.threads = parallel.threads() if threads is None else threads
+        with parallel.binding(self.threads):
+            self._bind_all(program, kernels)
+
+    def _bind_all(self, program: Program, kernels: ModuleType) -> None:
         offsets, size = plan_arena(program)
         self.arena = _aligned_zeros(size)
         self.arena_bytes = size

@@ -47,6 +47,7 @@ class CpuSession:
         self._builds = {tuple(sorted(built.bindings.items())): built}
         self._current = built
         self._model = CompiledModel(built.program, built.module, built.native)
+        self.threads = self._model.threads  # later variants (new sizes) are bound for the same count
         self._models = {tuple(sorted(built.bindings.items())): self._model}
         self._source = source
         self._cache_dir = cache_dir
@@ -117,7 +118,7 @@ class CpuSession:
             built = build.build(self._source, dims=bindings, pipeline=self._pipeline,
                                 patches=self.manifest["patches"], cache_dir=self._cache_dir, example_feeds=feeds)
             self._builds[key] = built
-            self._models[key] = CompiledModel(built.program, built.module, built.native)
+            self._models[key] = CompiledModel(built.program, built.module, built.native, self.threads)
         self._model, self._current = self._models[key], self._builds[key]
         self.manifest = self._current.manifest
         return self._model
@@ -174,13 +175,13 @@ def compile_model(model, *, pipeline="O3", target: str = "cpu", threads: int | N
 
 
 def set_threads(threads: int | None) -> None:
-    """Tasks per parallel step on the backend's one pool (:mod:`parallel`; BLAS itself stays
-    single-threaded). Default 1: on this shared 2-core machine a second thread stalls whenever
-    another process (or onnxruntime's spinning pool in the same process) holds the other core;
-    pass ``threads=2`` (what the benchmark harness does for every runtime) on a quiet machine."""
+    """Threads of the backend's one pool for the steps bound next (:mod:`parallel`; BLAS itself
+    stays single-threaded). Default: every core this process may use, as onnxruntime does. A
+    core another process holds no longer stalls a step: workers claim tasks and the calling
+    thread runs whatever no worker took (:mod:`threadpool`)."""
     from dcopt.backends.cpu.parallel import set_threads as set_pool_threads
 
-    set_pool_threads(1 if threads is None else threads)
+    set_pool_threads(threads)
 
 
 def load_build(path: str | os.PathLike, cache_dir=None, threads: int | None = None) -> CpuSession:

@@ -329,22 +329,21 @@ class NativePool:
             self._workers = []
 
 
-_POOL: list[NativePool] = []
+_POOLS: dict[int, NativePool] = {}
 _LOCK = threading.Lock()
 
 
 def pool(threads: int) -> NativePool:
-    """The process's pool with ``threads`` threads (the previous one is stopped if different)."""
+    """The process's pool with ``threads`` threads, started on first use. Sessions compiled for
+    different thread counts keep their own pools; an idle pool's workers sleep on the futex."""
     with _LOCK:
-        if _POOL and _POOL[0].threads == threads:
-            return _POOL[0]
-        if _POOL:
-            _POOL.pop().close()
-        _POOL.append(NativePool(threads))
-        return _POOL[0]
+        if threads not in _POOLS:
+            _POOLS[threads] = NativePool(threads)
+        return _POOLS[threads]
 
 
 @atexit.register
 def _shutdown() -> None:  # workers run code the engine owns: stop them before it is freed
-    while _POOL:
-        _POOL.pop().close()
+    with _LOCK:
+        while _POOLS:
+            _POOLS.popitem()[1].close()
