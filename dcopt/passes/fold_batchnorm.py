@@ -1,4 +1,5 @@
-"""Fold inference-mode BatchNormalization into the linear op before it ("fold-batchnorm").
+"""Fold inference-mode BatchNormalization into the linear op before it ("fold-batchnorm"), and a
+per-channel constant Mul or Add after a Conv into its weights and bias ("fold-channel-affine").
 
 At inference a BatchNormalization is a per-channel affine map ``y = s * (z - mean) + beta`` with
 ``s = gamma / sqrt(var + eps)``. When ``z`` comes from a linear op whose output channel axis is the
@@ -129,3 +130,55 @@ FOLD_BATCHNORM = RewriteRule("fold-batchnorm", BATCHNORM, _fold, _check,
 register_pass(RewritePass("fold-batchnorm", FOLD_BATCHNORM,
                           description="fold inference BatchNormalization into the preceding Conv/Gemm/MatMul"),
               aliases=("fold-bn",))
+
+
+# -- per-channel Mul / Add after a Conv (a "scale layer", e.g. Caffe's after BatchNorm) ----------
+CONV = Alt(Op("Conv", X, W, Const("b"), name="linear"), Op("Conv", X, W, name="linear"))
+CHANNEL_AFFINE = Alt(Op("Mul", CONV, Const("c"), name="affine"), Op("Add", CONV, Const("c"), name="affine"))
+
+
+def _channel_vector(graph: Graph, m: Match) -> np.ndarray | None:
+    """The Mul/Add constant as one value per output channel, or None if it varies elsewhere."""
+    c, w = m.const("c"), m.const("w")
+    out = graph.type_of(m.node("linear").outputs[0])
+    rank = out.rank if out is not None and out.rank is not None else 4
+    if c.ndim > rank:
+        return None
+    shape = (1,) * (rank - c.ndim) + c.shape
+    if any(d != 1 for i, d in enumerate(shape) if i != 1) or shape[1] not in (1, w.shape[0]):
+        return None
+    return np.broadcast_to(c.reshape(-1).astype(np.float64), (w.shape[0],))
+
+
+def _check_affine(graph: Graph, m: Match):
+    w, c = m.const("w"), m.const("c")
+    if w.dtype.kind != "f" or c.dtype != w.dtype:
+        return m.fail(f"the weights are {w.dtype} and the {m.node('affine').op} constant {c.dtype}; only matching "
+                      "float types fold", m.node("affine"))
+    if _channel_vector(graph, m) is None:
+        return m.fail(f"the {m.node('affine').op} constant {list(c.shape)} is not one value per output channel "
+                      f"(axis 1 of {w.shape[0]})", m.node("affine"))
+    return None
+
+
+def _fold_affine(graph: Graph, m: Match) -> Replacement:
+    linear, affine = m.node("linear"), m.node("affine")
+    w, c = m.const("w"), _channel_vector(graph, m)
+    bias = m.const("b").astype(np.float64) if "b" in m else np.zeros(w.shape[0])
+    if affine.op == "Mul":
+        w_new, b_new = w * c.reshape((-1,) + (1,) * (w.ndim - 1)), bias * c
+    else:
+        w_new, b_new = w, bias + c
+    rb = RewriteBuilder(graph)
+    weights = rb.const(w_new.astype(w.dtype), name="folded_w")
+    b_name = rb.const(np.asarray(b_new, dtype=w.dtype), name="folded_b")
+    out = rb.op("Conv", [m.value("x"), weights, b_name], like=m.root_value, attrs=dict(linear.attrs))
+    return rb.replace({m.root_value: out})
+
+
+FOLD_CHANNEL_AFFINE = RewriteRule("fold-channel-affine", CHANNEL_AFFINE, _fold_affine, _check_affine,
+                                  description="Mul/Add(Conv, per-channel constant) -> Conv with rescaled weights / "
+                                              "shifted bias")
+
+register_pass(RewritePass("fold-channel-affine", FOLD_CHANNEL_AFFINE,
+                          description="fold a per-channel constant Mul or Add after a Conv into its weights and bias"))

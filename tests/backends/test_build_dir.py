@@ -69,3 +69,12 @@ def test_patches_are_applied_and_recorded(tmp_path):
     assert sess.manifest["patches"] == ["fold_batchnorm"]
     x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
     assert_matches_reference(model, sess, {"image": x})
+
+
+def test_build_key_follows_the_optimizer_sources(monkeypatch):
+    """A changed pass (or importer, or op) must not be answered with a build the old one made."""
+    from dcopt.backends.cpu import build
+
+    key = build.build_key(b"model", "O3", [], {})
+    monkeypatch.setattr(build, "_optimizer_version", lambda: "another pass version")
+    assert build.build_key(b"model", "O3", [], {}) != key

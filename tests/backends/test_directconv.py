@@ -146,3 +146,21 @@ def test_compiled_models_match_onnxruntime(relu, threads, tmp_path):
     np.testing.assert_allclose(sess.run(None, {"x": x})[0], want, rtol=RTOL, atol=ATOL)
     again = dcopt.load(sess.save(tmp_path / "model.dcopt"), threads=threads, cache_dir=tmp_path)  # kernels.ll travels
     np.testing.assert_allclose(again.run(None, {"x": x})[0], want, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("cin, cout, hw, group", [(16, 40, 16, 1), (48, 24, 13, 3), (64, 96, 7, 1), (3, 20, 9, 1)])
+def test_pointwise_convs_match_onnxruntime(cin, cout, hw, group, threads, tmp_path):
+    """1x1 convs: pixel-vector kernel (rows stored whole; 13x13 reads past its last row into the
+    arena's slack), grouped ones per group, and 7x7 planes that take another path."""
+    import onnxruntime as ort
+
+    import dcopt
+
+    model = _conv_model(cin, cout, hw, 1, 1, 0, group, True)
+    x = np.random.default_rng(1).standard_normal((2, cin, hw, hw)).astype(np.float32)
+    sess = dcopt.compile(model, threads=threads, cache_dir=tmp_path, dims={"N": 2})
+    impls = [s.params.get("impl") for s in sess._current.program.steps if s.kind == "conv"]
+    assert impls == (["pointwise"] if directconv.pointwise_fits(hw * hw) else [None])
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(sess.run(None, {"x": x})[0], want, rtol=RTOL, atol=ATOL)

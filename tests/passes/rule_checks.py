@@ -16,7 +16,7 @@ from dcopt.passes.equivalence import assert_equivalent, random_feeds
 from dcopt.passes.rewrite import RewriteReport, apply_rules
 
 #: The O2 order proposed for pipelines.py (see the report of the "passes at four levels" issue).
-O2_STEPS = ["canonicalize", "simplify-algebra", "simplify-chains", "fold-batchnorm", "recognize-ops",
+O2_STEPS = ["canonicalize", "simplify-algebra", "simplify-chains", "fold-batchnorm", "fold-channel-affine", "recognize-ops",
             "simplify-chains", "canonicalize"]
 
 

@@ -16,6 +16,7 @@ directory load plus cached machine code.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -109,7 +110,17 @@ def build_key(model_bytes: bytes, pipeline, patches, bindings) -> str:
     h = hashlib.sha256(hashlib.sha256(model_bytes).digest())
     h.update(json.dumps([pipeline_label(pipeline), list(patches), sorted(bindings.items()), FORMAT_VERSION]).encode())
     h.update(json.dumps(compiler.toolchain(), sort_keys=True).encode())  # includes the backend's source hash
+    h.update(_optimizer_version().encode())
     return h.hexdigest()[:24]
+
+
+@functools.lru_cache(maxsize=None)
+def _optimizer_version() -> str:
+    """Source hash of everything between the model file and the lowering (import, ops, passes,
+    patches): a changed pass must not be answered with a build cached by the old one."""
+    from dcopt.kernels import source_hash
+
+    return source_hash(["dcopt.frontends", "dcopt.ir", "dcopt.ops", "dcopt.passes"])
 
 
 def cache_root(cache_dir=None) -> Path:

@@ -108,6 +108,9 @@ def bind_conv(x: np.ndarray, w: np.ndarray, out: np.ndarray, params: dict, scrat
     if params.get("impl") == "direct":
         return _bind_direct(x, w, out, directconv.DirectPlan.from_params(params), scratch, native(params["kernel_name"]),
                             bias)
+    if params.get("impl") == "pointwise":
+        return _bind_pointwise_kernel(x, w, out, directconv.DirectPlan.from_params(params), native(params["kernel_name"]),
+                                      bias)
     n, cin, h, wd = x.shape
     cout, oh, ow = out.shape[1], out.shape[2], out.shape[3]
     g = params["group"]
@@ -159,6 +162,25 @@ def bind_pointwise(x: np.ndarray, w: np.ndarray, out: np.ndarray, group: int = 1
                                                parallel.threads())]
              for b in range(n) for j in range(group)]
     return parallel.bind_gemms(parallel.merge(items), (x, w, out))
+
+
+def _bind_pointwise_kernel(x: np.ndarray, w: np.ndarray, out: np.ndarray, plan: "directconv.DirectPlan", fn,
+                           bias: np.ndarray | None) -> Callable[[], None]:
+    """A 1x1 conv through :func:`directconv.pointwise_plan`'s kernel: per image and conv group,
+    weight rows times the image's channel rows, tasks splitting the pixels (so each thread
+    writes, and the next layer finds in its cache, the same half of every plane)."""
+    s, g = plan.shape, plan.group
+    n, cin, cout = x.shape[0], x.shape[1], out.shape[1]
+    plane, cin_g, cout_g = s.rows_out, s.cin, s.ow
+    items = []
+    for b in range(n):
+        for j in range(g):
+            head = [w.ctypes.data + 4 * j * cout_g * cin_g, x.ctypes.data + 4 * (b * cin + j * cin_g) * plane,
+                    out.ctypes.data + 4 * (b * cout + j * cout_g) * plane,
+                    0 if bias is None else bias.ctypes.data + 4 * j * cout_g]
+            items.append([[head + list(c) for c in task]
+                          for task in parallel.grid_tasks(plan.tiling.total_groups, 1, parallel.threads())])
+    return parallel.bind_convs(fn, parallel.merge(items), (x, w, out, bias))
 
 
 def _bind_direct(x: np.ndarray, w: np.ndarray, out: np.ndarray, plan: "directconv.DirectPlan", scratch: np.ndarray,

@@ -17,6 +17,8 @@ kernel computes and has the same iteration shape.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from dcopt.backends.cpu import directconv, ewops, matvec
@@ -283,6 +285,13 @@ class Lowering(OpLowerings):
         geometry = dict(kernel=[int(kh), int(kw)], strides=[int(s) for s in strides], pads=[int(p) for p in begin],
                         dilations=[int(d) for d in dil], group=group)
         depthwise = bool(group == cin == wt.shape[0] and group > 1)
+        n_img, _, oh, ow = self.shape(out)
+        if (geometry["kernel"] == [1, 1] and geometry["strides"] == [1, 1] and geometry["pads"] == [0, 0]
+                and not depthwise and directconv.pointwise_fits(oh * ow) and self.const(x) is None):
+            pointwise = directconv.pointwise_plan(cin // group, wt.shape[0] // group, oh * ow)
+            if pointwise is not None:
+                self._lower_direct_conv(node, x, wt, b, out, pointwise, geometry)
+                return
         direct = directconv.plan(self.shape(x), wt.shape, self.shape(out), **geometry)
         if direct is not None:
             self._lower_direct_conv(node, x, wt, b, out, direct, geometry)
@@ -299,9 +308,16 @@ class Lowering(OpLowerings):
         it too and writes the Relu's output: no elementwise pass over the result."""
         relu = self.sole_reader(out, "Relu")
         direct = direct.with_epilogue(bias=b is not None, relu=relu is not None)
-        inputs = [x, self.add_param(directconv.pack_grouped(wt, direct), "conv_w")]
-        if b is not None:
-            inputs.append(self.add_param(directconv.pack_bias(self.const(b), direct), "conv_b"))
+        if direct.shape.w_stride:  # pointwise: weights and bias read as they are, [cout, cin/g] and [cout]
+            packed, bias = wt.reshape(wt.shape[0], -1).astype(np.float32), None if b is None else self.const(b)
+            geometry["group"] = int(geometry["group"])
+            direct = dataclasses.replace(direct, group=geometry["group"])
+        else:
+            packed = directconv.pack_grouped(wt, direct)
+            bias = None if b is None else directconv.pack_bias(self.const(b), direct)
+        inputs = [x, self.add_param(packed, "conv_w")]
+        if bias is not None:
+            inputs.append(self.add_param(bias.astype(np.float32).reshape(-1), "conv_b"))
         if relu is not None:
             self.absorbed.add(id(relu))
             out = relu.outputs[0]

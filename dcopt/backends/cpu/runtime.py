@@ -83,7 +83,7 @@ def sibling_convs(program: Program, member: Mapping[str, tuple[str, int]]) -> li
     groups: dict[str, list[int]] = {}
     for i, s in enumerate(program.steps):
         p = s.params
-        if (s.kind == "conv" and p.get("impl") != "direct" and p["kernel"] == [1, 1] and p["strides"] == [1, 1] and p["pads"] == [0, 0]
+        if (s.kind == "conv" and p.get("impl") is None and p["kernel"] == [1, 1] and p["strides"] == [1, 1] and p["pads"] == [0, 0]
                 and p["group"] == 1 and program.types[s.inputs[0]][0][0] == 1
                 and s.outputs[0] not in fixed and s.outputs[0] not in member):
             groups.setdefault(s.inputs[0], []).append(i)
@@ -185,7 +185,9 @@ class CompiledModel:
 
     def _bind_all(self, program: Program, kernels: ModuleType) -> None:
         offsets, size = plan_arena(program)
-        self.arena = _aligned_zeros(size)
+        # Slack after the last buffer: generated kernels may read (never write) up to one vector
+        # past the end of a row they stream (pointwise convs, the last row of the image).
+        self.arena = _aligned_zeros(size + ALIGN)
         self.arena_bytes = size
         # Weights as writeable C arrays: kernels are compiled for exactly that array type (a
         # read-only array, e.g. one imported from ONNX bytes, would match no compiled signature).
