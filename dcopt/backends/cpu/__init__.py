@@ -7,7 +7,8 @@ Pipeline of one compile (``dcopt.compile`` -> :func:`session.compile_model`)::
       -> generate (renderer: numba source; directconv, matvec: LLVM IR)
       -> compile (compiler, dcopt.kernels store) -> bind buffers and task tables (runtime)
 
-Modules: ``directconv`` register-blocked direct convolutions with fused bias/ReLU (LLVM IR),
+Modules: ``directconv`` register-blocked direct convolutions with fused bias/ReLU (plans; ``conv_ir``
+writes their LLVM IR),
 ``matvec`` batch-1 dense layers (LLVM IR), ``threadpool`` the native work-claiming pool,
 ``parallel`` how GEMMs and convs are cut into tasks (OpenBLAS single-threaded per task),
 ``tasks`` numba kernels as pool tasks, ``mathlib`` vectorizable scalar math, ``library`` fixed

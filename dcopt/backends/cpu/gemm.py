@@ -106,11 +106,11 @@ def bind_conv(x: np.ndarray, w: np.ndarray, out: np.ndarray, params: dict, scrat
     kernels (:mod:`directconv`, resolved by ``native(name)`` to a ctypes function), which may
     add ``bias`` themselves."""
     if params.get("impl") == "direct":
-        return _bind_direct(x, w, out, directconv.DirectPlan.from_params(params), scratch, native(params["kernel_name"]),
-                            bias)
+        plan = directconv.DirectPlan.from_params(params)
+        return _bind_direct(x, w, out, plan, scratch, native(params["kernel_name"]), bias)
     if params.get("impl") == "pointwise":
-        return _bind_pointwise_kernel(x, w, out, directconv.DirectPlan.from_params(params), native(params["kernel_name"]),
-                                      bias)
+        plan = directconv.DirectPlan.from_params(params)
+        return _bind_pointwise_kernel(x, w, out, plan, native(params["kernel_name"]), bias)
     n, cin, h, wd = x.shape
     cout, oh, ow = out.shape[1], out.shape[2], out.shape[3]
     g = params["group"]

@@ -77,7 +77,8 @@ def _block_function(name: str, plan: MatvecPlan, vectors: int, tail: int) -> str
     init = []
     for v in range(vectors):
         if plan.bias:
-            lines += [f"  %bp{v} = getelementptr float, ptr %b, i64 {v * LANES}", f"  %bv{v} = load {vt}, ptr %bp{v}, align 4"]
+            lines += [f"  %bp{v} = getelementptr float, ptr %b, i64 {v * LANES}",
+                      f"  %bv{v} = load {vt}, ptr %bp{v}, align 4"]
         init.append(f"%bv{v}" if plan.bias else "zeroinitializer")
     lines += ["  br label %loop", "loop:", "  %k = phi i64 [0, %entry], [%k.next, %loop]"]
     phis = len(lines)
@@ -101,7 +102,8 @@ def _block_function(name: str, plan: MatvecPlan, vectors: int, tail: int) -> str
         lines.append(f"  %yp{v} = getelementptr float, ptr %y, i64 {v * LANES}")
         if v == vectors - 1 and tail < LANES:
             mask = "<" + ", ".join(f"i1 {1 if c < tail else 0}" for c in range(LANES)) + ">"
-            lines.append(f"  call void @llvm.masked.store.v16f32.p0({vt} {val}, ptr %yp{v}, i32 4, <{LANES} x i1> {mask})")
+            lines.append(f"  call void @llvm.masked.store.v16f32.p0({vt} {val}, ptr %yp{v}, i32 4, "
+                         f"<{LANES} x i1> {mask})")
         else:
             lines.append(f"  store {vt} {val}, ptr %yp{v}, align 4")
     lines += ["  ret void", "}"]

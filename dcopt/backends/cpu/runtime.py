@@ -83,8 +83,8 @@ def sibling_convs(program: Program, member: Mapping[str, tuple[str, int]]) -> li
     groups: dict[str, list[int]] = {}
     for i, s in enumerate(program.steps):
         p = s.params
-        if (s.kind == "conv" and p.get("impl") is None and p["kernel"] == [1, 1] and p["strides"] == [1, 1] and p["pads"] == [0, 0]
-                and p["group"] == 1 and program.types[s.inputs[0]][0][0] == 1
+        if (s.kind == "conv" and p.get("impl") is None and p["kernel"] == [1, 1] and p["strides"] == [1, 1]
+                and p["pads"] == [0, 0] and p["group"] == 1 and program.types[s.inputs[0]][0][0] == 1
                 and s.outputs[0] not in fixed and s.outputs[0] not in member):
             groups.setdefault(s.inputs[0], []).append(i)
     return [g for g in groups.values() if len(g) > 1]
@@ -259,9 +259,10 @@ class CompiledModel:
             n, c, h, w = x.shape
             tail = [h, w, *o.shape[2:], *p["kernel"], *p["strides"], *p["pads"], *p["pads_end"], int(p["is_max"]),
                     int(p["include_pad"])]
+            pieces = parallel.split(c, parallel.threads())
             return tasks.bind_table(tasks.library_task("pool"), parallel.merge(
-                [[[[lo, hi, x[b].ctypes.data, o[b].ctypes.data, *tail]] for lo, hi in parallel.split(c, parallel.threads())]
-                 for b in range(n)]), (x, o))
+                [[[[lo, hi, x[b].ctypes.data, o[b].ctypes.data, *tail]] for lo, hi in pieces] for b in range(n)]),
+                (x, o))
         if s.kind == "lrn":
             shape3 = (ins[0].shape[0], ins[0].shape[1], -1)
             x, o, fn = ins[0].reshape(shape3), outs[0].reshape(shape3), library.lrn
@@ -291,8 +292,9 @@ class CompiledModel:
                                    rows, (x, o))
         if s.kind == "layernorm":
             eps = tasks.scalar_cell(p["eps"])
-            return tasks.bind_rows(tasks.library_task("layernorm"), [x.ctypes.data, ins[1].ctypes.data,
-                                   ins[2].ctypes.data, o.ctypes.data], [n, eps.ctypes.data], rows, (x, o, ins[1], ins[2], eps))
+            head = [x.ctypes.data, ins[1].ctypes.data, ins[2].ctypes.data, o.ctypes.data]
+            return tasks.bind_rows(tasks.library_task("layernorm"), head, [n, eps.ctypes.data], rows,
+                                   (x, o, ins[1], ins[2], eps))
         return tasks.bind_rows(tasks.library_task("reduce"), [x.ctypes.data, o.ctypes.data], [n, int(p["op"])], rows,
                                (x, o))
 
