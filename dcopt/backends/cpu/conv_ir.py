@@ -167,9 +167,9 @@ def _row_calls(tiling_px: int, shape: ConvShape, tile: str, rem_tile: str | None
         out.append(f"  %{label}x{j} = getelementptr float, ptr %xi, i64 {j0 * shape.sw}")
         out.append(f"  %{label}o{j} = getelementptr float, ptr %oi, i64 {j0 * (shape.rows_out or 1)}")
         bias = "%bg"
-        if shape.w_stride:  # per-row bias: the tile's first row
+        if shape.w_stride:  # per-row bias: the tile's first row (of this row block)
             bias = f"%{label}b{j}"
-            out.append(f"  {bias} = getelementptr float, ptr %b, i64 {j0}")
+            out.append(f"  {bias} = getelementptr float, ptr %bi, i64 {j0}")
         out.append(f"  call void @\"{fn}\"(ptr %{label}x{j}, ptr {wg}, ptr %{label}o{j}, ptr {bias}, i64 {valid})")
     return out
 
@@ -207,6 +207,7 @@ def generate_functions(shape: ConvShape, tiling: Tiling, name: str, bias: bool =
            "ibody:",
            f"  %xio = mul i64 %i, {s.sh * s.wp}", "  %xi = getelementptr float, ptr %x, i64 %xio",
            f"  %oio = mul i64 %i, {s.ow * (s.rows_out or 1)}", "  %oi = getelementptr float, ptr %og, i64 %oio",
+           f"  %bio = mul i64 %i, {s.ow}", "  %bi = getelementptr float, ptr %b, i64 %bio",
            "  br i1 %isrem, label %last, label %full",
            "full:"]
     drv += _row_calls(t.px, s, f"{name}.full", f"{name}.full_rem" if rem_px else None, "%wg", "%valid", "f")

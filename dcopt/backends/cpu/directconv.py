@@ -35,7 +35,7 @@ import numpy as np
 from dcopt.backends.cpu.conv_ir import LANES, UNROLL_TAPS, generate_functions, module_ir  # noqa: F401 (re-exported)
 
 #: Bump when the generated code changes in a way the shapes do not show (part of kernel names).
-KERNEL_VERSION = 5
+KERNEL_VERSION = 6
 # Tile limits, measured (znver5, one core, ResNet/Inception conv shapes, every tile swept):
 # 7x3, 7x2, 8x2, 10x2 and 14x1 tiles reach 220-240 GFLOP/s; 24 accumulators (8x3, 6x4) fell to
 # 150-170 (register spills: 32 zmm hold the accumulators, the weight vectors and a broadcast)
@@ -46,6 +46,7 @@ MAX_VECTORS = 3
 # the image was faster: C_in 64 at 56x56 153 vs ~190 GFLOP/s, C_in 16 74. From 256 up the kernel
 # won (206 vs ~195 at 56x56) and by far on small planes (C_in 512-2048 at 7x7: 225 vs 125-160).
 POINTWISE_MIN_CHANNELS = 192
+POINTWISE_ROW_BLOCKS = 4  # see pointwise_plan
 
 
 @dataclass(frozen=True)
@@ -267,6 +268,11 @@ def pointwise_plan(cin: int, cout: int, plane: int) -> DirectPlan | None:
     150-225. The conv's bias is per output channel, i.e. per row here. None without AVX-512."""
     if not supported():
         return None
-    shape = ConvShape(cin, plane, 1, 1, 1, cin, 1, 1, 1, 1, 1, cout, rows_out=plane, w_stride=plane)
+    # The output channels run in POINTWISE_ROW_BLOCKS blocks (the driver's "rows", ``sh`` apart in
+    # the weights): with only ~7 pixel groups on a 14x14 plane, groups alone split 3:4 between
+    # two threads; groups x row blocks split evenly.
+    blocks = POINTWISE_ROW_BLOCKS if cout % POINTWISE_ROW_BLOCKS == 0 else 1
+    rows = cout // blocks
+    shape = ConvShape(cin, plane, 1, 1, rows * cin, cin, 1, 1, 1, 1, blocks, rows, rows_out=plane, w_stride=plane)
     tiling = choose_tiling(shape)
     return DirectPlan(shape, tiling, kernel_name(shape, tiling), 1, (0, 0), False)

@@ -171,7 +171,7 @@ def _bind_pointwise_kernel(x: np.ndarray, w: np.ndarray, out: np.ndarray, plan: 
     writes, and the next layer finds in its cache, the same half of every plane)."""
     s, g = plan.shape, plan.group
     n, cin, cout = x.shape[0], x.shape[1], out.shape[1]
-    plane, cin_g, cout_g = s.rows_out, s.cin, s.ow
+    plane, cin_g, cout_g = s.rows_out, s.cin, s.ow * s.oh
     items = []
     for b in range(n):
         for j in range(g):
@@ -179,7 +179,7 @@ def _bind_pointwise_kernel(x: np.ndarray, w: np.ndarray, out: np.ndarray, plan: 
                     out.ctypes.data + 4 * (b * cout + j * cout_g) * plane,
                     0 if bias is None else bias.ctypes.data + 4 * j * cout_g]
             items.append([[head + list(c) for c in task]
-                          for task in parallel.grid_tasks(plan.tiling.total_groups, 1, parallel.threads())])
+                          for task in parallel.grid_tasks(plan.tiling.total_groups, s.oh, parallel.threads())])
     return parallel.bind_convs(fn, parallel.merge(items), (x, w, out, bias))
 
 
