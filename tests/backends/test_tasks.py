@@ -63,6 +63,11 @@ def test_channel_tasks_match_serial_kernels(threads):
     tasks.bind_table(tasks.library_task("depthwise"), [[[lo, hi, x.ctypes.data, wt.ctypes.data, got.ctypes.data,
                                                          *tail]] for lo, hi in parallel.split(c, threads)], (x, got))()
     np.testing.assert_array_equal(got, want)
+    want, got, cell = np.empty((1, c, h * w), np.float32), np.empty((1, c, h * w), np.float32), np.array([1e-2, 0.75, 2.0])
+    library.lrn(x.reshape(1, c, -1), want, 5, 1e-2, 0.75, 2.0)
+    tasks.bind_rows(tasks.library_task("lrn"), [x.ctypes.data, got.ctypes.data], [1, c, h * w, 5, cell.ctypes.data], c,
+                    (x, got, cell))()
+    np.testing.assert_array_equal(got, want)
     want, got = np.empty((c, 15 * 14), np.float32), np.full((c, 15 * 14), np.nan, np.float32)
     library.pad_planes(x[0], want, 2, 1, 14)
     tasks.bind_table(tasks.library_task("pad"), [[[lo, hi, x.ctypes.data, got.ctypes.data, h, w, 15 * 14, 2, 1, 14]]

@@ -397,13 +397,19 @@ def lrn(x, out, size, alpha, beta, bias):
     """LocalResponseNormalization across channels of ``x`` [N, C, HW] (ONNX window: from
     c - floor((size-1)/2) to c + ceil((size-1)/2)). beta == 0.75 (AlexNet, GoogLeNet) is
     computed as rsqrt * sqrt(rsqrt), which vectorizes; other betas use a scalar power."""
+    lrn_channels(x, out, size, alpha, beta, bias, 0, x.shape[1])
+
+
+@njit(**_OPTS)
+def lrn_channels(x, out, size, alpha, beta, bias, c0, c1):
+    """:func:`lrn` for output channels ``[c0, c1)`` (a pool task's share; it reads neighbours)."""
     n, c, hw = x.shape
     lo_off, hi_off = (size - 1) // 2, size - 1 - (size - 1) // 2
     acc = np.empty(hw, np.float32)
     scale = np.float32(alpha / size)
     fast = beta == 0.75
     for b in range(n):
-        for ch in range(c):
+        for ch in range(c0, c1):
             acc[:] = _Z
             for k in range(max(0, ch - lo_off), min(c - 1, ch + hi_off) + 1):
                 src = x[b, k]

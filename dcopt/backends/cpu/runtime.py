@@ -263,11 +263,12 @@ class CompiledModel:
             return tasks.bind_table(tasks.library_task("pool"), parallel.merge(
                 [[[[lo, hi, x[b].ctypes.data, o[b].ctypes.data, *tail]] for lo, hi in pieces] for b in range(n)]),
                 (x, o))
-        if s.kind == "lrn":
-            shape3 = (ins[0].shape[0], ins[0].shape[1], -1)
-            x, o, fn = ins[0].reshape(shape3), outs[0].reshape(shape3), library.lrn
-            args = (int(p["size"]), float(p["alpha"]), float(p["beta"]), float(p["bias"]))
-            return lambda: fn(x, o, *args)
+        if s.kind == "lrn":  # channel ranges as pool tasks (each reads its neighbours' inputs)
+            n, c = ins[0].shape[:2]
+            hw = ins[0].size // (n * c)
+            cell = np.array([p["alpha"], p["beta"], p["bias"]], np.float64)
+            return tasks.bind_rows(tasks.library_task("lrn"), [ins[0].ctypes.data, outs[0].ctypes.data],
+                                   [n, c, hw, int(p["size"]), cell.ctypes.data], c, (ins[0], outs[0], cell))
         if s.kind == "transpose":
             src, dst, copy = ins[0].transpose(p["perm"]), outs[0], np.copyto
             return lambda: copy(dst, src)

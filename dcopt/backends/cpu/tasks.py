@@ -98,7 +98,16 @@ def _pad(row):
     library.pad_planes(x, xp, r[7], r[8], r[9])
 
 
-_LIBRARY = {"softmax": _softmax, "layernorm": _layernorm, "reduce": _reduce, "pool": _pool,
+def _lrn(row):
+    # lo, hi (channels), x, out, n, c, hw, size, params (float64 [alpha, beta, bias])
+    r = carray(row, (9,))
+    x = carray(f32(r[2]), (r[4], r[5], r[6]))
+    out = carray(f32(r[3]), (r[4], r[5], r[6]))
+    p = carray(f64(r[8]), (3,))
+    library.lrn_channels(x, out, r[7], p[0], p[1], p[2], r[0], r[1])
+
+
+_LIBRARY = {"lrn": _lrn, "softmax": _softmax, "layernorm": _layernorm, "reduce": _reduce, "pool": _pool,
             "depthwise": _depthwise, "pad": _pad}
 
 
