@@ -164,3 +164,39 @@ def test_pointwise_convs_match_onnxruntime(cin, cout, hw, group, threads, tmp_pa
     assert impls == (["pointwise"] if directconv.pointwise_fits(hw * hw) else [None])
     want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(sess.run(None, {"x": x})[0], want, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("op", ["Add", "Sum"])
+@pytest.mark.parametrize("order", ["shortcut first", "conv first", "late operand"])
+def test_residual_add_fuses_into_pointwise_conv(op, order, tmp_path):
+    """ResNet's block end: 1x1 conv + shortcut, then Relu. The conv lowered second absorbs the
+    add (whichever comes first in the graph); an operand computed only after the conv (here a
+    Sigmoid placed after it) is not ready, so the add stays an elementwise step."""
+    import onnxruntime as ort
+
+    import dcopt
+
+    rng = np.random.default_rng(4)
+    w = (rng.standard_normal((32, 16, 1, 1)) / 4).astype(np.float32)
+    ws = (rng.standard_normal((32, 16, 1, 1)) / 4).astype(np.float32)
+    b = rng.standard_normal(32).astype(np.float32)
+    conv = helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[1, 1])
+    shortcut = helper.make_node("Conv", ["x", "ws"], ["s"], kernel_shape=[1, 1])
+    if order == "late operand":
+        shortcut = helper.make_node("Sigmoid", ["x2"], ["s"])
+    nodes = ([shortcut, conv] if order == "shortcut first" else [conv, shortcut]) + [
+        helper.make_node(op, ["c", "s"], ["a"]), helper.make_node("Relu", ["a"], ["y"])]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 16, 16]),
+              helper.make_tensor_value_info("x2", TensorProto.FLOAT, [1, 32, 16, 16])]
+    graph = helper.make_graph(nodes, "res", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(a, n) for a, n in ((w, "w"), (ws, "ws"), (b, "b"))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    sess = dcopt.compile(model, threads=2, cache_dir=tmp_path, pipeline="O0")
+    steps = sess._current.program.steps
+    fused = [s.params.get("residual") for s in steps if s.kind == "conv"]
+    assert fused == ([False] if order == "late operand" else [False, True])
+    assert (sum(s.kind == "ew" for s in steps) > 0) == (order == "late operand")
+    feeds = {"x": rng.standard_normal((1, 16, 16, 16)).astype(np.float32),
+             "x2": rng.standard_normal((1, 32, 16, 16)).astype(np.float32)}
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    np.testing.assert_allclose(sess.run(None, feeds)[0], want, rtol=RTOL, atol=ATOL)

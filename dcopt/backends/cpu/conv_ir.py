@@ -23,7 +23,8 @@ def _vec(values) -> str:
     return "<" + ", ".join(values) + ">"
 
 
-def _tile_function(name: str, shape: ConvShape, px: int, cv: int, bias: bool, relu: bool, transpose: bool) -> str:
+def _tile_function(name: str, shape: ConvShape, px: int, cv: int, bias: bool, relu: bool, transpose: bool,
+                   residual: bool = False) -> str:
     """IR of one tile: ``px`` pixels x ``cv`` vectors, reduction over cin x kh x kw; the
     accumulators start at the bias (``bias``) and ReLU is applied before the store (``relu``)."""
     s = shape
@@ -32,7 +33,8 @@ def _tile_function(name: str, shape: ConvShape, px: int, cv: int, bias: bool, re
     step = s.kh * s.kw * cv * LANES  # weight floats per input channel
     vt = f"<{LANES} x float>"
     lines = [f"define internal void @\"{name}\"(ptr noalias nocapture readonly %x, ptr noalias nocapture readonly %w, "
-             f"ptr noalias nocapture %out, ptr noalias nocapture readonly %b, i64 %valid) #1 {{", "entry:"]
+             f"ptr noalias nocapture %out, ptr noalias nocapture readonly %b, i64 %valid, "
+             f"ptr noalias nocapture readonly %res) #1 {{", "entry:"]
     init = {}
     for q in range(cv):
         if bias and not s.w_stride:
@@ -98,6 +100,12 @@ def _tile_function(name: str, shape: ConvShape, px: int, cv: int, bias: bool, re
         offs = _vec(f"i64 {(q * LANES + c) * plane_out}" for c in range(LANES))
         lines.append(f"  %m{q} = icmp slt <{LANES} x i64> {qlanes}, %vsplat")
         for p in range(px):
+            if residual:  # + the residual, laid out like the output (pixel-major rows only)
+                lines += [f"  %rp{p}_{q} = getelementptr float, ptr %res, i64 {p * s.rows_out + q * LANES}",
+                          f"  %rv{p}_{q} = call {vt} @llvm.masked.load.v16f32.p0(ptr %rp{p}_{q}, i32 4, "
+                          f"<{LANES} x i1> %m{q}, {vt} zeroinitializer)",
+                          f"  %ra{p}_{q} = fadd {vt} {cur[p, q]}, %rv{p}_{q}"]
+                cur[p, q] = f"%ra{p}_{q}"
             if relu:  # select, not maxnum: NaN stays NaN as in the reference's np.maximum
                 lines.append(f"  %neg{p}_{q} = fcmp olt {vt} {cur[p, q]}, zeroinitializer")
                 lines.append(f"  %r{p}_{q} = select <{LANES} x i1> %neg{p}_{q}, {vt} zeroinitializer, {vt} {cur[p, q]}")
@@ -170,13 +178,19 @@ def _row_calls(tiling_px: int, shape: ConvShape, tile: str, rem_tile: str | None
         if shape.w_stride:  # per-row bias: the tile's first row (of this row block)
             bias = f"%{label}b{j}"
             out.append(f"  {bias} = getelementptr float, ptr %bi, i64 {j0}")
-        out.append(f"  call void @\"{fn}\"(ptr %{label}x{j}, ptr {wg}, ptr %{label}o{j}, ptr {bias}, i64 {valid})")
+        out.append(f"  %{label}r{j} = getelementptr float, ptr %ri, i64 {j0 * (shape.rows_out or 1)}")
+        out.append(f"  call void @\"{fn}\"(ptr %{label}x{j}, ptr {wg}, ptr %{label}o{j}, ptr {bias}, i64 {valid}, "
+                   f"ptr %{label}r{j})")
     return out
 
 
-def generate_functions(shape: ConvShape, tiling: Tiling, name: str, bias: bool = False, relu: bool = False) -> str:
+def generate_functions(shape: ConvShape, tiling: Tiling, name: str, bias: bool = False, relu: bool = False,
+                       residual: bool = False) -> str:
     """LLVM IR of one conv's tile functions and its exported row/group driver ``name``
-    (``name(x, w, out, b, g0, g1, r0, r1)``; ``b``: the bias padded to whole channel blocks)."""
+    (``name(x, w, out, b, g0, g1, r0, r1, res)``; ``b``: the bias padded to whole channel blocks;
+    ``res``: a tensor added before the ReLU, laid out like ``out`` -- pixel-major outputs only)."""
+    if residual and not shape.rows_out:
+        raise ValueError("a fused residual needs a pixel-major output (rows_out)")
     s, t = shape, tiling
     rem_px = s.ow % t.px
     funcs = {(t.px, t.cv): f"{name}.full"}
@@ -186,18 +200,19 @@ def generate_functions(shape: ConvShape, tiling: Tiling, name: str, bias: bool =
         funcs[(t.px, t.cv_rem)] = f"{name}.last"
         if rem_px:
             funcs[(rem_px, t.cv_rem)] = f"{name}.last_rem"
-    body = [_tile_function(fn, s, px, cv, bias, relu, t.transpose) for (px, cv), fn in funcs.items()]
+    body = [_tile_function(fn, s, px, cv, bias, relu, t.transpose, residual) for (px, cv), fn in funcs.items()]
     k = s.cin * s.kh * s.kw
     group_w = t.cv * LANES * (1 if s.w_stride else k)
     group_o = t.cv * LANES * (1 if s.rows_out else s.oh * s.ow)
     drv = [f"define void @{name}(ptr noalias %x, ptr noalias %w, ptr noalias %out, ptr noalias %b, i64 %g0, "
-           f"i64 %g1, i64 %r0, i64 %r1) #0 {{",
+           f"i64 %g1, i64 %r0, i64 %r1, ptr noalias %res) #0 {{",
            "entry:", "  br label %gloop",
            "gloop:", "  %g = phi i64 [%g0, %entry], [%g.next, %gnext]",
            "  %gdone = icmp sge i64 %g, %g1", "  br i1 %gdone, label %exit, label %gbody",
            "gbody:",
            f"  %wgo = mul i64 %g, {group_w}", "  %wg = getelementptr float, ptr %w, i64 %wgo",
            f"  %ogo = mul i64 %g, {group_o}", "  %og = getelementptr float, ptr %out, i64 %ogo",
+           "  %rg = getelementptr float, ptr %res, i64 %ogo",
            f"  %co0 = mul i64 %g, {t.cv * LANES}", f"  %valid = sub i64 {s.cout}, %co0",
            "  %bg = getelementptr float, ptr %b, i64 %co0",
            f"  %isrem = icmp eq i64 %g, {t.groups}",
@@ -207,6 +222,7 @@ def generate_functions(shape: ConvShape, tiling: Tiling, name: str, bias: bool =
            "ibody:",
            f"  %xio = mul i64 %i, {s.sh * s.wp}", "  %xi = getelementptr float, ptr %x, i64 %xio",
            f"  %oio = mul i64 %i, {s.ow * (s.rows_out or 1)}", "  %oi = getelementptr float, ptr %og, i64 %oio",
+           "  %ri = getelementptr float, ptr %rg, i64 %oio",
            f"  %bio = mul i64 %i, {s.ow}", "  %bi = getelementptr float, ptr %b, i64 %bio",
            "  br i1 %isrem, label %last, label %full",
            "full:"]
@@ -224,6 +240,7 @@ def generate_functions(shape: ConvShape, tiling: Tiling, name: str, bias: bool =
 MODULE_TAIL = """declare <16 x float> @llvm.fma.v16f32(<16 x float>, <16 x float>, <16 x float>)
 declare void @llvm.masked.scatter.v16f32.v16p0(<16 x float>, <16 x ptr>, i32 immarg, <16 x i1>)
 declare void @llvm.masked.store.v16f32.p0(<16 x float>, ptr, i32 immarg, <16 x i1>)
+declare <16 x float> @llvm.masked.load.v16f32.p0(ptr, i32 immarg, <16 x i1>, <16 x float>)
 attributes #0 = { nounwind "no-trapping-math"="true" }
 attributes #1 = { noinline nounwind "no-trapping-math"="true" }
 """
@@ -235,6 +252,7 @@ def module_ir(functions: dict[str, str]) -> str:
     return "\n\n".join(functions[k] for k in sorted(functions)) + "\n\n" + MODULE_TAIL
 
 
-def generate_ir(shape: ConvShape, tiling: Tiling, name: str = "conv", bias: bool = False, relu: bool = False) -> str:
+def generate_ir(shape: ConvShape, tiling: Tiling, name: str = "conv", bias: bool = False,
+                relu: bool = False) -> str:
     """A self-contained module with one kernel (tests and experiments)."""
     return module_ir({name: generate_functions(shape, tiling, name, bias, relu)})

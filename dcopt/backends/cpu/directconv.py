@@ -35,7 +35,7 @@ import numpy as np
 from dcopt.backends.cpu.conv_ir import LANES, UNROLL_TAPS, generate_functions, module_ir  # noqa: F401 (re-exported)
 
 #: Bump when the generated code changes in a way the shapes do not show (part of kernel names).
-KERNEL_VERSION = 6
+KERNEL_VERSION = 7
 # Tile limits, measured (znver5, one core, ResNet/Inception conv shapes, every tile swept):
 # 7x3, 7x2, 8x2, 10x2 and 14x1 tiles reach 220-240 GFLOP/s; 24 accumulators (8x3, 6x4) fell to
 # 150-170 (register spills: 32 zmm hold the accumulators, the weight vectors and a broadcast)
@@ -136,11 +136,12 @@ def pack_weights(w: np.ndarray, shape: ConvShape, tiling: Tiling) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate(parts))
 
 
-def kernel_name(shape: ConvShape, tiling: Tiling, bias: bool = False, relu: bool = False) -> str:
+def kernel_name(shape: ConvShape, tiling: Tiling, bias: bool = False, relu: bool = False,
+                residual: bool = False) -> str:
     """Content-derived symbol of one specialised kernel (equal convs share it)."""
     import hashlib
 
-    text = repr((shape, tiling, bias, relu, KERNEL_VERSION))
+    text = repr((shape, tiling, bias, relu, residual, KERNEL_VERSION))
     return "dcopt_conv_" + hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
@@ -170,17 +171,18 @@ class DirectPlan:
     padded: bool
     bias: bool = False  # the kernel adds a bias (accumulators start at it)
     relu: bool = False  # and applies ReLU before storing
+    residual: bool = False  # and, before the ReLU, adds a tensor laid out like its output
 
-    def with_epilogue(self, bias: bool, relu: bool) -> "DirectPlan":
-        """This plan with a fused bias and/or ReLU (a different kernel, so a different name)."""
+    def with_epilogue(self, bias: bool, relu: bool, residual: bool = False) -> "DirectPlan":
+        """This plan with a fused bias, residual and/or ReLU (a different kernel and name)."""
         import dataclasses
 
-        return dataclasses.replace(self, bias=bias, relu=relu,
-                                   name=kernel_name(self.shape, self.tiling, bias, relu))
+        return dataclasses.replace(self, bias=bias, relu=relu, residual=residual,
+                                   name=kernel_name(self.shape, self.tiling, bias, relu, residual))
 
     def functions(self) -> str:
         """The LLVM IR of this plan's kernel (:func:`generate_functions`)."""
-        return generate_functions(self.shape, self.tiling, self.name, self.bias, self.relu)
+        return generate_functions(self.shape, self.tiling, self.name, self.bias, self.relu, self.residual)
 
     @property
     def packed_size(self) -> int:
@@ -193,13 +195,13 @@ class DirectPlan:
         return {"impl": "direct", "kernel_name": self.name, "conv_shape": list(self.shape.__dict__.values()),
                 "tiling": [self.tiling.px, self.tiling.cv, self.tiling.groups, self.tiling.cv_rem,
                            self.tiling.transpose],
-                "padded": self.padded, "bias": self.bias, "relu": self.relu,
+                "padded": self.padded, "bias": self.bias, "relu": self.relu, "residual": self.residual,
                 "impl": "pointwise" if self.shape.w_stride else "direct"}
 
     @classmethod
     def from_params(cls, p: dict) -> "DirectPlan":
         return cls(ConvShape(*p["conv_shape"]), Tiling(*p["tiling"]), p["kernel_name"], int(p["group"]),
-                   tuple(p["pads"]), bool(p["padded"]), bool(p["bias"]), bool(p["relu"]))
+                   tuple(p["pads"]), bool(p["padded"]), bool(p["bias"]), bool(p["relu"]), bool(p.get("residual")))
 
 
 def plan(x_shape, w_shape, out_shape, kernel, strides, pads, dilations, group) -> DirectPlan | None:

@@ -101,7 +101,7 @@ def _is_pointwise(params) -> bool:
 
 
 def bind_conv(x: np.ndarray, w: np.ndarray, out: np.ndarray, params: dict, scratch: np.ndarray,
-              native=None, bias: np.ndarray | None = None) -> Callable[[], None]:
+              native=None, bias: np.ndarray | None = None, residual: np.ndarray | None = None) -> Callable[[], None]:
     """A closure running one NCHW conv. The bias is the epilogue's job, except for generated
     kernels (:mod:`directconv`, resolved by ``native(name)`` to a ctypes function), which may
     add ``bias`` themselves."""
@@ -110,7 +110,7 @@ def bind_conv(x: np.ndarray, w: np.ndarray, out: np.ndarray, params: dict, scrat
         return _bind_direct(x, w, out, plan, scratch, native(params["kernel_name"]), bias)
     if params.get("impl") == "pointwise":
         plan = directconv.DirectPlan.from_params(params)
-        return _bind_pointwise_kernel(x, w, out, plan, native(params["kernel_name"]), bias)
+        return _bind_pointwise_kernel(x, w, out, plan, native(params["kernel_name"]), bias, residual)
     n, cin, h, wd = x.shape
     cout, oh, ow = out.shape[1], out.shape[2], out.shape[3]
     g = params["group"]
@@ -165,7 +165,7 @@ def bind_pointwise(x: np.ndarray, w: np.ndarray, out: np.ndarray, group: int = 1
 
 
 def _bind_pointwise_kernel(x: np.ndarray, w: np.ndarray, out: np.ndarray, plan: "directconv.DirectPlan", fn,
-                           bias: np.ndarray | None) -> Callable[[], None]:
+                           bias: np.ndarray | None, residual: np.ndarray | None = None) -> Callable[[], None]:
     """A 1x1 conv through :func:`directconv.pointwise_plan`'s kernel: per image and conv group,
     weight rows times the image's channel rows, tasks splitting the pixels (so each thread
     writes, and the next layer finds in its cache, the same half of every plane)."""
@@ -175,12 +175,13 @@ def _bind_pointwise_kernel(x: np.ndarray, w: np.ndarray, out: np.ndarray, plan: 
     items = []
     for b in range(n):
         for j in range(g):
+            at = 4 * (b * cout + j * cout_g) * plane
             head = [w.ctypes.data + 4 * j * cout_g * cin_g, x.ctypes.data + 4 * (b * cin + j * cin_g) * plane,
-                    out.ctypes.data + 4 * (b * cout + j * cout_g) * plane,
-                    0 if bias is None else bias.ctypes.data + 4 * j * cout_g]
-            items.append([[head + list(c) for c in task]
+                    out.ctypes.data + at, 0 if bias is None else bias.ctypes.data + 4 * j * cout_g]
+            tail = [0 if residual is None else residual.ctypes.data + at]
+            items.append([[head + list(c) + tail for c in task]
                           for task in parallel.grid_tasks(plan.tiling.total_groups, s.oh, parallel.threads())])
-    return parallel.bind_convs(fn, parallel.merge(items), (x, w, out, bias))
+    return parallel.bind_convs(fn, parallel.merge(items), (x, w, out, bias, residual))
 
 
 def _bind_direct(x: np.ndarray, w: np.ndarray, out: np.ndarray, plan: "directconv.DirectPlan", scratch: np.ndarray,
@@ -199,7 +200,7 @@ def _bind_direct(x: np.ndarray, w: np.ndarray, out: np.ndarray, plan: "directcon
             base = [src.ctypes.data + 4 * (b * cin + j * s.cin) * s.hp * s.wp, w.ctypes.data + 4 * j * plan.packed_size,
                     out.ctypes.data + 4 * (b * out.shape[1] + j * s.cout) * s.oh * s.ow,
                     0 if bias is None else bias.ctypes.data + 4 * j * s.blocks * directconv.LANES]
-            items.append([[base + list(r) for r in calls]
+            items.append([[base + list(r) + [0] for r in calls]
                           for calls in parallel.grid_tasks(plan.tiling.total_groups, s.oh, parts)])
     run_convs = parallel.bind_convs(fn, parallel.merge(items), (x, w, out, src, bias))
     if not plan.padded:

@@ -305,9 +305,20 @@ class Lowering(OpLowerings):
     def _lower_direct_conv(self, node: Node, x: str, wt: np.ndarray, b: str | None, out: str, direct, geometry):
         """A conv as a generated kernel (:mod:`directconv`) with its weights packed once, here.
         The kernel adds the bias itself and, when the conv's only reader is a Relu, applies
-        it too and writes the Relu's output: no elementwise pass over the result."""
+        it too and writes the Relu's output: no elementwise pass over the result. A 1x1 conv
+        also absorbs a residual Add/Sum of two (ResNet's block ends: conv + shortcut, then Relu)
+        when the shortcut is already computed by an earlier step."""
+        residual, absorbed = None, []
+        if direct.shape.w_stride:
+            add = self.sole_reader(out, "Add", any_input=True) or self.sole_reader(out, "Sum", any_input=True)
+            other = [i for i in add.inputs if i != out] if add is not None else []
+            if (len(other) == 1 and len(add.inputs) == 2 and self.const(other[0]) is None and self.dtype(other[0]) == F32
+                    and self.shape(other[0]) == self.shape(out) == self.shape(add.outputs[0])
+                    and self._computed(other[0])):
+                residual, out = other[0], add.outputs[0]
+                absorbed.append(add)
         relu = self.sole_reader(out, "Relu")
-        direct = direct.with_epilogue(bias=b is not None, relu=relu is not None)
+        direct = direct.with_epilogue(bias=b is not None, relu=relu is not None, residual=residual is not None)
         if direct.shape.w_stride:  # pointwise: weights and bias read as they are, [cout, cin/g] and [cout]
             packed, bias = wt.reshape(wt.shape[0], -1).astype(np.float32), None if b is None else self.const(b)
             geometry["group"] = int(geometry["group"])
@@ -318,6 +329,9 @@ class Lowering(OpLowerings):
         inputs = [x, self.add_param(packed, "conv_w")]
         if bias is not None:
             inputs.append(self.add_param(bias.astype(np.float32).reshape(-1), "conv_b"))
+        if residual is not None:
+            inputs.append(residual)
+        self.absorbed.update(id(n) for n in absorbed)
         if relu is not None:
             self.absorbed.add(id(relu))
             out = relu.outputs[0]
@@ -325,6 +339,10 @@ class Lowering(OpLowerings):
         geometry.update(direct.params())
         self.emit("conv", node, inputs, [out], **geometry, depthwise=False)
         self.open = EwBuilder(self.shape(out), seed=out)
+
+    def _computed(self, name: str) -> bool:
+        """Whether ``name`` exists before the next step: a graph input or an emitted step's output."""
+        return name in self.graph.inputs or any(name in s.outputs for s in self.steps)
 
     def _dense_epilogue(self, out: str, n: int, bias: np.ndarray | None):
         """What a dense-layer kernel can absorb after its product ``out``: a following Add of a

@@ -7,8 +7,8 @@ is repacked once into column blocks of :data:`BLOCK` floats, ``[block][K][BLOCK]
 block is one sequential stream; a block's ``BLOCK / 16`` zmm accumulators start at the bias,
 take one FMA per row of ``W`` and get ReLU'd on the way out. Tasks split the blocks.
 
-The exported kernel takes the pool's 8-integer convention (:data:`threadpool.CONV` rows):
-``(x, w, y, b, blk0, blk1, 0, 1)`` computes column blocks ``[blk0, blk1)``.
+The exported kernel takes the pool's 9-integer convention (:data:`threadpool.CONV` rows):
+``(x, w, y, b, blk0, blk1, 0, 1, 0)`` computes column blocks ``[blk0, blk1)``.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def generate_functions(plan: MatvecPlan) -> str:
     tail = last_cols - (last_vectors - 1) * LANES
     body = [_block_function(f"{name}.full", plan, BLOCK // LANES, LANES),
             _block_function(f"{name}.last", plan, last_vectors, tail)]
-    drv = [f"define void @{name}(ptr %x, ptr %w, ptr %y, ptr %b, i64 %g0, i64 %g1, i64 %r0, i64 %r1) #0 {{",
+    drv = [f"define void @{name}(ptr %x, ptr %w, ptr %y, ptr %b, i64 %g0, i64 %g1, i64 %r0, i64 %r1, ptr %res) #0 {{",
            "entry:", "  br label %loop",
            "loop:", "  %g = phi i64 [%g0, %entry], [%g.next, %next]",
            "  %done = icmp sge i64 %g, %g1", "  br i1 %done, label %exit, label %body",

@@ -24,8 +24,8 @@ import numpy as np
 
 from dcopt.backends.cpu import gemm, threadpool
 
-#: A generated conv kernel: ``(x, w, out, bias, g0, g1, r0, r1)`` (pointers as integers).
-CONV_PROTO = ctypes.CFUNCTYPE(None, *[ctypes.c_int64] * 8)
+#: A generated kernel: ``(x, w, out, bias, g0, g1, r0, r1, residual)`` (pointers as integers).
+CONV_PROTO = ctypes.CFUNCTYPE(None, *[ctypes.c_int64] * 9)
 
 
 _BLAS: dict = {}

@@ -238,20 +238,21 @@ class CompiledModel:
 
             plan, fn = MatvecPlan.from_params(p), self._native_function(p["kernel_name"])
             head = [ins[0].ctypes.data, ins[1].ctypes.data, outs[0].ctypes.data, ins[2].ctypes.data if plan.bias else 0]
-            return parallel.bind_convs(fn, [[head + [lo, hi, 0, 1]] for lo, hi in parallel.split(
+            return parallel.bind_convs(fn, [[head + [lo, hi, 0, 1, 0]] for lo, hi in parallel.split(
                 plan.blocks, parallel.threads())], (ins, outs))
         if s.kind == "gemm":  # generated row-major GEMM (directconv.gemm_plan): channel groups as tasks
             from dcopt.backends.cpu.directconv import DirectPlan
 
             plan, fn = DirectPlan.from_params(p), self._native_function(p["kernel_name"])
             head = [ins[0].ctypes.data, ins[1].ctypes.data, outs[0].ctypes.data, ins[2].ctypes.data if plan.bias else 0]
-            return parallel.bind_convs(fn, [[head + list(c) for c in task] for task in parallel.grid_tasks(
+            return parallel.bind_convs(fn, [[head + list(c) + [0] for c in task] for task in parallel.grid_tasks(
                 plan.tiling.total_groups, 1, parallel.threads())], (ins, outs))
         if s.kind == "matmul":
             return gemm.bind_matmul(ins[0], ins[1], outs[0], p["mode"])
         if s.kind == "conv":
-            return gemm.bind_conv(ins[0], ins[1], outs[0], p, self.scratch, self._native_function,
-                                  ins[2] if len(ins) > 2 else None)
+            bias = ins[2] if p.get("bias") or (len(ins) > 2 and not p.get("residual")) else None
+            residual = ins[-1] if p.get("residual") else None
+            return gemm.bind_conv(ins[0], ins[1], outs[0], p, self.scratch, self._native_function, bias, residual)
         if s.kind in ("softmax", "layernorm", "reduce"):
             return self._bind_rows(s, ins, outs)
         if s.kind == "pool":

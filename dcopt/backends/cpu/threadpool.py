@@ -32,7 +32,7 @@ import numpy as np
 #: the ``[lo, hi)`` range it covers (an empty range is padding).
 CONV, GEMM, GEMV, ROWS = 0, 1, 2, 3
 #: int64 fields per table row of each kind (ROWS: any width, at least the range).
-FIELDS = {CONV: 8, GEMM: 10, GEMV: 6}
+FIELDS = {CONV: 9, GEMM: 10, GEMV: 6}
 # Idle spin (pause instructions, ~20-40 ns each on znver5) before a worker sleeps on the futex:
 # long enough to bridge the serial steps between two parallel ones, short enough not to steal a
 # core from other processes for long.
@@ -77,12 +77,14 @@ conv:
   %c6 = load i64, ptr %c6p
   %c7p = getelementptr i64, ptr %row, i64 7
   %c7 = load i64, ptr %c7p
+  %c8p = getelementptr i64, ptr %row, i64 8
+  %c8 = load i64, ptr %c8p
   %cg = icmp slt i64 %c4, %c5
   %cr = icmp slt i64 %c6, %c7
   %cok = and i1 %cg, %cr
   br i1 %cok, label %conv.call, label %done
 conv.call:
-  call void %fn(i64 %c0, i64 %c1, i64 %c2, i64 %c3, i64 %c4, i64 %c5, i64 %c6, i64 %c7)
+  call void %fn(i64 %c0, i64 %c1, i64 %c2, i64 %c3, i64 %c4, i64 %c5, i64 %c6, i64 %c7, i64 %c8)
   br label %done
 gemm:
   %m = load i64, ptr %row
