@@ -251,8 +251,3 @@ def module_ir(functions: dict[str, str]) -> str:
     this module and :mod:`matvec`, sorted)."""
     return "\n\n".join(functions[k] for k in sorted(functions)) + "\n\n" + MODULE_TAIL
 
-
-def generate_ir(shape: ConvShape, tiling: Tiling, name: str = "conv", bias: bool = False,
-                relu: bool = False) -> str:
-    """A self-contained module with one kernel (tests and experiments)."""
-    return module_ir({name: generate_functions(shape, tiling, name, bias, relu)})

@@ -152,26 +152,27 @@ def merge(items: list[list[list[list[int]]]]) -> list[list[list[int]]]:
     return [[call for tasks in items if i < len(tasks) for call in tasks[i]] for i in range(parts)]
 
 
-def _bind(kind: int, fn, tasks: list[list[list[int]]], keep) -> "callable":
+def bind_tasks(kind: int, fn, tasks: list[list[list[int]]], keep) -> "callable":
     """A closure running ``tasks`` (lists of call rows of ``kind``) on the pool; ``keep``: the
     arrays the raw pointers point into, held as long as the closure lives."""
-    run = threadpool.pool(threads()).bind(kind, fn, table(tasks, threadpool.FIELDS[kind]))
+    fields = threadpool.FIELDS.get(kind) or max(len(call) for task in tasks for call in task)
+    run = threadpool.pool(threads()).bind(kind, fn, table(tasks, fields))
     run.buffers = (run.buffers, keep)
     return run
 
 
 def bind_gemms(tasks: list[list[list[int]]], keep) -> "callable":
     """A closure running ``tasks`` (lists of sgemm rows) on the pool."""
-    return _bind(threadpool.GEMM, sgemm_function(), tasks, keep)
+    return bind_tasks(threadpool.GEMM, sgemm_function(), tasks, keep)
 
 
 def bind_gemv(k: int, n: int, a: int, x: int, y: int, keep) -> "callable":
     """``y[1, n] = x[1, k] @ A[k, n]`` (a batch-1 fully connected layer) as sgemv pieces of
     columns: OpenBLAS's sgemm with M = 1 took 0.36 ms where its sgemv took 0.08 (2048 x 1000)."""
     tasks = [[[k, hi - lo, a + 4 * lo, n, x, y + 4 * lo]] for lo, hi in split(n, threads(), 16)]
-    return _bind(threadpool.GEMV, sgemv_function(), tasks, keep)
+    return bind_tasks(threadpool.GEMV, sgemv_function(), tasks, keep)
 
 
 def bind_convs(fn, tasks: list[list[list[int]]], keep) -> "callable":
     """Like :func:`bind_gemms` for a generated conv kernel ``fn`` (:data:`CONV_PROTO`)."""
-    return _bind(threadpool.CONV, fn, tasks, keep)
+    return bind_tasks(threadpool.CONV, fn, tasks, keep)

@@ -250,7 +250,7 @@ class CompiledModel:
         if s.kind == "matmul":
             return gemm.bind_matmul(ins[0], ins[1], outs[0], p["mode"])
         if s.kind == "conv":
-            bias = ins[2] if p.get("bias") or (len(ins) > 2 and not p.get("residual")) else None
+            bias = ins[2] if p.get("bias") else None  # generated kernels only: [x, w, bias?, residual?]
             residual = ins[-1] if p.get("residual") else None
             return gemm.bind_conv(ins[0], ins[1], outs[0], p, self.scratch, self._native_function, bias, residual)
         if s.kind in ("softmax", "layernorm", "reduce"):

@@ -127,10 +127,7 @@ def bind_rows(task, head: list[int], tail: list[int], n: int, keep, align: int =
 
 def bind_table(task, rows: list[list[list[int]]], keep):
     """A closure running the task rows ``rows`` ([tasks][calls][fields]) on the pool."""
-    run = threadpool.pool(parallel.threads()).bind(threadpool.ROWS, task.address, parallel.table(
-        rows, len(rows[0][0])))
-    run.buffers = (run.buffers, keep, task)
-    return run
+    return parallel.bind_tasks(threadpool.ROWS, task.address, rows, (keep, task))
 
 
 def scalar_cell(value: float) -> np.ndarray:

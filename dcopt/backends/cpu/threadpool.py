@@ -42,11 +42,32 @@ SPIN_PAUSES = 4096
 _GEN, _TICKET, _DONE, _DESC, _SLEEPERS, _STOP = 0, 64, 128, 192, 256, 320
 _STATE_BYTES = 384
 
-POOL_IR = r"""
+def _load_fields(names: list[str], base: str = "%row") -> str:
+    """IR loading int64 fields 0.. at ``base`` (a task row, the step descriptor) into ``%<name>``."""
+    lines = []
+    for i, name in enumerate(names):
+        address = base if i == 0 else f"%{name}.p"
+        if i:
+            lines.append(f"  %{name}.p = getelementptr i64, ptr {base}, i64 {i}")
+        lines.append(f"  %{name} = load i64, ptr {address}")
+    return "\n".join(lines)
+
+
+def _store_fields(names: list[str], base: str) -> str:
+    """IR storing the int64 values ``%<name>`` to fields 0.. at ``base`` (see :func:`_load_fields`)."""
+    lines = []
+    for i, name in enumerate(names):
+        if i:
+            lines.append(f"  %{name}.to = getelementptr i64, ptr {base}, i64 {i}")
+        lines.append(f"  store i64 %{name}, ptr {base if i == 0 else f'%{name}.to'}")
+    return "\n".join(lines)
+
+
+POOL_IR = rf"""
 declare i64 @syscall(i64, ...)
 declare void @llvm.x86.sse2.pause()
 
-define internal void @run_row(i64 %kind, ptr %fn, ptr %row) {
+define internal void @run_row(i64 %kind, ptr %fn, ptr %row) {{
 entry:
   switch i64 %kind, label %done [ i64 0, label %conv
                                   i64 1, label %gemm
@@ -62,23 +83,7 @@ rows.call:
   call void %fn(ptr %row)
   br label %done
 conv:
-  %c0 = load i64, ptr %row
-  %c1p = getelementptr i64, ptr %row, i64 1
-  %c1 = load i64, ptr %c1p
-  %c2p = getelementptr i64, ptr %row, i64 2
-  %c2 = load i64, ptr %c2p
-  %c3p = getelementptr i64, ptr %row, i64 3
-  %c3 = load i64, ptr %c3p
-  %c4p = getelementptr i64, ptr %row, i64 4
-  %c4 = load i64, ptr %c4p
-  %c5p = getelementptr i64, ptr %row, i64 5
-  %c5 = load i64, ptr %c5p
-  %c6p = getelementptr i64, ptr %row, i64 6
-  %c6 = load i64, ptr %c6p
-  %c7p = getelementptr i64, ptr %row, i64 7
-  %c7 = load i64, ptr %c7p
-  %c8p = getelementptr i64, ptr %row, i64 8
-  %c8 = load i64, ptr %c8p
+{_load_fields(["c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8"])}
   %cg = icmp slt i64 %c4, %c5
   %cr = icmp slt i64 %c6, %c7
   %cok = and i1 %cg, %cr
@@ -87,26 +92,8 @@ conv.call:
   call void %fn(i64 %c0, i64 %c1, i64 %c2, i64 %c3, i64 %c4, i64 %c5, i64 %c6, i64 %c7, i64 %c8)
   br label %done
 gemm:
-  %m = load i64, ptr %row
-  %np = getelementptr i64, ptr %row, i64 1
-  %n = load i64, ptr %np
-  %kp = getelementptr i64, ptr %row, i64 2
-  %k = load i64, ptr %kp
-  %ap = getelementptr i64, ptr %row, i64 3
-  %a = load i64, ptr %ap
-  %ldap = getelementptr i64, ptr %row, i64 4
-  %lda = load i64, ptr %ldap
-  %bp = getelementptr i64, ptr %row, i64 5
-  %b = load i64, ptr %bp
-  %ldbp = getelementptr i64, ptr %row, i64 6
-  %ldb = load i64, ptr %ldbp
-  %betap = getelementptr i64, ptr %row, i64 7
-  %betai = load i64, ptr %betap
+{_load_fields(["m", "n", "k", "a", "lda", "b", "ldb", "betai", "c", "ldc"])}
   %beta = sitofp i64 %betai to float
-  %cp = getelementptr i64, ptr %row, i64 8
-  %c = load i64, ptr %cp
-  %ldcp = getelementptr i64, ptr %row, i64 9
-  %ldc = load i64, ptr %ldcp
   %mok = icmp sgt i64 %m, 0
   br i1 %mok, label %gemm.call, label %done
 gemm.call:
@@ -114,17 +101,7 @@ gemm.call:
                 float %beta, i64 %c, i64 %ldc)
   br label %done
 gemv:
-  %vk = load i64, ptr %row
-  %vnp = getelementptr i64, ptr %row, i64 1
-  %vn = load i64, ptr %vnp
-  %vap = getelementptr i64, ptr %row, i64 2
-  %va = load i64, ptr %vap
-  %vldap = getelementptr i64, ptr %row, i64 3
-  %vlda = load i64, ptr %vldap
-  %vxp = getelementptr i64, ptr %row, i64 4
-  %vx = load i64, ptr %vxp
-  %vyp = getelementptr i64, ptr %row, i64 5
-  %vy = load i64, ptr %vyp
+{_load_fields(["vk", "vn", "va", "vlda", "vx", "vy"])}
   %vok = icmp sgt i64 %vn, 0
   br i1 %vok, label %gemv.call, label %done
 gemv.call:
@@ -133,22 +110,14 @@ gemv.call:
   br label %done
 done:
   ret void
-}
+}}
 
-define internal void @run_tasks(ptr %st, i32 %gen) {
+define internal void @run_tasks(ptr %st, i32 %gen) {{
 entry:
-  %kindp = getelementptr i8, ptr %st, i64 192
-  %kind = load i64, ptr %kindp
-  %fnp = getelementptr i8, ptr %st, i64 200
-  %fn = load ptr, ptr %fnp
-  %tablep = getelementptr i8, ptr %st, i64 208
-  %table = load ptr, ptr %tablep
-  %ntp = getelementptr i8, ptr %st, i64 216
-  %ntasks = load i64, ptr %ntp
-  %ncp = getelementptr i8, ptr %st, i64 224
-  %ncalls = load i64, ptr %ncp
-  %fip = getelementptr i8, ptr %st, i64 232
-  %fields = load i64, ptr %fip
+  %desc = getelementptr i8, ptr %st, i64 {_DESC}
+{_load_fields(["kind", "fnw", "tablew", "ntasks", "ncalls", "fields"], "%desc")}
+  %fn = inttoptr i64 %fnw to ptr
+  %table = inttoptr i64 %tablew to ptr
   %ticketp = getelementptr i8, ptr %st, i64 64
   %donep = getelementptr i8, ptr %st, i64 128
   %genw = zext i32 %gen to i64
@@ -166,7 +135,7 @@ claim:
 try:
   %t1 = add i64 %t, 1
   %cx = cmpxchg ptr %ticketp, i64 %t, i64 %t1 acq_rel acquire
-  %won = extractvalue { i64, i1 } %cx, 1
+  %won = extractvalue {{ i64, i1 }} %cx, 1
   br i1 %won, label %run, label %claim
 run:
   %off = mul i64 %idx, %rowlen
@@ -185,9 +154,9 @@ finished:
   br label %claim
 exit:
   ret void
-}
+}}
 
-define void @dcopt_pool_worker(ptr %st, i64 %spin) {
+define void @dcopt_pool_worker(ptr %st, i64 %spin) {{
 entry:
   %seen0 = load atomic i32, ptr %st acquire, align 4
   %stopp = getelementptr i8, ptr %st, i64 320
@@ -223,22 +192,12 @@ work:
   br label %outer
 exit:
   ret void
-}
+}}
 
-define void @dcopt_pool_run(ptr %st, i64 %kind, i64 %fn, i64 %table, i64 %ntasks, i64 %ncalls, i64 %fields) {
+define void @dcopt_pool_run(ptr %st, i64 %kind, i64 %fn, i64 %table, i64 %ntasks, i64 %ncalls, i64 %fields) {{
 entry:
-  %kindp = getelementptr i8, ptr %st, i64 192
-  store i64 %kind, ptr %kindp
-  %fnp = getelementptr i8, ptr %st, i64 200
-  store i64 %fn, ptr %fnp
-  %tablep = getelementptr i8, ptr %st, i64 208
-  store i64 %table, ptr %tablep
-  %ntp = getelementptr i8, ptr %st, i64 216
-  store i64 %ntasks, ptr %ntp
-  %ncp = getelementptr i8, ptr %st, i64 224
-  store i64 %ncalls, ptr %ncp
-  %fip = getelementptr i8, ptr %st, i64 232
-  store i64 %fields, ptr %fip
+  %desc = getelementptr i8, ptr %st, i64 {_DESC}
+{_store_fields(["kind", "fn", "table", "ntasks", "ncalls", "fields"], "%desc")}
   %donep = getelementptr i8, ptr %st, i64 128
   store atomic i64 0, ptr %donep release, align 8
   %g = load atomic i32, ptr %st monotonic, align 4
@@ -268,16 +227,16 @@ pause:
   br label %join
 exit:
   ret void
-}
+}}
 
-define void @dcopt_pool_stop(ptr %st) {
+define void @dcopt_pool_stop(ptr %st) {{
 entry:
   %stopp = getelementptr i8, ptr %st, i64 320
   store atomic i64 1, ptr %stopp seq_cst, align 8
   %g = atomicrmw add ptr %st, i32 1 seq_cst
   %w = call i64 (i64, ...) @syscall(i64 202, ptr %st, i64 129, i64 2147483647, ptr null, ptr null, i64 0)
   ret void
-}
+}}
 """
 
 _RUN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, *[ctypes.c_int64] * 6)

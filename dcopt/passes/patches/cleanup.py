@@ -110,13 +110,10 @@ def _transposed(graph: Graph, m: Match, side: str) -> bool | str:
 
 
 def _check_matmul(graph: Graph, m: Match):
-    flags = {s: _transposed(graph, m, s) for s in "ab"}
-    for s, f in flags.items():
-        if isinstance(f, str):
-            return m.fail(f, m.node(f"t{s}"))
-    if not any(flags.values()):
-        return m.fail("no operand is a Transpose", m.root)
-    if any(flags[s] and m.index.constant(m.value(s)) is not None for s in "ab"):
+    problem = _check_gemm(graph, m)  # every Transpose present swaps the last two axes, and one is
+    if problem is not None:
+        return problem
+    if any(f"t{s}" in m and m.index.constant(m.value(s)) is not None for s in "ab"):
         return None  # a constant operand: stored transposed, whatever the rank
     ranks = [graph.type_of(m.value(s)).rank if graph.type_of(m.value(s)) else None for s in "ab"]
     if ranks != [2, 2]:
