@@ -31,14 +31,18 @@ def _keyed(pipeline: tuple[list, str]) -> tuple[list, str]:
 @click.option("--threads", type=int, default=None, help="Threads at run time (default: every core this process may use).")
 @click.option("--dim", "dims", multiple=True, metavar="SYMBOL=N", help="Size of a symbolic input dim (default 1).")
 @click.option("--patch", "patches", multiple=True, metavar="URI", help="Idea patch to apply (repeatable).")
-def compile_cmd(model, output, pipeline, target, threads, dims, patches):
+@click.option("--force", is_flag=True, help="Replace OUTPUT if it is an existing dcopt build (never anything else).")
+def compile_cmd(model, output, pipeline, target, threads, dims, patches, force):
     """Compile MODEL (.onnx, IR .json or torch.export .pt2) into a build directory of generated kernels and weights."""
     import dcopt.compiled as dc
+    from dcopt.backends.cpu.build import is_build
+    from dcopt.outputs import check_target
 
+    check_target(output, replaceable=is_build, force=force, what="dcopt build")  # before compiling
     start = time.perf_counter()
     sess = dc.compile(model, pipeline=_keyed(pipeline), target=target, threads=threads, dims=parse_dims(dims),
                       patches=patches)
-    path = sess.save(output)
+    path = sess.save(output, force=force)
     m = sess.manifest
     steps = ", ".join(f"{k} {v}" for k, v in m["steps"].items())
     Console().print(f"{path}: {len(m['kernels'])} generated kernel(s); steps: {steps}; pipeline "

@@ -27,18 +27,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import sqlite3
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
-from dcopt.errors import DcoptError, ModelLoadError
+from dcopt.errors import ModelLoadError
 from dcopt.kernels.keys import sha256_hex, toolchain_versions
 from dcopt.kernels.store import KernelEntry, KernelStore, now_iso
+from dcopt.outputs import staged_directory
 
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.npz"
@@ -105,12 +104,7 @@ def write_build(path: str | os.PathLike, manifest: Mapping[str, Any], kernels: M
         raise ValueError(f"write_build: manifest lacks {', '.join(missing)}")
     if not isinstance(manifest["model"], Mapping) or "hash" not in manifest["model"]:
         raise ValueError("write_build: manifest['model'] must be a dict with a 'hash'")
-    if path.exists() and not (path.is_dir() and ((path / MANIFEST).is_file() or not any(path.iterdir()))):
-        raise DcoptError(f"refusing to replace '{path}': it exists and is not a dcopt build")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    try:
+    with staged_directory(path, replaceable=_replaceable, force=True, what="dcopt build") as staging:
         body = {"toolchain": toolchain_versions(), **manifest, "format": FORMAT, "created": now_iso()}
         body["kernels"] = []
         (staging / "kernels").mkdir()
@@ -127,30 +121,14 @@ def write_build(path: str | os.PathLike, manifest: Mapping[str, Any], kernels: M
         body["files"] = {p.relative_to(staging).as_posix(): _record(p)
                          for p in sorted(staging.rglob("*")) if p.is_file()}
         _write_json(staging / MANIFEST, body)
-        _swap_into_place(staging, path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     if store is not None:
         _register(store, path, body)
     return Build(path, body)
 
 
-def _swap_into_place(staging: Path, path: Path) -> None:
-    """Rename ``staging`` to ``path``. POSIX cannot swap two non-empty directories atomically, so
-    an old build is renamed aside first (the path is briefly absent, never half-written)."""
-    old = None
-    if path.exists():
-        old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(path, old)
-    try:
-        os.replace(staging, path)
-    except BaseException:
-        if old is not None:
-            os.replace(old, path)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def _replaceable(path: Path) -> bool:
+    """A build (it has a manifest) or an empty directory may be replaced; nothing else."""
+    return (path / MANIFEST).is_file() or not any(path.iterdir())
 
 
 def read_build(path: str | os.PathLike, *, verify: bool = True) -> Build:

@@ -19,9 +19,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,12 +188,22 @@ def _count(kinds) -> dict[str, int]:
     return out
 
 
-def _write(directory: Path, program: Program, source: str, native_ir: str | None, manifest: dict,
-           proto: onnx.ModelProto | None) -> None:
-    """Write a build directory atomically (staging dir, then rename)."""
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+def is_build(path: Path) -> bool:
+    """Whether ``path`` is a dcopt build directory (its manifest says so): the only kind of
+    existing directory a build may replace."""
     try:
+        return json.loads((Path(path) / "manifest.json").read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _write(directory: Path, program: Program, source: str, native_ir: str | None, manifest: dict,
+           proto: onnx.ModelProto | None, force: bool = True) -> None:
+    """Write a build directory atomically (a staging sibling, then rename; see :mod:`dcopt.outputs`).
+    An existing path is replaced only if it is a build and ``force`` is set."""
+    from dcopt.outputs import staged_directory
+
+    with staged_directory(directory, replaceable=is_build, force=force, what="dcopt build") as staging:
         (staging / "kernels.py").write_text(source)
         if native_ir is not None:
             (staging / "kernels.ll").write_text(native_ir)
@@ -209,12 +217,6 @@ def _write(directory: Path, program: Program, source: str, native_ir: str | None
         if proto is not None:
             onnx.save_model(proto, str(staging / "model.onnx"))
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(staging, directory)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def load(directory: Path, cache_dir=None) -> Build:
@@ -245,10 +247,11 @@ def load(directory: Path, cache_dir=None) -> Build:
     return Build(program, module, manifest, dict(manifest["bindings"]), directory, native)
 
 
-def copy_build(built: Build, target: Path, proto: onnx.ModelProto | None) -> Path:
-    """Write ``built`` as a user-visible build directory at ``target`` (with its source model)."""
+def copy_build(built: Build, target: Path, proto: onnx.ModelProto | None, force: bool = False) -> Path:
+    """Write ``built`` as a user-visible build directory at ``target`` (with its source model);
+    an existing build there is replaced only with ``force``, anything else never."""
     source = (built.directory / "kernels.py").read_text()
     native = built.directory / "kernels.ll"
     _write(Path(target), built.program, source, native.read_text() if native.is_file() else None, built.manifest,
-           proto)
+           proto, force)
     return Path(target)

@@ -144,9 +144,12 @@ class CpuSession:
         return random_inputs(graph, seed=seed, bindings={**self._current.bindings, **dict(dims or {})})
 
     # -- build directories ---------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the build directory (manifest, kernels, program, weights, source model)."""
-        return build.copy_build(self._current, Path(path), self._source)
+    def save(self, path: str | os.PathLike, force: bool = False) -> Path:
+        """Write the build directory (manifest, kernels, program, weights, source model).
+
+        ``path`` must not exist, or be a dcopt build and ``force`` set: nothing else is ever
+        replaced (:mod:`dcopt.outputs`)."""
+        return build.copy_build(self._current, Path(path), self._source, force)
 
     @property
     def bindings(self) -> dict[str, int]:
