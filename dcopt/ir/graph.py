@@ -150,6 +150,7 @@ class Graph:
         self.opset: dict[str, int] = dict(opset or {"": 17})
         self.metadata: dict[str, str] = {}
         self.doc: str = ""
+        self.memory_plan = None  # dcopt.passes.memory_plan.MemoryPlan, once plan-memory ran
         self._names = itertools.count()
 
     # -- containers -------------------------------------------------------------------------
@@ -259,6 +260,8 @@ class Graph:
         g.outputs = list(self.outputs)
         g.metadata = dict(self.metadata)
         g.doc = self.doc
+        g.memory_plan = self.memory_plan
+        g._names = itertools.count(next(self._names))
         return g
 
     def opset_of(self, domain: str = "") -> int:

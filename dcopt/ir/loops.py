@@ -20,13 +20,20 @@ raw tuples.
                                                   read must be in bounds
     out_memlets (("out", "y", "i0, 0", "sum"),)   connector -> container[subset]; an optional
                                                   4th item is the write-conflict resolution
-                                                  (wcr: sum, prod, max, min)
+                                                  (wcr: sum, prod, max, min, or None), an
+                                                  optional 5th the container the output starts
+                                                  as a copy of (*init*; see indirect writes)
     out_dtypes  ("float32",)                      dtype stored per out memlet (values are cast)
     symbols     (("N", "x", 0),)                  symbolic dim -> (input container, axis) it is
                                                   read from at run time (omitted when none)
 
 Subsets have one entry per container dimension: an index expression (``i0``, ``2*i2 + i4 - 1``,
-``0``) or a range ``begin:end``. Rank-0 containers have the empty subset ``""``. Each output
+``0``) or a range ``begin:end``. **Indirect** subsets name an input connector of the same map in
+an index expression: ``("a", "data", "i0, idx % 5")`` reads ``data`` at the (integer) value the
+connector ``idx`` loaded (Gather); such a dimension's bounds are the container's. An out memlet
+with an indirect subset writes data-dependent elements (Scatter): it must name an *init*
+container the output starts from (the elements no iteration writes), and iterations writing the
+same element resolve by its wcr, or without one the last iteration wins. Rank-0 containers have the empty subset ``""``. Each output
 container is written by exactly one node, completely: a map without wcr writes every element
 exactly once (its out subsets are distinct params, or ``0`` for size-1 dims, so the iteration
 space *is* the output's index space); a map with wcr starts from the wcr's identity (0 for sum,
@@ -44,7 +51,10 @@ symbols as integers (average pooling counts in-bounds taps that way).
     gemm:  alpha, beta (float), transA, transB (int)   Y = alpha * op(A) @ op(B) + beta * C,
            batched and broadcast like np.matmul; op() transposes the last two axes when set
     conv:  strides, pads (begin..., end...), dilations (int tuples), group (int): ONNX Conv
-           with explicit pads; optional bias connector B
+           with explicit pads; optional bias connector B (over the output channels) and
+           residual connector R (shaped like Y, added after the bias)
+    both:  impl (the routine select-impl chose; absent: the backend's default) and activation
+           ("relu": applied last) -- an epilogue fuse-epilogues folded in
 
 Binding rule (what the reference executor relies on): a node's ``inputs`` are the distinct
 containers of its in-memlets, in order of first appearance, and its ``outputs`` those of its
@@ -73,7 +83,7 @@ LIBRARY_CALL = "LibraryCall"
 WCR = {"sum": (np.add, 0), "prod": (np.multiply, 1), "max": (np.maximum, -math.inf), "min": (np.minimum, math.inf)}
 
 #: connectors of each library kind: (required inputs, optional inputs, outputs)
-LIBRARY_KINDS = {"gemm": (("A", "B"), ("C",), ("Y",)), "conv": (("X", "W"), ("B",), ("Y",))}
+LIBRARY_KINDS = {"gemm": (("A", "B"), ("C",), ("Y",)), "conv": (("X", "W"), ("B", "R"), ("Y",))}
 
 
 def is_loop_node(node: Node) -> bool:
@@ -102,6 +112,7 @@ class Memlet:
     subset: tuple[IndexExpr | Range, ...]
     wcr: str | None = None  # out memlets only
     outside: float | None = None  # in memlets only: value of out-of-bounds reads
+    init: str | None = None  # out memlets only: container the output starts as a copy of
 
     @property
     def subset_text(self) -> str:
@@ -109,7 +120,16 @@ class Memlet:
 
     def __str__(self) -> str:
         extra = f" (wcr {self.wcr})" if self.wcr else f" (outside {self.outside!r})" if self.outside is not None else ""
+        if self.init:
+            extra += f" (init {self.init})"
         return f"{self.container}[{self.subset_text}]{extra}"
+
+    def names(self) -> set[str]:
+        """Every name the subset mentions (params, symbols, connectors)."""
+        found: set[str] = set()
+        for d in self.subset:
+            found |= (d.begin.names | d.end.names) if isinstance(d, Range) else d.names
+        return found
 
 
 @functools.lru_cache(maxsize=8192)
@@ -136,15 +156,16 @@ def parse_subset(text: str) -> tuple[IndexExpr | Range, ...]:
 
 
 def _memlet(entry: tuple, out: bool) -> Memlet:
-    if len(entry) not in (3, 4):
+    if len(entry) not in ((3, 4, 5) if out else (3, 4)):
         raise TaskletError(f"memlet {entry!r}: expected (connector, container, subset[, "
-                           f"{'wcr' if out else 'outside'}])")
+                           f"{'wcr[, init]' if out else 'outside'}])")
     conn, container, subset = entry[:3]
-    extra = entry[3] if len(entry) == 4 else None
+    extra = entry[3] if len(entry) >= 4 and entry[3] != "" else None
     if out and extra is not None and extra not in WCR:
         raise TaskletError(f"memlet {entry!r}: unknown wcr {extra!r} (known: {', '.join(WCR)})")
+    init = entry[4] if out and len(entry) == 5 else None
     return Memlet(conn, container, parse_subset(subset), wcr=extra if out else None,
-                  outside=None if out or extra is None else float(extra))
+                  outside=None if out or extra is None else float(extra), init=init)
 
 
 # ------------------------------------------------------------------------------ parsed nodes
@@ -166,7 +187,16 @@ class LoopSpec:
 
     @property
     def input_containers(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(m.container for m in self.inputs))
+        """The node's inputs: in-memlet containers, then init containers (first appearance order)."""
+        return tuple(dict.fromkeys([*(m.container for m in self.inputs), *(m.init for m in self.outputs if m.init)]))
+
+    @property
+    def connectors(self) -> frozenset[str]:
+        return frozenset(m.connector for m in self.inputs)
+
+    def indirect(self, memlet: Memlet) -> bool:
+        """Whether a memlet's subset depends on loaded values (names an input connector)."""
+        return bool(memlet.names() & self.connectors)
 
     def bind(self, shapes: Mapping[str, Sequence[int]]) -> dict[str, int]:
         """Symbol values from the shapes of the input containers (name -> shape)."""
@@ -219,7 +249,14 @@ def _parse_library(kind, in_memlets, out_memlets, out_dtypes, symbols, options) 
 # ------------------------------------------------------------------------------ building nodes
 
 def _memlet_attrs(entries) -> tuple:
-    return tuple(tuple(e[:3]) + ((e[3],) if len(e) > 3 and e[3] is not None else ()) for e in entries)
+    out = []
+    for e in entries:
+        e = tuple(e)
+        if len(e) == 5 and e[4] is not None:
+            out.append((*e[:3], e[3] or "", e[4]))  # no wcr is "" (attributes hold no None)
+        else:
+            out.append(e[:3] + ((e[3],) if len(e) > 3 and e[3] is not None else ()))
+    return tuple(out)
 
 
 def make_map(name: str, params: Sequence[str], ranges: Sequence[tuple[Any, Any]], code: str,
@@ -244,7 +281,8 @@ def make_library_call(name: str, kind: str, reads: Sequence[tuple], writes: Sequ
 
 
 def _node(op: str, name: str, attrs: dict) -> Node:
-    inputs = tuple(dict.fromkeys(m[1] for m in attrs["in_memlets"]))
+    inputs = tuple(dict.fromkeys([*(m[1] for m in attrs["in_memlets"]),
+                                  *(m[4] for m in attrs["out_memlets"] if len(m) == 5)]))
     outputs = tuple(m[1] for m in attrs["out_memlets"])
     node = Node(op, inputs, outputs, attrs, name=name, domain=LOOP_DOMAIN)
     loop_spec(node)  # fail now, at the expansion that built it, not at run time
@@ -257,8 +295,9 @@ def rename_container(node: Node, old: str, new: str) -> Node:
         return new if name == old else name
 
     attrs = dict(node.attrs)
-    for key in ("in_memlets", "out_memlets"):
-        attrs[key] = tuple((e[0], swap(e[1]), *e[2:]) for e in attrs.get(key, ()))
+    attrs["in_memlets"] = tuple((e[0], swap(e[1]), *e[2:]) for e in attrs.get("in_memlets", ()))
+    attrs["out_memlets"] = tuple((e[0], swap(e[1]), *e[2:4], *(swap(x) for x in e[4:]))
+                                 for e in attrs.get("out_memlets", ()))
     if "symbols" in attrs:
         attrs["symbols"] = tuple((sym, swap(c), axis) for sym, c, axis in attrs["symbols"])
     return node.replace(attrs=attrs, inputs=tuple(map(swap, node.inputs)), outputs=tuple(map(swap, node.outputs)))
@@ -285,7 +324,8 @@ def _interval_env(spec: LoopSpec, bindings: Mapping[str, int]) -> dict[str, tupl
 
 def written_shape(spec: LoopSpec, memlet: Memlet, bindings: Mapping[str, int]) -> tuple[int, ...]:
     """Shape of the container an out memlet fills: the extent of its subset over the space
-    (an empty range contributes an empty extent)."""
+    (an empty range contributes an empty extent). Not defined for indirect writes (their shape
+    is their init container's)."""
     env = {**{k: (v, v) for k, v in bindings.items()}, **spec.param_bounds(bindings)}
     return tuple(max(0, dim_bounds(d, env)[1] + 1) for d in memlet.subset)
 
@@ -298,8 +338,13 @@ def footprint(spec: LoopSpec, memlet: Memlet, bindings: Mapping[str, int], shape
     if env is None:
         return 0
     lengths = {p: hi - lo + 1 for p, (lo, hi) in spec.param_bounds(bindings).items()}
+    if shape is not None:  # indirect dims (loaded indices) may touch any element along them
+        env = {**env, **{c: (0, max(0, max(shape, default=1) - 1)) for c in spec.connectors}}
     total = 1
     for axis, d in enumerate(memlet.subset):
+        if shape is not None and (d.names if isinstance(d, IndexExpr) else set()) & spec.connectors:
+            total *= shape[axis]
+            continue
         lo, hi = dim_bounds(d, env)
         if shape is not None:
             lo, hi = max(lo, 0), min(hi, shape[axis] - 1)
@@ -482,14 +527,25 @@ def find_loop_problems(graph: Graph, node: Node) -> list[str]:
     env = _interval_env(spec, bindings) if spec.op == MAP else {k: (v, v) for k, v in bindings.items()}
     if env is None:
         return problems
+    conns = spec.connectors
     for m in spec.inputs:
         if m.outside is None:
             for axis, (d, size) in enumerate(zip(m.subset, shapes[m.container])):
+                if (d.names if not isinstance(d, Range) else d.begin.names | d.end.names) & conns:
+                    continue  # indirect: the loaded index decides (in bounds by the op's contract)
                 lo, hi = dim_bounds(d, env)
                 if lo < 0 or hi >= size:
                     problems.append(f"{where}: reads {m.container}[{m.subset_text}] out of bounds on axis {axis} "
                                     f"(indices {lo}..{hi}, size {size}) without an outside value")
     for m in spec.outputs:
+        if spec.indirect(m) or m.init:
+            if not m.init:
+                problems.append(f"{where}: writes {m.container}[{m.subset_text}] at loaded indices without an "
+                                "init container")
+            elif m.init in shapes and shapes[m.init] != shapes[m.container]:
+                problems.append(f"{where}: init '{m.init}' has shape {list(shapes[m.init])}, the output "
+                                f"{list(shapes[m.container])}")
+            continue
         got = tuple(dim_bounds(d, env)[1] + 1 for d in m.subset)
         if got != shapes[m.container]:
             problems.append(f"{where}: writes {m.container}[{m.subset_text}] with extent {list(got)}, but the "

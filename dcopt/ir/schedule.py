@@ -21,13 +21,19 @@ attribute          value                                       meaning
                                                                innermost loop is vectorized by
 =================  =========================================  ===================================
 
-Implementations per op family (the first is the default, used when ``dcopt.impl`` is absent):
+Implementations per op family (the first is the default, used when ``dcopt.impl`` is absent).
+Two kinds, as DaCe's library nodes have them: *expansions* that lower the op to maps (pure,
+any target can render them) and *library implementations* that keep one ``LibraryCall`` whose
+``impl`` names the routine a backend runs (:data:`LIBRARY_IMPLS`).
 
-* ``Conv``: ``library`` (one opaque convolution call), ``im2col`` (a copy map unfolds the input
-  into a column buffer, then one batched GEMM library call), ``direct`` (one map over output
-  positions and kernel taps accumulating with wcr sum).
-* ``MatMul``, ``Gemm``: ``library`` (BLAS) or ``generated`` (a microkernel the backend generates,
-  blocked by ``dcopt.tile`` and ``dcopt.vector``; pays off where BLAS call overhead dominates).
+* ``Conv``: ``library`` (a library call, the backend's default routine), ``loops`` (one map over
+  output positions and kernel taps accumulating with wcr sum), ``im2col`` (a copy map unfolds
+  the input into a column buffer, then one batched GEMM library call), and the CPU routines
+  ``direct`` (a generated register-blocked kernel), ``pointwise`` (1x1 convs as a generated
+  pixel-vector GEMM) and ``blas`` (OpenBLAS: shifted GEMMs, im2col, depthwise kernel).
+* ``MatMul``, ``Gemm``: ``library`` (the backend's default), ``loops`` (a map with wcr sum), and
+  the CPU routines ``generated`` (the conv kernel's GEMM form, constant weights packed),
+  ``matvec`` (batch-1 layers) and ``blas`` (OpenBLAS sgemm tasks).
 
 Why attributes and not a side table: they travel with the node through every rewrite that
 keeps it (``node.replace``), through the JSON serializer, and into fusion-group bodies, for
@@ -55,11 +61,13 @@ PROPERTIES = (IMPL, TILE, VECTOR)
 
 #: Allowed ``dcopt.impl`` values per (default-domain) op; the first is the default.
 IMPLS: dict[str, tuple[str, ...]] = {
-    "Conv": ("library", "im2col", "direct"),
-    "MatMul": ("library", "generated"),
-    "Gemm": ("library", "generated"),
+    "Conv": ("library", "loops", "im2col", "direct", "pointwise", "blas"),
+    "MatMul": ("library", "loops", "generated", "matvec", "blas"),
+    "Gemm": ("library", "loops", "generated", "matvec", "blas"),
 }
 DEFAULT_IMPL = "library"
+#: Implementations that stay one LibraryCall (the others are expansions into maps).
+LIBRARY_IMPLS = frozenset({"library", "direct", "pointwise", "blas", "generated", "matvec"})
 
 
 class ScheduleError(DcoptError, ValueError):

@@ -56,24 +56,74 @@ def _variadic(ufunc):
     return lambda first, *rest: functools.reduce(ufunc, rest, first)
 
 
-#: name -> (number of arguments or None for 2+, scalar implementation, numpy implementation,
-#: FLOPs charged by the cost model: "t" = a transcendental, see dcopt.ir.cost.TRANSCENDENTAL)
-FUNCTIONS: dict[str, tuple[int | None, Any, Any, int | str]] = {
-    "exp": (1, math.exp, np.exp, "t"), "log": (1, math.log, np.log, "t"),
-    "sqrt": (1, math.sqrt, np.sqrt, 1), "tanh": (1, math.tanh, np.tanh, "t"),
-    "erf": (1, math.erf, _erf_numpy, "t"), "sin": (1, math.sin, np.sin, "t"), "cos": (1, math.cos, np.cos, "t"),
-    "log1p": (1, math.log1p, np.log1p, "t"), "expm1": (1, math.expm1, np.expm1, "t"),
-    "floor": (1, math.floor, np.floor, 1), "ceil": (1, math.ceil, np.ceil, 1),
-    "isnan": (1, math.isnan, np.isnan, 1), "isinf": (1, math.isinf, np.isinf, 1),
-    "abs": (1, abs, np.abs, 1), "pow": (2, math.pow, np.power, "t"),
-    "min": (None, min, _variadic(np.minimum), 1), "max": (None, max, _variadic(np.maximum), 1),
+def _numpy_cast(dtype: str):
+    import ml_dtypes  # noqa: F401  (registers bfloat16 with numpy)
+
+    target = np.dtype("bfloat16") if dtype == "bfloat16" else np.dtype(dtype)
+    return lambda x: np.asarray(x).astype(target)
+
+
+def _scalar_cast(dtype: str):
+    cast = _numpy_cast(dtype)
+    return lambda x: cast(x)[()]
+
+
+def _round_half_even(x):
+    return np.rint(x)
+
+
+@dataclass(frozen=True)
+class Function:
+    """A tasklet function: arity (None: 2 or more), scalar and numpy implementations, FLOPs the
+    cost model charges ("t": a transcendental, see dcopt.ir.cost), and its result type rule:
+    "float" (the argument's float type: float32 stays float32, integers give float64), "same"
+    (the argument's type), "bool", "promote" (numpy's result type of the arguments), or a dtype
+    name (the ``as_<dtype>`` conversions)."""
+
+    arity: int | None
+    scalar: Any
+    numpy: Any
+    flops: int | str
+    result: str
+
+
+def _fn(arity, scalar, numpy_fn, flops, result) -> Function:
+    return Function(arity, scalar, numpy_fn, flops, result)
+
+
+#: The functions tasklets may call. Add one here and every consumer (reference executor, cost
+#: model, type inference, code generators) knows it.
+FUNCTIONS: dict[str, Function] = {
+    "exp": _fn(1, math.exp, np.exp, "t", "float"), "log": _fn(1, math.log, np.log, "t", "float"),
+    "sqrt": _fn(1, math.sqrt, np.sqrt, 1, "float"), "tanh": _fn(1, math.tanh, np.tanh, "t", "float"),
+    "erf": _fn(1, math.erf, _erf_numpy, "t", "float"), "sin": _fn(1, math.sin, np.sin, "t", "float"),
+    "cos": _fn(1, math.cos, np.cos, "t", "float"), "tan": _fn(1, math.tan, np.tan, "t", "float"),
+    "asin": _fn(1, math.asin, np.arcsin, "t", "float"), "acos": _fn(1, math.acos, np.arccos, "t", "float"),
+    "atan": _fn(1, math.atan, np.arctan, "t", "float"), "sinh": _fn(1, math.sinh, np.sinh, "t", "float"),
+    "cosh": _fn(1, math.cosh, np.cosh, "t", "float"), "asinh": _fn(1, math.asinh, np.arcsinh, "t", "float"),
+    "acosh": _fn(1, math.acosh, np.arccosh, "t", "float"), "atanh": _fn(1, math.atanh, np.arctanh, "t", "float"),
+    "log1p": _fn(1, math.log1p, np.log1p, "t", "float"), "expm1": _fn(1, math.expm1, np.expm1, "t", "float"),
+    "floor": _fn(1, math.floor, np.floor, 1, "same"), "ceil": _fn(1, math.ceil, np.ceil, 1, "same"),
+    "rint": _fn(1, lambda x: float(np.rint(x)), _round_half_even, 1, "same"),
+    "trunc": _fn(1, math.trunc, np.trunc, 1, "same"), "sign": _fn(1, lambda x: np.sign(x), np.sign, 1, "same"),
+    "fmod": _fn(2, math.fmod, np.fmod, 1, "promote"),
+    "isnan": _fn(1, math.isnan, np.isnan, 1, "bool"), "isinf": _fn(1, math.isinf, np.isinf, 1, "bool"),
+    "abs": _fn(1, abs, np.abs, 1, "same"), "pow": _fn(2, math.pow, np.power, "t", "promote"),
+    "min": _fn(None, min, _variadic(np.minimum), 1, "promote"),
+    "max": _fn(None, max, _variadic(np.maximum), 1, "promote"),
 }
+#: ``as_<dtype>(x)``: numpy's ``astype`` (C conversion: floats truncate toward zero into ints,
+#: rounding to nearest even into narrower floats).
+CAST_DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float16",
+               "bfloat16", "float32", "float64")
+FUNCTIONS.update({f"as_{d}": _fn(1, _scalar_cast(d), _numpy_cast(d), 1, d) for d in CAST_DTYPES})
 CONSTANTS = {"inf": math.inf, "nan": math.nan, "pi": math.pi}
 
 #: What tasklet code runs against as scalar Python (and what a scalar code generator imports).
-SCALAR_NAMESPACE: dict[str, Any] = {**{k: v[1] for k, v in FUNCTIONS.items()}, **CONSTANTS}
+SCALAR_NAMESPACE: dict[str, Any] = {**{k: f.scalar for k, f in FUNCTIONS.items()}, **CONSTANTS}
 
-_BINOPS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow)
+_BINOPS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow, ast.BitAnd, ast.BitOr,
+           ast.BitXor, ast.LShift, ast.RShift)
 _CMPOPS = (ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.Eq, ast.NotEq)
 
 
@@ -96,7 +146,7 @@ def _check_expr(tree: ast.AST, what: str) -> set:
             if fname not in FUNCTIONS or sub.keywords:
                 raise TaskletError(f"{what}: call of {ast.unparse(sub.func)} is not allowed "
                                    f"(functions: {', '.join(sorted(FUNCTIONS))})")
-            arity = FUNCTIONS[fname][0]
+            arity = FUNCTIONS[fname].arity
             if (arity is None and len(sub.args) < 2) or (arity is not None and len(sub.args) != arity):
                 raise TaskletError(f"{what}: {fname} takes {arity or '2 or more'} argument(s)")
     return _names_outside_calls(tree) - CONSTANTS.keys()
@@ -157,7 +207,7 @@ def _count_ops(tree: ast.AST) -> tuple[int, int]:
         elif isinstance(sub, ast.Compare):
             arith += len(sub.ops)
         elif isinstance(sub, ast.Call):
-            cost = FUNCTIONS[sub.func.id][3]
+            cost = FUNCTIONS[sub.func.id].flops
             if cost == "t":
                 trans += 1
             else:
@@ -199,7 +249,7 @@ class _ToNumpy(ast.NodeTransformer):
 
 
 _NUMPY_NAMESPACE = {
-    **{"__" + k: v[2] for k, v in FUNCTIONS.items()}, **CONSTANTS,
+    **{"__" + k: f.numpy for k, f in FUNCTIONS.items()}, **CONSTANTS,
     "__where": np.where, "__and": _variadic(np.logical_and), "__or": _variadic(np.logical_or),
     "__not": np.logical_not,
 }
@@ -346,3 +396,90 @@ def _linear(t: ast.expr, env, params) -> dict | None:
     if a_const and b_const and b[None] != 0:
         return {None: _INDEX_OPS[op](a[None], b[None])}
     return None
+
+
+# ---------------------------------------------------------------------------------- types
+
+#: Types of Python literals in tasklets: *weak*, as numpy (NEP 50) treats Python scalars -- they
+#: take the type of the array they meet (``a * 0.5`` stays float32 for a float32 ``a``).
+WEAK_INT, WEAK_FLOAT = "<int>", "<float>"
+
+
+def is_weak(t: str) -> bool:
+    return t in (WEAK_INT, WEAK_FLOAT)
+
+
+def promote(a: str, b: str) -> str:
+    """numpy's result type of a binary arithmetic op on operand types ``a``, ``b`` (dtype names
+    or the weak literal types)."""
+    if is_weak(a) and is_weak(b):
+        return WEAK_FLOAT if WEAK_FLOAT in (a, b) else WEAK_INT
+    if is_weak(b):
+        a, b = b, a
+    if is_weak(a):
+        if a == WEAK_INT:
+            return "int64" if b == "bool" else b
+        return b if b in ("float16", "bfloat16", "float32", "float64") else "float64"
+    if "bfloat16" in (a, b):
+        other = b if a == "bfloat16" else a
+        return "bfloat16" if other in ("bfloat16", "bool", "int8", "uint8") else promote("float32", other)
+    return np.result_type(np.dtype(a), np.dtype(b)).name
+
+
+def concrete(t: str) -> str:
+    """A weak type as the type numpy gives a lone Python scalar."""
+    return {WEAK_INT: "int64", WEAK_FLOAT: "float64"}.get(t, t)
+
+
+def float_of(t: str) -> str:
+    """The float type a math function returns for an argument of type ``t``."""
+    t = concrete(t)
+    return t if t in ("float16", "bfloat16", "float32", "float64") else "float64"
+
+
+class _TypeInference(ast.NodeVisitor):
+    def __init__(self, types: Mapping[str, str]):
+        self.types = dict(types)
+
+    def type_of(self, node: ast.expr) -> str:
+        if isinstance(node, ast.Constant):
+            return "bool" if isinstance(node.value, bool) else WEAK_FLOAT if isinstance(node.value, float) else WEAK_INT
+        if isinstance(node, ast.Name):
+            if node.id in CONSTANTS:
+                return WEAK_FLOAT
+            return self.types[node.id]
+        if isinstance(node, ast.BinOp):
+            t = promote(self.type_of(node.left), self.type_of(node.right))
+            if isinstance(node.op, ast.Div) and not is_weak(t) and t not in ("float16", "bfloat16", "float32",
+                                                                              "float64"):
+                return "float64"
+            return WEAK_FLOAT if isinstance(node.op, ast.Div) and t == WEAK_INT else t
+        if isinstance(node, ast.UnaryOp):
+            return "bool" if isinstance(node.op, ast.Not) else self.type_of(node.operand)
+        if isinstance(node, (ast.BoolOp, ast.Compare)):
+            return "bool"
+        if isinstance(node, ast.IfExp):
+            return promote(self.type_of(node.body), self.type_of(node.orelse))
+        if isinstance(node, ast.Call):
+            fn = FUNCTIONS[node.func.id]
+            args = [self.type_of(a) for a in node.args]
+            if fn.result == "float":
+                return float_of(args[0])
+            if fn.result == "same":
+                return args[0]
+            if fn.result == "promote":
+                return functools.reduce(promote, args)
+            return fn.result
+        raise TaskletError(f"cannot type {ast.unparse(node)}")
+
+
+def infer_types(tasklet: Tasklet, types: Mapping[str, str]) -> dict[str, str]:
+    """dtype of every name a tasklet assigns, given the dtypes of the names it reads (connectors
+    as their containers' dtypes, params and symbols int64), under numpy's rules."""
+    inference = _TypeInference(types)
+    result = {}
+    for stmt in ast.parse(tasklet.code.strip()).body:
+        t = concrete(inference.type_of(stmt.value))
+        inference.types[stmt.targets[0].id] = t
+        result[stmt.targets[0].id] = t
+    return result

@@ -57,7 +57,10 @@ def _grid_axes(spec: LoopSpec, params: list[str]) -> list[int]:
     return [spec.params.index(p) for p in params]
 
 
-def _gather(array: np.ndarray, m: Memlet, spec: LoopSpec, grid, bounds, bindings) -> np.ndarray:
+def _gather(array: np.ndarray, m: Memlet, spec: LoopSpec, grid, bounds, bindings, loaded=None) -> np.ndarray:
+    if loaded:  # an indirect subset: index with the loaded values
+        idx = [np.asarray(d.evaluate({**bindings, **grid, **loaded})) for d in m.subset]
+        return array[tuple(idx)]
     dims = _linear_dims(spec, m, bindings)
     if dims is not None:
         index, params = [], []
@@ -99,10 +102,29 @@ def _identity(wcr: str, dtype: np.dtype):
     return value
 
 
-def _scatter(value, m: Memlet, spec: LoopSpec, grid, bounds, bindings, dtype: np.dtype) -> np.ndarray:
-    out_shape = written_shape(spec, m, bindings)
+def _scatter(value, m: Memlet, spec: LoopSpec, grid, bounds, bindings, dtype: np.dtype, env=None,
+             loaded=None) -> np.ndarray:
     grid_shape = tuple(max(0, hi - lo + 1) for lo, hi in bounds.values())
     value = np.broadcast_to(np.asarray(value), grid_shape)
+    if m.init:
+        out = np.array(env[m.init], dtype=dtype, copy=True)
+        idx = tuple(np.broadcast_to(np.asarray(d.evaluate({**bindings, **grid, **(loaded or {})})), grid_shape)
+                    for d in m.subset)
+        if m.wcr is None:  # sequential semantics: the last iteration writing an element wins
+            flat = np.ravel_multi_index(tuple(i.reshape(-1) for i in idx), out.shape) if out.ndim else None
+            if flat is None:
+                if value.size:
+                    out[()] = value.reshape(-1)[-1]
+                return out
+            order = np.arange(flat.size)
+            last = np.zeros(out.size, np.int64) - 1
+            np.maximum.at(last, flat, order)
+            chosen = last >= 0
+            out.reshape(-1)[chosen] = value.reshape(-1)[last[chosen]]
+        else:
+            WCR[m.wcr][0].at(out, idx, value.astype(dtype, copy=False))
+        return out
+    out_shape = written_shape(spec, m, bindings)
     dims = _linear_dims(spec, m, bindings)
     simple = dims is not None and all(
         (p is None and off == 0) or (p is not None and stride == 1 and off == -bounds[p][0]) for p, stride, off in dims)
@@ -137,10 +159,20 @@ def run_map(*arrays, **attrs):
     grid = {p: np.arange(lo, hi + 1).reshape([-1 if k == j else 1 for k in range(n)])
             for j, (p, (lo, hi)) in enumerate(bounds.items())}
     values = {**bindings, **{p: g for p, g in grid.items() if p in spec.tasklet.reads}}
-    for m in spec.inputs:
-        values[m.connector] = _gather(env[m.container], m, spec, grid, bounds, bindings)
+    loaded: dict[str, np.ndarray] = {}
+    pending = list(spec.inputs)
+    while pending:  # indirect memlets after the connectors their subsets name
+        ready = [m for m in pending if not (m.names() & spec.connectors) - loaded.keys()]
+        if not ready:
+            raise ExecutionError(f"indirect memlets {[str(m) for m in pending]} depend on each other")
+        for m in ready:
+            uses = {c: loaded[c] for c in m.names() & spec.connectors}
+            loaded[m.connector] = _gather(env[m.container], m, spec, grid, bounds, bindings, uses)
+            pending.remove(m)
+    values.update(loaded)
     results = run_numpy(spec.tasklet, values)
-    return tuple(_scatter(results[m.connector], m, spec, grid, bounds, bindings, dtypes.to_numpy(dtype))
+    return tuple(_scatter(results[m.connector], m, spec, grid, bounds, bindings, dtypes.to_numpy(dtype), env,
+                          {c: loaded[c] for c in m.names() & spec.connectors})
                  for m, dtype in zip(spec.outputs, spec.out_dtypes))
 
 
@@ -157,8 +189,9 @@ def _gemm(A, B, C=None, *, alpha=1.0, beta=1.0, transA=0, transB=0):
     return y.astype(A.dtype, copy=False)
 
 
-def _conv(X, W, B=None, *, strides, pads, dilations, group=1):
-    return nn.conv(X, W, B, strides=strides, pads=pads, dilations=dilations, group=group)
+def _conv(X, W, B=None, R=None, *, strides, pads, dilations, group=1):
+    y = nn.conv(X, W, B, strides=strides, pads=pads, dilations=dilations, group=group)
+    return y if R is None else (y + R).astype(y.dtype, copy=False)
 
 
 _LIBRARY = {"gemm": _gemm, "conv": _conv}
@@ -176,7 +209,10 @@ def run_library_call(*arrays, **attrs):
     env = _containers(spec, arrays)
     bindings = spec.bind({k: v.shape for k, v in env.items()})
     operands = {m.connector: _operand(env[m.container], m, bindings) for m in spec.inputs}
-    y = np.asarray(_LIBRARY[spec.kind](**operands, **dict(spec.options)))
+    options = {k: v for k, v in spec.options if k not in ("impl", "activation")}
+    y = np.asarray(_LIBRARY[spec.kind](**operands, **options))
+    if dict(spec.options).get("activation") == "relu":
+        y = np.maximum(y, 0).astype(y.dtype, copy=False)
     (out,), (dtype,) = spec.outputs, spec.out_dtypes
     expected = written_shape(spec, out, bindings)
     if y.shape != expected:

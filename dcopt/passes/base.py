@@ -184,6 +184,9 @@ BUILTIN_PASS_MODULES = [
     "dcopt.passes.eliminate_transients",
     "dcopt.passes.layout",
     "dcopt.passes.select_impl",
+    "dcopt.passes.fuse_epilogues",
+    "dcopt.passes.fuse_maps",
+    "dcopt.passes.kernels",
 ]
 _loaded = False
 

@@ -227,7 +227,7 @@ class LoopBuilder:
                 names |= d.begin.names | d.end.names if isinstance(d, Range) else d.names
         if code:
             names |= parse_tasklet(code).reads - {m[0] for m in reads}
-        names -= set(params)
+        names -= set(params) | {m[0] for m in reads}  # connectors: indirect subsets
         bindings = []
         for sym in sorted(names):
             found = next(((sym, m[1], axis) for m in reads for axis, d in enumerate(self.shape(m[1])) if d == sym),
@@ -245,27 +245,33 @@ class ExpandPass(Pass):
     """Expand op nodes to loop-level nodes (see module docstring).
 
     ``ops``: expand only these op types (default: every op with a rule); ``exclude``: never
-    these; ``keep_views``: leave Reshape/Flatten/Squeeze/Unsqueeze as views. Fusion-group bodies
-    are expanded too.
+    these; ``keep_views``: leave Reshape/Flatten/Squeeze/Unsqueeze as views; ``dtypes``: expand
+    only nodes whose values all have these element types (a target's kernels). Fusion-group bodies
+    are expanded too. ``group``: wrap the loop nodes of each top-level op that expands to more
+    than one node in a fusion group (kind ``"expansion"``), so the kernels formed later keep one
+    op's loops together (softmax's three maps become one kernel, not three).
     """
 
     name = "expand"
     in_place = True
     description = "lower op nodes to maps, reductions and library calls with memlets"
 
-    def __init__(self, ops: Iterable[str] | None = None, exclude: Iterable[str] = (), keep_views: bool = False):
+    def __init__(self, ops: Iterable[str] | None = None, exclude: Iterable[str] = (), keep_views: bool = False,
+                 group: bool = False, dtypes: Iterable[str] | None = None):
         self.ops = None if ops is None else frozenset(ops)
+        self.dtypes = None if dtypes is None else frozenset(dtypes)
         self.exclude = frozenset(exclude) | (VIEW_OPS if keep_views else frozenset())
         self.keep_views = keep_views
+        self.group = group
 
     def run(self, graph: Graph, ctx) -> PassResult:
         stats = {"expanded": 0, "loop_nodes": 0, "transients": 0, "refused": 0, "views": 0, "unsupported": {}}
         refusals: list[tuple[str, str]] = []
-        modified = self._expand(graph, rules(), stats, refusals)
+        modified = self._expand(graph, rules(), stats, refusals, top=True)
         stats["unsupported"] = dict(sorted(stats["unsupported"].items()))
         return PassResult(graph, modified, stats, refusals)
 
-    def _expand(self, graph: Graph, table: dict[str, Rule], stats: dict, refusals: list) -> bool:
+    def _expand(self, graph: Graph, table: dict[str, Rule], stats: dict, refusals: list, top: bool = False) -> bool:
         nodes, modified = [], False
         for node in graph.nodes:
             if is_group(node):
@@ -287,6 +293,12 @@ class ExpandPass(Pass):
                 nodes.append(node)
                 continue
             before = set(graph.containers)
+            odd = self._odd_dtypes(graph, node)
+            if odd:
+                refusals.append((node.label, f"{node.op}: the target's kernels do not handle {', '.join(odd)}"))
+                stats["refused"] += 1
+                nodes.append(node)
+                continue
             try:
                 produced = rule(graph, node)
             except Refused as why:
@@ -299,12 +311,41 @@ class ExpandPass(Pass):
             stats["expanded"] += 1
             stats["loop_nodes"] += len(produced)
             stats["transients"] += len(set(graph.containers) - before)
+            if self.group and top and len(produced) > 1:
+                produced = [_expansion_group(graph, node, produced)]
             nodes.extend(produced)
             modified = True
         if modified:
             graph.nodes = nodes
             graph.opset.setdefault(LOOP_DOMAIN, 1)
         return modified
+
+
+    def _odd_dtypes(self, graph: Graph, node: Node) -> list[str]:
+        if self.dtypes is None:
+            return []
+        found = {graph.containers[n].type.dtype for n in (*node.present_inputs, *node.outputs)
+                 if n and n in graph.containers and isinstance(graph.containers[n].type, TensorType)}
+        return sorted(found - self.dtypes)
+
+
+def _expansion_group(graph: Graph, op: Node, produced: list[Node]) -> Node:
+    """One op's loop nodes as a fusion group of kind "expansion" (see ``group`` above)."""
+    from dcopt.ir.groups import GROUP_DOMAIN, GROUP_OP
+
+    written = [o for n in produced for o in n.outputs if o]
+    inputs = list(dict.fromkeys(i for n in produced for i in n.present_inputs if i not in written))
+    outputs = [o for o in op.outputs if o and o in written]
+    body = Graph(op.label, graph.opset)
+    for name in inputs:
+        body.add_input(name, graph.containers[name].type)
+    for name in written:
+        body.add_container(name, graph.containers[name].type)
+    body.nodes = list(produced)
+    body.outputs = outputs
+    graph.opset.setdefault(GROUP_DOMAIN, 1)
+    return Node(GROUP_OP, tuple(inputs), tuple(outputs), {"body": body, "kind": "expansion"}, name=op.label,
+                domain=GROUP_DOMAIN)
 
 
 def expand(graph: Graph, **options) -> PassResult:

@@ -79,12 +79,23 @@ class MemoryPlan:
 # -- liveness -----------------------------------------------------------------------------------
 
 
+def written(node: Node) -> list[str]:
+    """What a node writes into memory: its outputs, and for a kernel its intermediates that are
+    neither outputs nor register locals (they live while the kernel runs)."""
+    names = [o for o in node.outputs if o]
+    if is_group(node) and node.attrs.get("kind") == "kernel":
+        from dcopt.passes.kernels import kernel_internals
+
+        names += kernel_internals(node)
+    return names
+
+
 def transient_sizes(graph: Graph, bindings: Mapping[str, int] | None) -> tuple[dict[str, int], dict[str, str]]:
     """(bytes of each plannable transient, why the others are not planned)."""
     binding = dict(bindings or {})
     sizes, unplanned = {}, {}
     for node in graph.nodes:
-        for name in node.outputs:
+        for name in written(node):
             if not name or graph.kind(name) is not Kind.TRANSIENT:
                 continue
             t = graph.type_of(name)
@@ -102,7 +113,7 @@ def lifetimes(graph: Graph, names) -> dict[str, tuple[int, int]]:
     first: dict[str, int] = {}
     last: dict[str, int] = {}
     for i, node in enumerate(graph.nodes):
-        for name in node.outputs:
+        for name in written(node):
             if name in wanted:
                 first[name] = last[name] = i
         for name in reads(node):
@@ -344,7 +355,8 @@ def check_plan(graph: Graph, plan: MemoryPlan, bindings: Mapping[str, int] | Non
 class PlanMemory(Pass):
     """Compute the memory plan and report its peak memory against no reuse and the live-set peak.
 
-    An analysis: the graph is left unchanged; the plan is in ``stats["plan"]``."""
+    The nodes are left unchanged; the plan is written into the graph (``graph.memory_plan``),
+    where code generators bind buffers from it, and into ``stats["plan"]`` for reports."""
 
     name = "plan-memory"
     in_place = True
@@ -356,6 +368,7 @@ class PlanMemory(Pass):
     def run(self, graph: Graph, ctx) -> PassResult:
         plan = plan_memory(graph, self.bindings, alignment=self.alignment, inplace=self.inplace)
         check_plan(graph, plan, self.bindings)
+        graph.memory_plan = plan
         stats = {"transients": len(plan.offsets), "bytes_no_reuse": plan.total_bytes,
                  "live_peak_bytes": plan.live_peak, "arena_bytes": plan.arena_size,
                  "inplace": len(plan.inplace), "views_aliased": len(plan.aliases),

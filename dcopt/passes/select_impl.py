@@ -152,7 +152,8 @@ class SelectImplPass(Pass):
 
     def __init__(self, conv: str | None = None, matmul: str | None = None, min_intensity: float = 4.0,
                  generated_max_flops: int = 2 * 64 ** 3, bindings: Mapping[str, int] | None = None,
-                 assume_dim: int = 1, tiles: bool = True, overwrite: bool = False, machine: Host | None = None):
+                 assume_dim: int = 1, tiles: bool = True, overwrite: bool = False, machine: Host | None = None,
+                 target: str | None = "cpu"):
         for op, forced in (("Conv", conv), ("MatMul", matmul)):
             if forced is not None and forced not in IMPLS[op]:
                 raise ScheduleError(f"{op} implementation {forced!r} is not one of {', '.join(IMPLS[op])}")
@@ -164,6 +165,7 @@ class SelectImplPass(Pass):
         self.tiles = tiles
         self.overwrite = overwrite
         self.machine = machine
+        self.target = target
 
     def run(self, graph: Graph, ctx) -> PassResult:
         stats: dict[str, int] = {}
@@ -244,9 +246,15 @@ class SelectImplPass(Pass):
 
     # -- decisions ---------------------------------------------------------------------------------
     def _decide(self, graph: Graph, node: Node) -> str:
+        from dcopt.backends import library_chooser
+
+        chooser = library_chooser(self.target)
+        if chooser is not None:  # the target's routines, first that applies (None: none does)
+            choice = chooser.choose(graph, node)
+            if choice is not None:
+                return choice
         if node.op != "Conv":
-            m, k, n = self._gemm_dims(graph, node)
-            return "generated" if 2 * m * k * n < self.generated_max_flops else "library"
+            return "library"
         return self._decide_conv(graph, node)
 
     def _conv_sizes(self, graph: Graph, node: Node) -> dict[str, tuple[int, ...]]:
@@ -265,7 +273,7 @@ class SelectImplPass(Pass):
         if math.prod(w[2:]) == 1:
             return "library"
         if w[1] == 1:
-            return "direct"
+            return "loops"
         batch = {d: 1 for name in (node.inputs[0], node.outputs[0]) for d in graph.type_of(name).shape[:1]
                  if isinstance(d, str)}
         cost = node_cost(graph, node, {**batch, **self.bindings})
@@ -274,13 +282,13 @@ class SelectImplPass(Pass):
         itemsize = dtypes.itemsize(graph.type_of(node.outputs[0]).dtype)
         col = w[1] * math.prod(w[2:]) * int(self._attr(graph, node, "group", 1)) * math.prod(y[2:]) * itemsize
         intensity = cost.flops / (cost.bytes_moved + 2 * col + 2 * math.prod(y) * itemsize)
-        return "im2col" if intensity >= self.min_intensity else "direct"
+        return "im2col" if intensity >= self.min_intensity else "loops"
 
     def _tile(self, graph: Graph, node: Node, impl: str, machine: Host) -> tuple[int, int, int] | None:
         """Tiles of the node's GEMM (None for direct convs, which have no GEMM)."""
         if node.op != "Conv":
             m, k, n = self._gemm_dims(graph, node)
-        elif impl == "direct":
+        elif impl in ("loops", "direct", "pointwise"):
             return None
         else:  # conv as GEMM per group: [M/G, C/G * taps] @ [C/G * taps, out positions]
             s = self._conv_sizes(graph, node)

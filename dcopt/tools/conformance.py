@@ -3,6 +3,7 @@
     python -m dcopt.tools.conformance                 # all cases, summary
     python -m dcopt.tools.conformance --op Conv -v    # one op, every failure's reason
     python -m dcopt.tools.conformance --backend onnxruntime   # the peer, in the same loop
+    python -m dcopt.tools.conformance --compiled      # through dcopt.compile(...).run (the product)
 
 The test suite uses :func:`run_case` with the expected-failure list in
 ``tests/conformance_expected_failures.py``.
@@ -84,6 +85,30 @@ def run_case(case, backend) -> None:
                 _compare(e, a, case.rtol, case.atol)
 
 
+class _CompiledBackend:
+    """``dcopt.compile(case.model).run(None, feeds)``: the path users get. ``steps`` tallies the
+    kinds of steps each compiled case ran (native kernels, library calls, dynamic, fallback)."""
+
+    cache_dir = None
+    steps: "collections.Counter[str]" = collections.Counter()
+    last_steps: dict = {}
+
+    @classmethod
+    def prepare(cls, model, device="CPU"):
+        import dcopt
+
+        sess = dcopt.compile(model, cache_dir=cls.cache_dir)
+        cls.last_steps = dict(sess.manifest.get("steps", {}))
+        names = [i.name for i in sess.get_inputs()]
+
+        class Rep:
+            @staticmethod
+            def run(inputs):
+                return sess.run(None, dict(zip(names, inputs)))
+
+        return Rep()
+
+
 class _OrtBackend:
     """onnxruntime in the same loop, for comparison."""
 
@@ -127,11 +152,18 @@ def main(argv=None) -> int:
     parser.add_argument("--op", action="append", help="only cases of this op (repeatable)")
     parser.add_argument("--name", help="only cases whose name contains this")
     parser.add_argument("--backend", default="dcopt", choices=["dcopt", "onnxruntime"])
+    parser.add_argument("--compiled", action="store_true",
+                        help="run cases through dcopt.compile(...).run (generated code), not the reference executor")
+    parser.add_argument("--cache-dir", help="compile cache for --compiled (default: the user cache)")
+    parser.add_argument("--json", metavar="PATH", help="write per-case results (status, reason, step kinds) as JSON")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every failure's reason")
     parser.add_argument("--write-expected", metavar="PATH",
                         help="write the failing cases and their reasons as an EXPECTED_FAILURES module")
     args = parser.parse_args(argv)
-    if args.backend == "dcopt":
+    if args.compiled:
+        backend = _CompiledBackend
+        backend.cache_dir = args.cache_dir
+    elif args.backend == "dcopt":
         import dcopt.backend as backend
     else:
         backend = _OrtBackend
@@ -142,17 +174,31 @@ def main(argv=None) -> int:
         cases = [c for c in cases if args.name in c.name]
     passed, failed = 0, collections.Counter()
     reasons: dict[str, str] = {}
+    records = {}
     for case in cases:
+        _CompiledBackend.last_steps = {}
         try:
             run_case(case, backend)
             passed += 1
+            records[case.name] = {"op": case_op(case), "status": "pass"}
         except Exception as exc:  # tally every kind of failure
             reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
             failed[case_op(case)] += 1
             reasons[case.name] = reason
+            records[case.name] = {"op": case_op(case), "status": "fail", "reason": reason}
             if args.verbose:
                 print(f"FAIL {case.name}: {reason}")
+        records[case.name]["steps"] = dict(_CompiledBackend.last_steps)
     print(f"{passed} passed, {sum(failed.values())} failed of {len(cases)} cases")
+    if args.compiled:
+        clean = sum(1 for r in records.values() if r["status"] == "pass"
+                    and not r["steps"].get("fallback") and not r["steps"].get("dynamic"))
+        print(f"{clean} passed with no fallback or dynamic step")
+    if args.json:
+        import json
+
+        with open(args.json, "w") as f:
+            json.dump(records, f, indent=1)
     if args.write_expected:
         write_expected(args.write_expected, reasons)
     if failed and not args.verbose:

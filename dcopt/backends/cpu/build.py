@@ -30,7 +30,6 @@ import numpy as np
 import onnx
 
 from dcopt.backends.cpu import compiler
-from dcopt.backends.cpu.lower import lower
 from dcopt.backends.cpu.program import Program, Step
 from dcopt.backends.cpu.renderer import render_module
 from dcopt.errors import ModelLoadError
@@ -48,47 +47,44 @@ class Build:
     native: object = None  # MCJIT engine holding the generated LLVM kernels (None: there are none)
 
 
-def load_proto(model) -> onnx.ModelProto:
-    """The model as ONNX: a ModelProto as is, a dcopt Graph (e.g. from the PyTorch frontend) or a
-    .pt2/.json file exported, an .onnx file through the safe loader (external data checks)."""
-    from dcopt.frontends.onnx_export import export_model
+@dataclass
+class Source:
+    """The model a build comes from: its IR, the bytes its build key hashes, and the file a build
+    directory keeps so a run at new sizes can recompile (ONNX when the model came as ONNX, else
+    dcopt's lossless IR JSON)."""
+
+    graph: object  # dcopt.ir.Graph
+    digest_bytes: bytes
+    proto: onnx.ModelProto | None = None
+
+    def save(self, directory: Path) -> None:
+        if self.proto is not None:
+            onnx.save_model(self.proto, str(directory / "model.onnx"))
+        else:
+            (directory / "model.json").write_bytes(self.digest_bytes)
+
+
+def load_source(model) -> Source:
+    """A model given as a path (.onnx through the safe loader, .json, .pt2), an onnx.ModelProto
+    or a dcopt Graph (e.g. from the PyTorch frontend: no ONNX round trip)."""
+    from dcopt.frontends.onnx_import import import_model
+    from dcopt.ir import serialize
     from dcopt.ir.graph import Graph
 
     if isinstance(model, onnx.ModelProto):
-        return model
+        return Source(import_model(model), model.SerializeToString(), model)
     if isinstance(model, Graph):
-        return export_model(model)
+        return Source(model, serialize.dumps(model).encode())
     path = Path(model)
     if path.suffix.lower() in (".pt2", ".json"):
         from dcopt.api import load_graph
 
-        return export_model(load_graph(path))
+        graph = load_graph(path)
+        return Source(graph, serialize.dumps(graph).encode())
     from dcopt.frontends.onnx_load import load_onnx
 
-    return load_onnx(path)
-
-
-def _optimize(graph, pipeline, patches: Sequence[str]):
-    """Apply idea patches, then the pass pipeline; returns (graph, the pipeline that ran).
-
-    ``pipeline`` is a spec string (pipeline or pass names) or ``(steps, label)`` as
-    :func:`dcopt.cli.pipeline_options.resolve_pipeline` returns it; an unknown name is an error
-    listing the valid ones."""
-    from dcopt.passes.manager import PassManager
-    from dcopt.passes.pipelines import build_pipeline
-
-    if patches:
-        from dcopt.passes.patches import apply_patches
-
-        graph = apply_patches(graph, list(patches)).graph
-    if isinstance(pipeline, tuple):
-        steps, label = pipeline
-        if not all(isinstance(s, str) for s in steps):  # a user pipeline file: Pass objects
-            return PassManager(steps, name=label)(graph).graph, label
-        pipeline = ",".join(steps) or "O0"
-    if pipeline == "O0":
-        return graph, "O0"
-    return build_pipeline(pipeline)(graph).graph, pipeline
+    proto = load_onnx(path)
+    return Source(import_model(proto), proto.SerializeToString(), proto)
 
 
 def pipeline_label(pipeline) -> str:
@@ -129,15 +125,16 @@ def cache_root(cache_dir=None) -> Path:
     return Path(cache_dir) if cache_dir is not None else default_root().parent
 
 
-def build(proto: onnx.ModelProto, *, dims: Mapping[str, int] | None = None, pipeline="O3",
+def build(source: Source, *, dims: Mapping[str, int] | None = None, pipeline="O3",
           patches: Sequence[str] = (), cache_dir=None, example_feeds=None) -> Build:
-    """Compile ``proto`` (cached): import, specialize, optimize, lower, render, compile."""
-    from dcopt.backends.cpu.specialize import input_bindings, specialize
-    from dcopt.frontends.onnx_import import import_model
+    """Compile ``source`` (cached): the driver's lowering, then code generation and compilation."""
+    from dcopt import driver
+    from dcopt.backends.cpu.codegen import generate
+    from dcopt.backends.cpu.specialize import input_bindings
 
-    graph = import_model(proto)
+    graph = source.graph
     bindings = input_bindings(graph, dims)
-    model_bytes = proto.SerializeToString()
+    model_bytes = source.digest_bytes
     root = cache_root(cache_dir)
     directory = root / "cpu-builds" / build_key(model_bytes, pipeline, patches, bindings)
     if (directory / "manifest.json").is_file():
@@ -146,8 +143,9 @@ def build(proto: onnx.ModelProto, *, dims: Mapping[str, int] | None = None, pipe
         except ModelLoadError:
             shutil.rmtree(directory, ignore_errors=True)
     start = time.perf_counter()
-    optimized, applied = _optimize(specialize(graph, bindings, example_feeds), pipeline, patches)
-    program = lower(optimized)
+    lowered = driver.lower(graph, bindings=bindings, pipeline=pipeline, patches=patches, example_feeds=example_feeds)
+    applied = lowered.pipeline
+    program = generate(lowered.graph)
     source = render_module(program.kernels)
     module, key = compiler.compile_module(source, program.signatures, root / "kernels",
                                           {"model": graph.name, "bindings": bindings})
@@ -165,6 +163,7 @@ def build(proto: onnx.ModelProto, *, dims: Mapping[str, int] | None = None, pipe
         + [{"name": n, "sha256": hashlib.sha256(s.encode()).hexdigest(), "language": "llvm"}
            for n, s in sorted(program.native.items())],
         "steps": dict(sorted(_count(s.kind for s in program.steps).items())),
+        "memory": {"arena_bytes": program.memory.get("arena_size", 0)},
         "signature": _signature(graph, program),
         "compile_seconds": round(time.perf_counter() - start, 3),  # to here; numba compiles on first run
     }
@@ -198,7 +197,7 @@ def is_build(path: Path) -> bool:
 
 
 def _write(directory: Path, program: Program, source: str, native_ir: str | None, manifest: dict,
-           proto: onnx.ModelProto | None, force: bool = True) -> None:
+           model: Source | None, force: bool = True) -> None:
     """Write a build directory atomically (a staging sibling, then rename; see :mod:`dcopt.outputs`).
     An existing path is replaced only if it is a build and ``force`` is set."""
     from dcopt.outputs import staged_directory
@@ -210,12 +209,12 @@ def _write(directory: Path, program: Program, source: str, native_ir: str | None
         prog = {"inputs": program.inputs, "outputs": program.outputs, "opset": program.opset,
                 "types": {n: [list(s), d] for n, (s, d) in program.types.items()},
                 "steps": [s.to_dict() for s in program.steps], "params": sorted(program.params),
-                "signatures": program.signatures}
+                "signatures": program.signatures, "memory": program.memory}
         (staging / "program.json").write_text(json.dumps(prog))
         with open(staging / "weights.npz", "wb") as f:
             np.savez(f, **{f"p{i}": program.params[n] for i, n in enumerate(prog["params"])})
-        if proto is not None:
-            onnx.save_model(proto, str(staging / "model.onnx"))
+        if model is not None:
+            model.save(staging)
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
 
 
@@ -238,7 +237,8 @@ def load(directory: Path, cache_dir=None) -> Build:
     except Exception as exc:
         raise ModelLoadError(f"damaged build directory: {type(exc).__name__}: {exc}", file=str(directory)) from None
     program = Program(prog["inputs"], prog["outputs"], {n: (tuple(s), d) for n, (s, d) in prog["types"].items()},
-                      params, [Step.from_dict(s) for s in prog["steps"]], {}, prog["signatures"], prog["opset"])
+                      params, [Step.from_dict(s) for s in prog["steps"]], {}, prog["signatures"], prog["opset"],
+                      memory=prog.get("memory", {}))
     provenance = {"model": manifest["model"]["name"], "build": str(directory)}
     module, key = compiler.compile_module(source, program.signatures, cache_root(cache_dir) / "kernels", provenance)
     native = None
@@ -247,11 +247,11 @@ def load(directory: Path, cache_dir=None) -> Build:
     return Build(program, module, manifest, dict(manifest["bindings"]), directory, native)
 
 
-def copy_build(built: Build, target: Path, proto: onnx.ModelProto | None, force: bool = False) -> Path:
+def copy_build(built: Build, target: Path, model: Source | None, force: bool = False) -> Path:
     """Write ``built`` as a user-visible build directory at ``target`` (with its source model);
     an existing build there is replaced only with ``force``, anything else never."""
     source = (built.directory / "kernels.py").read_text()
     native = built.directory / "kernels.ll"
     _write(Path(target), built.program, source, native.read_text() if native.is_file() else None, built.manifest,
-           proto, force)
+           model, force)
     return Path(target)

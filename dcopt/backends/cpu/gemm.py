@@ -27,9 +27,17 @@ import numpy as np
 from dcopt.backends.cpu import directconv, library, parallel
 
 
-def bind_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, mode: str) -> Callable[[], None]:
+def bind_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, mode: str, trans_a: bool = False,
+                trans_b: bool = False, alpha: float = 1.0) -> Callable[[], None]:
     """MatMul/Gemm as sgemm tasks on the pool (numpy's ``matmul`` where OpenBLAS's 64-bit
-    cblas is missing or the operands are not C arrays)."""
+    cblas is missing, the operands are not C arrays, or an operand is used transposed)."""
+    if trans_a or trans_b or alpha != 1.0:
+        at = np.swapaxes(a, -1, -2) if trans_a else a
+        bt = np.swapaxes(b, -1, -2) if trans_b else b
+        matmul, scale, factor = np.matmul, np.multiply, np.float32(alpha)
+        if alpha == 1.0:
+            return lambda: matmul(at, bt, out=out)
+        return lambda: (matmul(at, bt, out=out), scale(out, factor, out=out)) and None
     parts = parallel.threads()
     if parallel.sgemm_function() is None or not all(v.flags.c_contiguous for v in (a, b, out)):
         matmul = np.matmul

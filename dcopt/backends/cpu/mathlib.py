@@ -1,11 +1,26 @@
-"""Scalar math that LLVM can vectorize, for generated kernels.
+"""Scalar math that LLVM can vectorize, for generated kernels, with IEEE results at the edges.
 
-Why: without Intel SVML (absent here: ``numba -s`` says ``SVML State: False``) numba lowers
-``np.exp``/``np.tanh``/``math.erf`` on a float32 to a scalar libm call, which blocks loop
-vectorization. Measured on this machine (400k float32, one core): libm ``expf`` loop 0.74 ms,
-``np.exp`` 0.14 ms, the polynomial :func:`fexp` below 0.047 ms (zmm code), max relative error
-1.2e-7. GELU/tanh/sigmoid are built on it. Every function is ``inline='always'`` so it melts
-into the caller's loop body.
+Why: without Intel SVML (absent here: ``numba -s`` says ``SVML State: False``; PyPI's llvmlite is
+not SVML-patched) numba lowers ``np.exp``/``np.tanh``/``math.erf`` on a float32 to a scalar libm
+call, which blocks loop vectorization. Measured on this machine (400k float32, one core): libm
+``expf`` loop 0.74 ms, the polynomial :func:`fexp` below 0.047 ms (zmm code), max relative error
+1.2e-7. Tanh, erf, sigmoid and GELU are built on it. Every function is ``inline='always'`` so
+it melts into the caller's loop body.
+
+Edges are part of the contract (the reference executor is numpy, and compiled results must match
+it at large magnitudes, not only on randn): ``fexp`` overflows to ``inf`` above ~88.72, returns
+the exact subnormal results down to ~-103.97 and 0 below, and propagates NaN. It scales by two
+powers of two (``2**n1 * 2**n2``) so neither factor leaves the normal exponent range -- an
+earlier version clamped its argument to [-87, 88] and returned finite values where numpy gives
+inf (Softplus(100) came out as 88.0).
+
+``fmaxp``/``fminp`` are ``np.maximum``/``np.minimum``: NaN in either argument gives NaN (Python's
+``max`` in numba keeps whichever operand the comparison picks, so ``max(nan, 0)`` was 0).
+
+Half and bfloat16 storage: numba has no float16 arithmetic on the CPU, so such arrays are handed
+to kernels as ``uint16`` views and converted on load/store: :func:`h2f`/:func:`f2h` are LLVM's
+``fpext``/``fptrunc`` on ``half`` (one ``vcvtph2ps``/``vcvtps2ph`` with F16C, round to nearest
+even), :func:`bf2f`/:func:`f2bf` shift the bits (round to nearest even, NaN kept quiet).
 """
 
 from __future__ import annotations
@@ -33,23 +48,100 @@ def _bits_to_f32(typingctx, x):
     return sig, codegen
 
 
+@intrinsic
+def _f32_to_bits(typingctx, x):
+    """Reinterpret a float32 as uint32."""
+    sig = types.uint32(types.float32)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return sig, codegen
+
+
+@intrinsic
+def h2f(typingctx, x):
+    """IEEE half (stored as uint16) -> float32."""
+    sig = types.float32(types.uint16)
+
+    def codegen(context, builder, signature, args):
+        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+
+    return sig, codegen
+
+
+@intrinsic
+def _f2h(typingctx, x):
+    sig = types.uint16(types.float32)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(builder.fptrunc(args[0], ir.HalfType()), ir.IntType(16))
+
+    return sig, codegen
+
+
+@njit(inline="always")
+def f2h(x):
+    """float (any width) -> IEEE half bits (uint16), round to nearest even."""
+    return _f2h(np.float32(x))
+
+
+@njit(inline="always")
+def bf2f(x):
+    """bfloat16 bits (uint16) -> float32."""
+    return _bits_to_f32(np.int32(np.uint32(x) << np.uint32(16)))
+
+
+@njit(inline="always")
+def f2bf(x):
+    """float -> bfloat16 bits (uint16): round to nearest even; NaN stays a quiet NaN."""
+    v = np.float32(x)
+    bits = _f32_to_bits(v)
+    if v != v:
+        return np.uint16((bits >> np.uint32(16)) | np.uint32(0x40))
+    bits = bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))
+    return np.uint16(bits >> np.uint32(16))
+
+
 _LOG2E = f32(1.4426950408889634)
 _LN2_HI, _LN2_LO = f32(0.693359375), f32(-2.12194440e-4)
 _P = tuple(f32(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
                             1.6666665459e-1, 5.0000001201e-1))
 _ONE, _HALF, _TWO, _ZERO = f32(1.0), f32(0.5), f32(2.0), f32(0.0)
-_XMAX, _XMIN = f32(88.0), f32(-87.0)
+# Beyond these exp is inf / rounds to 0 in float32.
+_XMAX, _XMIN = f32(89.0), f32(-104.0)
+_I = np.int32
+
+
+_TWO_M64 = f32(2.0 ** -64)
+
+
+@njit(inline="always")
+def _scale(p, k):
+    """p * 2**k for p in [0.5, 2) by adding k to the exponent bits: a float product chain
+    (``p * 2**64 * 2**64``) was reassociated under fast-math into ``p * inf``. Exponents past
+    254 give inf; results below the normal range are scaled to a normal ``p * 2**(k+64)`` and
+    then multiplied by the constant ``2**-64``, one IEEE multiply that rounds to the subnormal
+    exactly (nothing left to reassociate)."""
+    pb = _I(_f32_to_bits(p))
+    e = ((pb >> _I(23)) & _I(255)) + k
+    normal = _bits_to_f32(pb + (k << _I(23)))
+    tiny = _bits_to_f32(pb + ((k + _I(64)) << _I(23))) * _TWO_M64
+    y = normal if e >= _I(1) else tiny
+    return y if e < _I(255) else f32(np.inf)
 
 
 @njit(inline="always", fastmath=FASTMATH)
 def fexp(x):
-    """exp(x) for float32: Cephes-style range reduction and a degree-6 polynomial."""
-    x = min(max(x, _XMIN), _XMAX)
-    n = np.floor(x * _LOG2E + _HALF)
-    r = x - n * _LN2_HI - n * _LN2_LO
+    """exp(x) for float32: Cephes-style range reduction, a degree-6 polynomial, and an exact
+    scale by 2**n (:func:`_scale`) that reaches inf and the subnormals where numpy does."""
+    c = min(max(x, _XMIN), _XMAX)
+    n = np.floor(c * _LOG2E + _HALF)
+    r = c - n * _LN2_HI - n * _LN2_LO
     p = ((((_P[0] * r + _P[1]) * r + _P[2]) * r + _P[3]) * r + _P[4]) * r + _P[5]
     p = p * (r * r) + r + _ONE
-    return p * _bits_to_f32((np.int32(n) + np.int32(127)) << np.int32(23))
+    y = _scale(p, _I(n))
+    return y if x == x else x
 
 
 @njit(inline="always", fastmath=FASTMATH)
@@ -68,17 +160,37 @@ def ftanh(x):
 _ERF_A = tuple(f32(c) for c in (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429))
 _ERF_P = f32(0.3275911)
 _ERF_CLAMP = f32(4.0)
+_ERF_SMALL = f32(0.125)
+_TWO_OVER_SQRT_PI = f32(1.1283791670955126)
 
 
 @njit(inline="always", fastmath=FASTMATH)
 def ferf(x):
-    """erf(x), Abramowitz & Stegun 7.1.26 (absolute error < 1.5e-7). |x| is clamped at 4, where
-    erf is 1 in float32: beyond it exp(-x*x) times the polynomial goes subnormal, and subnormal
-    arithmetic made a BERT GELU kernel 5x slower."""
+    """erf(x): the Maclaurin series below |x| = 0.125 (relative error < 1e-8 there, where the
+    absolute error of the rational form would be a large relative one), Abramowitz & Stegun
+    7.1.26 above (absolute error < 1.5e-7). |x| is clamped at 4, where erf is 1 in float32:
+    beyond it exp(-x*x) times the polynomial goes subnormal, and subnormal arithmetic made a
+    BERT GELU kernel 5x slower."""
     a = min(abs(x), _ERF_CLAMP)
+    if a < _ERF_SMALL:
+        x2 = x * x
+        return _TWO_OVER_SQRT_PI * x * (_ONE - x2 * (f32(1.0 / 3.0) - x2 * (f32(0.1) - x2 * f32(1.0 / 42.0))))
     t = _ONE / (_ONE + _ERF_P * a)
     y = _ONE - (((((_ERF_A[4] * t + _ERF_A[3]) * t + _ERF_A[2]) * t + _ERF_A[1]) * t + _ERF_A[0]) * t) * fexp(-a * a)
-    return y if x >= _ZERO else -y
+    y = y if x >= _ZERO else -y
+    return y if x == x else x
+
+
+@njit(inline="always")
+def fmaxp(a, b):
+    """np.maximum: NaN in either argument gives NaN."""
+    return a if (a > b or a != a) else b
+
+
+@njit(inline="always")
+def fminp(a, b):
+    """np.minimum: NaN in either argument gives NaN."""
+    return a if (a < b or a != a) else b
 
 
 _SQRT1_2 = f32(0.7071067811865476)

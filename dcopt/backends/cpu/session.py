@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
-import onnx
 
 from dcopt.backends.cpu import build
 from dcopt.backends.cpu.runtime import CompiledModel
@@ -43,7 +42,7 @@ class NodeArg:
 
 
 class CpuSession:
-    def __init__(self, built: build.Build, source: onnx.ModelProto | None = None, cache_dir=None, pipeline=None):
+    def __init__(self, built: build.Build, source: build.Source | None = None, cache_dir=None, pipeline=None):
         self._builds = {tuple(sorted(built.bindings.items())): built}
         self._current = built
         self._model = CompiledModel(built.program, built.module, built.native)
@@ -168,11 +167,11 @@ def compile_model(model, *, pipeline="O3", target: str = "cpu", threads: int | N
 
     if target != "cpu":
         raise UnsupportedError(f"unknown target '{target}' (available: cpu)")
-    proto = build.load_proto(model)
+    source = build.load_source(model)
     set_threads(threads)
-    built = build.build(proto, dims=dims, pipeline=pipeline, patches=patches, cache_dir=cache_dir,
+    built = build.build(source, dims=dims, pipeline=pipeline, patches=patches, cache_dir=cache_dir,
                         example_feeds=example_feeds)
-    session = CpuSession(built, proto, cache_dir, pipeline)
+    session = CpuSession(built, source, cache_dir, pipeline)
     session.warm_up()
     return session
 
@@ -190,7 +189,10 @@ def set_threads(threads: int | None) -> None:
 def load_build(path: str | os.PathLike, cache_dir=None, threads: int | None = None) -> CpuSession:
     set_threads(threads)
     built = build.load(Path(path), cache_dir=cache_dir)
-    source = Path(path) / "model.onnx"
-    session = CpuSession(built, onnx.load(str(source)) if source.is_file() else None, cache_dir)
+    source = None
+    for name in ("model.onnx", "model.json"):
+        if (Path(path) / name).is_file():
+            source = build.load_source(Path(path) / name)
+    session = CpuSession(built, source, cache_dir)
     session.warm_up()
     return session

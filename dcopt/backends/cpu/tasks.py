@@ -42,10 +42,14 @@ def _pointer_intrinsic(dtype):
     return as_pointer
 
 
+#: ``POINTERS[dtype](address)``: a typed pointer for ``carray``, for every dtype a generated
+#: kernel's arrays have (half types travel as uint16 bits).
+POINTERS = {name: _pointer_intrinsic(getattr(types, numba_name)) for name, numba_name in (
+    ("float32", "float32"), ("float64", "float64"), ("bool", "boolean"), ("int8", "int8"), ("int16", "int16"),
+    ("int32", "int32"), ("int64", "int64"), ("uint8", "uint8"), ("uint16", "uint16"), ("uint32", "uint32"),
+    ("uint64", "uint64"))}
 #: ``f32(address)``: a ``float32*`` for ``carray`` (``b8`` likewise for bool buffers).
-f32 = _pointer_intrinsic(types.float32)
-b8 = _pointer_intrinsic(types.boolean)
-f64 = _pointer_intrinsic(types.float64)
+f32, b8, f64 = POINTERS["float32"], POINTERS["bool"], POINTERS["float64"]
 
 
 def _softmax(row):

@@ -3,7 +3,7 @@
 The ``Conv`` rule in :mod:`dcopt.passes.expansions.nn` dispatches here when the node carries the
 level-1 schedule property ``dcopt.impl`` (:mod:`dcopt.ir.schedule`, chosen by ``select-impl``):
 
-* ``direct`` -- one map over ``(N, M, out..., C/group, kernel...)`` reading the input at
+* ``loops`` -- one map over ``(N, M, out..., C/group, kernel...)`` reading the input at
   ``stride*o + dilation*k - pad`` (padding reads yield 0) and accumulating ``x * w`` into the
   output with wcr sum. No extra memory: it moves what the op moves. Right for depthwise and
   few-channel convs, where an unfolded GEMM would be a thin, memory-bound product.
@@ -169,7 +169,7 @@ def im2col(b: LoopBuilder, s: ConvShape, props: dict) -> None:
     _with_bias(b, s, "col2im", ("a", ycol, index([p[0], group, filt, flat])))
 
 
-VARIANTS = {"direct": direct, "im2col": im2col}
+VARIANTS = {"loops": direct, "im2col": im2col}
 
 
 def expand_conv_variant(graph, node: Node, impl: str) -> list[Node]:

@@ -20,30 +20,73 @@ import math
 
 from dcopt.ir.schedule import IMPL
 from dcopt.ops.nn import _geometry
-from dcopt.passes.expand import LoopBuilder, Refused, affine, expansion, index, params_of
+from dcopt.passes.expand import LoopBuilder, Refused, affine, expansion, fmt, index, params_of
 
 FLOATS = ("float16", "float32", "float64")
 
 
+def _impl(node) -> str:
+    """The level-1 implementation select-impl chose (``library``: the backend's default routine)."""
+    return node.attrs.get(IMPL, "library")
+
+
+def _library_options(node) -> dict:
+    impl = _impl(node)
+    return {} if impl == "library" else {"impl": impl}
+
+
 @expansion("MatMul")
 def matmul(graph, node):
+    """A GEMM library call (batched and broadcast like np.matmul), or with ``loops`` one map
+    over (batch..., M, N, K) accumulating with wcr sum -- any dtype, no library needed."""
     b = LoopBuilder(graph, node)
     a_, b_ = b.input(0), b.input(1)
-    b.require_dtype(a_, b_)
     y = b.output()
-    b.library("gemm", "gemm", [("A", a_, b.full(a_)), ("B", b_, b.full(b_))], [("Y", y, b.full(y))])
+    if _impl(node) == "loops":
+        return _matmul_loops(b, a_, b_, y)
+    b.require_dtype(a_, b_)
+    b.library("gemm", "gemm", [("A", a_, b.full(a_)), ("B", b_, b.full(b_))], [("Y", y, b.full(y))],
+              **_library_options(node))
+    return b.nodes
+
+
+def _matmul_loops(b: LoopBuilder, a_: str, b_: str, y: str):
+    """np.matmul as one map: a 1-D operand has no M (or N) dim, batch dims broadcast."""
+    sa, sb, sy = b.shape(a_), b.shape(b_), b.shape(y)
+    if not sa or not sb:
+        raise Refused("MatMul of a scalar")
+    has_m, has_n = len(sa) > 1, len(sb) > 1
+    rank = len(sy)
+    batch = rank - has_m - has_n
+    p = params_of(rank + 1)
+    kk = p[rank]
+
+    def batch_subset(shape):
+        lead = batch - len(shape)
+        return [p[lead + j] if d == sy[lead + j] else "0" for j, d in enumerate(shape)]
+
+    a_sub = batch_subset(sa[:-2]) + ([p[batch], kk] if has_m else [kk])
+    b_sub = batch_subset(sb[:-2]) + ([kk, p[batch + has_m]] if has_n else [kk])
+    b.map("matmul", (*sy, sa[-1]), "out = a * c", [("a", a_, index(a_sub)), ("c", b_, index(b_sub))],
+          [("out", y, index(p[:rank]), "sum")])
     return b.nodes
 
 
 @expansion("Gemm")
 def gemm(graph, node):
+    """alpha * op(A) @ op(B) as a GEMM library call; beta * C is an elementwise map after it (the
+    epilogue a library routine may absorb later, see fuse-epilogues)."""
     b = LoopBuilder(graph, node)
     a_, b_, c_ = b.input(0), b.input(1), b.input(2, optional=True)
     b.require_dtype(a_, b_, c_)
     y = b.output()
-    reads = [("A", a_, b.full(a_)), ("B", b_, b.full(b_))] + ([("C", c_, b.full(c_))] if c_ else [])
-    b.library("gemm", "gemm", reads, [("Y", y, b.full(y))], alpha=float(b.attr("alpha", 1.0)),
-              beta=float(b.attr("beta", 1.0)), transA=int(b.attr("transA", 0)), transB=int(b.attr("transB", 0)))
+    beta = float(b.attr("beta", 1.0))
+    product = b.transient(b.shape(y), b.dtype(y), "product") if c_ and beta != 0.0 else y
+    b.library("gemm", "gemm", [("A", a_, b.full(a_)), ("B", b_, b.full(b_))], [("Y", product, b.full(product))],
+              alpha=float(b.attr("alpha", 1.0)), transA=int(b.attr("transA", 0)), transB=int(b.attr("transB", 0)),
+              **_library_options(node))
+    if product != y:
+        b.elementwise("a + c" if beta == 1.0 else f"a + {fmt(beta)} * c", {"a": product, "c": c_}, y, what="bias")
     return b.nodes
 
 
@@ -61,8 +104,10 @@ def _window(b: LoopBuilder, x: str, kernel):
 
 @expansion("Conv")
 def conv(graph, node):
-    impl = node.attrs.get(IMPL, "library")  # level-1 choice (select-impl): direct loops or im2col + GEMM
-    if impl != "library":
+    """A conv library call (then the bias as an elementwise map over the channels, which a
+    routine may absorb: fuse-epilogues), or the ``loops``/``im2col`` expansions."""
+    impl = _impl(node)  # level-1 choice (select-impl)
+    if impl in ("loops", "im2col"):
         from dcopt.passes.expansions.conv_impls import expand_conv_variant  # imports this module
 
         return expand_conv_variant(graph, node, impl)
@@ -71,9 +116,14 @@ def conv(graph, node):
     b.require_dtype(x, w, bias, allowed=FLOATS)
     kernel = b.static_dims(w, range(2, len(b.shape(w))))
     _, kernel, strides, dilations, _, begin, end = _window(b, x, kernel)
-    reads = [("X", x, b.full(x)), ("W", w, b.full(w))] + ([("B", bias, b.full(bias))] if bias else [])
-    b.library("conv", "conv", reads, [("Y", y, b.full(y))], strides=strides, pads=tuple(begin) + tuple(end),
-              dilations=dilations, group=int(b.attr("group", 1)))
+    product = b.transient(b.shape(y), b.dtype(y), "conv") if bias else y
+    b.library("conv", "conv", [("X", x, b.full(x)), ("W", w, b.full(w))], [("Y", product, b.full(product))],
+              strides=strides, pads=tuple(begin) + tuple(end), dilations=dilations, group=int(b.attr("group", 1)),
+              **_library_options(node))
+    if bias:
+        shape = b.shape(y)
+        reads = [("a", product, index(params_of(len(shape)))), ("c", bias, "i1")]
+        b.map("bias", shape, "out = a + c", reads, [("out", y, index(params_of(len(shape))))])
     return b.nodes
 
 

@@ -1,0 +1,132 @@
+"""Which CPU routine runs a Conv, MatMul or Gemm: what ``select-impl`` asks for the cpu target.
+
+The answer becomes the node's ``dcopt.impl`` and, through ``expand``, the ``impl`` of its
+library call; ``fuse-epilogues`` then knows what the routine can absorb (:data:`EPILOGUES`) and
+:mod:`library_calls` runs exactly that routine. Order of preference (measured on this kind of
+machine in issue 4's work, see :mod:`directconv` and :mod:`gemm`):
+
+* Conv (NCHW float32, 1-D or 2-D, constant weights): ``pointwise`` for 1x1/stride-1/unpadded
+  convs whose plane fills its 16-pixel vectors; ``direct`` (the register-blocked generated
+  kernel) where its planner accepts the shape (AVX-512 hosts, not depthwise, not narrow 1x1);
+  else ``blas`` (depthwise kernel, shifted GEMMs or im2col over OpenBLAS). Anything else (3-D,
+  other dtypes, run-time weights) is left to the pure expansions (None).
+* MatMul/Gemm with constant 2-D float32 weights: ``matvec`` for one row, ``generated`` for
+  more (weights packed once, bias/ReLU absorbed); other float32 products ``blas``; other dtypes
+  ``loops`` (a map: integer and float64 products have no routine here).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dcopt.backends.cpu import directconv, matvec
+from dcopt.ir.graph import Graph, Node
+from dcopt.ops.nn import _geometry
+from dcopt.ops.registry import schema_defaults
+
+F32 = "float32"
+
+#: What each routine can absorb after it (fuse-epilogues): a bias over the output channels
+#: (conv) or columns (GEMM), a ReLU, a residual tensor shaped like the output.
+EPILOGUES = {
+    ("conv", "direct"): frozenset({"bias", "relu"}),
+    ("conv", "pointwise"): frozenset({"bias", "relu", "residual"}),
+    ("gemm", "generated"): frozenset({"bias", "relu"}),
+    ("gemm", "matvec"): frozenset({"bias", "relu"}),
+}
+
+
+def _static(graph: Graph, name: str) -> tuple[int, ...] | None:
+    t = graph.type_of(name) if name else None
+    if t is None or t.shape is None or not t.is_static:
+        return None
+    return tuple(int(d) for d in t.shape)
+
+
+def _const(graph: Graph, name: str):
+    if not name or name in graph.inputs:
+        return None
+    c = graph.containers.get(name)
+    return None if c is None else c.data
+
+
+def _attr(graph: Graph, node: Node, name: str, default=None):
+    if name in node.attrs:
+        return node.attrs[name]
+    return schema_defaults(node.op, "", graph.opset_of("")).get(name, default)
+
+
+def choose(graph: Graph, node: Node) -> str | None:
+    if node.op == "Conv":
+        return choose_conv(graph, node)
+    if node.op in ("MatMul", "Gemm"):
+        return choose_gemm(graph, node)
+    return None
+
+
+def conv_geometry(graph: Graph, node: Node, x_shape, w_shape) -> dict | None:
+    """The 2-D geometry of a (1-D or 2-D) Conv node: kernel, strides, begin pads, dilations, group."""
+    nd = len(x_shape) - 2
+    kernel = tuple(w_shape[2:])
+    strides = tuple(_attr(graph, node, "strides") or (1,) * nd)
+    dilations = tuple(_attr(graph, node, "dilations") or (1,) * nd)
+    _, begin, _ = _geometry(x_shape[2:], kernel, strides, dilations, _attr(graph, node, "auto_pad", "NOTSET"),
+                            _attr(graph, node, "pads"))
+    if nd == 1:
+        kernel, strides, dilations, begin = (1, *kernel), (1, *strides), (1, *dilations), (0, *begin)
+    return dict(kernel=[int(k) for k in kernel], strides=[int(s) for s in strides], pads=[int(p) for p in begin],
+                dilations=[int(d) for d in dilations], group=int(_attr(graph, node, "group", 1)))
+
+
+def choose_conv(graph: Graph, node: Node) -> str | None:
+    x, w = node.inputs[0], node.inputs[1]
+    xs, ws, ys = _static(graph, x), _static(graph, w), _static(graph, node.outputs[0])
+    if xs is None or ws is None or ys is None or len(xs) not in (3, 4) or _const(graph, w) is None:
+        return None
+    if graph.type_of(x).dtype != F32 or graph.type_of(w).dtype != F32:
+        return None
+    if len(node.inputs) > 2 and node.inputs[2] and _const(graph, node.inputs[2]) is None:
+        return None
+    g = conv_geometry(graph, node, xs, ws)
+    if len(xs) == 3:
+        xs, ws, ys = (xs[0], xs[1], 1, xs[2]), (*ws[:2], 1, ws[2]), (ys[0], ys[1], 1, ys[2])
+    cin, group = xs[1], g["group"]
+    depthwise = bool(group == cin == ws[0] and group > 1)
+    oh, ow = ys[2], ys[3]
+    if (g["kernel"] == [1, 1] and g["strides"] == [1, 1] and g["pads"] == [0, 0] and not depthwise
+            and _no_end_pads(graph, node) and directconv.pointwise_fits(oh * ow)
+            and directconv.pointwise_plan(cin // group, ws[0] // group, oh * ow) is not None):
+        return "pointwise"
+    if directconv.plan(xs, ws, ys, **g) is not None:
+        return "direct"
+    return "blas"
+
+
+def _no_end_pads(graph: Graph, node: Node) -> bool:
+    pads = _attr(graph, node, "pads")
+    return not pads or not any(pads)
+
+
+def choose_gemm(graph: Graph, node: Node) -> str | None:
+    a, b = node.inputs[0], node.inputs[1]
+    sa, sb = _static(graph, a), _static(graph, b)
+    if sa is None or sb is None:
+        return None
+    dtypes = {graph.type_of(a).dtype, graph.type_of(b).dtype}
+    if dtypes != {F32}:
+        return "loops" if node.op == "MatMul" else None
+    trans_a = node.op == "Gemm" and bool(_attr(graph, node, "transA", 0))
+    bw = _const(graph, b)
+    if bw is not None and bw.ndim == 2 and len(sa) >= 2 and not trans_a:
+        m = int(np.prod(sa[:-1]))
+        k, n = (bw.shape[::-1] if node.op == "Gemm" and _attr(graph, node, "transB", 0) else bw.shape)
+        if m == 1 and matvec.plan(k, n, False, False) is not None:
+            return "matvec"
+        if m > 1 and directconv.gemm_plan(m, k, n) is not None:
+            return "generated"
+    return "blas"
+
+
+def epilogues(kind: str, impl: str | None) -> frozenset[str]:
+    """What the routine ``impl`` of a ``kind`` library call absorbs (nothing when unknown)."""
+    return EPILOGUES.get((kind, impl or ""), frozenset())

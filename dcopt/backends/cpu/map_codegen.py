@@ -1,0 +1,386 @@
+"""Maps -> numba loop nests: the CPU renderer of the loop-level IR.
+
+The input is a *kernel* as the ``form-kernels`` pass (:mod:`dcopt.passes.kernels`) leaves it in
+the graph: one Map, or a group of Maps that share their first ``outer`` loop levels, plus the
+group's *locals* (transients that live in a register per outer iteration). The renderer decides
+nothing: it writes what the IR says, mechanically.
+
+::
+
+    def k_<hash>(lo, hi, A0, A1, A2):           # arrays: every container the maps touch
+        S0 = A0.shape[1]                         # symbols from the shapes they are bound to
+        for o0 in range(lo, hi):                 # outer level 0: split across pool tasks
+            # map 0 (reduction into a local): acc, inner loops, store
+            acc0 = -np.inf
+            for p0_1 in range(0, S0):
+                c0_a = A0[o0, p0_1]
+                t0_out = c0_a
+                acc0 = fmaxp(acc0, t0_out)
+            L0 = acc0
+            # map 1 reads L0 as a scalar ...
+
+* Loads are ``array[index expressions]``; a memlet with an ``outside`` value clamps the index
+  and selects (``v if 0 <= i < n else outside``) so the loop stays branch-free; a subset that
+  names another connector (an indirect read, e.g. Gather's ``data[i0, idx % 5]``) loads that
+  connector first.
+* A write-conflict-resolved (wcr) output whose subset does not move in the map's inner loops
+  accumulates in a scalar and is stored once (the vectorizable reduction); one that does is
+  initialized over its region for the current outer iteration and updated in place.
+* Half types are stored as uint16 bits and converted on load/store (:mod:`scalar_code`).
+
+Every kernel takes ``(lo, hi, arrays...)``: with ``outer >= 1`` the first outer loop runs over
+``[lo, hi)`` so the runtime can split it into pool tasks (:func:`render_task`); with
+``outer == 0`` the kernel is serial and ignores them. Names are content hashes of the source, so
+equal kernels (every layer of a transformer) compile once.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import math
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from dcopt.errors import UnsupportedError
+from dcopt.ir.loops import LoopSpec, Memlet, Range
+from dcopt.ir.tasklet import IndexExpr
+from dcopt.backends.cpu.scalar_code import (HALF_TYPES, ScalarTranslator, compute_dtype, literal,
+                                            storage_dtype)
+
+IND = "    "
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """What to render: maps in order, the shared outer depth, the local containers, and the
+    (dtype, rank) of every container the maps touch."""
+
+    maps: tuple[LoopSpec, ...]
+    outer: int
+    locals: frozenset[str]
+    types: Mapping[str, tuple[str, int]]
+
+
+@dataclass
+class RenderedKernel:
+    name: str
+    source: str
+    args: list[str]  # container names, in argument order after (lo, hi)
+    signature: str  # numba signature of the kernel
+    parallel: bool  # the first outer loop may be split over [lo, hi)
+    outer_range: tuple[str, str] | None = None  # (begin, end) index text of outer level 0 (over symbols)
+    symbols: dict[str, tuple[str, int]] = field(default_factory=dict)  # symbol -> (container, axis)
+
+
+def numba_array_type(dtype: str, rank: int) -> str:
+    """numba type of a C-contiguous array as a kernel sees it (rank 0 as one element)."""
+    base = {"bool": "boolean"}.get(storage_dtype(dtype), storage_dtype(dtype))
+    return f"{base}[{', '.join([':'] * (max(rank, 1) - 1) + ['::1'])}]"
+
+
+def _identity(wcr: str, dtype: str) -> str:
+    if dtype == "bool":
+        return {"sum": "False", "prod": "True", "max": "False", "min": "True"}[wcr]
+    if wcr in ("sum", "prod"):
+        return literal(0 if wcr == "sum" else 1, dtype)
+    if dtype in ("float32", "float64"):
+        return literal(-math.inf if wcr == "max" else math.inf, dtype)
+    info = np.iinfo(np.dtype(dtype))
+    return literal(info.min if wcr == "max" else info.max, dtype)
+
+
+def _combine(wcr: str, acc: str, value: str, dtype: str) -> str:
+    if wcr == "sum":
+        return f"{acc} + {value}" if dtype != "bool" else f"({acc} or {value})"
+    if wcr == "prod":
+        return f"{acc} * {value}" if dtype != "bool" else f"({acc} and {value})"
+    if dtype in ("float32", "float64"):
+        return f"{'fmaxp' if wcr == 'max' else 'fminp'}({acc}, {value})"
+    return f"{wcr}({acc}, {value})"
+
+
+class _Renamer(ast.NodeTransformer):
+    def __init__(self, names: Mapping[str, str]):
+        self.names = names
+
+    def visit_Name(self, node):
+        return ast.copy_location(ast.Name(self.names.get(node.id, node.id), ast.Load()), node)
+
+
+def index_text(expr: IndexExpr, names: Mapping[str, str]) -> str:
+    """An index expression as Python source with its names renamed."""
+    return ast.unparse(_Renamer(names).visit(ast.parse(expr.text, mode="eval").body))
+
+
+class _Renderer:
+    def __init__(self, spec: KernelSpec):
+        self.spec = spec
+        self.lines: list[str] = []
+        self.args: list[str] = []
+        self.arg_var: dict[str, str] = {}
+        self.local_var: dict[str, str] = {}
+        self.symbols: dict[str, tuple[str, int]] = {}
+        self.outer_names = [f"o{j}" for j in range(spec.outer)]
+        for name in sorted(spec.locals):
+            self.local_var[name] = f"L{len(self.local_var)}"
+        for m in spec.maps:
+            for c in (*(x.container for x in m.inputs), *(x.container for x in m.outputs),
+                      *(x.init for x in m.outputs if x.init)):
+                if c not in spec.locals and c not in self.arg_var:
+                    self.arg_var[c] = f"A{len(self.args)}"
+                    self.args.append(c)
+            for sym, container, axis in m.symbols:
+                self.symbols.setdefault(sym, (container, axis))
+
+    def dtype(self, name: str) -> str:
+        return self.spec.types[name][0]
+
+    def rank(self, name: str) -> int:
+        return self.spec.types[name][1]
+
+    # -- whole kernel ------------------------------------------------------------------------
+    def render(self) -> RenderedKernel:
+        body: list[str] = []
+        for sym, (container, axis) in sorted(self.symbols.items()):
+            if container not in self.arg_var:
+                raise UnsupportedError(f"symbol {sym} is bound to '{container}', which is not a kernel argument")
+            body.append(f"{IND}S_{sym} = {self.arg_var[container]}.shape[{axis}]")
+        outer = self.spec.outer
+        first = self.spec.maps[0]
+        depth = 1
+        for j in range(outer):
+            b, e = first.ranges[j]
+            lo, hi = ("lo", "hi") if j == 0 else (self._bound(b), self._bound(e))
+            body.append(f"{IND * depth}for {self.outer_names[j]} in range({lo}, {hi}):")
+            depth += 1
+        for m_index, m in enumerate(self.spec.maps):
+            body.extend(self._map(m_index, m, depth))
+        if len(body) == sum(1 for line in body if line.strip().startswith("S_")):
+            body.append(f"{IND}pass")
+        params = ", ".join(["lo", "hi", *(self.arg_var[a] for a in self.args)])
+        text = "\n".join(body)
+        digest = hashlib.sha1(f"{params}\n{text}".encode()).hexdigest()[:16]
+        name = f"k_{digest}"
+        source = f"@njit(**_OPTS)\ndef {name}({params}):\n{text}\n"
+        sig_args = ", ".join(["int64", "int64"] + [numba_array_type(self.dtype(a), self.rank(a)) for a in self.args])
+        outer_range = None
+        if outer:
+            b, e = first.ranges[0]
+            outer_range = (b.text, e.text)
+        return RenderedKernel(name, source, list(self.args), f"void({sig_args})", outer > 0, outer_range,
+                              dict(self.symbols))
+
+    def _bound(self, expr: IndexExpr) -> str:
+        return index_text(expr, {s: f"S_{s}" for s in self.symbols})
+
+    # -- one map ------------------------------------------------------------------------------
+    def _map(self, mi: int, m: LoopSpec, depth: int) -> list[str]:
+        outer = self.spec.outer
+        names = {p: self.outer_names[j] if j < outer else f"p{mi}_{j}" for j, p in enumerate(m.params)}
+        names.update({s: f"S_{s}" for s in self.symbols})
+        conn = {c.connector: f"c{mi}_{c.connector}" for c in m.inputs}
+        inner = list(range(outer, len(m.params)))
+        inner_params = {m.params[j] for j in inner}
+        lines: list[str] = [f"{IND * depth}# map {mi}"]
+        # outputs: how each is written
+        stores, after = [], []
+        for k, out in enumerate(m.outputs):
+            dtype = m.out_dtypes[k]
+            uses_inner = any(self._names_of(d) & inner_params for d in out.subset)
+            if out.init:
+                lines.extend(self._copy_init(out, depth))
+                stores.append(("update" if out.wcr else "direct", out, compute_dtype(dtype) if out.wcr else dtype,
+                               None))
+                continue
+            if out.wcr is None:
+                stores.append(("direct", out, dtype, None))
+                continue
+            cdt = compute_dtype(dtype)
+            if not uses_inner:
+                acc = f"acc{mi}_{k}"
+                lines.append(f"{IND * depth}{acc} = {_identity(out.wcr, cdt)}")
+                stores.append(("acc", out, cdt, acc))
+                after.append(self._store(out, acc, names, dtype, depth))
+            else:
+                lines.extend(self._init_region(m, out, names, cdt, depth))
+                stores.append(("update", out, cdt, None))
+        # the inner loop nest
+        d = depth
+        for j in inner:
+            b, e = m.ranges[j]
+            lines.append(f"{IND * d}for {names[m.params[j]]} in range({index_text(b, names)}, "
+                         f"{index_text(e, names)}):")
+            d += 1
+        lines.extend(self._loads(m, names, conn, d))
+        types = {conn_name: compute_dtype(self._conn_dtype(m, conn_name)) for conn_name in conn}
+        types.update({p: "int64" for p in m.params})
+        types.update({s: "int64" for s in self.symbols})
+        rename = {**conn, **{p: names[p] for p in m.params}, **{s: f"S_{s}" for s in self.symbols}}
+        for w in m.tasklet.writes:
+            rename.setdefault(w, f"t{mi}_{w}")
+        translator = ScalarTranslator(types, rename)
+        lines.extend(f"{IND * d}{line}" for line in translator.translate(m.tasklet))
+        names = {**names, **conn}  # indirect out subsets name loaded connectors
+        for kind, out, dtype, acc in stores:
+            value, vtype = rename[out.connector], translator.types[out.connector]
+            if kind == "direct":
+                lines.append(self._store(out, value, names, dtype, d, vtype))
+            elif kind == "acc":
+                lines.append(f"{IND * d}{acc} = {_combine(out.wcr, acc, self._cast(value, vtype, dtype), dtype)}")
+            else:
+                target = self._ref(out.container, out, names)
+                current = self._load_expr(out.container, target)
+                combined = _combine(out.wcr, current, self._cast(value, vtype, dtype), dtype)
+                lines.append(self._store(out, combined, names, out_dtype_of(self, out), d, dtype))
+        lines.extend(after)
+        return lines
+
+    def _conn_dtype(self, m: LoopSpec, connector: str) -> str:
+        memlet = next(c for c in m.inputs if c.connector == connector)
+        return self.dtype(memlet.container)
+
+    @staticmethod
+    def _names_of(d) -> set:
+        return set(d.begin.names | d.end.names) if isinstance(d, Range) else set(d.names)
+
+    def _cast(self, value: str, from_type: str, to_dtype: str) -> str:
+        to = compute_dtype(to_dtype)
+        if from_type == to:
+            return value
+        if to == "bool":
+            return f"({value} != 0)"
+        return f"{'f32' if to == 'float32' else 'np.' + to}({value})"
+
+    # -- memory access -----------------------------------------------------------------------
+    def _ref(self, container: str, memlet: Memlet, names) -> str:
+        """``A3[i, j]`` (or the local's variable) for a memlet with its subset rendered."""
+        if container in self.local_var:
+            return self.local_var[container]
+        idx = [index_text(d, names) for d in memlet.subset]
+        if self.rank(container) == 0:
+            idx = ["0"]
+        return f"{self.arg_var[container]}[{', '.join(idx)}]"
+
+    def _load_expr(self, container: str, ref: str) -> str:
+        if container in self.local_var:
+            return ref
+        dtype = self.dtype(container)
+        return f"{HALF_TYPES[dtype][0]}({ref})" if dtype in HALF_TYPES else ref
+
+    def _loads(self, m: LoopSpec, names, conn, depth: int) -> list[str]:
+        lines = []
+        done: set[str] = set()
+        pending = list(m.inputs)
+        conn_names = set(conn)
+        while pending:
+            progressed = False
+            for memlet in list(pending):
+                deps = set().union(*(self._names_of(d) for d in memlet.subset)) & conn_names if memlet.subset else set()
+                if deps - done:
+                    continue
+                local_names = {**names, **{c: conn[c] for c in deps}}
+                lines.append(f"{IND * depth}{conn[memlet.connector]} = {self._read(memlet, local_names)}")
+                done.add(memlet.connector)
+                pending.remove(memlet)
+                progressed = True
+            if not progressed:
+                raise UnsupportedError(f"indirect memlets {[str(p) for p in pending]} depend on each other")
+        return lines
+
+    def _read(self, memlet: Memlet, names) -> str:
+        c = memlet.container
+        if c in self.local_var:
+            return self.local_var[c]
+        if memlet.outside is None:
+            return self._load_expr(c, self._ref(c, memlet, names))
+        idx = [index_text(d, names) for d in memlet.subset]
+        var = self.arg_var[c]
+        checks = [f"(0 <= {i} < {var}.shape[{k}])" for k, i in enumerate(idx)]
+        clamped = [f"min(max({i}, 0), {var}.shape[{k}] - 1)" for k, i in enumerate(idx)]
+        load = self._load_expr(c, f"{var}[{', '.join(clamped)}]")
+        outside = literal(memlet.outside, compute_dtype(self.dtype(c)))
+        return f"({load} if {' and '.join(checks)} else {outside})"
+
+    def _store(self, out: Memlet, value: str, names, dtype: str, depth: int, vtype: str | None = None) -> str:
+        c = out.container
+        if vtype is not None:
+            value = self._cast(value, vtype, dtype)
+        if c in self.local_var:
+            return f"{IND * depth}{self.local_var[c]} = {value}"
+        stored = self.dtype(c)
+        if stored in HALF_TYPES:
+            value = f"{HALF_TYPES[stored][1]}({value})"
+        return f"{IND * depth}{self._ref(c, out, names)} = {value}"
+
+    def _copy_init(self, out: Memlet, depth: int) -> list[str]:
+        """The output starts as a copy of its init container (indirect writes update it)."""
+        dst, src = self.arg_var[out.container], self.arg_var[out.init]
+        rank = max(self.rank(out.container), 1)
+        lines, d = [], depth
+        for k in range(rank):
+            lines.append(f"{IND * d}for z{k} in range({dst}.shape[{k}]):")
+            d += 1
+        idx = ", ".join(f"z{k}" for k in range(rank))
+        lines.append(f"{IND * d}{dst}[{idx}] = {src}[{idx}]")
+        return lines
+
+    def _init_region(self, m: LoopSpec, out: Memlet, names, cdt: str, depth: int) -> list[str]:
+        """Set a wcr output's region for this outer iteration to the identity: loops over the
+        inner params its subset uses (each dim a param or a constant), else the whole array."""
+        outer = self.spec.outer
+        inner = {m.params[j]: j for j in range(outer, len(m.params))}
+        simple = all(not isinstance(d, Range) and (d.names <= set(m.params) | set(self.symbols))
+                     and (len(d.names & set(inner)) == 0 or d.text in inner) for d in out.subset)
+        identity = _identity(out.wcr, cdt)
+        lines, d = [], depth
+        c = out.container
+        if c in self.local_var:
+            return [f"{IND * depth}{self.local_var[c]} = {identity}"]
+        stored = self.dtype(c)
+        value = f"{HALF_TYPES[stored][1]}({identity})" if stored in HALF_TYPES else identity
+        if simple:
+            used = [p for p in inner if any(dd.text == p for dd in out.subset)]
+            for p in used:
+                b, e = m.ranges[inner[p]]
+                lines.append(f"{IND * d}for {names[p]} in range({index_text(b, names)}, {index_text(e, names)}):")
+                d += 1
+            lines.append(f"{IND * d}{self._ref(c, out, names)} = {value}")
+            return lines
+        var = self.arg_var[c]
+        rank = max(self.rank(c), 1)
+        for k in range(rank):
+            lines.append(f"{IND * d}for z{k} in range({var}.shape[{k}]):")
+            d += 1
+        lines.append(f"{IND * d}{var}[{', '.join(f'z{k}' for k in range(rank))}] = {value}")
+        return lines
+
+
+def out_dtype_of(renderer: _Renderer, out: Memlet) -> str:
+    return renderer.dtype(out.container)
+
+
+def render_kernel(spec: KernelSpec) -> RenderedKernel:
+    """Numba source of one kernel (see the module docstring)."""
+    if not spec.maps:
+        raise UnsupportedError("a kernel needs at least one map")
+    return _Renderer(spec).render()
+
+
+def render_task(kernel: RenderedKernel, ranks: Sequence[int], dtypes: Sequence[str]) -> tuple[str, str]:
+    """(name, source) of the pool-task wrapper of a parallel kernel: a ``cfunc`` taking one row
+    ``[lo, hi, address..., dims...]`` that rebuilds the arrays (``carray``) and calls the kernel
+    on its ``[lo, hi)`` share of the first outer loop."""
+    fields = 2 + len(ranks) + sum(max(r, 1) for r in ranks)
+    lines = [f"    r = carray(row, ({fields},))"]
+    args, pos = [], 2 + len(ranks)
+    for k, (rank, dtype) in enumerate(zip(ranks, dtypes)):
+        dims = ", ".join(f"r[{pos + d}]" for d in range(max(rank, 1)))
+        pos += max(rank, 1)
+        lines.append(f"    q{k} = carray(_ptr_{storage_dtype(dtype)}(r[{2 + k}]), ({dims},))")
+        args.append(f"q{k}")
+    lines.append(f"    {kernel.name}(r[0], r[1], {', '.join(args)})")
+    name = f"{kernel.name}_task"
+    return name, f"def {name}(row):\n" + "\n".join(lines) + "\n"

@@ -1,0 +1,91 @@
+"""The compiler driver: model in, lowered graph out, then a backend's code -- one screen.
+
+    frontend -> Graph -> specialize sizes -> idea patches -> pass pipeline (O3: level 1-3
+    decisions on ops) -> expand (ops become maps, reductions and library calls) ->
+    fuse-epilogues -> fuse-maps -> form-kernels -> plan-memory -> backend codegen -> build
+
+:func:`lower` is every backend-neutral stage; a backend implements ``codegen`` (lowered graph ->
+program) and a runtime, nothing else: the fusion, the kernels' loop structure, the library
+implementations and the memory plan are written into the graph by the passes here (STYLE points
+11-13; DaCe's ``codegen/codegen.py`` expands library nodes before generating code the same way).
+
+Each stage is a registered pass, so ``dcopt opt --passes`` runs any prefix of this on its own
+and the report shows what every stage did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+from dcopt.ir.graph import Graph
+
+#: The stages :func:`lower` runs after the user's pipeline, in order (pass name, options).
+LOWERING = (
+    ("expand", {"keep_views": True, "group": True}),
+    ("fuse-epilogues", {}),
+    ("fuse-maps", {}),
+    ("form-kernels", {}),
+    ("plan-memory", {"inplace": False}),
+)
+
+
+@dataclass
+class Lowered:
+    """A graph ready for code generation, and what each stage reported."""
+
+    graph: Graph
+    pipeline: str  # the pipeline that ran, as a label
+    reports: list = field(default_factory=list)  # PassResult reports of the stages, in order
+
+
+def lower(graph: Graph, *, bindings: Mapping[str, int] | None = None, pipeline="O3",
+          patches: Sequence[str] = (), target: str = "cpu", example_feeds=None, verify: bool = False) -> Lowered:
+    """Every backend-neutral stage of compilation, on a copy of ``graph``."""
+    from dcopt.backends.cpu.specialize import input_bindings, specialize
+
+    from dcopt.passes.base import get_pass
+    from dcopt.passes.manager import PassManager
+
+    bindings = input_bindings(graph, bindings)
+    graph = specialize(graph, bindings, example_feeds)                     # every size known
+    graph, label, report = optimize(graph, pipeline, patches)              # patches, then O0..O3
+    options = {"expand": {"dtypes": target_dtypes(target)}, "fuse-epilogues": {"target": target}}
+    stages = PassManager([get_pass(name, **{**extra, **options.get(name, {})}) for name, extra in LOWERING],
+                         name="lower", verify=verify)
+    result = stages(graph)                                                  # the loop level
+    return Lowered(result.graph, label, [report, result.report])
+
+
+def target_dtypes(target: str):
+    """Element types the target's generated kernels handle (ops on others are not expanded)."""
+    if target == "cpu":
+        from dcopt.backends.cpu.scalar_code import KERNEL_DTYPES
+
+        return KERNEL_DTYPES
+    return None
+
+
+def optimize(graph: Graph, pipeline, patches: Sequence[str]):
+    """Apply idea patches, then the pass pipeline: (graph, label of what ran, report or None).
+
+    ``pipeline`` is a spec string (pipeline or pass names) or ``(steps, label)`` as
+    :func:`dcopt.cli.pipeline_options.resolve_pipeline` returns it (a user pipeline file's Pass
+    objects included); an unknown name is an error listing the valid ones."""
+    from dcopt.passes.manager import PassManager
+    from dcopt.passes.pipelines import build_pipeline
+
+    if patches:
+        from dcopt.passes.patches import apply_patches
+
+        graph = apply_patches(graph, list(patches)).graph
+    if isinstance(pipeline, tuple):
+        steps, label = pipeline
+        if not all(isinstance(s, str) for s in steps):  # a user pipeline file: Pass objects
+            result = PassManager(steps, name=label)(graph)
+            return result.graph, label, result.report
+        pipeline = ",".join(steps) or "O0"
+    if pipeline == "O0":
+        return graph, "O0", None
+    result = build_pipeline(pipeline)(graph)
+    return result.graph, pipeline, result.report
