@@ -71,6 +71,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--unset-openblas-env", action=argparse.BooleanOptionalAction, default=True,
                    help="unset OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE in this process before numpy loads")
     p.add_argument("--list", action="store_true", help="list model names and installed runtimes, then exit")
+    p.add_argument("--baseline", metavar="REF", default=None,
+                   help="also time the dcopt of git ref REF (or of the source tree at path REF) as runtime "
+                        "dcopt@REF, in its own process: old and new code side by side in one run")
     args = p.parse_args(argv)
     if args.quick:
         args.warmup, args.reps, args.time_budget = 0, min(args.reps, 10), min(args.time_budget, 20)
@@ -84,7 +87,7 @@ def _log(msg: str) -> None:
 
 
 def run_benchmarks(model_names, model_files, runtimes, *, threads=2, warmup=1, reps=50, burst=5, time_budget_s=None,
-                   rtol=1e-4, atol=1e-5, cache_dir=None, env_changes=(), log=_log) -> dict:
+                   rtol=1e-4, atol=1e-5, cache_dir=None, env_changes=(), log=_log, preparers=None) -> dict:
     """Build the models, bench each, and return the full JSON-ready result (no printing)."""
     from pathlib import Path
 
@@ -110,7 +113,7 @@ def run_benchmarks(model_names, model_files, runtimes, *, threads=2, warmup=1, r
             continue
         log(f"[{label}] {model.description}")
         entry = measure.bench_one(model, runtimes, threads=threads, warmup=warmup, reps=reps, burst=burst,
-                                  time_budget_s=time_budget_s, rtol=rtol, atol=atol, log=log)
+                                  time_budget_s=time_budget_s, rtol=rtol, atol=atol, log=log, preparers=preparers)
         result["models"].append(entry)
     result["geomean"] = measure.geomean_speedups(result["models"])
     result["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
@@ -164,9 +167,28 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for change in env_changes:
         _log(f"env: {change}")
-    result = run_benchmarks(names, args.model_file, wanted, threads=args.threads, warmup=args.warmup,
-                            reps=args.reps, burst=args.burst, time_budget_s=args.time_budget or None, rtol=args.rtol,
-                            atol=args.atol, cache_dir=args.cache_dir, env_changes=env_changes)
+    preparers, tree = dict(runners.PREPARERS), None
+    if args.baseline:
+        from benchmarks.baseline import BaselineTree, baseline_preparer
+
+        try:
+            tree = BaselineTree(args.baseline)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        name = f"dcopt@{args.baseline}"
+        preparers[name] = baseline_preparer(tree)
+        wanted = [w for w in wanted if w != name] + [name]
+        _log(f"baseline: {name} from {tree.path}")
+    try:
+        result = run_benchmarks(names, args.model_file, wanted, threads=args.threads, warmup=args.warmup,
+                                reps=args.reps, burst=args.burst, time_budget_s=args.time_budget or None,
+                                rtol=args.rtol, atol=args.atol, cache_dir=args.cache_dir, env_changes=env_changes,
+                                preparers=preparers)
+    finally:
+        if tree is not None:
+            preparers[f"dcopt@{args.baseline}"].close()
+            tree.close()
     report.render(result)
     if args.json:
         report.write_json(result, args.json)

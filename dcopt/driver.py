@@ -1,8 +1,8 @@
 """The compiler driver: model in, lowered graph out, then a backend's code -- one screen.
 
     frontend -> Graph -> specialize sizes -> idea patches -> pass pipeline (O3: level 1-3
-    decisions on ops) -> expand (ops become maps, reductions and library calls) ->
-    fuse-epilogues -> fuse-maps -> form-kernels -> plan-memory -> backend codegen -> build
+    decisions on ops) -> expand (ops become maps, reductions and library calls) -> simplify-maps
+    -> fuse-epilogues -> fuse-maps -> form-kernels -> plan-memory -> backend codegen -> build
 
 :func:`lower` is every backend-neutral stage; a backend implements ``codegen`` (lowered graph ->
 program) and a runtime, nothing else: the fusion, the kernels' loop structure, the library
@@ -23,6 +23,7 @@ from dcopt.ir.graph import Graph
 #: The stages :func:`lower` runs after the user's pipeline, in order (pass name, options).
 LOWERING = (
     ("expand", {"keep_views": True, "group": True}),
+    ("simplify-maps", {}),
     ("fuse-epilogues", {}),
     ("fuse-maps", {}),
     ("form-kernels", {}),

@@ -186,6 +186,7 @@ BUILTIN_PASS_MODULES = [
     "dcopt.passes.select_impl",
     "dcopt.passes.fuse_epilogues",
     "dcopt.passes.fuse_maps",
+    "dcopt.passes.simplify_maps",
     "dcopt.passes.kernels",
 ]
 _loaded = False

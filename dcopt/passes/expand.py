@@ -47,29 +47,30 @@ RULE_MODULES = [
     "dcopt.passes.expansions.reduction",
     "dcopt.passes.expansions.nn",
     "dcopt.passes.expansions.tensor",
+    "dcopt.passes.expansions.attention",
 ]
 VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze"})
 
 Rule = Callable[[Graph, Node], list]
-_RULES: dict[str, Rule] = {}
+_RULES: dict[tuple[str, str], Rule] = {}  # (domain, op) -> rule
 
 
 class Refused(Exception):
     """An expansion rule declines a node; the message says why."""
 
 
-def expansion(*ops: str):
-    """Register an expansion rule for default-domain ops."""
+def expansion(*ops: str, domain: str = ""):
+    """Register an expansion rule for ops of ``domain`` (default: ONNX's)."""
 
     def register(fn: Rule) -> Rule:
         for op in ops:
-            _RULES[op] = fn
+            _RULES[(domain, op)] = fn
         return fn
 
     return register
 
 
-def rules() -> dict[str, Rule]:
+def rules() -> dict[tuple[str, str], Rule]:
     for module in RULE_MODULES:
         importlib.import_module(module)
     return dict(_RULES)
@@ -281,7 +282,8 @@ class ExpandPass(Pass):
                     modified = True
                 nodes.append(node)
                 continue
-            rule = table.get(node.op) if node.domain == "" and not is_loop_node(node) else None
+            domain = "" if node.domain == "ai.onnx" else node.domain
+            rule = None if is_loop_node(node) else table.get((domain, node.op))
             if node.op in self.exclude or (self.ops is not None and node.op not in self.ops):
                 stats["views"] += int(self.keep_views and node.op in VIEW_OPS)
                 nodes.append(node)

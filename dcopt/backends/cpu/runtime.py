@@ -65,6 +65,7 @@ class CompiledModel:
         self.scratch = _aligned_zeros(4 * max(scratch, 1)).view(np.float32)
         calls = [self._bind(s, kernels) for s in program.steps]
         self.calls: list[Callable[[], None]] = [c for c in calls if c]
+        self.call_steps: list[Step] = [s for s, c in zip(program.steps, calls) if c]
         self.input_buffers = [(n, bufs[n]) for n in program.inputs]
         self.output_buffers = [bufs[n] for n in program.outputs]
 
@@ -173,6 +174,22 @@ class CompiledModel:
             return tasks.bind_rows(getattr(kernels, p["task"]), head, tail, hi, views)
         args = [a.view(np.uint16) if a.dtype == np.float16 or a.dtype.kind == "V" else a for a in args]
         return lambda: fn(lo, hi, *args)
+
+    def profile(self, feeds: Mapping[str, np.ndarray], reps: int = 20) -> list[dict]:
+        """Median seconds of every bound step over ``reps`` runs: ``[{label, kind, seconds}]``
+        in run order (what ``dcopt run --profile`` prints)."""
+        import time
+
+        self.run(feeds)
+        samples = [[] for _ in self.calls]
+        clock = time.perf_counter
+        for _ in range(reps):
+            for i, call in enumerate(self.calls):
+                t0 = clock()
+                call()
+                samples[i].append(clock() - t0)
+        return [{"label": s.label, "kind": s.kind, "seconds": float(np.median(t))}
+                for s, t in zip(self.call_steps, samples)]
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         for name, buf in self.input_buffers:
