@@ -48,6 +48,13 @@ RULE_MODULES = [
     "dcopt.passes.expansions.nn",
     "dcopt.passes.expansions.tensor",
     "dcopt.passes.expansions.attention",
+    "dcopt.passes.expansions.pooling",
+    "dcopt.passes.expansions.indexing",
+    "dcopt.passes.expansions.normalization",
+    "dcopt.passes.expansions.losses",
+    "dcopt.passes.expansions.image",
+    "dcopt.passes.expansions.recurrent",
+    "dcopt.passes.expansions.signal",
 ]
 VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze"})
 

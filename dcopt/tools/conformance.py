@@ -90,8 +90,8 @@ class _CompiledBackend:
     kinds of steps each compiled case ran (native kernels, library calls, dynamic, fallback)."""
 
     cache_dir = None
-    steps: "collections.Counter[str]" = collections.Counter()
     last_steps: dict = {}
+    last_not_native: dict = {}
 
     @classmethod
     def prepare(cls, model, device="CPU"):
@@ -99,6 +99,7 @@ class _CompiledBackend:
 
         sess = dcopt.compile(model, cache_dir=cls.cache_dir)
         cls.last_steps = dict(sess.manifest.get("steps", {}))
+        cls.last_not_native = dict(sess.manifest.get("not_native", {}))
         names = [i.name for i in sess.get_inputs()]
 
         class Rep:
@@ -176,7 +177,7 @@ def main(argv=None) -> int:
     reasons: dict[str, str] = {}
     records = {}
     for case in cases:
-        _CompiledBackend.last_steps = {}
+        _CompiledBackend.last_steps, _CompiledBackend.last_not_native = {}, {}
         try:
             run_case(case, backend)
             passed += 1
@@ -189,11 +190,18 @@ def main(argv=None) -> int:
             if args.verbose:
                 print(f"FAIL {case.name}: {reason}")
         records[case.name]["steps"] = dict(_CompiledBackend.last_steps)
+        records[case.name]["not_native"] = dict(_CompiledBackend.last_not_native)
     print(f"{passed} passed, {sum(failed.values())} failed of {len(cases)} cases")
     if args.compiled:
         clean = sum(1 for r in records.values() if r["status"] == "pass"
                     and not r["steps"].get("fallback") and not r["steps"].get("dynamic"))
         print(f"{clean} passed with no fallback or dynamic step")
+        ops = collections.Counter()
+        for r in records.values():
+            for op in r.get("not_native", {}):
+                ops[op] += 1
+        if ops:
+            print("cases with a not-native step, by op:", ", ".join(f"{op}={n}" for op, n in ops.most_common()))
     if args.json:
         import json
 

@@ -163,6 +163,8 @@ def build(source: Source, *, dims: Mapping[str, int] | None = None, pipeline="O3
         + [{"name": n, "sha256": hashlib.sha256(s.encode()).hexdigest(), "language": "llvm"}
            for n, s in sorted(program.native.items())],
         "steps": dict(sorted(_count(s.kind for s in program.steps).items())),
+        "not_native": dict(sorted(_count(f"{s.params['op']} ({s.kind})" for s in program.steps
+                                         if s.kind in ("fallback", "dynamic")).items())),
         "memory": {"arena_bytes": program.memory.get("arena_size", 0)},
         "signature": _signature(graph, program),
         "compile_seconds": round(time.perf_counter() - start, 3),  # to here; numba compiles on first run

@@ -1,0 +1,3 @@
+"""Resampling ops (Resize, Upsample, GridSample, AffineGrid, RoiAlign, ...) -> maps."""
+
+from __future__ import annotations

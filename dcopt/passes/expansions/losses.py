@@ -1,0 +1,3 @@
+"""Loss ops (SoftmaxCrossEntropyLoss, NegativeLogLikelihoodLoss) -> maps."""
+
+from __future__ import annotations

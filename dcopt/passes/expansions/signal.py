@@ -1,0 +1,3 @@
+"""Signal ops (DFT, STFT, window functions, MelWeightMatrix) -> maps."""
+
+from __future__ import annotations
