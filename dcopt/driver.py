@@ -40,14 +40,19 @@ class Lowered:
     reports: list = field(default_factory=list)  # PassResult reports of the stages, in order
 
 
-def lower(graph: Graph, *, bindings: Mapping[str, int] | None = None, pipeline="O3",
+def lower(graph: Graph, *, bindings: Mapping[str, int] | None = None, values=None, pipeline="O3",
           patches: Sequence[str] = (), target: str = "cpu", example_feeds=None, verify: bool = False) -> Lowered:
-    """Every backend-neutral stage of compilation, on a copy of ``graph``."""
+    """Every backend-neutral stage of compilation, on a copy of ``graph``. ``values``: inputs
+    whose values decide sizes, compiled as constants (:mod:`dcopt.ir.specialization`)."""
+    from dcopt.ir.specialization import bind_values
+
     from dcopt.backends.cpu.specialize import input_bindings, specialize
 
     from dcopt.passes.base import get_pass
     from dcopt.passes.manager import PassManager
 
+    if values:
+        graph = bind_values(graph, values)                                   # value inputs -> constants
     bindings = input_bindings(graph, bindings)
     graph = specialize(graph, bindings, example_feeds)                     # every size known
     graph, label, report = optimize(graph, pipeline, patches)              # patches, then O0..O3

@@ -91,18 +91,22 @@ def pipeline_label(pipeline) -> str:
     return pipeline[1] if isinstance(pipeline, tuple) else pipeline
 
 
-def _signature(graph, program: Program) -> dict:
+def source_signature(graph) -> dict:
+    """Inputs and outputs as the model declares them (names, shapes with symbols, dtypes): what a
+    session shows and checks feeds against, whatever its variants were specialized for."""
     def arg(name):
         t = graph.containers[name].type
-        return {"name": name, "shape": list(t.shape) if t.shape is not None else None,
-                "dtype": program.types[name][1] if name in program.types else t.dtype}
+        return {"name": name, "shape": list(t.shape) if t.shape is not None else None, "dtype": t.dtype}
 
     return {"inputs": [arg(n) for n in graph.inputs], "outputs": [arg(n) for n in graph.outputs]}
 
 
-def build_key(model_bytes: bytes, pipeline, patches, bindings) -> str:
+def build_key(model_bytes: bytes, pipeline, patches, bindings, values=None) -> str:
+    from dcopt.ir.specialization import value_key
+
     h = hashlib.sha256(hashlib.sha256(model_bytes).digest())
     h.update(json.dumps([pipeline_label(pipeline), list(patches), sorted(bindings.items()), FORMAT_VERSION]).encode())
+    h.update(repr(value_key(values or {})).encode())
     h.update(json.dumps(compiler.toolchain(), sort_keys=True).encode())  # includes the backend's source hash
     h.update(_optimizer_version().encode())
     return h.hexdigest()[:24]
@@ -125,8 +129,8 @@ def cache_root(cache_dir=None) -> Path:
     return Path(cache_dir) if cache_dir is not None else default_root().parent
 
 
-def build(source: Source, *, dims: Mapping[str, int] | None = None, pipeline="O3",
-          patches: Sequence[str] = (), cache_dir=None, example_feeds=None) -> Build:
+def build(source: Source, *, dims: Mapping[str, int] | None = None, values: Mapping[str, np.ndarray] | None = None,
+          pipeline="O3", patches: Sequence[str] = (), cache_dir=None, example_feeds=None) -> Build:
     """Compile ``source`` (cached): the driver's lowering, then code generation and compilation."""
     from dcopt import driver
     from dcopt.backends.cpu.codegen import generate
@@ -136,14 +140,16 @@ def build(source: Source, *, dims: Mapping[str, int] | None = None, pipeline="O3
     bindings = input_bindings(graph, dims)
     model_bytes = source.digest_bytes
     root = cache_root(cache_dir)
-    directory = root / "cpu-builds" / build_key(model_bytes, pipeline, patches, bindings)
+    values = {k: np.asarray(v) for k, v in (values or {}).items()}
+    directory = root / "cpu-builds" / build_key(model_bytes, pipeline, patches, bindings, values)
     if (directory / "manifest.json").is_file():
         try:
             return load(directory, cache_dir=cache_dir)
         except ModelLoadError:
             shutil.rmtree(directory, ignore_errors=True)
     start = time.perf_counter()
-    lowered = driver.lower(graph, bindings=bindings, pipeline=pipeline, patches=patches, example_feeds=example_feeds)
+    lowered = driver.lower(graph, bindings=bindings, values=values, pipeline=pipeline, patches=patches,
+                           example_feeds=example_feeds)
     applied = lowered.pipeline
     program = generate(lowered.graph)
     source = render_module(program.kernels)
@@ -166,7 +172,8 @@ def build(source: Source, *, dims: Mapping[str, int] | None = None, pipeline="O3
         "not_native": dict(sorted(_count(f"{s.params['op']} ({s.kind})" for s in program.steps
                                          if s.kind in ("fallback", "dynamic")).items())),
         "memory": {"arena_bytes": program.memory.get("arena_size", 0)},
-        "signature": _signature(graph, program),
+        "signature": source_signature(graph),
+        "values": {k: {"value": v.tolist(), "dtype": str(v.dtype)} for k, v in values.items()},
         "compile_seconds": round(time.perf_counter() - start, 3),  # to here; numba compiles on first run
     }
     _write(directory, program, source, native_ir, manifest, None)

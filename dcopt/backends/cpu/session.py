@@ -41,23 +41,41 @@ class NodeArg:
     dtype: str
 
 
+def _signature_args(signature: list[dict]) -> list[NodeArg]:
+    return [NodeArg(d["name"], d["shape"], f"tensor({_ONNX_TYPE.get(d['dtype'], d['dtype'])})", d["dtype"])
+            for d in signature]
+
+
 class CpuSession:
-    def __init__(self, built: build.Build, source: build.Source | None = None, cache_dir=None, pipeline=None):
-        self._builds = {tuple(sorted(built.bindings.items())): built}
-        self._current = built
-        self._model = CompiledModel(built.program, built.module, built.native)
-        self.threads = self._model.threads  # later variants (new sizes) are bound for the same count
-        self._models = {tuple(sorted(built.bindings.items())): self._model}
+    """Compiled variants of one model, keyed by what they were specialized for: the sizes of
+    symbolic input dims and the values of the inputs that decide sizes
+    (:mod:`dcopt.ir.specialization`). A run picks the variant its feeds match and compiles one
+    on the first feed that matches none (when the session still has its source model)."""
+
+    def __init__(self, source: build.Source | None, signature: dict, *, cache_dir=None, pipeline="O3",
+                 patches: Sequence[str] = (), value_inputs: Mapping[str, list[str]] | None = None,
+                 threads: int | None = None):
+        from dcopt.backends.cpu.parallel import threads as pool_threads
+
         self._source = source
         self._cache_dir = cache_dir
-        self._pipeline = pipeline if pipeline is not None else built.manifest["pipeline"]
-        self.manifest = built.manifest
-        sig = built.manifest["signature"]
-        self._inputs = [NodeArg(d["name"], d["shape"], f"tensor({_ONNX_TYPE.get(d['dtype'], d['dtype'])})", d["dtype"])
-                        for d in sig["inputs"]]
-        self._outputs = [NodeArg(d["name"], d["shape"], f"tensor({_ONNX_TYPE.get(d['dtype'], d['dtype'])})", d["dtype"])
-                         for d in sig["outputs"]]
+        self._pipeline = pipeline
+        self._patches = list(patches)
+        self._value_inputs = dict(value_inputs or {})
+        self.threads = pool_threads() if threads is None else threads
+        self._inputs = _signature_args(signature["inputs"])
+        self._outputs = _signature_args(signature["outputs"])
         self._out_index = {o.name: i for i, o in enumerate(self._outputs)}
+        self._variants: dict[tuple, tuple[build.Build, CompiledModel]] = {}
+        self._current: build.Build | None = None
+        self._model: CompiledModel | None = None
+        self._key: tuple | None = None
+
+    def _adopt(self, key: tuple, built: build.Build) -> None:
+        if key not in self._variants:
+            self._variants[key] = (built, CompiledModel(built.program, built.module, built.native, self.threads))
+        self._current, self._model = self._variants[key]
+        self._key = key
 
     # -- onnxruntime-like API ------------------------------------------------------------
     def get_inputs(self) -> list[NodeArg]:
@@ -67,14 +85,20 @@ class CpuSession:
         return list(self._outputs)
 
     def run(self, output_names: Sequence[str] | None, feeds: Mapping[str, np.ndarray], run_options=None) -> list:
+        if not isinstance(feeds, Mapping):
+            raise InputError(f"feeds must be a mapping of input names to arrays, got {type(feeds).__name__}; "
+                             f"the model's inputs are {[i.name for i in self._inputs]}")
         if len(feeds) != len(self._inputs) or any(i.name not in feeds for i in self._inputs):
             self._check_names(feeds)
         if not all(isinstance(v, np.ndarray) for v in feeds.values()):  # lists, scalars: as onnxruntime
             feeds = {k: np.asarray(v) for k, v in feeds.items()}
-        try:
-            results = self._model.run(feeds)
-        except InputError:  # other sizes (or a genuinely bad input: _model_for says which)
+        if self._value_inputs or self._model is None:
             results = self._model_for(feeds).run(feeds)
+        else:
+            try:
+                results = self._model.run(feeds)
+            except InputError:  # other sizes (or a genuinely bad input: _model_for says which)
+                results = self._model_for(feeds).run(feeds)
         if output_names is None:
             return results
         try:
@@ -90,8 +114,11 @@ class CpuSession:
         missing = [n for n in names if n not in feeds]
         raise InputError(f"missing input(s) {missing}")
 
-    def _model_for(self, feeds: Mapping[str, np.ndarray]) -> CompiledModel:
-        """Bind symbolic dims from ``feeds``; switch to (or compile) the matching variant."""
+    def _feed_key(self, feeds: Mapping[str, np.ndarray]) -> tuple[dict, dict, tuple]:
+        """(symbolic dim bindings, specialized values, variant key) of ``feeds``; InputError for
+        feeds that match the signature in no way (dtype, rank, a static dim, inconsistent symbols)."""
+        from dcopt.ir.specialization import value_key
+
         bindings: dict[str, int] = {}
         for arg in self._inputs:
             value = feeds[arg.name]
@@ -109,30 +136,52 @@ class CpuSession:
                 if isinstance(want, str) and bindings.setdefault(want, got) != got:
                     raise InputError(f"symbolic dim '{want}' is {bindings[want]} elsewhere but {got} here",
                                      input=arg.name)
-        key = tuple(sorted(bindings.items()))
-        if key not in self._models:
+        values = {name: np.array(feeds[name]) for name in self._value_inputs}
+        return bindings, values, (tuple(sorted(bindings.items())), value_key(values))
+
+    def _model_for(self, feeds: Mapping[str, np.ndarray]) -> CompiledModel:
+        """The variant ``feeds`` match (compiled now if there is none yet)."""
+        bindings, values, key = self._feed_key(feeds)
+        if key == self._key:
+            return self._model
+        if key not in self._variants:
             if self._source is None:
-                raise InputError(f"this build was compiled for {dict(self._current.bindings)}, got {bindings}; "
-                                 "recompile for the new sizes")
-            built = build.build(self._source, dims=bindings, pipeline=self._pipeline,
-                                patches=self.manifest["patches"], cache_dir=self._cache_dir, example_feeds=feeds)
-            self._builds[key] = built
-            self._models[key] = CompiledModel(built.program, built.module, built.native, self.threads)
-        self._model, self._current = self._models[key], self._builds[key]
-        self.manifest = self._current.manifest
+                what = f"sizes {bindings}" + (f" and input values {sorted(values)}" if values else "")
+                raise InputError(f"this build was compiled for other {what}; recompile (the build directory has "
+                                 "no source model to recompile from)")
+            built = build.build(self._source, dims=bindings, values=values, pipeline=self._pipeline,
+                                patches=self._patches, cache_dir=self._cache_dir, example_feeds=feeds)
+            self._adopt(key, built)
+        else:
+            self._current, self._model = self._variants[key]
+            self._key = key
         return self._model
+
+    @property
+    def manifest(self) -> dict:
+        return self._built().manifest
+
+    def _built(self) -> build.Build:
+        if self._current is None:
+            names = ", ".join(f"'{n}' ({'; '.join(why[:2])})" for n, why in self._value_inputs.items())
+            raise InputError(f"nothing is compiled yet: the sizes in this model follow from the values of input(s) "
+                             f"{names}; run it once, or compile with example_feeds= (CLI: --input NAME=FILE.npy)")
+        return self._current
 
     def warm_up(self) -> None:
         """One run on zero inputs: numba compiles (or loads from its cache) every kernel now,
         so compile time is paid by ``compile``/``load``, not by the first ``run``."""
+        if self._model is None:
+            return
         try:
-            self._model.run({a.name: buf for a, (_, buf) in zip(self._inputs, self._model.input_buffers)})
+            self._model.run({n: buf for n, buf in self._model.input_buffers})
         except Exception:  # noqa: BLE001 - an op that rejects all-zero inputs; the real run reports it
             pass
 
     def random_feeds(self, seed: int = 0, dims: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
         """Random inputs of this model's signature (symbolic dims: ``dims``, else the compiled
-        sizes); what ``dcopt run --random-inputs`` feeds a build directory."""
+        sizes); what ``dcopt run --random-inputs`` feeds a build directory. Inputs whose values
+        the build is specialized for get those values."""
         from dcopt.api import random_inputs
         from dcopt.ir.graph import Graph
         from dcopt.ir.types import TensorType
@@ -140,7 +189,10 @@ class CpuSession:
         graph = Graph("signature")
         for arg in self._inputs:
             graph.add_input(arg.name, TensorType(arg.dtype, tuple(arg.shape)))
-        return random_inputs(graph, seed=seed, bindings={**self._current.bindings, **dict(dims or {})})
+        current = self._built()
+        feeds = random_inputs(graph, seed=seed, bindings={**current.bindings, **dict(dims or {})})
+        feeds.update({k: np.asarray(v["value"], dtype=v["dtype"]) for k, v in current.manifest.get("values", {}).items()})
+        return feeds
 
     # -- build directories ---------------------------------------------------------------
     def save(self, path: str | os.PathLike, force: bool = False) -> Path:
@@ -148,30 +200,42 @@ class CpuSession:
 
         ``path`` must not exist, or be a dcopt build and ``force`` set: nothing else is ever
         replaced (:mod:`dcopt.outputs`)."""
-        return build.copy_build(self._current, Path(path), self._source, force)
+        return build.copy_build(self._built(), Path(path), self._source, force)
 
     @property
     def bindings(self) -> dict[str, int]:
-        return dict(self._current.bindings)
+        return dict(self._built().bindings)
 
     @property
     def arena_bytes(self) -> int:
-        return self._model.arena_bytes
+        return self._model.arena_bytes if self._model is not None else 0
 
 
 def compile_model(model, *, pipeline="O3", target: str = "cpu", threads: int | None = None,
                   dims: Mapping[str, int] | None = None, patches: Sequence[str] = (),
                   cache_dir=None, example_feeds=None) -> CpuSession:
-    """Compile an ONNX model (path or ModelProto) for the cpu target; see :mod:`build`."""
+    """Compile a model (path, ModelProto or dcopt Graph) for the cpu target; see :mod:`build`.
+
+    Inputs whose values decide sizes (:mod:`dcopt.ir.specialization`) are compiled for their
+    values in ``example_feeds``; without those, compilation waits for the first run."""
     from dcopt.errors import UnsupportedError
+    from dcopt.ir.specialization import value_inputs
 
     if target != "cpu":
         raise UnsupportedError(f"unknown target '{target}' (available: cpu)")
     source = build.load_source(model)
     set_threads(threads)
-    built = build.build(source, dims=dims, pipeline=pipeline, patches=patches, cache_dir=cache_dir,
+    wanted = value_inputs(source.graph)
+    session = CpuSession(source, build.source_signature(source.graph), cache_dir=cache_dir, pipeline=pipeline,
+                         patches=patches, value_inputs=wanted)
+    if wanted and (example_feeds is None or any(n not in example_feeds for n in wanted)):
+        return session  # compiled by the first run, for the values it brings
+    values = {n: np.asarray(example_feeds[n]) for n in wanted}
+    built = build.build(source, dims=dims, values=values, pipeline=pipeline, patches=patches, cache_dir=cache_dir,
                         example_feeds=example_feeds)
-    session = CpuSession(built, source, cache_dir, pipeline)
+    from dcopt.ir.specialization import value_key
+
+    session._adopt((tuple(sorted(built.bindings.items())), value_key(values)), built)
     session.warm_up()
     return session
 
@@ -187,12 +251,20 @@ def set_threads(threads: int | None) -> None:
 
 
 def load_build(path: str | os.PathLike, cache_dir=None, threads: int | None = None) -> CpuSession:
+    import numpy as np
+
+    from dcopt.ir.specialization import value_key
+
     set_threads(threads)
     built = build.load(Path(path), cache_dir=cache_dir)
     source = None
     for name in ("model.onnx", "model.json"):
         if (Path(path) / name).is_file():
             source = build.load_source(Path(path) / name)
-    session = CpuSession(built, source, cache_dir)
+    values = {k: np.asarray(v["value"], dtype=v["dtype"]) for k, v in built.manifest.get("values", {}).items()}
+    session = CpuSession(source, built.manifest["signature"], cache_dir=cache_dir,
+                         pipeline=built.manifest["pipeline"], patches=built.manifest["patches"],
+                         value_inputs={k: built.manifest.get("value_reasons", {}).get(k, []) for k in values})
+    session._adopt((tuple(sorted(built.bindings.items())), value_key(values)), built)
     session.warm_up()
     return session

@@ -62,7 +62,7 @@ def specialize(graph: Graph, bindings: Mapping[str, int],
     from dcopt.ir.feeds import random_inputs
 
     if example_feeds is not None:
-        feeds = {k: np.asarray(v) for k, v in example_feeds.items()}
+        feeds = {k: np.asarray(v) for k, v in example_feeds.items() if k in flat.inputs}
     else:
         feeds = random_inputs(flat, seed=0, bindings=dict(bindings))
         # Integer inputs are usually indices (token ids into a 2-row type embedding...): zeros are

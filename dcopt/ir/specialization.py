@@ -1,0 +1,92 @@
+"""Inputs whose *values* decide sizes, and compiling for those values with a run-time guard.
+
+A Reshape's target shape, a Resize's scales, a ReduceSum's axes, a TopK's k: when a model takes
+such an operand as a graph input, the sizes of everything downstream follow from that input's
+values, not only from input shapes. A compiler that fixes those sizes from an example feed and
+forgets where they came from returns garbage on the next feed (the old backend did, with random
+example data). dcopt instead *specializes on the value with a guard*, as it already does for
+symbolic dims: the input becomes a compile-time constant (constant folding then makes every
+downstream size static, so the whole model compiles natively), the build records the value,
+and every run compares the fed value with it -- a different value selects or compiles another
+variant, exactly like a new batch size does.
+
+:func:`value_inputs` finds those inputs: graph inputs from which a value flows into an operand
+an op reads for sizes (:func:`dcopt.ops.shapes.shape_inputs`), through any ops but ``Shape`` and
+``Size`` (whose outputs depend on their input's shape, not its values). Which operands those are
+is part of each op's definition (:data:`STRUCTURAL_INPUTS`): the ones that decide output sizes,
+and the few that decide loop structure (CumSum's axis). Integer and boolean
+inputs only carry such values in practice; a float input qualifies too when it feeds scales.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from dcopt.ir.graph import Graph
+
+#: Ops whose outputs depend only on their input's shape, never on its values.
+SHAPE_ONLY = frozenset({"Shape", "Size"})
+
+
+#: Operands (input indices) whose values an op needs at compile time: they decide output sizes
+#: (Reshape's shape) or the loop structure (CumSum's axis). Default domain; the opset matters
+#: where an attribute became an input.
+STRUCTURAL_INPUTS: dict[str, tuple[int, ...]] = {
+    "Reshape": (1,), "Expand": (1,), "Tile": (1,), "Slice": (1, 2, 3, 4), "Pad": (1, 3), "Resize": (2, 3),
+    "Upsample": (1,), "TopK": (1,), "OneHot": (1,), "Range": (0, 1, 2), "ConstantOfShape": (0,), "Split": (1,),
+    "Squeeze": (1,), "Unsqueeze": (1,), "CenterCropPad": (1,), "AffineGrid": (1,), "HannWindow": (0,),
+    "HammingWindow": (0,), "BlackmanWindow": (0,), "MelWeightMatrix": (0, 1, 2), "STFT": (1, 3), "DFT": (1, 2),
+    "CumSum": (1,), "CumProd": (1,), "MaxUnpool": (2,), "Col2Im": (1, 2), "EyeLike": (), "RandomNormalLike": (),
+    **{op: (1,) for op in ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
+                           "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare")},
+}
+
+
+def _shape_inputs(graph: Graph, node) -> tuple[int, ...]:
+    if node.domain not in ("", "ai.onnx"):
+        return ()
+    return STRUCTURAL_INPUTS.get(node.op, ())
+
+
+def value_inputs(graph: Graph) -> dict[str, list[str]]:
+    """``{graph input: [what reads its value for sizes, e.g. "Reshape 'r1' input 1"]}``."""
+    producers = graph.producers()
+    inputs = set(graph.inputs)
+    found: dict[str, list[str]] = {}
+    for node in graph.nodes:
+        for index in _shape_inputs(graph, node):
+            if index >= len(node.inputs) or not node.inputs[index]:
+                continue
+            reason = f"{node.op} '{node.label}' input {index}"
+            stack, seen = [node.inputs[index]], set()
+            while stack:
+                name = stack.pop()
+                if name in seen:
+                    continue
+                seen.add(name)
+                if name in inputs:
+                    found.setdefault(name, []).append(reason)
+                    continue
+                producer = producers.get(name)
+                if producer is None or producer.op in SHAPE_ONLY:
+                    continue
+                stack.extend(i for i in producer.present_inputs)
+    return found
+
+
+def bind_values(graph: Graph, values: Mapping[str, np.ndarray]) -> Graph:
+    """A copy of ``graph`` where each input in ``values`` is a constant holding that value."""
+    out = graph.copy()
+    for name, value in values.items():
+        c = out.containers[name]
+        c.data = np.ascontiguousarray(value)
+        out.inputs = [i for i in out.inputs if i != name]
+    return out
+
+
+def value_key(values: Mapping[str, np.ndarray]) -> tuple:
+    """A hashable key of specialized values (dtype, shape and bytes of each)."""
+    return tuple((name, str(v.dtype), tuple(v.shape), np.ascontiguousarray(v).tobytes())
+                 for name, v in sorted(values.items()))
