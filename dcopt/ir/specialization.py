@@ -90,3 +90,19 @@ def value_key(values: Mapping[str, np.ndarray]) -> tuple:
     """A hashable key of specialized values (dtype, shape and bytes of each)."""
     return tuple((name, str(v.dtype), tuple(v.shape), np.ascontiguousarray(v).tobytes())
                  for name, v in sorted(values.items()))
+
+
+#: Ops whose output sizes follow from the *contents* of their inputs: no value specialization
+#: helps; they run as dynamic steps whose outputs size themselves at run time.
+DATA_DEPENDENT = frozenset({"NonZero", "Unique", "NonMaxSuppression", "Compress", "StringSplit"})
+
+
+def dynamic_values(graph: Graph) -> set[str]:
+    """Containers whose sizes depend on data contents: outputs of :data:`DATA_DEPENDENT` ops and
+    everything computed from them (a conservative closure: any op downstream)."""
+    dynamic: set[str] = set()
+    for node in graph.nodes:
+        if (node.op in DATA_DEPENDENT and node.domain in ("", "ai.onnx")) or any(
+                i in dynamic for i in (*node.present_inputs, *node.outer_reads())):
+            dynamic.update(o for o in node.outputs if o)
+    return dynamic

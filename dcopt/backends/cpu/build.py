@@ -216,7 +216,7 @@ def _write(directory: Path, program: Program, source: str, native_ir: str | None
         if native_ir is not None:
             (staging / "kernels.ll").write_text(native_ir)
         prog = {"inputs": program.inputs, "outputs": program.outputs, "opset": program.opset,
-                "types": {n: [list(s), d] for n, (s, d) in program.types.items()},
+                "types": {n: [None if s is None else list(s), d] for n, (s, d) in program.types.items()},
                 "steps": [s.to_dict() for s in program.steps], "params": sorted(program.params),
                 "signatures": program.signatures, "memory": program.memory}
         (staging / "program.json").write_text(json.dumps(prog))
@@ -245,7 +245,7 @@ def load(directory: Path, cache_dir=None) -> Build:
                              file=str(directory)) from None
     except Exception as exc:
         raise ModelLoadError(f"damaged build directory: {type(exc).__name__}: {exc}", file=str(directory)) from None
-    program = Program(prog["inputs"], prog["outputs"], {n: (tuple(s), d) for n, (s, d) in prog["types"].items()},
+    program = Program(prog["inputs"], prog["outputs"], {n: (None if s is None else tuple(s), d) for n, (s, d) in prog["types"].items()},
                       params, [Step.from_dict(s) for s in prog["steps"]], {}, prog["signatures"], prog["opset"],
                       memory=prog.get("memory", {}))
     provenance = {"model": manifest["model"]["name"], "build": str(directory)}

@@ -81,13 +81,15 @@ class CodeGenerator:
                 self._kernel(node)
             elif is_loop_node(node) and node.op == LIBRARY_CALL:
                 lower_library_call(self, node)
-            elif node.domain in ("", "ai.onnx") and node.op in VIEW_OPS and node.inputs and node.inputs[0]:
+            elif (node.domain in ("", "ai.onnx") and node.op in VIEW_OPS and node.inputs and node.inputs[0]
+                  and self._static(node.inputs[0]) and self._static(node.outputs[0])):
                 self.emit("view", node, node.inputs[:1], node.outputs[:1])
             else:
                 self._op(node)
         used = {n for s in self.steps for n in s.inputs} | set(self.graph.outputs)
-        types = {n: (self.shape(n), self.dtype(n)) for s in self.steps for n in (*s.inputs, *s.outputs) if n}
-        types.update({n: (self.shape(n), self.dtype(n)) for n in (*self.graph.inputs, *self.graph.outputs)})
+        names = {n for s in self.steps for n in (*s.inputs, *s.outputs) if n} | set(self.graph.inputs) | set(
+            self.graph.outputs)
+        types = {n: (self.shape(n) if self._static(n) else None, self.dtype(n)) for n in names}
         plan = self.graph.memory_plan
         memory = {} if plan is None else {"arena_size": plan.arena_size,
                                          "offsets": {k: list(v) for k, v in plan.offsets.items()}}
@@ -126,10 +128,17 @@ class CodeGenerator:
         params["scratch"] = extra
         self.emit("kernel", node, [a for a in inputs if a not in extra], outputs + extra, **params)
 
+    def _static(self, name: str) -> bool:
+        t = self.types.get(name)
+        return isinstance(t, TensorType) and t.is_static
+
     def _op(self, node: Node) -> None:
+        """An op without an expansion runs its reference: a *dynamic* step when its values are sized
+        by data at run time (they live outside the arena), else a *fallback* (not compiled yet)."""
         from dcopt.ir.serialize import _encode_attr
 
-        kind = "dynamic" if node.op in DATA_DEPENDENT else "fallback"
+        sized_at_run_time = not all(self._static(n) for n in (*node.present_inputs, *node.outputs) if n)
+        kind = "dynamic" if sized_at_run_time else "fallback"
         self.emit(kind, node, node.inputs, node.outputs, op=node.op, domain=node.domain,
                   opset=self.graph.opset_of(node.domain), attrs={k: _encode_attr(v) for k, v in node.attrs.items()})
 

@@ -45,8 +45,11 @@ class CompiledModel:
                                        for n, a in program.params.items()}
         offsets = plan.get("offsets", {})
         views = {s.outputs[0] for s in program.steps if s.kind == "view"}
+        #: values sized at run time (dynamic steps): produced afresh by every run, kept here
+        self.dynamic = {n for n, (shape, _) in program.types.items() if shape is None}
+        self.values: dict[str, np.ndarray] = {}
         for n, (shape, dtype) in program.types.items():
-            if n in bufs or n in views:
+            if n in bufs or n in views or n in self.dynamic:
                 continue
             count = int(np.prod(shape, dtype=np.int64))
             nbytes = count * np.dtype(dtype).itemsize
@@ -66,12 +69,15 @@ class CompiledModel:
         calls = [self._bind(s, kernels) for s in program.steps]
         self.calls: list[Callable[[], None]] = [c for c in calls if c]
         self.call_steps: list[Step] = [s for s, c in zip(program.steps, calls) if c]
-        self.input_buffers = [(n, bufs[n]) for n in program.inputs]
-        self.output_buffers = [bufs[n] for n in program.outputs]
+        self.input_buffers = [(n, bufs[n]) for n in program.inputs if n not in self.dynamic]
+        self.dynamic_inputs = [n for n in program.inputs if n in self.dynamic]
+        self.output_names = list(program.outputs)
 
     def _bind(self, s: Step, kernels: ModuleType) -> Callable[[], None] | None:
         b = self.buffers
         p = s.params
+        if s.kind == "dynamic":
+            return _bind_dynamic(s, b, self.values)
         ins = [b[n] if n else None for n in s.inputs]
         outs = [b[n] if n else None for n in s.outputs]
         if s.kind == "view":
@@ -129,7 +135,7 @@ class CompiledModel:
         if s.kind == "gather":
             data, idx, dst, axis, take = ins[0], ins[1], outs[0], p["axis"], np.take
             return lambda: take(data, idx, axis=axis, out=dst, mode="wrap")
-        if s.kind in ("fallback", "dynamic"):
+        if s.kind == "fallback":
             return _bind_fallback(s, ins, outs)
         raise ExecutionError(f"unknown step kind '{s.kind}'", node=s.label)
 
@@ -198,9 +204,13 @@ class CompiledModel:
                 raise InputError(f"expected {buf.dtype}{list(buf.shape)}, got {value.dtype}{list(value.shape)}",
                                  input=name)
             np.copyto(buf, value)
+        values = self.values
+        values.clear()
+        for name in self.dynamic_inputs:
+            values[name] = np.asarray(feeds[name])
         for call in self.calls:
             call()
-        return [o.copy() for o in self.output_buffers]
+        return [values[n] if n in self.dynamic else self.buffers[n].copy() for n in self.output_names]
 
 
 def _aligned_zeros(nbytes: int) -> np.ndarray:
@@ -223,6 +233,31 @@ def _bind_slices(whole: np.ndarray, parts: list[np.ndarray], axis: int, into: bo
         start += part.shape[axis]
     copy = np.copyto
     return lambda: [copy(d, s) for d, s in pairs] and None
+
+
+def _bind_dynamic(s: Step, buffers: Mapping[str, np.ndarray], values: dict) -> Callable[[], None]:
+    """An op whose values are sized at run time: inputs from the planned buffers or from this
+    run's dynamic values, results stored as new dynamic values (nothing preallocated)."""
+    from dcopt.ir.serialize import _decode_attr
+    from dcopt.ops import registry
+
+    p = s.params
+    opdef = registry.lookup(p["op"], p["domain"])
+    attrs = {k: _decode_attr(v) for k, v in p.get("attrs", {}).items()}
+    opset, n_out, call = int(p["opset"]), len(s.outputs), registry.call
+    static = {n: buffers[n] for n in s.inputs if n and n in buffers}
+
+    def run() -> None:
+        args = [None if not n else static[n] if n in static else values[n] for n in s.inputs]
+        results = call(opdef, args, attrs, opset, None, n_out)
+        for name, value in zip(s.outputs, results):
+            if name:
+                if name in buffers:
+                    np.copyto(buffers[name], value)
+                else:
+                    values[name] = value
+
+    return run
 
 
 def _bind_fallback(s: Step, ins, outs) -> Callable[[], None]:

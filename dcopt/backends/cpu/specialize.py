@@ -7,8 +7,9 @@ ground truth) once on random inputs of the bound sizes and read every container'
 type off the values. Shape arithmetic then folds away (``Shape -> Gather -> Concat ->
 Reshape`` chains collapse once ``Shape`` sees a static type).
 
-Limitation: an op whose output *size* depends on input *values* (NonZero, data-driven
-Reshape) would be specialized to the random inputs' sizes; such ops are rejected.
+Inputs whose values decide sizes are constants by now (:mod:`dcopt.ir.specialization`); values
+sized by data contents (NonZero's output and everything computed from it) are left with unknown
+shapes, never the example's: they run as dynamic steps.
 """
 
 from __future__ import annotations
@@ -22,11 +23,6 @@ from dcopt.ir.executor import run_graph
 from dcopt.ir.graph import Graph
 from dcopt.ir.groups import is_group, ungroup
 from dcopt.ir.types import TensorType
-
-#: Ops whose output shape depends on input values, not only on input shapes.
-DATA_DEPENDENT_SHAPES = frozenset({"NonZero", "Unique", "NonMaxSuppression", "Compress", "TopK", "Loop", "If",
-                                   "Scan", "StringNormalizer"})
-
 
 def input_bindings(graph: Graph, dims: Mapping[str, int] | None = None) -> dict[str, int]:
     """Symbol -> size for every symbolic input dim (unbound symbols default to 1: batch 1)."""
@@ -54,13 +50,10 @@ def specialize(graph: Graph, bindings: Mapping[str, int],
 
     ``example_feeds`` (real inputs of those sizes) are used when given: inputs that carry sizes
     or indices (frontends pass symbolic sizes as int64 inputs) then hold consistent values."""
-    flat = ungroup(graph.copy())
-    bad = sorted({n.op for n in flat.nodes if n.op in DATA_DEPENDENT_SHAPES})
-    if bad:
-        raise UnsupportedError(f"the cpu backend needs shapes that follow from input shapes; ops {bad} "
-                               "have data-dependent shapes")
     from dcopt.ir.feeds import random_inputs
+    from dcopt.ir.specialization import dynamic_values
 
+    flat = ungroup(graph.copy())
     if example_feeds is not None:
         feeds = {k: np.asarray(v) for k, v in example_feeds.items() if k in flat.inputs}
     else:
@@ -73,6 +66,10 @@ def specialize(graph: Graph, bindings: Mapping[str, int],
     values.update(feeds)
     out = graph.copy()
     _retype(out, values)
+    for name in dynamic_values(flat):  # sized by data at run time: not from this feed
+        c = out.containers.get(name)
+        if c is not None and isinstance(c.type, TensorType):
+            c.type = TensorType(c.type.dtype, None)
     return out
 
 
