@@ -146,7 +146,9 @@ def build(source: Source, *, dims: Mapping[str, int] | None = None, values: Mapp
         try:
             return load(directory, cache_dir=cache_dir)
         except ModelLoadError:
-            shutil.rmtree(directory, ignore_errors=True)
+            pass
+    if directory.exists():  # damaged, tampered or half-written: an entry of dcopt's own cache
+        shutil.rmtree(directory, ignore_errors=True)
     start = time.perf_counter()
     lowered = driver.lower(graph, bindings=bindings, values=values, pipeline=pipeline, patches=patches,
                            example_feeds=example_feeds)
@@ -224,15 +226,29 @@ def _write(directory: Path, program: Program, source: str, native_ir: str | None
             np.savez(f, **{f"p{i}": program.params[n] for i, n in enumerate(prog["params"])})
         if model is not None:
             model.save(staging)
+        from dcopt.integrity import file_records
+
+        manifest = {**manifest, "files": file_records(staging)}  # every file that is loaded or run
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
 
 
 def load(directory: Path, cache_dir=None) -> Build:
-    """Read a build directory; ModelLoadError says which part is missing or damaged."""
+    """Read a build directory after verifying every file against the sha256 its manifest records
+    (:mod:`dcopt.integrity`); ModelLoadError says which part is missing, damaged or changed."""
+    from dcopt.integrity import TrustCache, verify_files
+
     try:
         manifest = json.loads((directory / "manifest.json").read_text())
         if manifest.get("format") != FORMAT:
             raise ModelLoadError("not a dcopt build directory (manifest format)", file=str(directory))
+        if "files" not in manifest:
+            raise ModelLoadError("this build was written by an older dcopt without file hashes; recompile the model "
+                                 "(dcopt compile MODEL -o DIR --force)", file=str(directory))
+        problems = verify_files(directory, manifest["files"], TrustCache(cache_root(cache_dir)),
+                                expected_extra=frozenset({"manifest.json"}))
+        if problems:
+            raise ModelLoadError("refusing to load a build whose files changed since it was written: "
+                                 + "; ".join(problems), file=str(directory))
         prog = json.loads((directory / "program.json").read_text())
         source = (directory / "kernels.py").read_text()
         native_ir = (directory / "kernels.ll").read_text() if manifest.get("native_key") else None
