@@ -144,6 +144,51 @@ def fexp(x):
     return y if x == x else x
 
 
+_LOG_P = tuple(f32(c) for c in (7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1,
+                                 1.4249322787e-1, -1.6668057665e-1, 2.0000714765e-1, -2.4999993993e-1,
+                                 3.3333331174e-1))
+_SQRTHF = f32(0.707106781186547524)
+_MIN_NORMAL = f32(1.17549435e-38)
+_TWO_23 = f32(8388608.0)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def flog(x):
+    """log(x) for float32 (Cephes logf: mantissa in [sqrt(1/2), sqrt(2)), degree-9 polynomial),
+    vectorizable -- numba's ``np.log`` is a scalar libm call. Subnormal inputs are scaled by
+    2**23 first; log(0) = -inf, log(x < 0) = NaN, log(inf) = inf, NaN stays NaN, as numpy."""
+    tiny = x < _MIN_NORMAL
+    v = x * _TWO_23 if tiny else x
+    bits = _I(_f32_to_bits(v))
+    e = f32(((bits >> _I(23)) & _I(255)) - _I(126)) - (f32(23.0) if tiny else _ZERO)
+    m = _bits_to_f32((bits & _I(0x007FFFFF)) | _I(0x3F000000))
+    small = m < _SQRTHF
+    e = e - _ONE if small else e
+    m = (m + m - _ONE) if small else (m - _ONE)
+    z = m * m
+    y = _LOG_P[0]
+    for c in _LOG_P[1:]:
+        y = y * m + c
+    y = y * m * z
+    y = y + f32(-2.12194440e-4) * e
+    y = y - _HALF * z
+    r = m + y + f32(0.693359375) * e
+    r = -f32(np.inf) if x == _ZERO else r
+    r = f32(np.nan) if x < _ZERO else r
+    r = x if (x != x or x == f32(np.inf)) else r
+    return r
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def fpow_pos(x, y):
+    """x**y for x >= 0 (bases of normalizations and LRN): exp(y * log(x)) with the IEEE ends
+    (0**y, inf**y, x**0) as ``pow`` gives them; negative x gives NaN (not pow's integer-exponent
+    cases: callers use it only where the base is non-negative)."""
+    r = fexp(y * flog(x))
+    r = _ONE if y == _ZERO else r
+    return r
+
+
 @njit(inline="always", fastmath=FASTMATH)
 def fsigmoid(x):
     return _ONE / (_ONE + fexp(-x))

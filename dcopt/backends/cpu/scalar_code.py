@@ -64,9 +64,9 @@ def literal(value, dtype: str) -> str:
 
 #: tasklet function -> (float32 spelling, float64 spelling); ints are converted to float64 first
 _FLOAT_FUNCS = {
-    "exp": ("fexp", "np.exp"), "tanh": ("ftanh", "np.tanh"), "erf": ("ferf", "math.erf"),
+    "exp": ("fexp", "np.exp"), "tanh": ("ftanh", "np.tanh"), "erf": ("ferf", "math.erf"), "log": ("flog", "np.log"),
     **{f: (f"np.{n}", f"np.{n}") for f, n in (
-        ("log", "log"), ("sqrt", "sqrt"), ("sin", "sin"), ("cos", "cos"), ("tan", "tan"), ("asin", "arcsin"),
+        ("sqrt", "sqrt"), ("sin", "sin"), ("cos", "cos"), ("tan", "tan"), ("asin", "arcsin"),
         ("acos", "arccos"), ("atan", "arctan"), ("sinh", "sinh"), ("cosh", "cosh"), ("asinh", "arcsinh"),
         ("acosh", "arccosh"), ("atanh", "arctanh"), ("log1p", "log1p"), ("expm1", "expm1"))},
 }
