@@ -1,7 +1,8 @@
 """The compiler driver: model in, lowered graph out, then a backend's code -- one screen.
 
     frontend -> Graph -> specialize sizes -> idea patches -> pass pipeline (O3: level 1-3
-    decisions on ops) -> expand (ops become maps, reductions and library calls) -> simplify-maps
+    decisions on ops) -> select-impl (routines not chosen yet) -> expand (ops become maps,
+    reductions and library calls) -> simplify-maps
     -> fuse-epilogues -> fuse-maps -> form-kernels -> plan-memory -> backend codegen -> build
 
 :func:`lower` is every backend-neutral stage; a backend implements ``codegen`` (lowered graph ->
@@ -22,12 +23,13 @@ from dcopt.ir.graph import Graph
 
 #: The stages :func:`lower` runs after the user's pipeline, in order (pass name, options).
 LOWERING = (
+    ("select-impl", {}),  # keeps the pipeline's choices; gives every Conv/MatMul/Gemm left a routine
     ("expand", {"keep_views": True, "group": True}),
     ("simplify-maps", {}),
     ("fuse-epilogues", {}),
     ("fuse-maps", {}),
     ("form-kernels", {}),
-    ("plan-memory", {"inplace": False}),
+    ("plan-memory", {"inplace": False, "outputs": True, "concat": True}),
 )
 
 
@@ -56,7 +58,8 @@ def lower(graph: Graph, *, bindings: Mapping[str, int] | None = None, values=Non
     bindings = input_bindings(graph, bindings)
     graph = specialize(graph, bindings, example_feeds)                     # every size known
     graph, label, report = optimize(graph, pipeline, patches)              # patches, then O0..O3
-    options = {"expand": {"dtypes": target_dtypes(target)}, "fuse-epilogues": {"target": target}}
+    options = {"expand": {"dtypes": target_dtypes(target)}, "fuse-epilogues": {"target": target},
+               "select-impl": {"target": target}}
     stages = PassManager([get_pass(name, **{**extra, **options.get(name, {})}) for name, extra in LOWERING],
                          name="lower", verify=verify)
     result = stages(graph)                                                  # the loop level

@@ -19,9 +19,12 @@ class Location:
     op: str | None = None
     opset: int | None = None
     input: str | None = None
+    argument: str | None = None
 
     def describe(self) -> str:
         parts = []
+        if self.argument:
+            parts.append(f"argument '{self.argument}'")
         if self.file:
             parts.append(f"file {self.file}")
         if self.node is not None:
@@ -92,3 +95,14 @@ class ExecutionError(DcoptError):
 
 class PassError(DcoptError):
     """A pass broke the graph (verification or equivalence check after it failed)."""
+
+
+class ArgumentError(DcoptError, ValueError):
+    """A Python API call got an argument of the wrong type or value; ``argument=`` names it.
+
+    Also a ValueError, so code that validates arguments the usual Python way catches it too."""
+
+
+class UserCodeError(DcoptError):
+    """User code (a ``--pipeline``/``--patch-file`` file, a pass registered with ``register_pass``)
+    raised or called ``sys.exit``; the message names the file and the pass."""

@@ -17,11 +17,12 @@ import onnx
 import onnx.inliner
 from onnx import helper, numpy_helper, shape_inference
 
-from dcopt.errors import DcoptError, ModelLoadError, UnsupportedError
+from dcopt.errors import ArgumentError, DcoptError, ModelLoadError, UnsupportedError
 from dcopt.frontends.onnx_load import load_onnx
 from dcopt.ir import dtypes
 from dcopt.ir.graph import Graph, Node
 from dcopt.ir.types import OptionalType, SequenceType, TensorType, ValueType
+from dcopt.limits import check_tensor_size
 
 MIN_OPSET = 7
 
@@ -80,16 +81,24 @@ def _attr_value(attr: onnx.AttributeProto, convert_graph):
 
 
 def _sparse_to_dense(sparse: onnx.SparseTensorProto) -> np.ndarray:
-    values = numpy_helper.to_array(sparse.values)
-    indices = numpy_helper.to_array(sparse.indices)
-    dims = tuple(sparse.dims)
-    dense = np.zeros(int(np.prod(dims)), dtype=values.dtype)
-    if indices.ndim == 2:
-        flat = np.ravel_multi_index(tuple(indices.T), dims)
-    else:
-        flat = indices
-    dense[flat] = values
-    return dense.reshape(dims)
+    """The dense array of a sparse tensor; ModelLoadError (sizes checked first) when its parts do not fit."""
+    name = sparse.values.name or "sparse tensor"
+    try:
+        values = numpy_helper.to_array(sparse.values)
+        indices = numpy_helper.to_array(sparse.indices)
+        dims = tuple(int(d) for d in sparse.dims)
+        check_tensor_size(name, dims, values.dtype, where="sparse tensor")
+        dense = np.zeros(int(np.prod(dims, dtype=np.int64)), dtype=values.dtype)
+        if indices.ndim == 2:
+            flat = np.ravel_multi_index(tuple(indices.T), dims)
+        else:
+            flat = indices
+        dense[flat] = values
+        return dense.reshape(dims)
+    except DcoptError:
+        raise
+    except Exception as exc:  # indices out of range, values/indices of different lengths...
+        raise ModelLoadError(f"sparse tensor '{name}' cannot be read: {type(exc).__name__}: {exc}") from None
 
 
 class _Importer:
@@ -110,7 +119,10 @@ class _Importer:
             g.add_parameter(init.name, data)
             init_names.add(init.name)
         for sp in gp.sparse_initializer:
-            g.add_parameter(sp.values.name, _sparse_to_dense(sp))
+            try:
+                g.add_parameter(sp.values.name, _sparse_to_dense(sp))
+            except DcoptError as exc:
+                raise exc.at(file=self.file)
             init_names.add(sp.values.name)
         for vi in gp.input:
             if vi.name in init_names:
@@ -125,6 +137,9 @@ class _Importer:
                 attrs = {a.name: _attr_value(a, lambda sub: self.graph(sub, dict(value_types), False)) for a in np_.attribute}
             except DcoptError as exc:
                 raise exc.at(file=self.file, node=label, op=np_.op_type)
+            except Exception as exc:  # a tensor attribute whose data does not match its dims...
+                raise ModelLoadError(f"an attribute cannot be read: {type(exc).__name__}: {exc}", file=self.file,
+                                     node=label, op=np_.op_type) from None
             domain = "" if np_.domain == "ai.onnx" else np_.domain
             g.add_node(Node(np_.op_type, tuple(np_.input), tuple(np_.output), attrs, np_.name or label, domain))
         for node in g.nodes:
@@ -147,16 +162,25 @@ class _Importer:
         return g
 
 
-def infer_shapes(model: onnx.ModelProto, file: str | None = None) -> onnx.ModelProto:
+def infer_shapes(model: onnx.ModelProto, file: str | None = None, opsets: dict[str, int] | None = None
+                 ) -> onnx.ModelProto:
     """Run ONNX shape inference with data propagation.
 
-    Strict mode first; if it refuses (onnx's inference has gaps, e.g. function ops with omitted
-    attributes), lenient mode, which types what it can. A model whose shapes are really
-    inconsistent then fails at run time with an error naming the node.
+    Strict mode first. If it refuses because the model is wrong (an impossible Reshape, an axis out
+    of range, an output typed against its op: :func:`validate.inference_error`, when ``opsets`` --
+    the validated model's -- are given), a ModelLoadError names the node. If it refuses because
+    onnx's inference has a gap (function ops whose bodies it cannot type), lenient mode types what
+    it can; a model whose shapes are really inconsistent then fails at run time naming the node.
     """
     try:
         return shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
-    except Exception:
+    except Exception as exc:
+        if opsets is not None:
+            from dcopt.frontends.validate import inference_error
+
+            error = inference_error(exc, model, opsets, file)
+            if error is not None:
+                raise error from None
         try:
             return shape_inference.infer_shapes(model, data_prop=True)
         except Exception as exc:
@@ -186,11 +210,23 @@ def model_opset(model: onnx.ModelProto) -> int | None:
 
 
 def import_model(model: onnx.ModelProto | str | os.PathLike, file: str | None = None, *,
-                 shape_inference: bool = True) -> Graph:
-    """Convert an ONNX model (proto or path) into a dcopt :class:`Graph`."""
+                 shape_inference: bool = True, validate: bool = True, check_memory: bool = True) -> Graph:
+    """Convert an ONNX model (proto or path) into a dcopt :class:`Graph`.
+
+    ``validate``: refuse invalid or unsupported models first (:mod:`dcopt.frontends.validate`);
+    ``check_memory=False`` skips the memory cap on static sizes (the int64 limits always hold), for
+    commands that only describe a model."""
     if not isinstance(model, onnx.ModelProto):
+        if not isinstance(model, (str, os.PathLike)):
+            raise ArgumentError(f"expected a path or an onnx.ModelProto, got {type(model).__name__}",
+                                argument="model")
         file = str(model)
         model = load_onnx(model)
+    opsets = None
+    if validate:
+        from dcopt.frontends.validate import validate_model
+
+        opsets = validate_model(model, file, check_memory=check_memory)
     default = model_opset(model)
     if default is None and any(n.domain in ("", "ai.onnx") for n in model.graph.node):
         raise ModelLoadError("model declares no default-domain opset import", file=file)
@@ -202,7 +238,12 @@ def import_model(model: onnx.ModelProto | str | os.PathLike, file: str | None = 
         except Exception as exc:
             raise UnsupportedError(f"could not inline model-local functions: {exc}", file=file) from None
     if shape_inference:
-        model = infer_shapes(model, file)
+        model = infer_shapes(model, file, opsets if default is None or default >= MIN_OPSET else None)
+        if validate:
+            from dcopt.frontends.validate import check_inference, check_reshapes
+
+            check_inference(model, file, check_memory)
+            check_reshapes(model, opsets, file)
     importer = _Importer(model, file)
     graph = importer.graph(model.graph, {}, top=True)
     for prop in model.metadata_props:

@@ -1,7 +1,9 @@
 """Reading .onnx files safely.
 
 Turns every way a file can be bad (missing, empty, truncated, not protobuf, external data that
-escapes the model's folder or is missing) into a :class:`ModelLoadError` naming the file.
+escapes the model's folder or is missing, offsets that are negative, not numbers or past the
+end of the data file, tensors beyond the size limits) into a :class:`ModelLoadError` naming the
+file and the tensor.
 """
 
 from __future__ import annotations
@@ -10,9 +12,14 @@ import os
 from pathlib import Path
 
 import onnx
-from onnx import external_data_helper
+from onnx import external_data_helper, helper
 
 from dcopt.errors import ModelLoadError
+from dcopt.limits import INT64_MAX, SizeLimitError, check_tensor_size
+
+#: ONNX element types packed below one byte per element (bits each).
+SUB_BYTE_BITS = {getattr(onnx.TensorProto, n): b for n, b in
+                 (("INT4", 4), ("UINT4", 4), ("FLOAT4E2M1", 4), ("INT2", 2), ("UINT2", 2)) if hasattr(onnx.TensorProto, n)}
 
 
 def _tensors_with_external_data(model: onnx.ModelProto):
@@ -21,17 +28,64 @@ def _tensors_with_external_data(model: onnx.ModelProto):
             yield tensor
 
 
+def _entry_int(tensor: onnx.TensorProto, key: str, value: str, file: str) -> int:
+    """An ``offset``/``length`` entry: decimal digits only (onnx would call ``int()`` on anything,
+    and a negative offset would seek backwards from the end)."""
+    if not value.isascii() or not value.isdigit():
+        raise ModelLoadError(f"tensor '{tensor.name}': external data {key} '{value[:40]}' is not a non-negative "
+                             "integer", file=file)
+    number = int(value)
+    if number > INT64_MAX:
+        raise ModelLoadError(f"tensor '{tensor.name}': external data {key} {value[:40]} does not fit in int64",
+                             file=file)
+    return number
+
+
+def _external_entries(tensor: onnx.TensorProto, file: str) -> tuple[str, int, int | None]:
+    """(location, offset, length) of a tensor's external data, each checked."""
+    entries = {}
+    for entry in tensor.external_data:
+        if entry.key in entries:
+            raise ModelLoadError(f"tensor '{tensor.name}': external data key '{entry.key}' is given twice", file=file)
+        entries[entry.key] = entry.value
+    offset = _entry_int(tensor, "offset", entries["offset"], file) if "offset" in entries else 0
+    length = _entry_int(tensor, "length", entries["length"], file) if "length" in entries else None
+    return entries.get("location", ""), offset, length
+
+
+def _expected_bytes(tensor: onnx.TensorProto, file: str) -> int | None:
+    """Bytes the tensor's dims and type need (None for strings: their size is not fixed); the dims
+    and the size are checked against int64 and the memory cap before anything is read."""
+    where = f"initializer '{tensor.name}'"
+    try:
+        dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)
+    except Exception:
+        raise ModelLoadError(f"{where} has an unknown element type {tensor.data_type}", file=file) from None
+    if tensor.data_type == onnx.TensorProto.STRING:
+        raise ModelLoadError(f"{where}: string tensors cannot be stored as external data", file=file)
+    try:
+        check_tensor_size(tensor.name, list(tensor.dims), dtype, where="initializer")
+    except SizeLimitError as exc:
+        raise exc.at(file=file)
+    count = 1
+    for d in tensor.dims:
+        count *= d
+    bits = SUB_BYTE_BITS.get(tensor.data_type)
+    return (count * bits + 7) // 8 if bits else count * dtype.itemsize
+
+
 def check_external_data(model: onnx.ModelProto, base_dir: Path, file: str) -> None:
     """Refuse external data locations outside ``base_dir`` (path traversal, absolute paths,
-    symlinks pointing out) and report missing data files, before anything is read."""
+    symlinks pointing out), offsets and lengths that are not non-negative integers or that lie
+    past the end of the data file, sizes that do not match the tensor's dims, and tensors beyond
+    the size limits (:mod:`dcopt.limits`) -- all before anything is read."""
     root = base_dir.resolve()
     for tensor in _tensors_with_external_data(model):
-        info = external_data_helper.ExternalDataInfo(tensor)
-        location = info.location
+        location, offset, length = _external_entries(tensor, file)
         where = f"tensor '{tensor.name}'"
         if not location:
             raise ModelLoadError(f"{where} uses external data but names no location", file=file)
-        if os.path.isabs(location) or location.startswith(("/", "\\")):
+        if "\0" in location or os.path.isabs(location) or location.startswith(("/", "\\")):
             raise ModelLoadError(f"{where}: external data location '{location}' is absolute; "
                                  "it must be relative to the model's folder", file=file)
         target = (root / location).resolve()
@@ -41,21 +95,32 @@ def check_external_data(model: onnx.ModelProto, base_dir: Path, file: str) -> No
         if not target.is_file():
             raise ModelLoadError(f"{where}: external data file '{location}' not found next to the model", file=file)
         size = target.stat().st_size
-        end = (info.offset or 0) + (info.length or 0)
-        if end > size:
-            raise ModelLoadError(f"{where}: external data [{info.offset}, {end}) lies past the end of "
+        expected = _expected_bytes(tensor, file)
+        if offset > size:
+            raise ModelLoadError(f"{where}: external data offset {offset} lies past the end of '{location}' "
+                                 f"({size} bytes)", file=file)
+        available = size - offset if length is None else length
+        if length is not None and offset + length > size:
+            raise ModelLoadError(f"{where}: external data [{offset}, {offset + length}) lies past the end of "
                                  f"'{location}' ({size} bytes)", file=file)
+        if expected is not None and available != expected:
+            span = f"{available} bytes" + ("" if length is not None else f" (from offset {offset} to the end)")
+            raise ModelLoadError(f"{where}: external data in '{location}' holds {span}, but its dims "
+                                 f"{list(tensor.dims)} need {expected}", file=file)
 
 
 def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
     """Load an ONNX model with its external data; raise ModelLoadError on any bad input."""
     path = Path(path)
     file = str(path)
-    if not path.exists():
-        raise ModelLoadError("file not found", file=file)
-    if path.is_dir():
-        raise ModelLoadError("is a directory, expected an .onnx file", file=file)
-    data = path.read_bytes()
+    try:
+        if not path.exists():
+            raise ModelLoadError("file not found", file=file)
+        if path.is_dir():
+            raise ModelLoadError("is a directory, expected an .onnx file", file=file)
+        data = path.read_bytes()
+    except (OSError, ValueError) as exc:  # permissions, a NUL in the name, a FIFO gone away...
+        raise ModelLoadError(f"cannot read the file: {getattr(exc, 'strerror', None) or exc}", file=file) from None
     if not data:
         raise ModelLoadError("file is empty", file=file)
     try:

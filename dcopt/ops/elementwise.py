@@ -1,27 +1,58 @@
-"""Reference semantics of ONNX's elementwise ops: math, logic, comparisons, activations.
+"""Reference semantics of ONNX's elementwise ops: math, logic, comparisons, activations, casts.
 
-Each op is a few lines of numpy. The shared work is in two wrappers: :func:`_keeps_dtype`
-runs a numpy expression on inputs widened where numpy lacks arithmetic (bfloat16 and the
-float8 types compute in float32) and casts the result back to the first input's dtype,
-which is what ONNX specifies for every op here except comparisons, logic and Pow's
-exponent. Without the cast, numpy's promotion rules would silently change result dtypes
-(float32 with a numpy float64 constant, np.where, integer true division). Floating point
-exceptions are ignored: log(0) = -inf and friends are the specified results, not errors.
+**One definition per op.** Most ops here are one line of :data:`TABLE`: a tasklet expression
+(the language of :mod:`dcopt.ir.tasklet`) over the op's inputs ``a, b, c, ...`` with
+``{attr}`` placeholders, and the dtypes a kernel may take it in. That line is the op's meaning
+twice over: the reference implementation below evaluates the tasklet with numpy on the
+broadcast inputs, and the expansion (:mod:`dcopt.passes.expansions.elementwise`) puts the same
+tasklet into a map. Adding an elementwise op is adding a line (or calling :func:`define`).
 
-Cast, CastLike, BitCast and the Quantize ops are here too: they are elementwise, and the
-float8/int4 conversions are ml_dtypes casts plus ONNX's saturation and rounding rules.
+Shared rules, applied to every table op:
+
+* inputs numpy has no arithmetic for (bfloat16, float8, int4: ml_dtypes types) are lifted to
+  float32, which holds them exactly, and the result is cast back;
+* the result dtype is ONNX's: the first input's (``result="a"``), another input's, or bool;
+  numpy's promotion inside the tasklet (float64 for ``int / int``, NEP 50 weak literals) never
+  leaks out, because the result is cast to that dtype (``astype``: NaN and out-of-range floats
+  into ints as numpy converts them);
+* floating point exceptions are ignored: log(0) = -inf and friends are the specified results.
+
+Some ops need more than one tasklet: ``by`` names what picks the variant -- an attribute
+(Gelu's ``approximate``, Mod's ``fmod``, BitShift's ``direction``) or ``"kind"``, the dtype
+kind of the inputs (integer Div truncates toward zero, float Div does not). Placeholders besides
+attributes: ``{T}`` (the result dtype), ``{bits}`` (the first input's bit width) and, for
+variadic ops, ``{args}``, ``{sum}``, ``{n}``.
+
+Ops whose semantics are not one tasklet keep a hand-written reference, each saying why: Clip
+(bounds are attributes or optional inputs by opset), Identity (sequences pass through), Cast,
+CastLike, BitCast (strings, float8 saturation, byte views) and the Quantize ops (scales shaped
+per tensor, axis or block; narrow targets).
 """
 
 from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
 
 import ml_dtypes
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
+from dcopt.ir.tasklet import parse_tasklet, run_numpy
 from dcopt.ops.registry import reference
+
+HALF = ("float16", "bfloat16")
+FLOATS = HALF + ("float32", "float64")
+SIGNED = ("int8", "int16", "int32", "int64")
+UNSIGNED = ("uint8", "uint16", "uint32", "uint64")
+INTS = SIGNED + UNSIGNED
+NUMBERS = FLOATS + INTS
+BOOLS = ("bool",)
+ALL = NUMBERS + BOOLS
+
+CONNECTORS = "abcdefghijklmnopqrstuvwxyz"
 
 
 def _lift(x):
@@ -44,160 +75,218 @@ def _keeps_dtype(fn):
     return op
 
 
-def _register(table, wrap=_keeps_dtype):
-    """Register ``{op name: numpy function}`` entries, each wrapped by ``wrap``."""
-    for name, fn in table.items():
-        reference(name)(wrap(_positional(fn)))
+def dtype_kind(dtypes: Sequence[str]) -> str:
+    """What picks an op's variant by ``"kind"``: "float" if any input is a float, else "int"
+    if any is a signed integer, else "uint", else "bool"."""
+    for kind, group in (("float", FLOATS), ("int", SIGNED), ("uint", UNSIGNED)):
+        if any(d in group or (kind == "float" and d.startswith("float")) for d in dtypes):
+            return kind
+    return "bool"
 
 
-def _positional(fn):
-    """A plain-Python wrapper around a ufunc, so the registry can read its signature."""
-
-    def op(*xs):
-        return fn(*xs)
-
-    op.__name__ = getattr(fn, "__name__", "op")
-    return op
-
-
-_erf_impl = None
+def literal(value) -> str:
+    """An attribute value as tasklet text: floats read back exactly (negatives parenthesized),
+    ints and bools as integers."""
+    if isinstance(value, (bool, np.bool_, int, np.integer)):
+        return str(int(value))
+    text = "inf" if value == math.inf else "(-inf)" if value == -math.inf else repr(float(value))
+    return f"({text})" if text.startswith("-") else text
 
 
-def _erf(x):
-    """erf in float64: scipy's vectorized erf when installed, else math.erf elementwise."""
-    global _erf_impl
-    if _erf_impl is None:
-        try:
-            from scipy.special import erf as _erf_impl
-        except ImportError:  # scipy is optional; math.erf is exact but slower
-            _erf_impl = np.vectorize(math.erf, otypes=[np.float64])
-    return _erf_impl(np.asarray(x, dtype=np.float64))
+@dataclass(frozen=True)
+class Elementwise:
+    """One elementwise op: tasklet expression(s), the dtypes kernels take, the result dtype.
+
+    ``code``: the expression, or ``{variant key: expression}`` chosen by ``by`` (the values of
+    the named selectors, space-separated; the lookup drops selectors from the right until a key
+    matches, then tries ``"*"``). ``dtypes``: input dtypes an expansion accepts, for every input
+    or per connector (``{"a": BOOLS, "*": ALL}``); the reference accepts any dtype numpy can
+    compute in. ``result``: ``"bool"`` or the connector whose dtype the result has.
+    ``variadic``: any number of inputs (``{args}``, ``{sum}``, ``{n}``). ``defaults``: attribute
+    defaults for ops without an ONNX schema (custom domains)."""
+
+    code: str | Mapping[str, str]
+    dtypes: Sequence[str] | Mapping[str, Sequence[str]]
+    result: str = "a"
+    by: tuple[str, ...] = ()
+    variadic: bool = False
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+
+    def allowed(self, connector: str) -> tuple[str, ...]:
+        if isinstance(self.dtypes, Mapping):
+            return tuple(self.dtypes.get(connector, self.dtypes.get("*", ())))
+        return tuple(self.dtypes)
+
+    def result_dtype(self, dtypes: Sequence[str]) -> str:
+        return "bool" if self.result == "bool" else dtypes[CONNECTORS.index(self.result)]
+
+    def template(self, attr: Callable[[str], Any], dtypes: Sequence[str]) -> str:
+        """The expression variant for these attributes and input dtypes (KeyError if none)."""
+        if isinstance(self.code, str):
+            return self.code
+        parts = [dtype_kind(dtypes) if s == "kind" else str(attr(s)) for s in self.by]
+        for k in range(len(parts), 0, -1):
+            key = " ".join(parts[:k])
+            if key in self.code:
+                return self.code[key]
+        if "*" in self.code:
+            return self.code["*"]
+        raise KeyError(f"no variant for {' '.join(parts)!r} (variants: {', '.join(self.code)})")
+
+    def expression(self, attr: Callable[[str], Any], dtypes: Sequence[str], result: str | None = None) -> str:
+        """The tasklet expression for inputs of ``dtypes`` (connectors ``a, b, ...`` in order),
+        placeholders filled: attributes through ``attr(name)``, ``{T}`` = ``result`` (default:
+        the result dtype), ``{bits}``, and the variadic ones."""
+        template = self.template(attr, dtypes)
+        conns = CONNECTORS[:len(dtypes)]
+        derived = {"T": lambda: result or self.result_dtype(dtypes), "n": lambda: str(len(dtypes)),
+                   "args": lambda: ", ".join(conns if len(conns) > 1 else conns * 2),
+                   "sum": lambda: " + ".join(conns), "bits": lambda: str(8 * _itemsize(dtypes[0]))}
+        names = {part.split("}")[0] for part in template.split("{")[1:]}
+        return template.format(**{n: derived[n]() if n in derived else literal(attr(n)) for n in names})
+
+    def attr_getter(self, attrs: Mapping[str, Any], op: str) -> Callable[[str], Any]:
+        def attr(name):
+            if name in attrs:
+                return attrs[name]
+            if name in self.defaults:
+                return self.defaults[name]
+            raise KeyError(f"{op} needs attribute '{name}'")
+
+        return attr
 
 
-# ---------------------------------------------------------------- unary math (result dtype = input dtype)
-
-_register({
-    "Abs": np.abs, "Neg": np.negative, "Reciprocal": np.reciprocal, "Sqrt": np.sqrt,
-    "Exp": np.exp, "Log": np.log, "Sin": np.sin, "Cos": np.cos, "Tan": np.tan,
-    "Asin": np.arcsin, "Acos": np.arccos, "Atan": np.arctan, "Sinh": np.sinh, "Cosh": np.cosh,
-    "Asinh": np.arcsinh, "Acosh": np.arccosh, "Atanh": np.arctanh, "Floor": np.floor,
-    "Ceil": np.ceil, "Round": np.round,  # np.round rounds half to even, as ONNX specifies
-    "Sign": np.sign, "Erf": _erf, "Tanh": np.tanh, "Softsign": lambda x: x / (1 + np.abs(x)),
-    "Sigmoid": lambda x: 1 / (1 + np.exp(-x)), "Relu": lambda x: np.maximum(x, 0),
-    "Softplus": lambda x: np.logaddexp(x, 0),  # log(exp(x) + 1) without overflow
-    "Mish": lambda x: x * np.tanh(np.logaddexp(x, 0)),
-    "HardSwish": lambda x: x * np.clip(x / 6 + 0.5, 0, 1),
-    "BitwiseNot": np.invert, "Not": np.logical_not,
-})
-
-# Binary arithmetic and bitwise ops: ONNX requires equal input dtypes (numpy broadcasting).
-_register({
-    "Add": np.add, "Sub": np.subtract, "Mul": np.multiply,
-    "BitwiseAnd": np.bitwise_and, "BitwiseOr": np.bitwise_or, "BitwiseXor": np.bitwise_xor,
-})
+def _itemsize(dtype: str) -> int:
+    return np.dtype(ml_dtypes.bfloat16 if dtype == "bfloat16" else dtype).itemsize
 
 
-def _results_bool(fn):
-    """Wrap a predicate ufunc: lifted inputs, bool result (object arrays compare as strings)."""
+# ------------------------------------------------------------------------- the tasklet table
 
-    def op(*xs):
-        with np.errstate(all="ignore"):
-            return np.asarray(fn(*map(_lift, xs)), dtype=bool)
+#: signed integer division truncating toward zero (C); x // 0 is 0 as numpy gives it, and
+#: INT_MIN / -1 wraps to INT_MIN (also numpy's), written as a negation: hardware traps on it
+_DIV_SIGNED = "-a if b == -1 else a // b + (1 if (a % b != 0 and (a < 0) != (b < 0)) else 0)"
+#: integer powers stay integers (wrapping); a negative exponent takes numpy's float64 path
+#: (0 -> inf -> the integer numpy converts inf to, 2**-1 -> 0, (-1)**-3 -> -1)
+_POW_INT = "pow(a, max(b, 0)) if b >= 0 else as_{T}(pow(as_float64(a), as_float64(b)))"
+#: C's remainder (sign of the dividend) from Python's (sign of the divisor); x fmod 0 is 0
+_FMOD_INT = "a % b - b if (a % b != 0 and (a % b < 0) != (a < 0)) else a % b"
+#: shifts by a negative amount or by the bit width or more give 0 (-1 for negative signed
+#: values shifted right) instead of C's undefined behaviour; left shifts wrap
+_SHIFTS = {"RIGHT int": "a >> b if (b >= 0 and b < {bits}) else (-1 if a < 0 else 0)",
+           "RIGHT uint": "a >> b if b < {bits} else 0",
+           "LEFT int": "a << b if (b >= 0 and b < {bits}) else 0",
+           "LEFT uint": "a << b if b < {bits} else 0"}
+_SOFTPLUS = "max(a, 0.0) + log1p(exp(-abs(a)))"  # log(1 + e^a) without overflow: numpy's logaddexp(a, 0)
 
-    return op
+E = Elementwise
+TABLE: dict[tuple[str, str], Elementwise] = {("", op): entry for op, entry in {
+    # unary math: the result has the input's dtype
+    "Abs": E("abs(a)", NUMBERS), "Neg": E("-a", NUMBERS), "Relu": E("max(a, 0)", NUMBERS),
+    "Exp": E("exp(a)", FLOATS), "Log": E("log(a)", FLOATS), "Sqrt": E("sqrt(a)", FLOATS),
+    "Reciprocal": E("1.0 / a", FLOATS), "Tanh": E("tanh(a)", FLOATS), "Erf": E("erf(a)", FLOATS),
+    "Sin": E("sin(a)", FLOATS), "Cos": E("cos(a)", FLOATS), "Tan": E("tan(a)", FLOATS),
+    "Asin": E("asin(a)", FLOATS), "Acos": E("acos(a)", FLOATS), "Atan": E("atan(a)", FLOATS),
+    "Sinh": E("sinh(a)", FLOATS), "Cosh": E("cosh(a)", FLOATS), "Asinh": E("asinh(a)", FLOATS),
+    "Acosh": E("acosh(a)", FLOATS), "Atanh": E("atanh(a)", FLOATS),
+    "Floor": E("floor(a)", FLOATS), "Ceil": E("ceil(a)", FLOATS), "Round": E("rint(a)", FLOATS),  # half to even
+    "Sign": E({"float": "sign(a)", "*": "1 if a > 0 else (-1 if a < 0 else 0)"}, NUMBERS, by=("kind",)),
+    # activations
+    "Sigmoid": E("1.0 / (1.0 + exp(-a))", FLOATS),
+    "Softplus": E(_SOFTPLUS, FLOATS),
+    "Softsign": E("a / (1.0 + abs(a))", FLOATS),
+    "Mish": E(f"a * tanh({_SOFTPLUS})", FLOATS),
+    "HardSigmoid": E("max(0.0, min(1.0, {alpha} * a + {beta}))", FLOATS),
+    "HardSwish": E("a * max(0.0, min(1.0, a / 6.0 + 0.5))", FLOATS),
+    "LeakyRelu": E("a if a >= 0 else a * {alpha}", FLOATS),
+    "PRelu": E("a if a >= 0 else a * b", NUMBERS),
+    "ThresholdedRelu": E("a if a > {alpha} else 0.0", FLOATS),
+    "Elu": E("a if a > 0 else {alpha} * expm1(a)", FLOATS),
+    "Selu": E("{gamma} * (a if a > 0 else {alpha} * expm1(a))", FLOATS),
+    "Celu": E("max(a, 0.0) + min(0.0, {alpha} * expm1(a / {alpha}))", FLOATS),
+    "Gelu": E({"none": "0.5 * a * (1.0 + erf(a * 0.7071067811865476))",
+               "tanh": "0.5 * a * (1.0 + tanh(0.7978845608028654 * (a + 0.044715 * a * a * a)))"},
+              FLOATS, by=("approximate",)),
+    "Swish": E("a / (1.0 + exp(-{alpha} * a))", FLOATS),
+    "Shrink": E("a + {bias} if a < -{lambd} else (a - {bias} if a > {lambd} else 0.0)", NUMBERS),
+    # binary arithmetic (ONNX: equal input dtypes, numpy broadcasting)
+    "Add": E("a + b", NUMBERS), "Sub": E("a - b", NUMBERS), "Mul": E("a * b", NUMBERS),
+    "Div": E({"float": "a / b", "int": _DIV_SIGNED, "uint": "a // b"}, NUMBERS, by=("kind",)),
+    "Pow": E({"float": "pow(a, b)", "int": _POW_INT, "uint": _POW_INT}, NUMBERS, by=("kind",)),
+    "Mod": E({"0": "a % b", "1 float": "fmod(a, b)", "1 int": _FMOD_INT, "1 uint": "a % b"}, NUMBERS,
+             by=("fmod", "kind")),  # fmod=0: the remainder has the divisor's sign (Python), 1: the dividend's (C)
+    "BitShift": E(_SHIFTS, INTS, by=("direction", "kind")),
+    "BitwiseAnd": E("a & b", INTS), "BitwiseOr": E("a | b", INTS), "BitwiseXor": E("a ^ b", INTS),
+    "BitwiseNot": E("~a", INTS),
+    # variadic (numpy broadcasting over all inputs); an integer mean divides the wrapped sum
+    "Max": E("max({args})", NUMBERS, variadic=True), "Min": E("min({args})", NUMBERS, variadic=True),
+    "Sum": E("{sum}", NUMBERS, variadic=True),
+    "Mean": E({"float": "({sum}) / {n}", "*": "as_{T}({sum}) / {n}"}, NUMBERS, by=("kind",), variadic=True),
+    # predicates and logic: bool results
+    "Equal": E("a == b", ALL, "bool"), "Less": E("a < b", NUMBERS, "bool"),
+    "LessOrEqual": E("a <= b", NUMBERS, "bool"), "Greater": E("a > b", NUMBERS, "bool"),
+    "GreaterOrEqual": E("a >= b", NUMBERS, "bool"),
+    "IsNaN": E("isnan(a)", FLOATS, "bool"),
+    "IsInf": E("isinf(a) and ((a > 0 and {detect_positive}) or (a < 0 and {detect_negative}))", FLOATS, "bool"),
+    "Not": E("not a", BOOLS), "And": E("a and b", BOOLS), "Or": E("a or b", BOOLS), "Xor": E("a != b", BOOLS),
+    "Where": E("b if a else c", {"a": BOOLS, "*": ALL}, "b"),
+}.items()}
+del E
 
 
-_register({
-    "Equal": np.equal, "Less": np.less, "LessOrEqual": np.less_equal, "Greater": np.greater,
-    "GreaterOrEqual": np.greater_equal, "And": np.logical_and, "Or": np.logical_or,
-    "Xor": np.logical_xor, "IsNaN": np.isnan,
-}, wrap=_results_bool)
-
-
-@reference("IsInf")
-def is_inf(x, *, detect_negative=1, detect_positive=1):
-    x = _lift(x)
-    return np.isinf(x) & (((x > 0) & bool(detect_positive)) | ((x < 0) & bool(detect_negative)))
-
-
-@reference("Div")
-@_keeps_dtype
-def div(a, b):
-    """Integer division truncates toward zero (C semantics), not toward -inf as numpy's //."""
-    if a.dtype.kind not in "iu":
-        return np.true_divide(a, b)
-    q = np.floor_divide(a, b)
-    if a.dtype.kind == "i":
-        q = q + ((np.remainder(a, b) != 0) & ((a < 0) ^ (b < 0))).astype(q.dtype)
-    return q
-
-
-@reference("Pow")
-def pow_(a, b):
-    """The result has the base's dtype whatever the exponent's (ints, floats mixed freely)."""
-    base, exponent = _lift(a), _lift(b)
-    if base.dtype.kind in "iu" and exponent.dtype.kind in "iu" and np.any(exponent < 0):
-        base = base.astype(np.float64)  # numpy refuses negative integer powers of integers
+def evaluate(entry: Elementwise, inputs: Sequence[np.ndarray], attrs: Mapping[str, Any], op: str = "op"):
+    """An op of the table applied to numpy arrays: the tasklet run by numpy on the lifted,
+    broadcast inputs, the result in the op's dtype."""
+    dtypes = [_dtype_name(x.dtype) for x in inputs]
+    lifted = [_lift(np.asarray(x)) for x in inputs]
+    code = entry.expression(entry.attr_getter(attrs, op), [_dtype_name(x.dtype) for x in lifted],
+                            result=entry.result_dtype(dtypes))
+    values = dict(zip(CONNECTORS, lifted))
+    shape = np.broadcast_shapes(*(x.shape for x in lifted))
+    result = run_numpy(parse_tasklet(f"out = {code}"), values)["out"]
+    target = np.dtype(bool) if entry.result == "bool" else np.asarray(inputs[CONNECTORS.index(entry.result)]).dtype
     with np.errstate(all="ignore"):
-        return np.asarray(np.power(base, exponent)).astype(a.dtype)
+        return np.array(np.broadcast_to(np.asarray(result), shape), dtype=target)
 
 
-@reference("Mod")
-@_keeps_dtype
-def mod(a, b, *, fmod=0):
-    """fmod=0: the remainder takes the divisor's sign (Python); fmod=1: the dividend's (C)."""
-    return np.fmod(a, b) if fmod else np.mod(a, b)
+def _dtype_name(dtype: np.dtype) -> str:
+    return "string" if dtype == object or dtype.kind in "US" else dtype.name
 
 
-@reference("BitShift")
-def bit_shift(x, shift, *, direction):
-    """Shifts by a negative amount or by at least the bit width give 0 (or -1 for a negative
-    signed input shifted right), rather than C's undefined behaviour; left shifts wrap."""
-    x, shift = np.broadcast_arrays(x, shift)
-    bits = x.dtype.itemsize * 8
-    valid = (shift >= 0) & (shift < bits)
-    amount = np.where(valid, shift, 0).astype(x.dtype)
-    if direction == "RIGHT":
-        out = np.right_shift(x, amount)
-        fill = np.where(x < 0, -1, 0) if x.dtype.kind == "i" else 0
-    else:  # shift the unsigned view so signed overflow wraps instead of being undefined
-        unsigned = np.dtype(f"u{x.dtype.itemsize}")
-        out = np.left_shift(x.view(unsigned), amount.view(unsigned)).view(x.dtype)
-        fill = 0
-    return np.where(valid, out, fill).astype(x.dtype)
+def _reference(op: str, entry: Elementwise):
+    def run(*inputs, **attrs):
+        return evaluate(entry, inputs, attrs, op)
+
+    run.__name__ = run.__qualname__ = op
+    run.__doc__ = f"{op}: the tasklet of its table line, run by numpy."
+    return run
 
 
-# ---------------------------------------------------------------- variadic ops (numpy broadcasting)
-
-def _variadic(ufunc):
-    @_keeps_dtype
-    def op(*xs):
-        return functools.reduce(ufunc, xs)
-
-    return op
+def define(op: str, entry: Elementwise, domain: str = "") -> Elementwise:
+    """Add an op to the table and register its reference (the expansion module's
+    :func:`~dcopt.passes.expansions.elementwise.define_elementwise` registers its expansion too)."""
+    TABLE[(domain, op)] = entry
+    reference(op, domain=domain)(_reference(op, entry))
+    return entry
 
 
-reference("Max")(_variadic(np.maximum))
-reference("Min")(_variadic(np.minimum))
-reference("Sum")(_variadic(np.add))
+for (_domain, _op), _entry in list(TABLE.items()):
+    define(_op, _entry, _domain)
+
+#: The default-domain ops the table defines (one tasklet each).
+TASKLET_OPS = frozenset(op for domain, op in TABLE if domain == "")
+#: Every op of this family computed one output element from the same element of its inputs
+#: (broadcast): the table's and the hand-written ones below.
+ELEMENTWISE_OPS = TASKLET_OPS | {"Clip", "Identity", "Cast", "CastLike", "QuantizeLinear", "DequantizeLinear"}
 
 
-@reference("Mean")
-@_keeps_dtype
-def mean(*xs):
-    return functools.reduce(np.add, xs) / len(xs)
-
-
-@reference("Where")
-def where(condition, x, y):
-    return np.asarray(np.where(condition, x, y)).astype(x.dtype, copy=False)
-
+# ---------------------------------------------------------------- hand-written references
 
 @reference("Clip")
 @_keeps_dtype
 def clip(x, lo=None, hi=None, *, min=None, max=None):  # noqa: A002 (ONNX attribute names)
-    """Bounds are attributes before opset 11 and optional inputs from 11 on; a missing bound
-    does not clip. When min > max every element becomes max, as ONNX specifies."""
+    """Not one tasklet: bounds are attributes before opset 11 and optional inputs from 11 on,
+    and a missing bound does not clip. When min > max every element becomes max, as ONNX
+    specifies."""
     lo = min if lo is None else lo
     hi = max if hi is None else hi
     if lo is not None:
@@ -209,71 +298,8 @@ def clip(x, lo=None, hi=None, *, min=None, max=None):  # noqa: A002 (ONNX attrib
 
 @reference("Identity")
 def identity(x):
-    return (x,)  # a tuple, so a sequence value (a list) stays one output
-
-
-# ---------------------------------------------------------------- activations with attributes
-
-@reference("LeakyRelu")
-@_keeps_dtype
-def leaky_relu(x, *, alpha=0.01):
-    return np.where(x >= 0, x, x * alpha)
-
-
-@reference("PRelu")
-@_keeps_dtype
-def prelu(x, slope):
-    return np.where(x >= 0, x, x * slope)
-
-
-@reference("ThresholdedRelu")
-@_keeps_dtype
-def thresholded_relu(x, *, alpha=1.0):
-    return np.where(x > alpha, x, 0)
-
-
-@reference("Elu")
-@_keeps_dtype
-def elu(x, *, alpha=1.0):
-    return np.where(x > 0, x, alpha * np.expm1(x))
-
-
-@reference("Selu")
-@_keeps_dtype
-def selu(x, *, alpha=1.67326319217681884765625, gamma=1.05070102214813232421875):
-    return gamma * np.where(x > 0, x, alpha * np.expm1(x))
-
-
-@reference("Celu")
-@_keeps_dtype
-def celu(x, *, alpha=1.0):
-    return np.maximum(x, 0) + np.minimum(0, alpha * np.expm1(x / alpha))
-
-
-@reference("Gelu")
-@_keeps_dtype
-def gelu(x, *, approximate="none"):
-    if approximate == "tanh":
-        return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
-    return 0.5 * x * (1 + _erf(x / math.sqrt(2)).astype(x.dtype))
-
-
-@reference("HardSigmoid")
-@_keeps_dtype
-def hard_sigmoid(x, *, alpha=0.2, beta=0.5):
-    return np.clip(alpha * x + beta, 0, 1)
-
-
-@reference("Swish")
-@_keeps_dtype
-def swish(x, *, alpha=1.0):
-    return x / (1 + np.exp(-alpha * x))
-
-
-@reference("Shrink")
-@_keeps_dtype
-def shrink(x, *, bias=0.0, lambd=0.5):
-    return np.where(x < -lambd, x + bias, np.where(x > lambd, x - bias, 0))
+    """Not a tasklet: a sequence value (a list) or an optional passes through unchanged."""
+    return (x,)  # a tuple, so a sequence value stays one output
 
 
 # ---------------------------------------------------------------- casting and quantization

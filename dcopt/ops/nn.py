@@ -178,12 +178,11 @@ def _col2im(cols, canvas, kernel, strides, dilations):
     return y
 
 
-@reference("ConvTranspose")
-def conv_transpose(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None,
-                   output_padding=None, output_shape=None, pads=None, strides=None):
-    kernel, strides, dilations = _window_attrs(x, w.shape[2:], strides, dilations)
-    nd, (n, c), g = len(kernel), x.shape[:2], group
-    in_shape = x.shape[2:]
+def conv_transpose_geometry(in_shape, kernel, strides, dilations, auto_pad="NOTSET", output_padding=None,
+                            output_shape=None, pads=None):
+    """(full, begin, out) of ConvTranspose: the extent every input position's taps cover (plus
+    output_padding), the begin pads cropped off it, and the output spatial shape."""
+    nd = len(kernel)
     output_padding = _ints(output_padding, nd, 0)
     full = [(i - 1) * s + (k - 1) * d + 1 + p for i, s, k, d, p in zip(in_shape, strides, kernel, dilations,
                                                                         output_padding)]
@@ -197,6 +196,17 @@ def conv_transpose(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, 
         p = _ints(pads, 2 * nd, 0)
         begin = list(p[:nd])
         out = [f - p[i] - p[nd + i] for i, f in enumerate(full)]
+    return full, begin, out
+
+
+@reference("ConvTranspose")
+def conv_transpose(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None,
+                   output_padding=None, output_shape=None, pads=None, strides=None):
+    kernel, strides, dilations = _window_attrs(x, w.shape[2:], strides, dilations)
+    nd, (n, c), g = len(kernel), x.shape[:2], group
+    in_shape = x.shape[2:]
+    full, begin, out = conv_transpose_geometry(in_shape, kernel, strides, dilations, auto_pad, output_padding,
+                                               output_shape, pads)
     work = _acc(x.dtype)
     wg = w.astype(work, copy=False).reshape(g, c // g, -1)  # (G, C/G, M/G*K)
     xg = x.astype(work, copy=False).reshape(n, g, c // g, -1)  # (N, G, C/G, L)

@@ -96,27 +96,37 @@ def _resize_taps(x, in_size, mode, scale, cubic_a, antialias, exclude_outside):
     return np.clip(idx, 0, in_size - 1).astype(np.intp), w
 
 
-def _resize_axis(data, axis, out_size, scale, roi, *, mode, ctm, nearest_mode, cubic_a, antialias,
-                 exclude_outside, extrapolation_value):
-    in_size = data.shape[axis]
+def resize_axis_taps(in_size, out_size, scale, roi, *, mode, ctm, nearest_mode, cubic_a, antialias, exclude_outside):
+    """One axis of Resize as a table: source indices (out, n) and weights (out, n) in float64 (None for
+    nearest, n = 1), and which outputs lie outside the crop (tf_crop_and_resize; else None).
+    The expansion turns these tables into constant containers, so they are computed exactly here."""
     x = _source_coords(ctm, out_size, in_size, scale, roi)
     if mode == "nearest":
-        idx = np.clip(_nearest_index(x, nearest_mode, scale), 0, in_size - 1).astype(np.intp)
-        y = np.take(data, idx, axis=axis)
+        idx, w = np.clip(_nearest_index(x, nearest_mode, scale), 0, in_size - 1).astype(np.intp)[:, None], None
     else:
         idx, w = _resize_taps(x, in_size, mode, scale, cubic_a, antialias and scale < 1, exclude_outside)
+    outside = ((x < 0) | (x > in_size - 1)) if ctm == "tf_crop_and_resize" else None
+    return idx, w, outside
+
+
+def _resize_axis(data, axis, out_size, scale, roi, *, extrapolation_value, **kw):
+    idx, w, outside = resize_axis_taps(data.shape[axis], out_size, scale, roi, **kw)
+    if w is None:
+        y = np.take(data, idx[:, 0], axis=axis)
+    else:
         shape = (1,) * axis + (out_size,) + (1,) * (data.ndim - axis - 1)
         y = sum(np.take(data, idx[:, j], axis=axis) * w[:, j].astype(data.dtype).reshape(shape)
                 for j in range(idx.shape[1]))
-    if ctm == "tf_crop_and_resize":
-        outside = ((x < 0) | (x > in_size - 1)).reshape((1,) * axis + (-1,) + (1,) * (data.ndim - axis - 1))
-        if outside.any():
-            y = np.where(outside, np.asarray(extrapolation_value, y.dtype), y)
+    if outside is not None and outside.any():
+        outside = outside.reshape((1,) * axis + (-1,) + (1,) * (data.ndim - axis - 1))
+        y = np.where(outside, np.asarray(extrapolation_value, y.dtype), y)
     return y
 
 
-def _resize(x, roi, scales, sizes, *, axes=None, keep_aspect_ratio_policy="stretch", **kw):
-    rank = x.ndim
+def resize_steps(shape, roi, scales, sizes, *, axes=None, keep_aspect_ratio_policy="stretch", ctm="asymmetric"):
+    """The axes Resize changes, in the order it resizes them: (axis, out size, scale, (roi start, end) or None).
+    Axes left as they are (same size, scale 1, no crop) are skipped."""
+    rank = len(shape)
     axes = list(range(rank)) if axes is None else [a % rank for a in axes]
     roi = None if roi is None or np.size(roi) == 0 else np.asarray(roi, np.float64).ravel()
     if roi is not None and len(roi) == 2 * len(axes) and len(axes) != rank:
@@ -126,21 +136,28 @@ def _resize(x, roi, scales, sizes, *, axes=None, keep_aspect_ratio_policy="stret
         roi = full
     if sizes is not None and np.size(sizes):
         sizes = [int(s) for s in np.ravel(sizes)]
-        factors = [s / x.shape[a] for s, a in zip(sizes, axes)]
+        factors = [s / shape[a] for s, a in zip(sizes, axes)]
         if keep_aspect_ratio_policy != "stretch":
             pick = min if keep_aspect_ratio_policy == "not_larger" else max
             s = pick(factors)
             factors = [s] * len(axes)
-            sizes = [int(s * x.shape[a] + 0.5) for a in axes]
+            sizes = [int(s * shape[a] + 0.5) for a in axes]
     else:
         factors = [float(s) for s in np.ravel(scales)]
-        sizes = [int(f * x.shape[a]) for f, a in zip(factors, axes)]
+        sizes = [int(f * shape[a]) for f, a in zip(factors, axes)]
+    steps = []
+    for a, size, f in zip(axes, sizes, factors):
+        if size == shape[a] and f == 1.0 and ctm != "tf_crop_and_resize":
+            continue
+        steps.append((a, size, f, None if roi is None else (roi[a], roi[rank + a])))
+    return steps
+
+
+def _resize(x, roi, scales, sizes, *, axes=None, keep_aspect_ratio_policy="stretch", **kw):
     work = _work_dtype(x.dtype) if kw["mode"] != "nearest" else x.dtype
     y = x.astype(work, copy=False)
-    for a, size, f in zip(axes, sizes, factors):
-        axis_roi = None if roi is None else (roi[a], roi[rank + a])
-        if size == y.shape[a] and f == 1.0 and kw["ctm"] != "tf_crop_and_resize":
-            continue
+    for a, size, f, axis_roi in resize_steps(x.shape, roi, scales, sizes, axes=axes,
+                                             keep_aspect_ratio_policy=keep_aspect_ratio_policy, ctm=kw["ctm"]):
         y = _resize_axis(y, a, size, f, axis_roi, **kw)
     return _saturate(y, x.dtype)
 

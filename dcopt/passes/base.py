@@ -187,6 +187,7 @@ BUILTIN_PASS_MODULES = [
     "dcopt.passes.fuse_epilogues",
     "dcopt.passes.fuse_maps",
     "dcopt.passes.simplify_maps",
+    "dcopt.passes.merge_siblings",
     "dcopt.passes.kernels",
 ]
 _loaded = False

@@ -38,6 +38,7 @@ from dcopt.ir.groups import is_group
 from dcopt.ir.loops import LOOP_DOMAIN, Range, is_loop_node, make_library_call, make_map, parse_subset
 from dcopt.ir.tasklet import parse_index, parse_tasklet
 from dcopt.ir.types import TensorType
+from dcopt.ir.views import is_copy_free
 from dcopt.ops import loops as _loop_semantics  # noqa: F401  (registers Map/LibraryCall with the executor)
 from dcopt.ops.registry import schema_defaults
 from dcopt.passes.base import Pass, PassResult, register_pass
@@ -56,7 +57,6 @@ RULE_MODULES = [
     "dcopt.passes.expansions.recurrent",
     "dcopt.passes.expansions.signal",
 ]
-VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze"})
 
 Rule = Callable[[Graph, Node], list]
 _RULES: dict[tuple[str, str], Rule] = {}  # (domain, op) -> rule
@@ -253,7 +253,8 @@ class ExpandPass(Pass):
     """Expand op nodes to loop-level nodes (see module docstring).
 
     ``ops``: expand only these op types (default: every op with a rule); ``exclude``: never
-    these; ``keep_views``: leave Reshape/Flatten/Squeeze/Unsqueeze as views; ``dtypes``: expand
+    these; ``keep_views``: leave the ops that copy nothing as ops (views, contiguous slices and splits,
+    concatenations whose inputs may be written in place: :mod:`dcopt.ir.views`); ``dtypes``: expand
     only nodes whose values all have these element types (a target's kernels). Fusion-group bodies
     are expanded too. ``group``: wrap the loop nodes of each top-level op that expands to more
     than one node in a fusion group (kind ``"expansion"``), so the kernels formed later keep one
@@ -268,7 +269,7 @@ class ExpandPass(Pass):
                  group: bool = False, dtypes: Iterable[str] | None = None):
         self.ops = None if ops is None else frozenset(ops)
         self.dtypes = None if dtypes is None else frozenset(dtypes)
-        self.exclude = frozenset(exclude) | (VIEW_OPS if keep_views else frozenset())
+        self.exclude = frozenset(exclude)
         self.keep_views = keep_views
         self.group = group
 
@@ -291,8 +292,11 @@ class ExpandPass(Pass):
                 continue
             domain = "" if node.domain == "ai.onnx" else node.domain
             rule = None if is_loop_node(node) else table.get((domain, node.op))
+            if self.keep_views and is_copy_free(graph, node):
+                stats["views"] += 1
+                nodes.append(node)
+                continue
             if node.op in self.exclude or (self.ops is not None and node.op not in self.ops):
-                stats["views"] += int(self.keep_views and node.op in VIEW_OPS)
                 nodes.append(node)
                 continue
             if rule is None:
@@ -321,7 +325,7 @@ class ExpandPass(Pass):
             stats["loop_nodes"] += len(produced)
             stats["transients"] += len(set(graph.containers) - before)
             if self.group and top and len(produced) > 1:
-                produced = [_expansion_group(graph, node, produced)]
+                produced = _group_map_runs(graph, node, produced)
             nodes.extend(produced)
             modified = True
         if modified:
@@ -338,19 +342,40 @@ class ExpandPass(Pass):
         return sorted(found - self.dtypes)
 
 
-def _expansion_group(graph: Graph, op: Node, produced: list[Node]) -> Node:
-    """One op's loop nodes as a fusion group of kind "expansion" (see ``group`` above)."""
+def _group_map_runs(graph: Graph, op: Node, produced: list[Node]) -> list[Node]:
+    """One op's loop nodes with each run of two or more consecutive maps wrapped in a fusion group
+    of kind "expansion" (see ``group`` above). Library calls stay outside: they run on their own
+    anyway, and at the top level fuse-epilogues sees them next to the maps after them."""
+    out, run = [], []
+    for node in [*produced, None]:
+        if node is not None and node.op == "Map":
+            run.append(node)
+            continue
+        if len(run) > 1:
+            out.append(_expansion_group(graph, op, run, produced))
+        else:
+            out.extend(run)
+        run = []
+        if node is not None:
+            out.append(node)
+    return out
+
+
+def _expansion_group(graph: Graph, op: Node, members: list[Node], produced: list[Node]) -> Node:
+    """Loop nodes of one op as a fusion group of kind "expansion"; its outputs are what the
+    op's other loop nodes or the rest of the graph read."""
     from dcopt.ir.groups import GROUP_DOMAIN, GROUP_OP
 
-    written = [o for n in produced for o in n.outputs if o]
-    inputs = list(dict.fromkeys(i for n in produced for i in n.present_inputs if i not in written))
-    outputs = [o for o in op.outputs if o and o in written]
+    written = [o for n in members for o in n.outputs if o]
+    inputs = list(dict.fromkeys(i for n in members for i in n.present_inputs if i not in written))
+    outside = {i for n in produced if n not in members for i in n.present_inputs} | set(op.outputs)
+    outputs = [o for o in written if o in outside]
     body = Graph(op.label, graph.opset)
     for name in inputs:
         body.add_input(name, graph.containers[name].type)
     for name in written:
         body.add_container(name, graph.containers[name].type)
-    body.nodes = list(produced)
+    body.nodes = list(members)
     body.outputs = outputs
     graph.opset.setdefault(GROUP_DOMAIN, 1)
     return Node(GROUP_OP, tuple(inputs), tuple(outputs), {"body": body, "kind": "expansion"}, name=op.label,

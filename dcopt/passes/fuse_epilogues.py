@@ -31,7 +31,9 @@ RELU_CODES = {"out = max(a, 0)", "out = max(a, 0.0)"}
 
 
 def _identity_subset(spec, memlet) -> bool:
-    return [d.text for d in memlet.subset] == list(spec.params)
+    """The memlet reads (writes) element ``[params...]`` of its container: one param per dim, in
+    order, with ``0`` on the size-1 dims simplify-maps took the loop levels of."""
+    return [d.text for d in memlet.subset if d.text != "0"] == list(spec.params)
 
 
 class _Fuser:
@@ -137,20 +139,22 @@ class _Fuser:
             return None
         return c.data
 
-    @staticmethod
-    def _bias_vector(spec, r, other, const: np.ndarray) -> np.ndarray | None:
-        """The constant as a 1-D vector over the output channels, when it varies only along them."""
-        axis = 1 if spec.kind == "conv" else len(r.params) - 1
-        channel = r.params[axis]
-        names = set().union(*(d.names for d in other.subset))
-        if not names <= {channel}:
+    def _bias_vector(self, spec, r, other, const: np.ndarray) -> np.ndarray | None:
+        """The constant as a 1-D vector over the output channels (conv: axis 1; GEMM: the last
+        axis), when it varies only along them."""
+        out = r.outputs[0]
+        shape = self.graph.type_of(out.container).shape
+        axis = 1 if spec.kind == "conv" else len(shape) - 1
+        if axis >= len(shape) or not isinstance(shape[axis], int):
             return None
-        n = r.ranges[axis][1].evaluate({}) if not r.ranges[axis][1].names else None
-        if n is None:
+        channel = out.subset[axis].text
+        names = set().union(*(d.names for d in other.subset)) if other.subset else set()
+        if not names <= ({channel} if channel in r.params else set()):
             return None
+        n = int(shape[axis])
         flat = np.asarray(const, np.float32).reshape(-1)
         if flat.size == 1:
-            return np.full(int(n), flat[0], np.float32)
+            return np.full(n, flat[0], np.float32)
         return flat.copy() if flat.size == n else None
 
 

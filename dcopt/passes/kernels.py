@@ -25,9 +25,9 @@ level ``j`` can be shared when
    writer indexes by a shared param, at that same param -- so each outer iteration reads only
    what the same iteration wrote.
 
-A run of maps is split greedily: a map joins the current kernel if the kernel keeps at least
-one shared level (a kernel whose outer loop is shared can be split across threads); otherwise
-it starts a new kernel.
+A run of maps is split greedily: a map joins the current kernel unless the joint kernel would
+share no loop level while each part had one (a kernel whose outer loop is shared can be split
+across threads); maps that share none alone (a full reduction) join freely.
 
 **Locals.** An intermediate every access of which names only shared params (at consistent
 positions) or the constant 0 has one element per outer iteration: it becomes a scalar (softmax's
@@ -207,16 +207,20 @@ def _internal(flat, members: list[int], readers, outputs) -> set[str]:
 
 
 def _split(flat, run: list[int], readers, outputs) -> list[list[int]]:
+    """A run of maps -> kernels: a map joins the current kernel unless that would lose shared
+    loop levels either side had (a kernel that could be split across threads would not be)."""
     kernels: list[list[int]] = []
     current: list[int] = []
     for i in run:
         candidate = current + [i]
-        specs = [loop_spec(flat[j][0]) for j in candidate]
-        if current and shared_depth(specs) == 0:
-            kernels.append(current)
-            current = [i]
-        else:
-            current = candidate
+        if current:
+            alone = min(shared_depth([loop_spec(flat[j][0]) for j in current]),
+                        shared_depth([loop_spec(flat[i][0])]))
+            if shared_depth([loop_spec(flat[j][0]) for j in candidate]) < min(alone, 1):
+                kernels.append(current)
+                current = [i]
+                continue
+        current = candidate
     if current:
         kernels.append(current)
     return kernels

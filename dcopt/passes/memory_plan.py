@@ -49,15 +49,13 @@ from dcopt.ir.groups import is_group
 from dcopt.passes.base import Pass, PassResult, register_pass
 from dcopt.passes.fusion_rules import OpClass, classify
 
-#: Ops whose output is the input's bytes under another shape.
-VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
-
-
 @dataclass
 class MemoryPlan:
     """Where each planned transient lives: ``offsets[name] = (offset, nbytes)`` in an arena of
     ``arena_size`` bytes. ``inplace`` lists ``(input, output)`` pairs where the output overwrites
-    the input; ``aliases`` maps a view's output to the value it views (planned or external)."""
+    the input; ``aliases`` maps a view's output to the value it views (planned or external);
+    ``parts`` maps a value living inside a bigger one to ``(owner, byte offset)`` (a contiguous
+    slice of its source, or a Concat input written straight into the Concat's output)."""
 
     offsets: dict[str, tuple[int, int]]
     arena_size: int
@@ -68,12 +66,13 @@ class MemoryPlan:
     alignment: int = 64
     total_bytes: int = 0  # sum of the planned values' sizes: memory with no reuse at all
     live_peak: int = 0  # most bytes live at one node, each value in its own buffer
+    parts: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"arena_size": self.arena_size, "total_bytes": self.total_bytes, "live_peak": self.live_peak,
                 "alignment": self.alignment, "offsets": {k: list(v) for k, v in self.offsets.items()},
                 "inplace": [list(p) for p in self.inplace], "aliases": dict(self.aliases),
-                "unplanned": dict(self.unplanned)}
+                "parts": {k: list(v) for k, v in self.parts.items()}, "unplanned": dict(self.unplanned)}
 
 
 # -- liveness -----------------------------------------------------------------------------------
@@ -90,13 +89,16 @@ def written(node: Node) -> list[str]:
     return names
 
 
-def transient_sizes(graph: Graph, bindings: Mapping[str, int] | None) -> tuple[dict[str, int], dict[str, str]]:
-    """(bytes of each plannable transient, why the others are not planned)."""
+def transient_sizes(graph: Graph, bindings: Mapping[str, int] | None,
+                    outputs: bool = False) -> tuple[dict[str, int], dict[str, str]]:
+    """(bytes of each plannable transient -- and of the graph outputs a node writes, with
+    ``outputs`` -- and why the others are not planned)."""
     binding = dict(bindings or {})
     sizes, unplanned = {}, {}
+    wanted = (Kind.TRANSIENT, Kind.OUTPUT) if outputs else (Kind.TRANSIENT,)
     for node in graph.nodes:
         for name in written(node):
-            if not name or graph.kind(name) is not Kind.TRANSIENT:
+            if not name or graph.kind(name) not in wanted:
                 continue
             t = graph.type_of(name)
             t = t.specialize(binding) if hasattr(t, "specialize") else None
@@ -119,6 +121,10 @@ def lifetimes(graph: Graph, names) -> dict[str, tuple[int, int]]:
         for name in reads(node):
             if name in wanted:
                 last[name] = i
+    end = len(graph.nodes)
+    for name in graph.outputs:  # read by the caller after the last node
+        if name in first:
+            last[name] = end
     return {n: (first[n], last[n]) for n in first}
 
 
@@ -155,15 +161,21 @@ def is_pointwise(graph: Graph, node: Node, read: set[str]) -> bool:
     return classify(graph, node, read).cls in (OpClass.ELEMENTWISE, OpClass.BROADCAST)
 
 
-def is_view(node: Node) -> bool:
-    return node.domain in ("", "ai.onnx") and node.op in VIEW_OPS and bool(node.inputs) and bool(node.inputs[0])
+def is_view(node: Node, graph: Graph | None = None) -> bool:
+    """A node whose outputs are its first input's bytes (:mod:`dcopt.ir.views`)."""
+    from dcopt.ir.views import RESHAPES, slice_views
+
+    if graph is None:
+        return node.domain in ("", "ai.onnx") and node.op in RESHAPES and bool(node.inputs) and bool(node.inputs[0])
+    return slice_views(graph, node) is not None
 
 
 class _Buffers:
-    """Union of values into buffers that share bytes."""
+    """Union of values into buffers that share bytes: each member at a byte offset in its root."""
 
     def __init__(self, names, life):
         self.root = {n: n for n in names}
+        self.rel = {n: 0 for n in names}
         self.members = {n: [n] for n in names}
         self.life = life
 
@@ -172,10 +184,19 @@ class _Buffers:
             name = self.root[name]
         return name
 
-    def join(self, source: str, name: str) -> None:
+    def offset(self, name: str) -> int:
+        """Byte offset of ``name`` in its root's buffer."""
+        return self.rel[name]
+
+    def join(self, source: str, name: str, offset: int = 0) -> None:
+        """``name`` (with all its members) lives at ``offset`` bytes into ``source``'s buffer."""
         r = self.find(source)
-        self.root[name] = r
-        self.members[r] += self.members.pop(name)
+        shift = self.offset(source) + offset - self.offset(name)
+        old = self.find(name)
+        for m in self.members.pop(old):
+            self.rel[m] += shift
+            self.root[m] = r
+            self.members[r].append(m)
 
     def last_use(self, root: str) -> int:
         return max(self.life[m][1] for m in self.members[root])
@@ -188,29 +209,45 @@ class _Buffers:
 def views(graph: Graph, sizes: Mapping[str, int]) -> tuple[dict[str, str], set[str]]:
     """(``view output -> source`` for view nodes writing a planned value from a planned or external
     source, the views whose bytes are ultimately a graph input's or a parameter's)."""
-    aliases: dict[str, str] = {}
-    external: set[str] = set()
-    for n in graph.nodes:
-        if not is_view(n) or n.outputs[0] not in sizes:
-            continue
-        src = n.inputs[0]
-        if src in external or graph.kind(src) in (Kind.INPUT, Kind.PARAMETER):
-            external.add(n.outputs[0])
-        elif src not in sizes:
-            continue
-        aliases[n.outputs[0]] = src
+    aliases, external, _ = _views(graph, sizes)
     return aliases, external
 
 
-def _share(graph: Graph, sizes, life, aliases, binding, inplace: bool):
-    """Join views to their sources and in-place outputs to their inputs: (buffers, in-place pairs)."""
+def _views(graph: Graph, sizes: Mapping[str, int]):
+    """(aliases, external views, ``{view: byte offset in its source}``)."""
+    from dcopt.ir.views import slice_views
+
+    aliases: dict[str, str] = {}
+    external: set[str] = set()
+    offsets: dict[str, int] = {}
+    for n in graph.nodes:
+        for out, src, offset in slice_views(graph, n) or ():
+            if out not in sizes:
+                continue
+            if src in external or graph.kind(src) in (Kind.INPUT, Kind.PARAMETER):
+                external.add(out)
+            elif src not in sizes:
+                continue
+            aliases[out] = src
+            offsets[out] = offset
+    return aliases, external, offsets
+
+
+def _share(graph: Graph, sizes, life, aliases, binding, inplace: bool, view_offsets=None, concat: bool = False):
+    """Join views to their sources, concatenation inputs into their Concat's output and in-place
+    outputs to their inputs: (buffers, in-place pairs, parts)."""
     buffers = _Buffers(sizes, life)
     pairs: list[tuple[str, str]] = []
+    parts: dict[str, tuple[str, int]] = {}
     read = {i for n in graph.nodes for i in reads(n)} | set(graph.outputs)
+    view_offsets = view_offsets or {}
     for k, node in enumerate(graph.nodes):
-        if is_view(node):
-            if node.outputs[0] in aliases and node.outputs[0] in sizes and node.inputs[0] in sizes:
-                buffers.join(node.inputs[0], node.outputs[0])
+        if is_view(node, graph):
+            for out in node.outputs:
+                if out in aliases and out in sizes and node.inputs[0] in sizes:
+                    buffers.join(node.inputs[0], out, view_offsets.get(out, 0))
+                    if view_offsets.get(out, 0) or len(node.outputs) > 1:
+                        parts[out] = (node.inputs[0], view_offsets.get(out, 0))
             continue
         if not inplace or not is_pointwise(graph, node, read):
             continue
@@ -221,7 +258,35 @@ def _share(graph: Graph, sizes, life, aliases, binding, inplace: bool):
                 buffers.join(src, out)
                 pairs.append((src, out))
                 taken.add(src)
-    return buffers, pairs
+    if concat:
+        _concat_in_place(graph, buffers, sizes, parts)
+    return buffers, pairs, parts
+
+
+def _concat_in_place(graph: Graph, buffers: _Buffers, sizes, parts) -> None:
+    """Concat inputs that can live inside the output: a planned value that is its own buffer (not
+    a view, slice or part of another), written by a node, read once by this Concat and by no
+    other Concat, at most once among its inputs. Chains (DenseNet's concat of a concat) nest."""
+    from dcopt.ir.views import concat_parts
+
+    concat_readers: dict[str, int] = {}
+    writers = {o for n in graph.nodes for o in n.outputs if o}
+    for node in graph.nodes:
+        for name in set(concat_parts(graph, node) and node.inputs or ()):
+            concat_readers[name] = concat_readers.get(name, 0) + 1
+    for node in graph.nodes:
+        layout = concat_parts(graph, node)
+        out = node.outputs[0] if node.outputs else ""
+        if layout is None or out not in sizes:
+            continue
+        names = [n for n, _ in layout]
+        for name, offset in layout:
+            if (name not in sizes or name not in writers or names.count(name) != 1 or concat_readers.get(name) != 1
+                    or buffers.find(name) != name or name in graph.outputs
+                    or graph.type_of(name).dtype != graph.type_of(out).dtype or buffers.find(out) == name):
+                continue
+            buffers.join(out, name, offset)
+            parts[name] = (out, offset)
 
 
 def _inplace_source(graph, node, out, k, buffers, sizes, node_reads, taken, binding) -> str | None:
@@ -275,29 +340,32 @@ def _assign(buffers: _Buffers, sizes, alignment: int, order) -> tuple[dict[str, 
 
 
 def plan_memory(graph: Graph, bindings: Mapping[str, int] | None = None, *, alignment: int = 64,
-                inplace: bool = True) -> MemoryPlan:
-    """Plan the transients of ``graph`` into one arena (see the module doc)."""
-    sizes, unplanned = transient_sizes(graph, bindings)
+                inplace: bool = True, outputs: bool = False, concat: bool = False) -> MemoryPlan:
+    """Plan the transients of ``graph`` into one arena (see the module doc). ``outputs``: plan the
+    graph outputs too (live to the end); ``concat``: let Concat inputs live in their output."""
+    sizes, unplanned = transient_sizes(graph, bindings, outputs)
     life = lifetimes(graph, sizes)
     total, peak = sum(sizes.values()), live_peak(sizes, life)
-    aliases, external = views(graph, sizes)
+    aliases, external, view_offsets = _views(graph, sizes)
     in_arena = {n: b for n, b in sizes.items() if n not in external}
-    buffers, pairs = _share(graph, in_arena, life, aliases, dict(bindings or {}), inplace)
+    buffers, pairs, parts = _share(graph, in_arena, life, aliases, dict(bindings or {}), inplace, view_offsets,
+                                   concat)
     root_offsets, arena = min((_assign(buffers, in_arena, alignment, order) for order in ORDERS.values()),
                               key=lambda result: result[1])
-    offsets = {n: (root_offsets[buffers.find(n)], b) for n, b in in_arena.items()}
+    offsets = {n: (root_offsets[buffers.find(n)] + buffers.offset(n), b) for n, b in in_arena.items()}
     return MemoryPlan(offsets, arena, pairs, aliases, {n: life[n] for n in offsets}, unplanned, alignment, total,
-                      peak)
+                      peak, parts)
 
 
 # -- verification -------------------------------------------------------------------------------
 
 
-def check_plan(graph: Graph, plan: MemoryPlan, bindings: Mapping[str, int] | None = None) -> None:
+def check_plan(graph: Graph, plan: MemoryPlan, bindings: Mapping[str, int] | None = None,
+               outputs: bool = False) -> None:
     """Raise DcoptError unless no two values live at the same node share bytes (except a view and
     its source, or a checked in-place pair meeting at the writing node)."""
     problems = []
-    sizes, _ = transient_sizes(graph, bindings)
+    sizes, _ = transient_sizes(graph, bindings, outputs)
     life = lifetimes(graph, sizes)
     binding = dict(bindings or {})
     producers = {o: (i, n) for i, n in enumerate(graph.nodes) for o in n.outputs if o}
@@ -311,10 +379,13 @@ def check_plan(graph: Graph, plan: MemoryPlan, bindings: Mapping[str, int] | Non
 
     for view, src in plan.aliases.items():
         node = producers.get(view, (0, None))[1]
-        if node is None or not is_view(node) or node.inputs[0] != src:
+        if node is None or not is_view(node, graph) or node.inputs[0] != src:
             problems.append(f"'{view}' is declared a view of '{src}' but is not written by a view of it")
         elif src in sizes and view in sizes:
             family[find(view)] = find(src)
+    for part, (owner, _) in plan.parts.items():
+        if part in sizes and owner in sizes:
+            family[find(part)] = find(owner)
     legal_inplace = set()
     for src, out in plan.inplace:
         k, node = producers.get(out, (None, None))
@@ -362,15 +433,18 @@ class PlanMemory(Pass):
     in_place = True
     description = "level 4: plan transients into one arena (liveness, best-fit reuse, in-place, views)"
 
-    def __init__(self, *, bindings: Mapping[str, int] | None = None, alignment: int = 64, inplace: bool = True):
+    def __init__(self, *, bindings: Mapping[str, int] | None = None, alignment: int = 64, inplace: bool = True,
+                 outputs: bool = False, concat: bool = False):
         self.bindings, self.alignment, self.inplace = dict(bindings or {}), alignment, inplace
+        self.outputs, self.concat = outputs, concat
 
     def run(self, graph: Graph, ctx) -> PassResult:
-        plan = plan_memory(graph, self.bindings, alignment=self.alignment, inplace=self.inplace)
-        check_plan(graph, plan, self.bindings)
+        plan = plan_memory(graph, self.bindings, alignment=self.alignment, inplace=self.inplace, outputs=self.outputs,
+                           concat=self.concat)
+        check_plan(graph, plan, self.bindings, self.outputs)
         graph.memory_plan = plan
         stats = {"transients": len(plan.offsets), "bytes_no_reuse": plan.total_bytes,
                  "live_peak_bytes": plan.live_peak, "arena_bytes": plan.arena_size,
-                 "inplace": len(plan.inplace), "views_aliased": len(plan.aliases),
+                 "inplace": len(plan.inplace), "views_aliased": len(plan.aliases), "parts": len(plan.parts),
                  "unplanned": len(plan.unplanned), "plan": plan.to_dict()}
         return PassResult(graph, False, stats)

@@ -54,10 +54,11 @@ register_pipeline(
                 "Softmax/attention; then merge the transposes recognition leaves and clean up",
 )
 register_pipeline(
-    "O3", ["O2", "eliminate-transients", "select-impl", "fuse", "plan-memory"],
-    description="levels 1-4: O2, then drop copies that can be views, choose per-op implementations, tiles and "
-                "vector widths (dcopt.* schedule properties), fuse by the bytes-moved cost model, "
-                "and plan transient memory (liveness, reuse, in-place)",
+    "O3", ["O2", "merge-sibling-convs", "eliminate-transients", "select-impl", "fuse"],
+    description="levels 1-3 on ops: O2, then stack sibling 1x1 convs into one, drop copies that can be views, "
+                "choose per-op routines, tiles and vector widths (dcopt.* schedule properties), and fuse by the "
+                "bytes-moved cost model. Compiling continues with the loop-level stages of dcopt.driver "
+                "(expand, fuse-epilogues, fuse-maps, form-kernels, plan-memory)",
 )
 
 

@@ -140,7 +140,7 @@ def test_compiled_models_match_onnxruntime(relu, threads, tmp_path):
     sess = dcopt.compile(model, threads=threads, cache_dir=tmp_path, dims={"N": 3})
     steps = sess._current.program.steps
     assert [s.params.get("impl") for s in steps if s.kind == "conv"] == ["direct"]
-    assert sum(s.kind == "ew" for s in steps) == (0 if relu else 1)  # ReLU went into the kernel
+    assert sum(s.kind == "kernel" for s in steps) == (0 if relu else 1)  # ReLU went into the kernel
     assert sess._current.manifest["native_key"] and (sess._current.directory / "kernels.ll").is_file()
     want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(sess.run(None, {"x": x})[0], want, rtol=RTOL, atol=ATOL)
@@ -195,7 +195,7 @@ def test_residual_add_fuses_into_pointwise_conv(op, order, tmp_path):
     steps = sess._current.program.steps
     fused = [s.params.get("residual") for s in steps if s.kind == "conv"]
     assert fused == ([False] if order == "late operand" else [False, True])
-    assert (sum(s.kind == "ew" for s in steps) > 0) == (order == "late operand")
+    assert (sum(s.kind == "kernel" for s in steps) > 0) == (order == "late operand")
     feeds = {"x": rng.standard_normal((1, 16, 16, 16)).astype(np.float32),
              "x2": rng.standard_normal((1, 32, 16, 16)).astype(np.float32)}
     want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]

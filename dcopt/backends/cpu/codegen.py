@@ -9,8 +9,10 @@ the memory plan (:attr:`Graph.memory_plan`). This module only translates, node b
   wrapper when its first loop is shared and the kernel is big enough to split);
 * a library call -> the step of its implementation (:mod:`library_calls`: generated LLVM conv
   and GEMM kernels with packed weights, OpenBLAS, ...);
-* a view op (Reshape, Flatten, Squeeze, Unsqueeze, Identity) -> a ``view`` step: its output is
-  its input's bytes (the plan says so);
+* an op that copies nothing (:mod:`dcopt.ir.views`): a view, contiguous slice or split -> a
+  ``view`` step (its outputs are its input's bytes at offsets); a Concat whose inputs are
+  contiguous parts of its output -> a ``concat`` step that copies only the inputs the plan did not
+  place inside the output already;
 * any other op -> an ``op`` step that runs the op's reference implementation: ``dynamic`` when
   the op's output sizes depend on input values (NonZero, Unique, ...), else ``fallback`` (an op
   with no expansion yet). The manifest counts both, so a model's native coverage is visible.
@@ -29,10 +31,9 @@ from dcopt.backends.cpu.program import Program, Step
 from dcopt.ir.graph import Graph, Node
 from dcopt.ir.loops import LIBRARY_CALL, is_loop_node, loop_spec
 from dcopt.ir.types import TensorType
+from dcopt.ir.views import concat_parts, slice_views
 from dcopt.passes.kernels import is_kernel
 
-#: Ops whose outputs are their input's bytes (the memory plan aliases them).
-VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
 #: Ops whose output sizes depend on input values: they run as dynamic steps.
 DATA_DEPENDENT = frozenset({"NonZero", "Unique", "NonMaxSuppression", "Compress", "StringNormalizer"})
 #: Kernels touching at least this many elements get a pool-task wrapper and run split across the
@@ -81,9 +82,10 @@ class CodeGenerator:
                 self._kernel(node)
             elif is_loop_node(node) and node.op == LIBRARY_CALL:
                 lower_library_call(self, node)
-            elif (node.domain in ("", "ai.onnx") and node.op in VIEW_OPS and node.inputs and node.inputs[0]
-                  and self._static(node.inputs[0]) and self._static(node.outputs[0])):
-                self.emit("view", node, node.inputs[:1], node.outputs[:1])
+            elif (views := slice_views(self.graph, node)) is not None:
+                self.emit("view", node, node.inputs[:1], [o for o, _, _ in views], offsets=[b for _, _, b in views])
+            elif (parts := concat_parts(self.graph, node)) is not None:
+                self.emit("concat", node, [n for n, _ in parts], node.outputs[:1], offsets=[b for _, b in parts])
             else:
                 self._op(node)
         used = {n for s in self.steps for n in s.inputs} | set(self.graph.outputs)
@@ -92,7 +94,8 @@ class CodeGenerator:
         types = {n: (self.shape(n) if self._static(n) else None, self.dtype(n)) for n in names}
         plan = self.graph.memory_plan
         memory = {} if plan is None else {"arena_size": plan.arena_size,
-                                         "offsets": {k: list(v) for k, v in plan.offsets.items()}}
+                                         "offsets": {k: list(v) for k, v in plan.offsets.items()},
+                                         "parts": {k: list(v) for k, v in plan.parts.items()}}
         return Program(list(self.graph.inputs), list(self.graph.outputs), types,
                        {k: v for k, v in self.params.items() if k in used}, self.steps, self.kernels,
                        {k: sorted(v) for k, v in self.signatures.items()}, dict(self.graph.opset), self.native,

@@ -192,7 +192,7 @@ class DirectPlan:
 
     def params(self) -> dict:
         """The step parameters a build stores (JSON)."""
-        return {"impl": "direct", "kernel_name": self.name, "conv_shape": list(self.shape.__dict__.values()),
+        return {"kernel_name": self.name, "conv_shape": list(self.shape.__dict__.values()),
                 "tiling": [self.tiling.px, self.tiling.cv, self.tiling.groups, self.tiling.cv_rem,
                            self.tiling.transpose],
                 "padded": self.padded, "bias": self.bias, "relu": self.relu, "residual": self.residual,

@@ -1,10 +1,10 @@
-"""Hand-written numba kernels whose code does not depend on the model: row reductions
-(softmax, layer norm, reduce), pooling, im2col, depthwise conv.
+"""Hand-written numba kernels inside the ``blas`` convolution routine (:mod:`gemm`): im2col,
+depthwise convolution, zero-padded plane copies for shifted GEMMs, and their crops.
 
-Why not generated: their loop structure is fixed and their sizes arrive as array shapes and
-a few integer parameters, so one compiled (and numba-cached) function serves every model.
-Generated code (:mod:`renderer`) is kept for what varies per model: fused elementwise
-expressions. All kernels are serial on purpose: BLAS owns the cores (see :mod:`gemm`).
+Why hand-written: they are parts of one library routine (a convolution over OpenBLAS), not ops:
+their loop structure is fixed and their sizes arrive as array shapes and a few integers, so one
+compiled (numba-cached) function serves every model. Everything an op computes by itself is
+generated from the IR (:mod:`map_codegen`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, uint64
 
-from dcopt.backends.cpu.mathlib import FASTMATH, fexp
+from dcopt.backends.cpu.mathlib import FASTMATH
 
 _OPTS = dict(cache=True, fastmath=FASTMATH, nogil=True, error_model="numpy", boundscheck=False)
 _Z = np.float32(0.0)
@@ -24,170 +24,12 @@ _Z = np.float32(0.0)
 # numba does not wrap.
 
 
-@njit(**_OPTS)
-def softmax_rows(x, out, log):
-    """Softmax (or log-softmax) of each row of a 2-D array; a row that is all -inf (every key
-    masked) gives zeros, as ONNX Attention specifies, instead of NaN."""
-    for r in range(x.shape[0]):
-        m = x[r, 0]
-        for j in range(1, x.shape[1]):
-            m = max(m, x[r, j])
-        if m == -np.inf and not log:
-            for j in range(x.shape[1]):
-                out[r, j] = _Z
-            continue
-        s = _Z
-        for j in range(x.shape[1]):
-            e = fexp(x[r, j] - m)
-            out[r, j] = e
-            s += e
-        if log:
-            ls = np.log(s)
-            for j in range(x.shape[1]):
-                out[r, j] = x[r, j] - m - ls
-        else:
-            inv = np.float32(1.0) / s
-            for j in range(x.shape[1]):
-                out[r, j] *= inv
-
-
-@njit(**_OPTS)
-def layernorm_rows(x, scale, bias, out, eps):
-    """LayerNormalization over each row; ``scale``/``bias`` are rows (1-D, length = row).
-    Statistics are accumulated in float64 like the reference executor's."""
-    n = x.shape[1]
-    for r in range(x.shape[0]):
-        s = 0.0
-        for j in range(n):
-            s += x[r, j]
-        mean = s / n
-        v = 0.0
-        for j in range(n):
-            d = x[r, j] - mean
-            v += d * d
-        inv = np.float32(1.0 / np.sqrt(v / n + eps))
-        m32 = np.float32(mean)
-        for j in range(n):
-            out[r, j] = (x[r, j] - m32) * inv * scale[j] + bias[j]
-
-
-@njit(**_OPTS)
-def reduce_rows(x, out, op):
-    """op 0 sum, 1 mean, 2 max, 3 min of each row into ``out`` (1-D, one per row)."""
-    n = x.shape[1]
-    for r in range(x.shape[0]):
-        if op >= 2:
-            acc32 = x[r, 0]
-            for j in range(1, n):
-                acc32 = max(acc32, x[r, j]) if op == 2 else min(acc32, x[r, j])
-            out[r] = acc32
-        else:
-            acc = _Z
-            for j in range(n):
-                acc += x[r, j]
-            out[r] = acc / np.float32(n) if op == 1 else acc
-
-
 @njit(inline="always")
 def _span(n_out, size, stride, offset):
     """Output indices j in [lo, hi) whose input index j * stride + offset lies in [0, size)."""
     lo = (stride - 1 - offset) // stride if offset < 0 else 0
     hi = min(n_out, (size - 1 - offset) // stride + 1) if size - 1 - offset >= 0 else 0
     return lo, max(lo, hi)
-
-
-@njit(**_OPTS)
-def _window(dst, src, n, k, step, is_max):
-    """``dst[p] = op(src[p], src[p + step], ..., src[p + (k-1)*step])`` for p < n, op max or sum.
-
-    One expression per element for k <= 3 (every pooling window in the zoo but global ones):
-    writing ``dst`` without reading it is what lets LLVM vectorize; an update loop
-    (``dst[p] = max(dst[p], src[p])``) stayed scalar."""
-    us = uint64(step)
-    if k == 1:
-        for p in range(n):
-            dst[uint64(p)] = src[uint64(p)]
-    elif k == 2:
-        for p in range(n):
-            up = uint64(p)
-            dst[up] = max(src[up], src[up + us]) if is_max else src[up] + src[up + us]
-    elif k == 3:
-        for p in range(n):
-            up = uint64(p)
-            a, b, c = src[up], src[up + us], src[up + us + us]
-            dst[up] = max(max(a, b), c) if is_max else a + b + c
-    else:
-        for p in range(n):
-            up = uint64(p)
-            acc = src[up]
-            for t in range(1, k):
-                v = src[up + uint64(t) * us]
-                acc = max(acc, v) if is_max else acc + v
-            dst[up] = acc
-
-
-@njit(**_OPTS)
-def pool2d(x, out, kh, kw, sh, sw, ph, pw, ph_end, pw_end, is_max, include_pad):
-    """Max/average pooling of NCHW ``x`` into ``out`` (its shape carries the output size).
-
-    Separable passes over one padded, flattened plane per channel (the depthwise trick): the
-    window over kw columns at every position (``hm[p] = op(xp[p .. p+kw))``), then over kh
-    rows (``vm[p] = op(hm[p], hm[p+wp], ...)``), each a long unit-stride loop that vectorizes;
-    the output picks every ``sh``-th row / ``sw``-th column. Row-by-row loops over 7-56 wide
-    rows stayed in scalar remainder code: inception_v2's 576x14x14 3x3 pools took 0.56 ms
-    each that way. Padding is -inf (max) or 0 (average); the average divides by the ONNX count
-    (with or without the pads) per output position."""
-    n, c, h, w = x.shape
-    oh, ow = out.shape[2], out.shape[3]
-    hp, wp = (oh - 1) * sh + kh, (ow - 1) * sw + kw
-    fill = np.float32(-np.inf) if is_max else _Z
-    xp = np.empty(hp * wp + kw, np.float32)
-    hm = np.empty(hp * wp, np.float32)
-    lv = ((oh - 1) * sh + 1) * wp
-    vm = np.empty(lv, np.float32)
-    rinv = np.empty(oh, np.float32)
-    cinv = np.empty(ow, np.float32)
-    for i in range(oh):
-        h0 = i * sh - ph
-        rows = min(h0 + kh, h + ph_end) - max(h0, -ph) if include_pad else min(h0 + kh, h) - max(h0, 0)
-        rinv[i] = np.float32(1.0) / np.float32(max(rows, 1))
-    for j in range(ow):
-        w0 = j * sw - pw
-        cols = min(w0 + kw, w + pw_end) - max(w0, -pw) if include_pad else min(w0 + kw, w) - max(w0, 0)
-        cinv[j] = np.float32(1.0) / np.float32(max(cols, 1))
-    y0, y1 = max(0, -ph), min(h, hp - ph)
-    z0, z1 = max(0, -pw), min(w, wp - pw)
-    nh = hp * wp
-    for p in range(nh, xp.shape[0]):
-        xp[p] = fill
-    for b in range(n):
-        for ch in range(c):
-            src_plane = x[b, ch]
-            for r in range(hp):  # padding only where no input lands: the rest is overwritten
-                base = uint64(r * wp)
-                y = r - ph
-                if y < y0 or y >= y1:
-                    for z in range(wp):
-                        xp[base + uint64(z)] = fill
-                    continue
-                for z in range(z0 + pw):
-                    xp[base + uint64(z)] = fill
-                for z in range(z1 + pw, wp):
-                    xp[base + uint64(z)] = fill
-                base += uint64(pw)
-                for z in range(z0, z1):
-                    xp[base + uint64(z)] = src_plane[uint64(y), uint64(z)]
-            _window(hm, xp, nh, kw, 1, is_max)
-            _window(vm, hm, lv, kh, wp, is_max)  # per-output-row calls for sh > 1 were slower
-            dst = out[b, ch]
-            for i in range(oh):
-                row = uint64(i * sh * wp)
-                if is_max:
-                    for j in range(ow):
-                        dst[uint64(i), uint64(j)] = vm[row + uint64(j * sw)]
-                else:
-                    for j in range(ow):
-                        dst[uint64(i), uint64(j)] = vm[row + uint64(j * sw)] * (rinv[i] * cinv[j])
 
 
 @njit(**_OPTS)
@@ -390,39 +232,6 @@ def _depthwise_rows(x, wt, out, sh, sw, ph, pw, dh, dw):
                     for t in range(hi - lo):
                         ut = uint64(t)
                         plane[ui, ulo + ut] += k * src[uy, base + ut * usw]
-
-
-@njit(**_OPTS)
-def lrn(x, out, size, alpha, beta, bias):
-    """LocalResponseNormalization across channels of ``x`` [N, C, HW] (ONNX window: from
-    c - floor((size-1)/2) to c + ceil((size-1)/2)). beta == 0.75 (AlexNet, GoogLeNet) is
-    computed as rsqrt * sqrt(rsqrt), which vectorizes; other betas use a scalar power."""
-    lrn_channels(x, out, size, alpha, beta, bias, 0, x.shape[1])
-
-
-@njit(**_OPTS)
-def lrn_channels(x, out, size, alpha, beta, bias, c0, c1):
-    """:func:`lrn` for output channels ``[c0, c1)`` (a pool task's share; it reads neighbours)."""
-    n, c, hw = x.shape
-    lo_off, hi_off = (size - 1) // 2, size - 1 - (size - 1) // 2
-    acc = np.empty(hw, np.float32)
-    scale = np.float32(alpha / size)
-    fast = beta == 0.75
-    for b in range(n):
-        for ch in range(c0, c1):
-            acc[:] = _Z
-            for k in range(max(0, ch - lo_off), min(c - 1, ch + hi_off) + 1):
-                src = x[b, k]
-                for p in range(hw):
-                    acc[p] += src[p] * src[p]
-            src, dst = x[b, ch], out[b, ch]
-            for p in range(hw):
-                t = np.float32(bias) + scale * acc[p]
-                if fast:
-                    r = np.float32(1.0) / np.sqrt(t)
-                    dst[p] = src[p] * r * np.sqrt(r)
-                else:
-                    dst[p] = src[p] * t ** np.float32(-beta)
 
 
 @njit(**_OPTS)

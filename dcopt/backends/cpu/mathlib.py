@@ -4,7 +4,7 @@ Why: without Intel SVML (absent here: ``numba -s`` says ``SVML State: False``; P
 not SVML-patched) numba lowers ``np.exp``/``np.tanh``/``math.erf`` on a float32 to a scalar libm
 call, which blocks loop vectorization. Measured on this machine (400k float32, one core): libm
 ``expf`` loop 0.74 ms, the polynomial :func:`fexp` below 0.047 ms (zmm code), max relative error
-1.2e-7. Tanh, erf, sigmoid and GELU are built on it. Every function is ``inline='always'`` so
+1.2e-7. Tanh and erf are built on it. Every function is ``inline='always'`` so
 it melts into the caller's loop body.
 
 Edges are part of the contract (the reference executor is numpy, and compiled results must match
@@ -190,11 +190,6 @@ def fpow_pos(x, y):
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def fsigmoid(x):
-    return _ONE / (_ONE + fexp(-x))
-
-
-@njit(inline="always", fastmath=FASTMATH)
 def ftanh(x):
     """tanh via exp; for |x| < 0.01 the odd Taylor series keeps the relative error small."""
     if abs(x) < f32(0.01):
@@ -236,17 +231,3 @@ def fmaxp(a, b):
 def fminp(a, b):
     """np.minimum: NaN in either argument gives NaN."""
     return a if (a < b or a != a) else b
-
-
-_SQRT1_2 = f32(0.7071067811865476)
-_GELU_C = f32(0.7978845608028654)
-
-
-@njit(inline="always", fastmath=FASTMATH)
-def fgelu(x):
-    return _HALF * x * (_ONE + ferf(x * _SQRT1_2))
-
-
-@njit(inline="always", fastmath=FASTMATH)
-def fgelu_tanh(x):
-    return _HALF * x * (_ONE + ftanh(_GELU_C * (x + f32(0.044715) * x * x * x)))

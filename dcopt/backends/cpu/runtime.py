@@ -44,7 +44,7 @@ class CompiledModel:
         bufs: dict[str, np.ndarray] = {n: a if a.flags.c_contiguous and a.flags.writeable else np.array(a, order="C")
                                        for n, a in program.params.items()}
         offsets = plan.get("offsets", {})
-        views = {s.outputs[0] for s in program.steps if s.kind == "view"}
+        views = {o for s in program.steps if s.kind == "view" for o in s.outputs if o not in offsets}
         #: values sized at run time (dynamic steps): produced afresh by every run, kept here
         self.dynamic = {n for n, (shape, _) in program.types.items() if shape is None}
         self.values: dict[str, np.ndarray] = {}
@@ -58,9 +58,11 @@ class CompiledModel:
                 bufs[n] = self.arena[off: off + nbytes].view(dtype).reshape(shape)
             else:  # graph inputs and outputs, and values the plan left out
                 bufs[n] = _aligned_zeros(nbytes + ALIGN)[:nbytes].view(dtype).reshape(shape)
-        for s in program.steps:
+        for s in program.steps:  # views of what the plan does not place (graph inputs, weights)
             if s.kind == "view":
-                bufs[s.outputs[0]] = bufs[s.inputs[0]].reshape(program.types[s.outputs[0]][0])
+                for out, offset in zip(s.outputs, s.params.get("offsets", [0] * len(s.outputs))):
+                    if out in views:
+                        bufs[out] = _byte_view(bufs[s.inputs[0]], int(offset), *program.types[out])
         self.buffers = bufs
         scratch = max([gemm.conv_scratch_elements(s.params["view4d"], program.types[s.inputs[1]][0],
                                                   s.params["out4d"], s.params)
@@ -108,52 +110,11 @@ class CompiledModel:
             if residual is not None:
                 residual = residual.reshape(p["out4d"])
             return gemm.bind_conv(x, ins[1], out, p, self.scratch, self._native_function, bias, residual)
-        if s.kind in ("softmax", "layernorm", "reduce"):
-            return self._bind_rows(s, ins, outs)
-        if s.kind == "pool":
-            x, o = ins[0], outs[0]
-            n, c, h, w = x.shape
-            tail = [h, w, *o.shape[2:], *p["kernel"], *p["strides"], *p["pads"], *p["pads_end"], int(p["is_max"]),
-                    int(p["include_pad"])]
-            pieces = parallel.split(c, parallel.threads())
-            return tasks.bind_table(tasks.library_task("pool"), parallel.merge(
-                [[[[lo, hi, x[b].ctypes.data, o[b].ctypes.data, *tail]] for lo, hi in pieces] for b in range(n)]),
-                (x, o))
-        if s.kind == "lrn":  # channel ranges as pool tasks (each reads its neighbours' inputs)
-            n, c = ins[0].shape[:2]
-            hw = ins[0].size // (n * c)
-            cell = np.array([p["alpha"], p["beta"], p["bias"]], np.float64)
-            return tasks.bind_rows(tasks.library_task("lrn"), [ins[0].ctypes.data, outs[0].ctypes.data],
-                                   [n, c, hw, int(p["size"]), cell.ctypes.data], c, (ins[0], outs[0], cell))
-        if s.kind == "transpose":
-            src, dst, copy = ins[0].transpose(p["perm"]), outs[0], np.copyto
-            return lambda: copy(dst, src)
         if s.kind == "concat":
-            return _bind_slices(outs[0], ins, p["axis"], into=True)
-        if s.kind == "split":
-            return _bind_slices(ins[0], outs, p["axis"], into=False)
-        if s.kind == "gather":
-            data, idx, dst, axis, take = ins[0], ins[1], outs[0], p["axis"], np.take
-            return lambda: take(data, idx, axis=axis, out=dst, mode="wrap")
+            return _bind_concat(outs[0], ins, [int(o) for o in p["offsets"]])
         if s.kind == "fallback":
             return _bind_fallback(s, ins, outs)
         raise ExecutionError(f"unknown step kind '{s.kind}'", node=s.label)
-
-    def _bind_rows(self, s: Step, ins, outs) -> Callable[[], None]:
-        """Row kernels (softmax, layer norm, reductions) as pool tasks over row ranges."""
-        p = s.params
-        rows, n = int(np.prod(p["rows"][:-1])), int(p["rows"][-1])
-        x, o = ins[0], outs[0]
-        if s.kind == "softmax":
-            return tasks.bind_rows(tasks.library_task("softmax"), [x.ctypes.data, o.ctypes.data], [n, int(p["log"])],
-                                   rows, (x, o))
-        if s.kind == "layernorm":
-            eps = tasks.scalar_cell(p["eps"])
-            head = [x.ctypes.data, ins[1].ctypes.data, ins[2].ctypes.data, o.ctypes.data]
-            return tasks.bind_rows(tasks.library_task("layernorm"), head, [n, eps.ctypes.data], rows,
-                                   (x, o, ins[1], ins[2], eps))
-        return tasks.bind_rows(tasks.library_task("reduce"), [x.ctypes.data, o.ctypes.data], [n, int(p["op"])], rows,
-                               (x, o))
 
     def _native_function(self, name: str):
         """ctypes function of generated kernel ``name`` (in :attr:`native`)."""
@@ -220,17 +181,21 @@ def _aligned_zeros(nbytes: int) -> np.ndarray:
     return raw[start:start + nbytes]
 
 
-def _bind_slices(whole: np.ndarray, parts: list[np.ndarray], axis: int, into: bool) -> Callable[[], None]:
-    """Concat (``into``: copy parts into slices of ``whole``) or Split (slices out to parts)."""
-    pairs, start = [], 0
-    for part in parts:
-        index = [slice(None)] * whole.ndim
-        index[axis] = slice(start, start + part.shape[axis])
-        view = whole[tuple(index)]
-        in_place = view.ctypes.data == part.ctypes.data and view.shape == part.shape  # see concat_members
-        if not in_place:
-            pairs.append((view, part) if into else (part, view))
-        start += part.shape[axis]
+def _byte_view(source: np.ndarray, offset: int, shape, dtype) -> np.ndarray:
+    """The array of ``shape``/``dtype`` at ``offset`` bytes into ``source``'s (C-contiguous) bytes."""
+    raw = source.reshape(-1).view(np.uint8)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    return raw[offset: offset + nbytes].view(dtype).reshape(shape)
+
+
+def _bind_concat(whole: np.ndarray, parts: list[np.ndarray], offsets: list[int]) -> Callable[[], None]:
+    """Copy each input to its byte range of ``whole``, except inputs the memory plan already placed
+    there (their producers wrote into the output: :mod:`dcopt.ir.views`)."""
+    pairs = []
+    for part, offset in zip(parts, offsets):
+        target = _byte_view(whole, offset, part.shape, part.dtype)
+        if target.ctypes.data != part.ctypes.data:
+            pairs.append((target, part))
     copy = np.copyto
     return lambda: [copy(d, s) for d, s in pairs] and None
 

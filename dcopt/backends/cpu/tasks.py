@@ -8,9 +8,9 @@ serial kernels after a split GEMM or conv read half their operand from the other
 (GPT-2's 128x768 bias add: 48 us instead of 9 us), and a serial depthwise conv or pooling step
 left a core idle; as tasks they run on both cores, each on the rows it produced.
 
-Library tasks are compiled on first use and cached by numba next to this file, like the
-library kernels they wrap. Generated elementwise kernels get their task wrappers rendered into
-the model's kernel module (:func:`render_ew_task`) and stored with it.
+Library tasks (parts of the ``blas`` conv routine) are compiled on first use and cached by numba
+next to this file, like the library kernels they wrap. Generated kernels get their task wrappers
+rendered into the model's kernel module (:func:`map_codegen.render_task`) and stored with it.
 """
 
 from __future__ import annotations
@@ -52,37 +52,6 @@ POINTERS = {name: _pointer_intrinsic(getattr(types, numba_name)) for name, numba
 f32, b8, f64 = POINTERS["float32"], POINTERS["bool"], POINTERS["float64"]
 
 
-def _softmax(row):
-    r = carray(row, (6,))
-    lo, hi, n = r[0], r[1], r[4]
-    x = carray(f32(r[2] + 4 * lo * n), (hi - lo, n))
-    out = carray(f32(r[3] + 4 * lo * n), (hi - lo, n))
-    library.softmax_rows(x, out, r[5] != 0)
-
-
-def _layernorm(row):
-    r = carray(row, (8,))
-    lo, hi, n = r[0], r[1], r[6]
-    x = carray(f32(r[2] + 4 * lo * n), (hi - lo, n))
-    out = carray(f32(r[5] + 4 * lo * n), (hi - lo, n))
-    library.layernorm_rows(x, carray(f32(r[3]), (n,)), carray(f32(r[4]), (n,)), out, carray(f64(r[7]), (1,))[0])
-
-
-def _reduce(row):
-    r = carray(row, (6,))
-    lo, hi, n = r[0], r[1], r[4]
-    library.reduce_rows(carray(f32(r[2] + 4 * lo * n), (hi - lo, n)), carray(f32(r[3] + 4 * lo), (hi - lo,)), r[5])
-
-
-def _pool(row):
-    # lo, hi (channels), x, out, h, w, oh, ow, kh, kw, sh, sw, ph, pw, ph_end, pw_end, is_max, include_pad
-    r = carray(row, (18,))
-    lo, hi = r[0], r[1]
-    x = carray(f32(r[2] + 4 * lo * r[4] * r[5]), (1, hi - lo, r[4], r[5]))
-    out = carray(f32(r[3] + 4 * lo * r[6] * r[7]), (1, hi - lo, r[6], r[7]))
-    library.pool2d(x, out, r[8], r[9], r[10], r[11], r[12], r[13], r[14], r[15], r[16] != 0, r[17] != 0)
-
-
 def _depthwise(row):
     # lo, hi (channels), x, w, out, h, w, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw
     r = carray(row, (17,))
@@ -102,17 +71,7 @@ def _pad(row):
     library.pad_planes(x, xp, r[7], r[8], r[9])
 
 
-def _lrn(row):
-    # lo, hi (channels), x, out, n, c, hw, size, params (float64 [alpha, beta, bias])
-    r = carray(row, (9,))
-    x = carray(f32(r[2]), (r[4], r[5], r[6]))
-    out = carray(f32(r[3]), (r[4], r[5], r[6]))
-    p = carray(f64(r[8]), (3,))
-    library.lrn_channels(x, out, r[7], p[0], p[1], p[2], r[0], r[1])
-
-
-_LIBRARY = {"lrn": _lrn, "softmax": _softmax, "layernorm": _layernorm, "reduce": _reduce, "pool": _pool,
-            "depthwise": _depthwise, "pad": _pad}
+_LIBRARY = {"depthwise": _depthwise, "pad": _pad}
 
 
 @functools.lru_cache(maxsize=None)

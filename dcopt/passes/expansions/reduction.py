@@ -1,66 +1,137 @@
-"""Reductions, the softmax family and the normalizations -> maps with write-conflict resolution.
+"""Reductions and the softmax family -> maps with write-conflict resolution (wcr).
 
-A reduction is a map over the *input's* index space whose out memlet drops (or pins to 0, with
-keepdims) the reduced params and carries a wcr: ``y[i0, 0] += a`` for ReduceSum over axis 1.
-Statistics (max, sum, mean, variance) are small transients in keepdims shape; the maps that
-use them read them through the same subset, so broadcasting back is a memlet, not an op.
+A reduction is one map over the *input's* index space whose out memlet drops (or pins to 0,
+with keepdims) the reduced params and carries a wcr: ``y[i0, 0] += a`` for ReduceSum over
+axis 1. The map iterates the kept axes first and the reduced axes innermost (:class:`Rows`), so
+every output element is finished by one run of the inner loops and the renderer accumulates it
+in a register; params keep the names of their axes (``i<axis>``) in any order, so memlet
+subsets read the same whatever the order. Statistics (max, sum, mean) are small transients in
+keepdims shape read back through the same subset: broadcasting is a memlet, not an op. Maps
+that finish a statistic (a mean's division, a norm's root) iterate the kept axes only, in the
+same order, so form-kernels shares those loops and keeps the statistic in a scalar.
 
-Softmax is three maps -- max, sum of ``exp(a - m)``, then ``exp(a - m) / s`` -- recomputing the
-exponential rather than materializing it (one full-size transient fewer; fusion decides the
-rest). LayerNormalization is mean, variance, 1/sqrt(var + eps), normalize; BatchNormalization at
-inference is a single map. Means divide every term by the count before summing (one map instead
-of sum-then-scale); the result differs from sum/count by rounding only.
+Arithmetic follows the references in :mod:`dcopt.ops.reduce` step for step:
 
-Reductions refuse float16: the reference accumulates it in float32, which a tasklet over
-float16 operands would not.
+* float16/bfloat16 reductions accumulate in float32 and round once (``as_float32`` on the
+  loaded value); integer reductions stay in their dtype (sums and products wrap);
+* means and roots are taken of the finished sum (sum, then divide), as numpy does, so large
+  magnitudes overflow exactly where the reference's do;
+* a reduction over an empty set yields the wcr's identity (0, 1, -inf/lowest, +inf/highest),
+  then the finishing step (NaN for a mean, -inf for a log-sum);
+* no reduced axes (``noop_with_empty_axes``, rank 0) is an elementwise map of the same terms;
+* ReduceLogSumExp shifts by the largest *finite* value (0 when there is none);
+* the softmax family computes in the input dtype and shifts by the row maximum only when it is
+  finite (``x - where(isfinite(max), max, 0)``), so a row holding +inf gives NaN there and 0
+  elsewhere, like the reference.
 """
 
 from __future__ import annotations
 
-from dcopt.passes.expand import LoopBuilder, Refused, affine, expansion, fmt, index, params_of, product
+from typing import Sequence
 
+from dcopt.ir.loops import make_map
+from dcopt.passes.expand import LoopBuilder, Refused, affine, expansion, fmt, index, product
+
+HALF = ("float16", "bfloat16")
 WIDE = ("float32", "float64")
-NUMBERS = WIDE + ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
-
-#: op -> (term tasklet, wcr, tasklet applied to the reduced value or None, dtypes allowed)
-REDUCTIONS = {
-    "ReduceSum": ("a", "sum", None, NUMBERS),
-    "ReduceMean": ("a / {n}", "sum", None, WIDE),
-    "ReduceMax": ("a", "max", None, NUMBERS),
-    "ReduceMin": ("a", "min", None, NUMBERS),
-    "ReduceProd": ("a", "prod", None, NUMBERS),
-    "ReduceSumSquare": ("a * a", "sum", None, NUMBERS),
-    "ReduceL1": ("abs(a)", "sum", None, NUMBERS),
-    "ReduceL2": ("a * a", "sum", "sqrt(a)", WIDE),
-    "ReduceLogSum": ("a", "sum", "log(a)", WIDE),
-}
+FLOATS = HALF + WIDE
+INTS = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
+NUMBERS = FLOATS + INTS
 
 
-def reduced_subset(rank: int, axes, keepdims: bool = True) -> str:
-    """Subset of a reduced container in terms of the input's params (``i0, 0`` / ``i0``)."""
-    return index("0" if a in axes else p for a, p in enumerate(params_of(rank)) if keepdims or a not in axes)
+def compute_dtype(dtype: str) -> str:
+    """The dtype the references compute ``dtype`` values in (half types in float32)."""
+    return "float32" if dtype in HALF else dtype
 
 
-def _count(shape, axes) -> str:
-    """Number of reduced elements as tasklet text (parenthesized when it is a product of symbols)."""
-    text = product([shape[a] for a in axes])
-    return f"({text})" if "*" in text else text
+def widened(conn: str, dtype: str) -> str:
+    """Tasklet text of connector ``conn`` (storing ``dtype``) in its compute dtype."""
+    return f"as_float32({conn})" if dtype in HALF else conn
 
 
-def stats_shape(shape, axes) -> tuple:
-    return tuple(1 if a in axes else d for a, d in enumerate(shape))
+# ------------------------------------------------------------------------------ iteration spaces
+
+class Rows:
+    """``shape`` split into kept axes (the rows) and reduced axes (each row's elements).
+
+    Maps built here name the param of axis ``a`` ``i<a>`` and iterate the kept axes first, in
+    order, then the reduced ones: a row's elements are the innermost loops."""
+
+    def __init__(self, shape: Sequence, axes: Sequence[int]):
+        self.shape = tuple(shape)
+        self.axes = tuple(sorted(set(axes)))
+        self.kept = tuple(a for a in range(len(self.shape)) if a not in self.axes)
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    @property
+    def full(self) -> str:
+        """Subset of a tensor shaped like ``shape`` at the map's params."""
+        return index(f"i{a}" for a in range(self.rank))
+
+    def stat(self, keepdims: bool = True) -> str:
+        """Subset of a per-row statistic (``i0, 0``; without keepdims ``i0``)."""
+        return index("0" if a in self.axes else f"i{a}" for a in range(self.rank) if keepdims or a not in self.axes)
+
+    def stat_shape(self, keepdims: bool = True) -> tuple:
+        return tuple(1 if a in self.axes else d for a, d in enumerate(self.shape) if keepdims or a not in self.axes)
+
+    @property
+    def count(self) -> str:
+        """Number of elements in a row, as tasklet text (a product of symbols parenthesized)."""
+        text = product([self.shape[a] for a in self.axes])
+        return f"({text})" if "*" in text else text
+
+    def map(self, b: LoopBuilder, what: str, code: str, reads, writes, out_dtypes=None, rows_only: bool = False):
+        """Add a map over the whole space (kept axes first), or with ``rows_only`` over the kept
+        axes alone (one iteration per row: finishing a statistic)."""
+        order = self.kept if rows_only else (*self.kept, *self.axes)
+        return ordered_map(b, what, [(f"i{a}", self.shape[a]) for a in order], code, reads, writes, out_dtypes)
+
+
+def ordered_map(b: LoopBuilder, what: str, space: Sequence[tuple[str, object]], code: str, reads, writes,
+                out_dtypes=None):
+    """A map with explicitly named params over ``[0, size)`` each, in the order given (the
+    builder's ``map`` names them ``i0, i1, ...`` in axis order)."""
+    params = [p for p, _ in space]
+    ranges = [(0, size) for _, size in space]
+    dtypes = list(out_dtypes or [b.dtype(w[1]) for w in writes])
+    node = make_map(f"{b.node.label}/{what}", params, ranges, code, reads, writes, dtypes,
+                    b._symbols(params, ranges, code, reads, writes))
+    b.nodes.append(node)
+    return node
 
 
 def reduce_map(b: LoopBuilder, what: str, x: str, axes, out: str, code: str = "a", wcr: str = "sum",
                keepdims: bool = True, extra_reads=()):
-    """A map over ``x``'s index space combining ``code`` into ``out`` with ``wcr``."""
-    shape = b.shape(x)
-    reads = [("a", x, index(params_of(len(shape)))), *extra_reads]
-    return b.map(what, shape, f"out = {code}", reads, [("out", out, reduced_subset(len(shape), axes, keepdims), wcr)])
+    """A map over ``x``'s index space (reduced axes innermost) combining ``code`` into ``out``."""
+    rows = Rows(b.shape(x), axes)
+    return rows.map(b, what, f"out = {code}", [("a", x, rows.full), *extra_reads],
+                    [("out", out, rows.stat(keepdims), wcr)])
 
 
-def _axes(b: LoopBuilder, rank: int) -> tuple[int, ...] | None:
-    """The reduced axes; () for a no-op (empty axes with noop_with_empty_axes)."""
+# ------------------------------------------------------------------------------ Reduce*
+
+#: op -> (term over the widened element ``{a}``, wcr, finishing step over the reduced ``{s}`` or
+#: None, dtypes). ``{n}`` is the number of reduced elements.
+REDUCTIONS = {
+    "ReduceSum": ("{a}", "sum", None, NUMBERS),
+    "ReduceMean": ("{a}", "sum", "{s} / {n}", NUMBERS),
+    "ReduceMax": ("{a}", "max", None, NUMBERS + ("bool",)),
+    "ReduceMin": ("{a}", "min", None, NUMBERS + ("bool",)),
+    "ReduceProd": ("{a}", "prod", None, NUMBERS),
+    "ReduceSumSquare": ("{a} * {a}", "sum", None, NUMBERS),
+    "ReduceL1": ("abs({a})", "sum", None, NUMBERS),
+    "ReduceL2": ("{a} * {a}", "sum", "sqrt({s})", NUMBERS),
+    "ReduceLogSum": ("{a}", "sum", "log({s})", NUMBERS),
+}
+
+
+def reduced_axes(b: LoopBuilder, rank: int) -> tuple[int, ...]:
+    """The reduced axes (attribute before opset 13/18, constant input after); () when nothing
+    is reduced (empty axes with noop_with_empty_axes, or a rank-0 input)."""
     axes = b.attr("axes")
     name = b.input(1, optional=True)
     if name:
@@ -68,7 +139,7 @@ def _axes(b: LoopBuilder, rank: int) -> tuple[int, ...] | None:
         if axes is None:
             raise Refused("axes are computed at run time")
         axes = axes.reshape(-1).tolist()
-    if not axes:
+    if axes is None or len(axes) == 0:
         return () if b.attr("noop_with_empty_axes", 0) else tuple(range(rank))
     return tuple(sorted({int(a) % max(rank, 1) for a in axes}))
 
@@ -77,157 +148,150 @@ def _axes(b: LoopBuilder, rank: int) -> tuple[int, ...] | None:
 def reduction(graph, node):
     b = LoopBuilder(graph, node)
     x, y = b.input(0), b.output()
-    shape = b.shape(x)
-    axes = _axes(b, len(shape))
+    rows = Rows(b.shape(x), reduced_axes(b, len(b.shape(x))))
     keep = bool(b.attr("keepdims", 1))
     if node.op == "ReduceLogSumExp":
-        b.require_dtype(x, allowed=WIDE)
-        return log_sum_exp(b, x, y, axes, keep)
-    term, wcr, post, allowed = REDUCTIONS[node.op]
+        b.require_dtype(x, allowed=NUMBERS)
+        log_sum_exp(b, x, y, rows, keep)
+        return b.nodes
+    term, wcr, finish, allowed = REDUCTIONS[node.op]
     b.require_dtype(x, allowed=allowed)
-    if not axes:
-        b.elementwise("a", {"a": x}, y, what="copy")
+    dtype = b.dtype(x)
+    term = term.format(a=widened("a", dtype))
+    if not rows.axes:  # nothing reduced: the term (and finish) per element
+        code = finish.format(s=f"({term})", n=rows.count) if finish else term
+        rows.map(b, "elementwise", f"out = {code}", [("a", x, rows.full)], [("out", y, rows.full)])
         return b.nodes
-    term = term.format(n=_count(shape, axes))
-    target = b.transient(b.shape(y), b.dtype(y), "acc") if post else y
-    reduce_map(b, "reduce", x, axes, target, term, wcr, keep)
-    if post:
-        b.elementwise(post, {"a": target}, y, what="finish")
+    target = b.transient(rows.stat_shape(keep), compute_dtype(dtype), "acc") if finish else y
+    rows.map(b, "reduce", f"out = {term}", [("a", x, rows.full)], [("out", target, rows.stat(keep), wcr)])
+    if finish:
+        rows.map(b, "finish", f"out = {finish.format(s='s', n=rows.count)}", [("s", target, rows.stat(keep))], [("out", y, rows.stat(keep))],
+                 rows_only=True)
     return b.nodes
 
 
-def log_sum_exp(b: LoopBuilder, x: str, y: str, axes, keep: bool):
-    """log(sum(exp(a - m))) + m with m the maximum, so large values do not overflow."""
-    if not axes:
-        b.elementwise("a", {"a": x}, y, what="copy")
-        return b.nodes
-    out_shape, dtype = b.shape(y), b.dtype(y)
-    m, s = b.transient(out_shape, dtype, "max"), b.transient(out_shape, dtype, "sum")
-    reduce_map(b, "max", x, axes, m, wcr="max", keepdims=keep)
-    reduce_map(b, "sum", x, axes, s, "exp(a - m)", keepdims=keep,
-               extra_reads=[("m", m, reduced_subset(len(b.shape(x)), axes, keep))])
-    b.elementwise("log(s) + m if m > -inf else m", {"s": s, "m": m}, y, what="finish")
-    return b.nodes
+def log_sum_exp(b: LoopBuilder, x: str, y: str, rows: Rows, keep: bool) -> None:
+    """log(sum(exp(a - k))) + k, k the largest finite element (0 if none): no overflow, and
+    infinities and NaN pass through as in the reference. Integers compute in float64 with the
+    shift rounded to the input dtype, as the reference does."""
+    dtype = b.dtype(x)
+    integer = dtype not in FLOATS
+    acc = "float64" if integer else compute_dtype(dtype)
+    a = widened("a", dtype)
+    peak = f"as_float64({a})" if integer else f"{a} if abs({a}) < inf else -inf"
+    shift = f"as_{dtype if integer else acc}(m if m > -inf else 0.0)"
+    if not rows.axes:
+        code = f"m = {peak}\nk = {shift}\nout = log(exp({a} - k)) + k"
+        rows.map(b, "elementwise", code, [("a", x, rows.full)], [("out", y, rows.full)])
+        return
+    stat = rows.stat(keep)
+    m, s = b.transient(rows.stat_shape(keep), acc, "max"), b.transient(rows.stat_shape(keep), acc, "sum")
+    rows.map(b, "max", f"out = {peak}", [("a", x, rows.full)], [("out", m, stat, "max")])
+    rows.map(b, "sum", f"k = {shift}\nout = exp({a} - k)", [("a", x, rows.full), ("m", m, stat)],
+             [("out", s, stat, "sum")])
+    rows.map(b, "finish", f"out = log(s) + {shift}", [("s", s, stat), ("m", m, stat)], [("out", y, stat)],
+             rows_only=True)
 
 
 @expansion("GlobalAveragePool", "GlobalMaxPool")
 def global_pool(graph, node):
+    """The mean (sum, then divide; half types in float32 like ``np.mean``) or max over axes 2..."""
     b = LoopBuilder(graph, node)
-    x = b.input(0)
-    b.require_dtype(x, allowed=WIDE)
-    shape = b.shape(x)
-    axes = tuple(range(2, len(shape)))
+    x, y = b.input(0), b.output()
+    b.require_dtype(x, allowed=FLOATS)
+    rows = Rows(b.shape(x), range(2, len(b.shape(x))))
+    a = widened("a", b.dtype(x))
     if node.op == "GlobalMaxPool":
-        reduce_map(b, "max", x, axes, b.output(), wcr="max")
-    else:
-        reduce_map(b, "mean", x, axes, b.output(), f"a / {_count(shape, axes)}")
+        rows.map(b, "max", "out = a", [("a", x, rows.full)], [("out", y, rows.stat(), "max")])
+        return b.nodes
+    total = b.transient(rows.stat_shape(), compute_dtype(b.dtype(x)), "sum")
+    rows.map(b, "sum", f"out = {a}", [("a", x, rows.full)], [("out", total, rows.stat(), "sum")])
+    rows.map(b, "mean", f"out = s / {rows.count}", [("s", total, rows.stat())], [("out", y, rows.stat())],
+             rows_only=True)
     return b.nodes
+
+
+# ------------------------------------------------------------------------------ softmax family
+
+SHIFT = "k = m if abs(m) < inf else 0.0\n"  # the reference's shift: the row max when it is finite
 
 
 def softmax_maps(b: LoopBuilder, x: str, y: str, axes, *, log: bool = False, mask: str | None = None,
                  zero_nan: bool = False) -> None:
     """Softmax (or log-softmax) of ``x`` (+ ``mask`` broadcast) over ``axes`` into ``y``: a max map,
-    one map writing ``e = exp(a - m)`` and its sum, and the normalizing map. Computing the
-    exponential once and storing it costs a write and a read of a row that form-kernels keeps
-    in cache (the three maps share their outer loops); recomputing it cost a second ``exp``
-    per element, the dominant work (BERT's attention softmax: 190 us against 60)."""
+    one map writing ``e = exp(a - k)`` and its sum, and the normalizing map (all in the input
+    dtype, reduced axes innermost). Computing the exponential once and storing it costs a write
+    and a read of a row that form-kernels keeps in cache (the three maps share their outer
+    loops); recomputing it cost a second ``exp`` per element, the dominant work (BERT's
+    attention softmax: 190 us against 60). ``zero_nan``: a row whose logits are all -inf gives
+    zeros (attention's guard)."""
     shape = b.shape(x)
-    rank = len(shape)
-    full, sub = index(params_of(rank)), reduced_subset(rank, axes)
+    rows = Rows(shape, axes)
     dtype = b.dtype(x)
-    stat = stats_shape(shape, axes)
-    m, s = b.transient(stat, dtype, "max"), b.transient(stat, dtype, "sum")
+    m, s = b.transient(rows.stat_shape(), dtype, "max"), b.transient(rows.stat_shape(), dtype, "sum")
+    full, stat = rows.full, rows.stat()
     reads = [("a", x, full)]
     logit = "a"
     if mask is not None:
         reads.append(("c", mask, b.broadcast(mask, shape)))
         logit = "(a + c)"
-    reduce_map(b, "max", x, axes, m, logit, wcr="max", extra_reads=reads[1:])
+    rows.map(b, "max", f"out = {logit}", reads, [("out", m, stat, "max")])
     if log:
-        reduce_map(b, "sum", x, axes, s, f"exp({logit} - m)", extra_reads=[*reads[1:], ("m", m, sub)])
-        b.map("normalize", shape, f"out = {logit} - m - log(s)", [*reads, ("m", m, sub), ("s", s, sub)],
-              [("out", y, full)])
+        rows.map(b, "sum", f"{SHIFT}out = exp({logit} - k)", [*reads, ("m", m, stat)], [("out", s, stat, "sum")])
+        rows.map(b, "normalize", f"{SHIFT}out = {logit} - k - log(s)", [*reads, ("m", m, stat), ("s", s, stat)],
+                 [("out", y, full)])
         return
     e = b.transient(shape, dtype, "exp")
-    b.map("exp", shape, f"e = exp({logit} - m)\nout = e", [*reads, ("m", m, sub)],
-          [("e", e, full), ("out", s, sub, "sum")], [dtype, dtype])
-    code = "out = 0.0 if m == -inf else e / s" if zero_nan else "out = e / s"
-    b.map("normalize", shape, code, [("e", e, full), ("m", m, sub), ("s", s, sub)] if zero_nan else
-          [("e", e, full), ("s", s, sub)], [("out", y, full)])
+    rows.map(b, "exp", f"{SHIFT}e = exp({logit} - k)\nout = e", [*reads, ("m", m, stat)],
+             [("out", s, stat, "sum"), ("e", e, full)], [dtype, dtype])
+    if zero_nan:
+        rows.map(b, "normalize", "out = 0.0 if m == -inf else e / s", [("e", e, full), ("m", m, stat), ("s", s, stat)],
+                 [("out", y, full)])
+    else:
+        rows.map(b, "normalize", "out = e / s", [("e", e, full), ("s", s, stat)], [("out", y, full)])
+
+
+def softmax_axes(b: LoopBuilder, rank: int) -> tuple[int, ...]:
+    """The normalized axes: ``axis`` from opset 13 on; before, every axis from ``axis`` on (the
+    reference flattens the input to 2-D there)."""
+    axis = int(b.attr("axis", -1 if b.opset >= 13 else 1)) % max(rank, 1)
+    return (axis,) if b.opset >= 13 else tuple(range(axis, rank))
 
 
 @expansion("Softmax", "LogSoftmax")
 def softmax(graph, node):
-    """Before opset 13 the op normalizes over all axes from ``axis`` on (the 2-D flattening)."""
     b = LoopBuilder(graph, node)
     x, y = b.input(0), b.output()
-    b.require_dtype(x, allowed=WIDE)
-    shape = b.shape(x)
-    axis = int(b.attr("axis", -1)) % len(shape)
-    axes = (axis,) if b.opset >= 13 else tuple(range(axis, len(shape)))
-    softmax_maps(b, x, y, axes, log=node.op == "LogSoftmax")
+    b.require_dtype(x, allowed=FLOATS)
+    if not b.shape(x):
+        raise Refused("rank-0 input")
+    softmax_maps(b, x, y, softmax_axes(b, len(b.shape(x))), log=node.op == "LogSoftmax")
     return b.nodes
 
 
-@expansion("LayerNormalization")
-def layer_norm(graph, node):
-    b = LoopBuilder(graph, node)
-    x, scale, bias, y = b.input(0), b.input(1), b.input(2, optional=True), b.output()
-    b.require_dtype(x, allowed=WIDE)
-    shape = b.shape(x)
-    axes = tuple(range(int(b.attr("axis", -1)) % len(shape), len(shape)))
-    n, eps = _count(shape, axes), fmt(b.attr("epsilon", 1e-5))
-    stat, sub, full = stats_shape(shape, axes), reduced_subset(len(shape), axes), index(params_of(len(shape)))
-    stash = "float64" if b.dtype(x) == "float64" and b.attr("stash_type", 1) == 11 else "float32"
-    mean = b.output(1) or b.transient(stat, stash, "mean")
-    inv_std = b.output(2) or b.transient(stat, stash, "invstd")
-    var = b.transient(stat, stash, "var")
-    reduce_map(b, "mean", x, axes, mean, f"a / {n}")
-    reduce_map(b, "var", x, axes, var, f"(a - m) * (a - m) / {n}", extra_reads=[("m", mean, sub)])
-    b.elementwise(f"1.0 / sqrt(a + {eps})", {"a": var}, inv_std, what="invstd")
-    reads = [("a", x, full), ("m", mean, sub), ("r", inv_std, sub), ("s", scale, b.broadcast(scale, shape))]
-    if bias:
-        reads.append(("c", bias, b.broadcast(bias, shape)))
-    b.map("normalize", shape, "out = (a - m) * r * s" + (" + c" if bias else ""), reads, [("out", y, full)])
-    return b.nodes
-
-
-@expansion("BatchNormalization")
-def batch_norm(graph, node):
-    """Inference form only: per-channel statistics given, one map."""
-    b = LoopBuilder(graph, node)
-    if b.attr("training_mode", 0) or len(b.wired_outputs()) > 1:
-        raise Refused("training mode (batch statistics) is not expanded")
-    x, y = b.input(0), b.output()
-    b.require_dtype(x, allowed=WIDE)
-    shape = b.shape(x)
-    if len(shape) < 2:
-        raise Refused("input of rank < 2")
-    params = params_of(len(shape))
-
-    def channel(name):  # (C,) along axis 1; opset < 9 spatial=0 parameters are shaped like x[1:]
-        pshape = b.shape(name)
-        return "i1" if len(pshape) == 1 else b.broadcast(name, shape[1:], params[1:])
-
-    conns = dict(zip("scmv", (b.input(i) for i in range(1, 5))))
-    reads = [("a", x, index(params))] + [(c, name, channel(name)) for c, name in conns.items()]
-    code = f"out = (a - m) / sqrt(v + {fmt(b.attr('epsilon', 1e-5))}) * s + c"
-    b.map("normalize", shape, code, reads, [("out", y, index(params))])
-    return b.nodes
-
-
-@expansion("LRN")
-def lrn(graph, node):
-    """Sum of squares over a window of ``size`` channels (a wcr map reading with outside 0), then scale."""
+@expansion("Hardmax")
+def hardmax(graph, node):
+    """1 at the first maximum of each row, 0 elsewhere: the row max, the smallest (flat, row-major)
+    position holding it -- or holding NaN, which ``np.argmax`` takes as the maximum -- then a
+    map comparing positions."""
     b = LoopBuilder(graph, node)
     x, y = b.input(0), b.output()
-    b.require_dtype(x, allowed=WIDE)
+    b.require_dtype(x, allowed=NUMBERS)
     shape = b.shape(x)
-    size, rank = int(b.attr("size")), len(shape)
-    p = params_of(rank + 1)
-    squares = b.transient(shape, b.dtype(x), "sqsum")
-    read = index([p[0], affine([(1, p[1]), (1, p[rank])], -((size - 1) // 2)), *p[2:rank]])
-    b.map("window", (*shape, size), "out = a * a", [("a", x, read, 0.0)], [("out", squares, index(p[:rank]), "sum")])
-    scale, bias, beta = fmt(b.attr("alpha", 1e-4) / size), fmt(b.attr("bias", 1.0)), fmt(b.attr("beta", 0.75))
-    b.elementwise(f"a / pow({bias} + {scale} * s, {beta})", {"a": x, "s": squares}, y, what="normalize")
+    if not shape:
+        raise Refused("rank-0 input")
+    rows = Rows(shape, softmax_axes(b, len(shape)))
+    dims = b.static_dims(x, rows.axes)
+    strides = [1] * len(dims)
+    for k in range(len(dims) - 2, -1, -1):
+        strides[k] = strides[k + 1] * dims[k + 1]
+    flat = affine([(st, f"i{a}") for st, a in zip(strides, rows.axes)])
+    total = strides[0] * dims[0] if dims else 1
+    stat, full = rows.stat(), rows.full
+    m = b.transient(rows.stat_shape(), b.dtype(x), "max")
+    first = b.transient(rows.stat_shape(), "int64", "argmax")
+    rows.map(b, "max", "out = a", [("a", x, full)], [("out", m, stat, "max")])
+    rows.map(b, "argmax", f"out = {flat} if (a == m or a != a) else {total}", [("a", x, full), ("m", m, stat)],
+             [("out", first, stat, "min")], ["int64"])
+    rows.map(b, "onehot", f"out = 1 if {flat} == f else 0", [("f", first, stat)], [("out", y, full)])
     return b.nodes

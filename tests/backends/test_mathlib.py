@@ -1,0 +1,106 @@
+"""The scalar math generated kernels call (dcopt.backends.cpu.mathlib): accurate, and exact at the
+edges where numpy is (inf, NaN, subnormals, signed zeros), vectorized by LLVM."""
+
+from __future__ import annotations
+
+import math
+
+import ml_dtypes
+import numpy as np
+import pytest
+from numba import njit
+
+from dcopt.backends.cpu.mathlib import FASTMATH, bf2f, f2bf, f2h, ferf, fexp, flog, fmaxp, fminp, ftanh, h2f
+
+EDGES = np.array([0.0, -0.0, np.nan, np.inf, -np.inf, 1e-45, -1e-45, 1e-40, 3.4e38, -3.4e38, 88.72, 88.73, -87.3,
+                  -103.9, -104.0, 1e-7, -1e-7], np.float32)
+
+
+def _unary(fn):
+    @njit(fastmath=FASTMATH)
+    def run(x, out):
+        for i in range(x.shape[0]):
+            out[i] = fn(x[i])
+
+    def call(x):
+        out = np.empty_like(x)
+        run(x, out)
+        return out
+
+    return call
+
+
+def _check(got, want, rtol, atol=0.0):
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(got) & (got > 0), np.isinf(want) & (want > 0))
+    np.testing.assert_array_equal(np.isinf(got) & (got < 0), np.isinf(want) & (want < 0))
+    finite = np.isfinite(want)
+    np.testing.assert_allclose(got[finite].astype(np.float64), want[finite], rtol=rtol, atol=atol)
+
+
+def test_exp_is_exact_at_overflow_and_in_the_subnormals():
+    x = np.concatenate([np.linspace(-110, 95, 100001), EDGES, EDGES * 100]).astype(np.float32)
+    with np.errstate(all="ignore"):
+        want = np.exp(x.astype(np.float64)).astype(np.float32).astype(np.float64)
+    got = _unary(fexp)(x)
+    normal = (np.abs(want) >= 1.18e-38) | ~np.isfinite(want)
+    _check(got[normal], want[normal], rtol=4e-7)
+    assert np.max(np.abs(got[~normal].astype(np.float64) - want[~normal])) <= 4 * 1.4e-45  # a few subnormal ulps
+
+
+def test_log_matches_numpy_everywhere():
+    x = np.concatenate([np.exp(np.linspace(-100, 88, 100001)), EDGES, np.abs(EDGES) * 100]).astype(np.float32)
+    with np.errstate(all="ignore"):
+        want = np.log(x.astype(np.float64)).astype(np.float32).astype(np.float64)
+    _check(_unary(flog)(x), want, rtol=2e-7, atol=1e-6)
+
+
+def test_tanh_and_erf_accuracy_and_edges():
+    x = np.concatenate([np.linspace(-30, 30, 20001), EDGES, [1e-6, -1e-6, 0.12, -0.12]]).astype(np.float32)
+    x64 = x.astype(np.float64)
+    _check(_unary(ftanh)(x), np.tanh(x64), rtol=2e-5, atol=1e-7)
+    with np.errstate(all="ignore"):
+        erf = np.array([math.erf(v) if not math.isnan(v) else np.nan for v in x64])
+    _check(_unary(ferf)(x), erf, rtol=2e-5, atol=5e-7)
+
+
+@pytest.mark.parametrize("fn, ufunc", [(fmaxp, np.maximum), (fminp, np.minimum)])
+def test_min_max_propagate_nan_like_numpy(fn, ufunc):
+    @njit
+    def run(a, b, out):
+        for i in range(a.shape[0]):
+            out[i] = fn(a[i], b[i])
+
+    a = np.array([np.nan, 1.0, np.nan, -0.0, np.inf], np.float32)
+    b = np.array([1.0, np.nan, np.nan, 0.0, -np.inf], np.float32)
+    out = np.empty_like(a)
+    run(a, b, out)
+    np.testing.assert_array_equal(out, ufunc(a, b))
+
+
+def test_half_and_bfloat16_conversions_round_to_nearest_even():
+    values = np.concatenate([np.random.default_rng(0).standard_normal(2000) * 1e3, EDGES, [65504, 65520, 1e-8]])
+    values = values.astype(np.float32)
+
+    @njit
+    def roundtrip(x, h, b):
+        for i in range(x.shape[0]):
+            h[i] = f2h(x[i])
+            b[i] = f2bf(x[i])
+
+    h, b = np.empty(values.size, np.uint16), np.empty(values.size, np.uint16)
+    roundtrip(values, h, b)
+    np.testing.assert_array_equal(h.view(np.float16), values.astype(np.float16))
+    np.testing.assert_array_equal(b.view(ml_dtypes.bfloat16).astype(np.float32),
+                                  values.astype(ml_dtypes.bfloat16).astype(np.float32))
+
+    @njit
+    def back(h, b, fh, fb):
+        for i in range(h.shape[0]):
+            fh[i] = h2f(h[i])
+            fb[i] = bf2f(b[i])
+
+    fh, fb = np.empty(values.size, np.float32), np.empty(values.size, np.float32)
+    back(h, b, fh, fb)
+    np.testing.assert_array_equal(fh, h.view(np.float16).astype(np.float32))
+    np.testing.assert_array_equal(fb, b.view(ml_dtypes.bfloat16).astype(np.float32))

@@ -1,0 +1,176 @@
+"""Pooling expansions (dcopt/passes/expansions/pooling.py) run three ways: the reference executor,
+the lowered IR on it, and the compiled kernels -- agreeing at fp32 rtol 1e-4 (indices exactly),
+with no op left to a fallback step."""
+
+import numpy as np
+import pytest
+
+from tests.passes.one_op import rand, run_one_op
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("kernels")
+
+
+def run(cache, op, x, attrs, n_out=1, extra_inputs=(), initializers=None, opset=19, rtol=1e-4, atol=1e-6):
+    """``op`` on ``x`` (plus graph inputs ``extra_inputs``, then ``initializers``) run three ways."""
+    return run_one_op(cache, op, {"x": x, **dict(extra_inputs)}, attrs, n_out=n_out, initializers=initializers,
+                      opset=opset, rtol=rtol, atol=atol)
+
+
+WINDOWS = [
+    dict(kernel_shape=[3, 3], strides=[2, 2]),
+    dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+    dict(kernel_shape=[2, 3], strides=[2, 2], ceil_mode=1),
+    dict(kernel_shape=[3, 2], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1),
+    dict(kernel_shape=[2, 2], dilations=[2, 2], pads=[1, 0, 1, 0]),
+    dict(kernel_shape=[3, 3], auto_pad="SAME_UPPER", strides=[2, 2]),
+    dict(kernel_shape=[2, 3], auto_pad="SAME_LOWER"),
+    dict(kernel_shape=[3, 3], auto_pad="VALID", strides=[1, 2]),
+]
+
+
+@pytest.mark.parametrize("attrs", WINDOWS)
+def test_max_pool_with_indices(cache, attrs):
+    x = rand((2, 3, 7, 8))
+    run(cache, "MaxPool", x, attrs, n_out=2)
+
+
+@pytest.mark.parametrize("storage_order", [0, 1])
+def test_max_pool_indices_storage_order_and_edges(cache, storage_order):
+    """Ties keep the first tap, NaN stops the search, padding taps can win on -inf windows."""
+    x = rand((1, 2, 5, 6))
+    x[0, 0, 1, :3] = 7.0
+    x[0, 1, 2, 2] = np.nan
+    x[0, 1, 3:, 4:] = -np.inf
+    run(cache, "MaxPool", x, dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], storage_order=storage_order), n_out=2)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "int32", "float16", "float64"])
+def test_max_pool_dtypes(cache, dtype):
+    x = rand((2, 2, 6, 5), dtype)
+    run(cache, "MaxPool", x, dict(kernel_shape=[2, 3], pads=[1, 1, 0, 1], strides=[2, 1]), n_out=2, rtol=0, atol=0)
+    run(cache, "MaxPool", x, dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("nd", [1, 3])
+def test_max_pool_1d_3d(cache, nd):
+    x = rand((2, 3) + (6,) * nd)
+    run(cache, "MaxPool", x, dict(kernel_shape=[3] * nd, strides=[2] * nd, pads=[1] * (2 * nd)), n_out=2)
+
+
+@pytest.mark.parametrize("include", [0, 1])
+@pytest.mark.parametrize("attrs", WINDOWS)
+def test_average_pool(cache, attrs, include):
+    run(cache, "AveragePool", rand((2, 3, 7, 8)), dict(attrs, count_include_pad=include))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float64", "int32", "uint8"])
+def test_average_pool_dtypes(cache, dtype):
+    x = rand((2, 2, 6, 5), dtype)
+    tol = 1e-3 if dtype == "float16" else 1e-6
+    run(cache, "AveragePool", x, dict(kernel_shape=[3, 2], pads=[1, 0, 1, 1]), rtol=tol, atol=0)
+
+
+def test_average_pool_edge_values_and_3d(cache):
+    x = rand((1, 2, 4, 5, 3))
+    x[0, 0, 1, 1, 1] = np.inf
+    x[0, 1, 2, 2, 2] = np.nan
+    run(cache, "AveragePool", x, dict(kernel_shape=[2, 3, 2], dilations=[1, 2, 1], pads=[1, 1, 0, 0, 1, 1]))
+
+
+@pytest.mark.parametrize("p", [1, 2, 3])
+@pytest.mark.parametrize("attrs", WINDOWS[:5])
+def test_lp_pool(cache, attrs, p):
+    run(cache, "LpPool", rand((2, 3, 7, 8)), dict(attrs, p=p), opset=18)
+
+
+@pytest.mark.parametrize("p", [1, 2, 3])
+@pytest.mark.parametrize("shape", [(2, 3, 5, 4), (1, 2, 7), (2, 1, 3, 2, 4)])
+def test_global_lp_pool(cache, shape, p):
+    run(cache, "GlobalLpPool", rand(shape), dict(p=p))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int64", "float16"])
+def test_max_unpool(cache, dtype):
+    values = rand((2, 3, 2, 3), dtype)
+    indices = np.random.default_rng(1).permutation(2 * 3 * 4 * 6)[:36].reshape(2, 3, 2, 3).astype(np.int64)
+    run(cache, "MaxUnpool", values, dict(kernel_shape=[2, 2], strides=[2, 2]), extra_inputs={"idx": indices},
+        rtol=0, atol=0)
+
+
+def test_max_unpool_output_shape_duplicates_and_negative_indices(cache):
+    """The last write of a repeated index wins; negative flat indices wrap like numpy's."""
+    values = rand((1, 2, 2, 2))
+    indices = np.array([3, 3, -1, 0, 5, 30, 31, -10], np.int64).reshape(1, 2, 2, 2)
+    run(cache, "MaxUnpool", values, dict(kernel_shape=[2, 2], strides=[2, 2]), extra_inputs={"idx": indices},
+        initializers={"shape": np.array([1, 2, 5, 6], np.int64)}, rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------------------ transposed windows
+
+def run_conv_transpose(cache, x_shape, w_shape, attrs, bias=True, dtype="float32", rtol=1e-4):
+    x, w = rand(x_shape, dtype, 1), rand(w_shape, dtype, 2)
+    inits = {"w": w, **({"b": rand((w_shape[1] * attrs.get("group", 1),), dtype, 3)} if bias else {})}
+    return run(cache, "ConvTranspose", x, attrs, initializers=inits, rtol=rtol, atol=1e-5)
+
+
+@pytest.mark.parametrize("attrs", [
+    dict(strides=[2, 2], pads=[1, 1, 1, 1]),
+    dict(strides=[2, 2]),
+    dict(strides=[3, 2], output_padding=[1, 0], pads=[0, 1, 2, 0]),
+    dict(dilations=[2, 2], strides=[2, 1]),
+    dict(dilations=[3, 1], strides=[2, 2], pads=[2, 0, 1, 1]),
+    dict(strides=[2, 2], auto_pad="SAME_UPPER"),
+    dict(strides=[2, 2], auto_pad="SAME_LOWER"),
+    dict(strides=[2, 2], output_shape=[10, 9]),
+    dict(group=2, strides=[2, 2], pads=[1, 1, 1, 1]),
+    dict(),
+])
+def test_conv_transpose_2d(cache, attrs):
+    run_conv_transpose(cache, (2, 4, 5, 4), (4, 3, 4, 3), attrs)
+
+
+@pytest.mark.parametrize("nd", [1, 3])
+def test_conv_transpose_1d_3d(cache, nd):
+    run_conv_transpose(cache, (1, 2) + (4,) * nd, (2, 3) + (3,) * nd, dict(strides=[2] * nd, pads=[1] * (2 * nd)),
+                       bias=nd == 1)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float64"])
+def test_conv_transpose_dtypes(cache, dtype):
+    run_conv_transpose(cache, (1, 3, 4, 5), (3, 2, 3, 3), dict(strides=[2, 2]), dtype=dtype,
+                       rtol=2e-3 if dtype == "float16" else 1e-6)
+
+
+def test_conv_transpose_masked_terms_do_not_leak_nan(cache):
+    """Infinities at the input's border must not meet the zero weights of taps that do not reach."""
+    x = rand((1, 2, 4, 4), seed=4)
+    x[0, 0, 0, 0], x[0, 1, 3, 3] = np.inf, np.nan
+    run(cache, "ConvTranspose", x, dict(strides=[2, 2], pads=[1, 1, 1, 1]), initializers={"w": rand((2, 2, 3, 3))},
+        atol=1e-5)
+
+
+@pytest.mark.parametrize("attrs,image,block", [
+    (dict(), [5, 5], [1, 5]),
+    (dict(strides=[2, 2]), [5, 5], [3, 3]),
+    (dict(pads=[0, 1, 0, 1]), [5, 5], [1, 5]),
+    (dict(dilations=[2, 2], strides=[2, 1]), [6, 6], [2, 2]),
+    (dict(strides=[2, 3], pads=[1, 0, 2, 1]), [7, 8], [3, 2]),
+])
+def test_col2im(cache, attrs, image, block):
+    from dcopt.ops.nn import _geometry
+
+    nd = len(image)
+    blocks, _, _ = _geometry(image, block, attrs.get("strides", [1] * nd), attrs.get("dilations", [1] * nd),
+                             "NOTSET", attrs.get("pads", [0] * 2 * nd))
+    x = rand((2, 3 * int(np.prod(block)), int(np.prod(blocks))))
+    run(cache, "Col2Im", x, attrs, initializers={"image": np.array(image, np.int64),
+                                                 "block": np.array(block, np.int64)}, opset=18)
+
+
+def test_col2im_3d_ints(cache):
+    x = rand((1, 2 * 8, 27), "int32")
+    run(cache, "Col2Im", x, dict(), initializers={"image": np.array([4, 4, 4], np.int64),
+                                                  "block": np.array([2, 2, 2], np.int64)}, opset=18, rtol=0, atol=0)
