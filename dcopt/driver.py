@@ -48,7 +48,7 @@ def lower(graph: Graph, *, bindings: Mapping[str, int] | None = None, values=Non
     whose values decide sizes, compiled as constants (:mod:`dcopt.ir.specialization`)."""
     from dcopt.ir.specialization import bind_values
 
-    from dcopt.backends.cpu.specialize import input_bindings, specialize
+    from dcopt.backends.cpu.specialize import input_bindings, specialize, unknown_to_dynamic
 
     from dcopt.passes.base import get_pass
     from dcopt.passes.manager import PassManager
@@ -58,6 +58,7 @@ def lower(graph: Graph, *, bindings: Mapping[str, int] | None = None, values=Non
     bindings = input_bindings(graph, bindings)
     graph = specialize(graph, bindings, example_feeds)                     # every size known
     graph, label, report = optimize(graph, pipeline, patches)              # patches, then O0..O3
+    unknown_to_dynamic(graph)                                               # data-sized values
     options = {"expand": {"dtypes": target_dtypes(target)}, "fuse-epilogues": {"target": target},
                "select-impl": {"target": target}}
     stages = PassManager([get_pass(name, **{**extra, **options.get(name, {})}) for name, extra in LOWERING],

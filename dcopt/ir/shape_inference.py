@@ -19,7 +19,6 @@ only writes ``Container.type``.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -31,7 +30,7 @@ from dcopt.ir.types import OptionalType, SequenceType, TensorType, ValueType
 from dcopt.ops import registry as reference_ops
 from dcopt.ops.shapes import dims
 from dcopt.ops.shapes.registry import (
-    SequenceOf, ShapeContext, ShapeInferenceError, common_type, lookup, run_rule,
+    SequenceOf, ShapeContext, ShapeInferenceError, Valued, common_type, lookup, run_rule,
 )
 from dcopt.ops.shapes.values import SymbolicValue, propagate
 
@@ -82,7 +81,7 @@ def infer(graph: Graph, bindings: Mapping[str, int] | None = None, values: Mappi
     for name in graph.inputs:
         c = graph.containers[name]
         if bindings and isinstance(c.type, TensorType) and c.type.shape is not None:
-            c.type = TensorType(c.type.dtype, tuple(dims.substitute(d, bindings) for d in c.type.shape))
+            _retype(c, TensorType(c.type.dtype, tuple(dims.substitute(d, bindings) for d in c.type.shape)))
         if values and name in values:
             scope.set_input_value(name, values[name])
     scope.run()
@@ -90,6 +89,43 @@ def infer(graph: Graph, bindings: Mapping[str, int] | None = None, values: Mappi
     report.symbolic = dict(scope.symbolic)
     report.sequences = dict(scope.sequences)
     return report
+
+
+#: Ops whose output values depend only on their input's *type*: walking back from a shape input,
+#: the values behind them do not matter.
+_TYPE_ONLY = frozenset({"Shape", "Size"})
+
+
+def shape_determining_inputs(graph: Graph) -> set[str]:
+    """Graph inputs whose *values* decide some container's shape: the inputs from which a shape
+    input (:func:`dcopt.ops.shapes.shape_inputs`: Reshape's target, Slice's bounds...) of any node,
+    subgraphs included, is computed. Value specialization makes these compile-time constants."""
+    from dcopt.ops.shapes import shape_inputs
+
+    producers: dict[str, Node] = {}
+    wanted: list[str] = []
+
+    def scan(g: Graph) -> None:
+        for node in g.nodes:
+            producers.update((o, node) for o in node.outputs if o)
+            for i in shape_inputs(node.op, node.domain, g.opset_of(node.domain)):
+                if i < len(node.inputs) and node.inputs[i]:
+                    wanted.append(node.inputs[i])
+            for body in node.subgraphs:
+                scan(body)
+
+    scan(graph)
+    seen: set[str] = set()
+    while wanted:
+        name = wanted.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        node = producers.get(name)
+        if node is not None and not (node.op in _TYPE_ONLY and not node.domain):
+            wanted.extend(n for n in node.inputs if n)
+            wanted.extend(node.outer_reads())
+    return {name for name in seen if name in graph.inputs}
 
 
 class _Scope:
@@ -151,7 +187,7 @@ class _Scope:
         for name, t, v in zip(body.inputs, types, values):
             c = body.containers.get(name)
             if c is not None and t is not None:
-                c.type = t
+                _retype(c, t)
             if v is not None:
                 child.values[name] = v
         child.run()
@@ -171,13 +207,13 @@ class _Scope:
         if problem:
             raise InputError(f"value given for shape inference does not fit: {problem}", input=name)
         self.values[name] = array
-        c.type = TensorType.of(array)
+        _retype(c, TensorType.of(array))
 
     def run(self) -> None:
         graph = self.graph
         for name, c in graph.containers.items():
             if c.data is not None and name not in graph.inputs:
-                c.type = TensorType.of(c.data)
+                _retype(c, TensorType.of(c.data))
                 self.values[name] = c.data
         for node in self._ordered():
             self.infer_node(node)
@@ -210,6 +246,8 @@ class _Scope:
                 self._record(ctx, k, name, results[k], folded[k] if folded else None)
 
     def _record(self, ctx: ShapeContext, k: int, name: str, result, value) -> None:
+        if isinstance(result, Valued):
+            result, value = result.type, result.value if value is None else value
         if isinstance(value, SymbolicValue):
             constant = value.constant()
             if constant is None:
@@ -217,8 +255,9 @@ class _Scope:
             value = constant
         if value is not None:
             self.values[name] = value
-        if isinstance(result, OptionalType):
-            pass  # an optional's value is its element (or None): the rule's type stays
+        if isinstance(result, OptionalType):  # an optional's value is its element: the rule's type stays
+            if isinstance(value, list):
+                self.sequences[name] = tuple(TensorType.of(np.asarray(a)) for a in value)
         elif isinstance(value, np.ndarray):
             if self.strict:
                 _check(result, value, ctx, k)
@@ -233,11 +272,9 @@ class _Scope:
         c = self.graph.containers.get(name)
         if c is None:
             return
-        if result is None:  # an input of unknown rank: the dtype stays, the shape is unknown
-            if isinstance(c.type, TensorType):
-                c.type = TensorType(c.type.dtype, None)
-            return
-        c.type = result
+        if result is None and isinstance(c.type, TensorType):  # an input of unknown rank: the shape is unknown
+            result = TensorType(c.type.dtype, None)
+        _retype(c, result)
 
     # -- folding --------------------------------------------------------------------------------
     def _fold(self, node: Node, ctx: ShapeContext, results: list) -> list | None:
@@ -261,13 +298,19 @@ class _Scope:
         if opdef is None:
             return None
         try:
-            with np.errstate(all="ignore"), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with np.errstate(all="ignore"):
                 out = reference_ops.call(opdef, inputs, dict(node.attrs), ctx.opset, n_outputs=len(node.outputs))
         except Exception:  # the reference refuses these constants: the op fails at run time too
             return None
         self.report.folded += 1
         return list(out) + [None] * (len(node.outputs) - len(out))
+
+
+def _retype(container, new) -> None:
+    """Set a container's type, keeping the very object when nothing changed (passes detect edits
+    by identity)."""
+    if new is not None and new != container.type:
+        container.type = new
 
 
 def _small(values: list, results: list) -> bool:

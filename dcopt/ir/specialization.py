@@ -11,10 +11,9 @@ and every run compares the fed value with it -- a different value selects or com
 variant, exactly like a new batch size does.
 
 :func:`value_inputs` finds those inputs: graph inputs from which a value flows into an operand
-an op reads for sizes (:func:`dcopt.ops.shapes.shape_inputs`), through any ops but ``Shape`` and
-``Size`` (whose outputs depend on their input's shape, not its values). Which operands those are
-is part of each op's definition (:data:`STRUCTURAL_INPUTS`): the ones that decide output sizes,
-and the few that decide loop structure (CumSum's axis). Integer and boolean
+an op reads for sizes (:func:`dcopt.ops.shapes.shape_inputs`), or for its loop structure
+(:data:`STRUCTURE_INPUTS`), through any ops but ``Shape`` and ``Size`` (whose outputs depend on
+their input's shape, not its values). Integer and boolean
 inputs only carry such values in practice; a float input qualifies too when it feeds scales.
 """
 
@@ -30,24 +29,17 @@ from dcopt.ir.graph import Graph
 SHAPE_ONLY = frozenset({"Shape", "Size"})
 
 
-#: Operands (input indices) whose values an op needs at compile time: they decide output sizes
-#: (Reshape's shape) or the loop structure (CumSum's axis). Default domain; the opset matters
-#: where an attribute became an input.
-STRUCTURAL_INPUTS: dict[str, tuple[int, ...]] = {
-    "Reshape": (1,), "Expand": (1,), "Tile": (1,), "Slice": (1, 2, 3, 4), "Pad": (1, 3), "Resize": (2, 3),
-    "Upsample": (1,), "TopK": (1,), "OneHot": (1,), "Range": (0, 1, 2), "ConstantOfShape": (0,), "Split": (1,),
-    "Squeeze": (1,), "Unsqueeze": (1,), "CenterCropPad": (1,), "AffineGrid": (1,), "HannWindow": (0,),
-    "HammingWindow": (0,), "BlackmanWindow": (0,), "MelWeightMatrix": (0, 1, 2), "STFT": (1, 3), "DFT": (1, 2),
-    "CumSum": (1,), "CumProd": (1,), "MaxUnpool": (2,), "Col2Im": (1, 2), "EyeLike": (), "RandomNormalLike": (),
-    **{op: (1,) for op in ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
-                           "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare")},
-}
+#: Operands whose values decide a loop's structure though not any size (CumSum's axis): with the
+#: op's shape inputs (:func:`dcopt.ops.shapes.shape_inputs`, part of each op's shape rule) these
+#: are what must be compile-time constants.
+STRUCTURE_INPUTS: dict[str, tuple[int, ...]] = {"CumSum": (1,), "CumProd": (1,)}
 
 
 def _shape_inputs(graph: Graph, node) -> tuple[int, ...]:
-    if node.domain not in ("", "ai.onnx"):
-        return ()
-    return STRUCTURAL_INPUTS.get(node.op, ())
+    from dcopt.ops.shapes import shape_inputs
+
+    extra = STRUCTURE_INPUTS.get(node.op, ()) if node.domain in ("", "ai.onnx") else ()
+    return tuple(dict.fromkeys((*shape_inputs(node.op, node.domain, graph.opset_of(node.domain)), *extra)))
 
 
 def value_inputs(graph: Graph) -> dict[str, list[str]]:
@@ -90,19 +82,3 @@ def value_key(values: Mapping[str, np.ndarray]) -> tuple:
     """A hashable key of specialized values (dtype, shape and bytes of each)."""
     return tuple((name, str(v.dtype), tuple(v.shape), np.ascontiguousarray(v).tobytes())
                  for name, v in sorted(values.items()))
-
-
-#: Ops whose output sizes follow from the *contents* of their inputs: no value specialization
-#: helps; they run as dynamic steps whose outputs size themselves at run time.
-DATA_DEPENDENT = frozenset({"NonZero", "Unique", "NonMaxSuppression", "Compress", "StringSplit"})
-
-
-def dynamic_values(graph: Graph) -> set[str]:
-    """Containers whose sizes depend on data contents: outputs of :data:`DATA_DEPENDENT` ops and
-    everything computed from them (a conservative closure: any op downstream)."""
-    dynamic: set[str] = set()
-    for node in graph.nodes:
-        if (node.op in DATA_DEPENDENT and node.domain in ("", "ai.onnx")) or any(
-                i in dynamic for i in (*node.present_inputs, *node.outer_reads())):
-            dynamic.update(o for o in node.outputs if o)
-    return dynamic

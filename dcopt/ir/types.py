@@ -57,10 +57,13 @@ class TensorType:
         return TensorType(self.dtype, None if shape is None else tuple(shape))
 
     def specialize(self, bindings: dict[str, int]) -> "TensorType":
-        """Replace symbolic dims by the integers bound to them."""
+        """Replace symbolic dims by the integers bound to them (dims that are expressions over
+        symbols, such as ``N*S`` or ``min(64,S)``, evaluate when all their symbols are bound)."""
         if self.shape is None:
             return self
-        return TensorType(self.dtype, tuple(bindings.get(d, d) if isinstance(d, str) else d for d in self.shape))
+        from dcopt.ops.shapes.dims import substitute
+
+        return TensorType(self.dtype, tuple(substitute(d, bindings) if isinstance(d, str) else d for d in self.shape))
 
     def __str__(self) -> str:
         if self.shape is None:

@@ -1,9 +1,10 @@
-"""Re-run shape inference after folding, so run-time shape computations become static types.
+"""Infer types again after rewrites, so shape computations that became constants give static types.
 
-Exporters compute many shapes at run time (Shape -> Gather -> Concat -> Reshape/Expand). Once
-fold-constants turns those into parameters, ONNX shape inference can type what follows; this pass
-asks it again (through :mod:`dcopt.frontends.onnx_shapes`) and reports how many containers gained
-known dims. Graphs holding loop-level nodes cannot go through ONNX and are left as they are.
+Exporters compute many shapes at run time (Shape -> Gather -> Concat -> Reshape/Expand). Type
+inference (:mod:`dcopt.ir.shape_inference`, dcopt's own rules) folds such chains itself, so after
+any rewrite this pass retypes every container -- op-level and loop-level nodes, fusion-group
+bodies, subgraphs -- and reports how many containers gained known dims. A container keeps its old
+type where that one knew more (see :func:`dcopt.frontends.onnx_shapes.reinfer_types`).
 """
 
 from __future__ import annotations
@@ -22,17 +23,15 @@ def _known_dims(graph: Graph) -> dict[str, int]:
 class InferShapes(Pass):
     name = "infer-shapes"
     in_place = True
-    description = "re-run ONNX shape inference so folded shape computations give static types"
+    description = "re-infer every container's type (dcopt's shape rules) so folded shape computations give static types"
 
     def run(self, graph: Graph, ctx) -> PassResult:
-        if any(n.domain == "dcopt.loop" for n in graph.nodes):
-            return PassResult(graph, False, {"typed": 0}, [("graph", "holds loop-level nodes; not re-inferred")])
-        if all(isinstance(c.type, TensorType) and c.type.is_static for c in graph.containers.values()):
-            return PassResult(graph, False, {"typed": 0})
         from dcopt.frontends.onnx_shapes import reinfer_types
 
+        types = {n: c.type for n, c in graph.containers.items()}
         before = _known_dims(graph)
         reinfer_types(graph)
         after = _known_dims(graph)
         typed = sum(1 for n, k in after.items() if k > before.get(n, -1))
-        return PassResult(graph, typed > 0, {"typed": typed})
+        changed = sum(1 for n, c in graph.containers.items() if c.type != types.get(n))
+        return PassResult(graph, changed > 0, {"typed": typed, "retyped": changed})

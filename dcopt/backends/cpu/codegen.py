@@ -34,8 +34,6 @@ from dcopt.ir.types import TensorType
 from dcopt.ir.views import concat_parts, slice_views
 from dcopt.passes.kernels import is_kernel
 
-#: Ops whose output sizes depend on input values: they run as dynamic steps.
-DATA_DEPENDENT = frozenset({"NonZero", "Unique", "NonMaxSuppression", "Compress", "StringNormalizer"})
 #: Kernels touching at least this many elements get a pool-task wrapper and run split across the
 #: threads: the GEMM or conv before them was split across cores, and a serial kernel then read
 #: half its operand from the other core's cache (GPT-2's 128x768 bias add: 48 us instead of 9 us).

@@ -1,11 +1,11 @@
 """Specialize a graph to concrete sizes before code generation.
 
-Why: generated kernels, buffer plans and BLAS calls all want static shapes, while imported
-models carry symbolic dims (``N``) and transients whose shapes shape inference could not pin
-down. Rather than re-deriving shape rules for every op, we run the reference executor (the
-ground truth) once on random inputs of the bound sizes and read every container's concrete
-type off the values. Shape arithmetic then folds away (``Shape -> Gather -> Concat ->
-Reshape`` chains collapse once ``Shape`` sees a static type).
+Why: generated kernels, buffer plans and library calls want static shapes, while imported models
+carry symbolic dims (``N``). The sizes come from each op's shape rule (:mod:`dcopt.ops.shapes`,
+through :func:`dcopt.ir.shape_inference.infer`, which folds shape arithmetic on the way:
+``Shape -> Gather -> Concat -> Reshape`` chains become constants) -- milliseconds for BERT, where
+the old way, a full reference run on random inputs, took seconds and specialized value-dependent
+sizes from random data.
 
 Inputs whose values decide sizes are constants by now (:mod:`dcopt.ir.specialization`); values
 sized by data contents (NonZero's output and everything computed from it) are left with unknown
@@ -19,9 +19,7 @@ from typing import Mapping
 import numpy as np
 
 from dcopt.errors import UnsupportedError
-from dcopt.ir.executor import run_graph
 from dcopt.ir.graph import Graph
-from dcopt.ir.groups import is_group, ungroup
 from dcopt.ir.types import TensorType
 
 def input_bindings(graph: Graph, dims: Mapping[str, int] | None = None) -> dict[str, int]:
@@ -46,38 +44,32 @@ def concrete_input_shapes(graph: Graph, bindings: Mapping[str, int]) -> dict[str
 
 def specialize(graph: Graph, bindings: Mapping[str, int],
                example_feeds: Mapping[str, np.ndarray] | None = None) -> Graph:
-    """A copy of ``graph`` where every container has the concrete type it takes at ``bindings``.
+    """A copy of ``graph`` where every container has the concrete type it takes at ``bindings``,
+    from dcopt's own shape rules (:mod:`dcopt.ir.shape_inference`): no model run, no ONNX round
+    trip. Symbolic dims of inputs given in ``example_feeds`` take those feeds' sizes. Values whose
+    sizes follow from data contents (NonZero's output and what is computed from it) keep unknown
+    shapes: they run as dynamic steps."""
+    from dcopt.ir.shape_inference import infer
 
-    ``example_feeds`` (real inputs of those sizes) are used when given: inputs that carry sizes
-    or indices (frontends pass symbolic sizes as int64 inputs) then hold consistent values."""
-    from dcopt.ir.feeds import random_inputs
-    from dcopt.ir.specialization import dynamic_values
-
-    flat = ungroup(graph.copy())
-    if example_feeds is not None:
-        feeds = {k: np.asarray(v) for k, v in example_feeds.items() if k in flat.inputs}
-    else:
-        feeds = random_inputs(flat, seed=0, bindings=dict(bindings))
-        # Integer inputs are usually indices (token ids into a 2-row type embedding...): zeros are
-        # valid for every table, and sizes here never depend on values (checked above).
-        feeds = {k: np.zeros_like(v) if v.dtype.kind in "iu" else v for k, v in feeds.items()}
-    wanted = list(dict.fromkeys(o for n in flat.nodes for o in n.outputs if o))
-    values = run_graph(flat, feeds, outputs=wanted + [o for o in flat.outputs if o not in wanted])
-    values.update(feeds)
     out = graph.copy()
-    _retype(out, values)
-    for name in dynamic_values(flat):  # sized by data at run time: not from this feed
-        c = out.containers.get(name)
-        if c is not None and isinstance(c.type, TensorType):
-            c.type = TensorType(c.type.dtype, None)
+    bindings = dict(bindings)
+    for name in out.inputs:  # example inputs decide the sizes they have
+        t, feed = out.containers[name].type, (example_feeds or {}).get(name)
+        if feed is not None and isinstance(t, TensorType) and t.shape is not None:
+            bindings.update((d, int(n)) for d, n in zip(t.shape, np.shape(feed)) if isinstance(d, str))
+    report = infer(out, bindings)
+    if report.missing_rules:
+        raise UnsupportedError(f"ops without a shape rule: {sorted(report.missing_rules)}")
+    unknown_to_dynamic(out)
     return out
 
 
-def _retype(graph: Graph, values: Mapping[str, np.ndarray]) -> None:
-    for name, c in graph.containers.items():
-        value = values.get(name)
-        if isinstance(value, np.ndarray) and c.data is None:
-            c.type = TensorType.of(value) if value.dtype != object else c.type
+def unknown_to_dynamic(graph: Graph) -> None:
+    """Types that are still not static (their sizes follow from data contents: fresh symbols of the
+    shape rules) become unknown-shaped: sized at run time, by dynamic steps."""
+    for c in graph.containers.values():
+        if isinstance(c.type, TensorType) and c.type.shape is not None and not c.type.is_static:
+            c.type = TensorType(c.type.dtype, None)
     for node in graph.nodes:
-        if is_group(node):
-            _retype(node.attrs["body"], values)
+        for body in node.subgraphs:
+            unknown_to_dynamic(body)

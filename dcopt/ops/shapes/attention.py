@@ -7,7 +7,6 @@ inputs; the cache outputs are always 4-D and hold past plus new keys/values.
 from __future__ import annotations
 
 from dcopt.ops.shapes import dims
-from dcopt.ops.shapes.nn import matmul_shape
 from dcopt.ops.shapes.registry import onnx_dtype, shape_rule
 
 

@@ -159,6 +159,9 @@ def _from_ast(node) -> Poly:
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
         inner = _from_ast(node.operand)
         return -inner if isinstance(node.op, ast.USub) else inner
+    if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "min" and len(node.args) == 2 \
+            and not node.keywords:
+        return Poly.atom(_min_text(*(render(_from_ast(a)) for a in node.args)))
     if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult)):
         left, right = _from_ast(node.left), _from_ast(node.right)
         return left + right if isinstance(node.op, ast.Add) else left - right if isinstance(node.op, ast.Sub) \
@@ -259,6 +262,40 @@ def equal(a: Dim, b: Dim) -> bool | None:
     return False if diff.is_const else None
 
 
+def _min_text(a: Dim, b: Dim) -> str:
+    first, second = sorted((str(a), str(b)))
+    return f"min({first},{second})"
+
+
+def _min_args(d: Dim) -> tuple[Dim, Dim] | None:
+    """The two operands of a ``min(a,b)`` dim; None for any other dim."""
+    if not isinstance(d, str) or not d.startswith("min("):
+        return None
+    p = as_poly(d)
+    if len(p.terms) != 1 or p.terms[0] != ((d,), 1):
+        return None
+    call = ast.parse(d, mode="eval").body
+    return tuple(render(_from_ast(a)) for a in call.args)
+
+
+def minimum(a: Dim, b: Dim) -> Dim:
+    """min(a, b): exact for ints, equal dims, and a size against a bound <= 0; else the dim
+    ``"min(a,b)"`` (a slice of a symbolic length out of a fixed table: ``min(seq,512)``)."""
+    if a is None or b is None:
+        return None
+    if isinstance(a, int) and isinstance(b, int):
+        return min(a, b)
+    if equal(a, b):
+        return a
+    for x, y in ((a, b), (b, a)):
+        if isinstance(y, int) and y <= 0 and is_negative_impossible(x):
+            return y
+        args = _min_args(x)
+        if args is not None and any(equal(y, arg) for arg in args):
+            return x  # min(min(p, q), p) = min(p, q)
+    return _min_text(normalize(a), normalize(b))
+
+
 def is_negative_impossible(d: Dim) -> bool:
     """True when ``d`` is provably >= 0."""
     if d is None:
@@ -274,12 +311,16 @@ def substitute(d: Dim, bindings: Mapping[str, int]) -> Dim:
         return d
     if d in bindings:
         return int(bindings[d])
+    args = _min_args(d)
+    if args is not None:
+        return minimum(substitute(args[0], bindings), substitute(args[1], bindings))
     p = as_poly(d)
     out = Poly.const(0)
     for monomial, c in p.terms:
         term = Poly.const(c)
         for atom in monomial:
-            term = term * (Poly.const(int(bindings[atom])) if atom in bindings else Poly.atom(atom))
+            value = substitute(atom, bindings) if atom != d else atom
+            term = term * (as_poly(value) if value is not None else Poly.atom(atom))
         out = out + term
     return render(out)
 
@@ -300,8 +341,18 @@ def broadcast(*dims: Dim) -> Dim:
         return 1
     if any(d is None for d in symbolic):
         return None
-    first = symbolic[0]
-    return first if all(equal(first, d) for d in symbolic[1:]) else None
+    distinct = []
+    for d in symbolic:
+        if not any(equal(d, seen) for seen in distinct):
+            distinct.append(d)
+    if len(distinct) == 1:
+        return distinct[0]
+    if len(distinct) == 2:  # min(p, q) broadcast against p is p: the larger wins, and min(p, q) <= p
+        for x, y in (distinct, distinct[::-1]):
+            args = _min_args(y)
+            if args is not None and any(equal(x, arg) for arg in args):
+                return x
+    return None
 
 
 def broadcast_shapes(*shapes: tuple[Dim, ...]) -> tuple[Dim, ...]:

@@ -38,9 +38,11 @@ def scatter(ctx):
 @shape_rule("OneHot", shape_inputs=(1,))
 def one_hot(ctx):
     indices = ctx.shape(0)
-    depth = ctx.dims_value(1)
-    depth = None if depth is None else depth[0]
-    if depth is not None and isinstance(depth, int):
+    depth = ctx.scalar(1)  # any numeric type
+    if depth is None:
+        known = ctx.dims_value(1)
+        depth = None if known is None else known[0]
+    else:
         depth = int(depth)
     out = list(indices)
     out.insert(ctx.axis(ctx.attrs.get("axis", -1), len(indices) + 1), depth)

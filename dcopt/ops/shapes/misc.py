@@ -15,17 +15,16 @@ import numpy as np
 
 from dcopt.ir.types import OptionalType, SequenceType, TensorType
 from dcopt.ops.shapes import dims
-from dcopt.ops.shapes.registry import SequenceOf, ShapeInferenceError, merge_types, onnx_dtype, shape_rule
+from dcopt.ops.shapes.registry import SequenceOf, ShapeInferenceError, Valued, merge_types, onnx_dtype, shape_rule
 
 _FIXPOINT_ROUNDS = 4
 
 
 def body_output(result, k: int):
-    """A body's k-th output as a rule result (items when the body knows them)."""
+    """A body's k-th output as a rule result (items when the body knows them, with its value if known)."""
     items = result.sequences[k]
-    if items is not None:
-        return SequenceOf(tuple(items), result.types[k].dtype)
-    return result.types[k]
+    out = SequenceOf(tuple(items), result.types[k].dtype) if items is not None else result.types[k]
+    return out if result.values[k] is None else Valued(out, result.values[k])
 
 
 def _unknown_shape(t):
@@ -62,34 +61,55 @@ def _stacked(t, steps, axis: int = 0):
 
 @shape_rule("If", data_dependent=True)
 def if_(ctx):
-    then_result = ctx.infer_body(ctx.attrs["then_branch"], [])
-    else_result = ctx.infer_body(ctx.attrs["else_branch"], [])
+    """A constant condition types only the branch it takes (the other may not even be valid for
+    these inputs: exported functions guard rank-specific code this way); otherwise both branches
+    are typed and merged."""
     cond = ctx.scalar(0)
     if cond is not None:
-        chosen = then_result if cond else else_result
+        chosen = ctx.infer_body(ctx.attrs["then_branch" if cond else "else_branch"], [])
         return [body_output(chosen, k) for k in range(len(chosen.types))]
-    return [merge_types(ctx, k, a, b) for k, (a, b) in enumerate(zip(then_result.types, else_result.types))]
+    then_result = ctx.infer_body(ctx.attrs["then_branch"], [])
+    else_result = ctx.infer_body(ctx.attrs["else_branch"], [])
+    return [_merge_outputs(ctx, k, then_result, else_result) for k in range(len(then_result.types))]
 
 
-def _always_continues(ctx, body, result) -> bool:
-    """Whether the loop condition provably stays true (then the trip count alone ends the loop)."""
-    cond_out = body.outputs[0]
-    if result.values[0] is not None:
-        return bool(np.asarray(result.values[0]).reshape(-1)[0])
-    initially = True if not ctx.has(1) else ctx.scalar(1)
-    return bool(initially) and len(body.inputs) > 1 and cond_out == body.inputs[1]
+def _merge_outputs(ctx, k, a, b):
+    """Two branches' k-th outputs: sequences of equally many known items merge item by item."""
+    items_a, items_b = a.sequences[k], b.sequences[k]
+    merged = merge_types(ctx, k, a.types[k], b.types[k])
+    if items_a is not None and items_b is not None and len(items_a) == len(items_b) and \
+            not isinstance(merged, OptionalType):
+        items = tuple(merge_types(ctx, k, x, y, f"i{i}") for i, (x, y) in enumerate(zip(items_a, items_b)))
+        return SequenceOf(items, merged.dtype)
+    return merged
 
 
-@shape_rule("Loop", shape_inputs=(0,), data_dependent=True)
+def _truth(value) -> bool:
+    return bool(np.asarray(value).reshape(-1)[0])
+
+
+@shape_rule("Loop", shape_inputs=(0, 1), data_dependent=True)
 def loop(ctx):
+    """Scan outputs stack one slice per iteration: their length is the trip count when the
+    condition provably stays true -- by induction: the body, given a true condition and no other
+    value that changes between iterations, computes a constant true condition."""
     body = ctx.attrs["body"]
     carried = [ctx.type(i) for i in range(2, len(ctx.inputs))]
     fixed = [TensorType("int64", ()), TensorType("bool", ())]
-    result, carried = _iterate(ctx, body, lambda c: fixed + c, carried, 1)
+    initially = ctx.scalar(1) if ctx.has(1) else True
     trips = ctx.scalar(0) if ctx.has(0) else None
-    if trips is not None and (ctx.has(1) and ctx.scalar(1) is not None and not ctx.scalar(1)):
+    if initially is not None and not initially:
         trips = 0  # a false initial condition runs no iteration
-    elif trips is not None and not _always_continues(ctx, body, result):
+    result, carried = _iterate(ctx, body, lambda c: fixed + c, carried, 1)
+    if trips and initially:
+        true = [None, np.array(True)] + [None] * len(carried)
+        proven = ctx.infer_body(body, fixed + carried, true)
+        if proven.values[0] is not None and _truth(proven.values[0]):
+            result = proven
+        else:
+            trips = None
+            ctx.infer_body(body, fixed + carried)  # leave the body typed without the assumption
+    elif trips:
         trips = None
     scans = [_stacked(t, None if trips is None else max(int(trips), 0)) for t in result.types[1 + len(carried):]]
     return [*carried, *scans]
@@ -116,9 +136,9 @@ def scan(ctx):
 
 def _scan8(ctx, body, n_scan):
     """Scan-8: a leading sequence_lens input; every state and scan input has a batch axis 0."""
-    inputs = [ctx.type(i) for i in range(1, len(ctx.inputs))]
+    inputs = [TensorType(ctx.dtype(i), ctx.shape(i)) for i in range(1, len(ctx.inputs))]
     n_state = len(inputs) - n_scan
-    batch, steps = ctx.shape(1 + n_state)[:2]
+    batch, steps = inputs[n_state].shape[:2]
     states = [TensorType(t.dtype, t.shape[1:]) for t in inputs[:n_state]]
     slices = [TensorType(t.dtype, t.shape[2:]) for t in inputs[n_state:]]
     result = ctx.infer_body(body, states + slices)

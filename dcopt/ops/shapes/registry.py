@@ -59,6 +59,15 @@ class SequenceOf:
 
 
 @dataclass(frozen=True)
+class Valued:
+    """A rule's result whose value is known too (an If with a constant condition passes its branch's
+    constant outputs on, so shape arithmetic keeps folding past it)."""
+
+    type: Any
+    value: Any
+
+
+@dataclass(frozen=True)
 class ShapeRule:
     name: str
     domain: str
@@ -161,14 +170,6 @@ class ShapeContext:
         self.types = tuple(types) if types is not None else tuple(env.type_of(n) if n else None for n in inputs)
 
     # -- inputs ---------------------------------------------------------------------------
-    @property
-    def n_inputs(self) -> int:
-        """Inputs up to the last wired one."""
-        n = len(self.inputs)
-        while n and not self.inputs[n - 1]:
-            n -= 1
-        return n
-
     def has(self, i: int) -> bool:
         return i < len(self.inputs) and bool(self.inputs[i])
 
@@ -227,7 +228,8 @@ class ShapeContext:
         return self.env.sequence_of(self.inputs[i]) if self.has(i) else None
 
     def infer_body(self, body, input_types: Sequence[ValueType], input_values: Sequence | None = None):
-        """Type a subgraph (in place) given its input types; returns ``(output types, output values)``."""
+        """Type a subgraph (in place) given its input types (and known input values); returns the
+        engine's BodyResult: the body outputs' ``types``, constant ``values`` and ``sequences`` items."""
         return self.env.infer_body(body, list(input_types), list(input_values or [None] * len(input_types)))
 
     # -- helpers for results --------------------------------------------------------------
@@ -243,9 +245,6 @@ class ShapeContext:
         except ValueError as exc:
             shapes = ", ".join(self.type(i).shape_str() for i in indices)
             raise ShapeInferenceError(f"input shapes {shapes} do not broadcast: {exc}") from None
-
-    def same_as(self, i: int) -> ValueType | None:
-        return self.type(i)
 
     def axis(self, axis: int, rank: int) -> int:
         """An ONNX axis in [-rank, rank-1] as a non-negative axis."""
@@ -286,6 +285,8 @@ def run_rule(rule: ShapeRule, ctx: ShapeContext) -> list:
 def _finish(ctx: ShapeContext, output: int, result):
     if result is None or not ctx.outputs[output]:
         return None
+    if isinstance(result, Valued):
+        return Valued(_finish(ctx, output, result.type), result.value)
     if isinstance(result, SequenceOf):
         items = tuple(finish_tensor(ctx, output, t, f"i{k}") for k, t in enumerate(result.items))
         return SequenceOf(items, result.dtype)
@@ -325,7 +326,8 @@ def common_type(ctx: ShapeContext, output: int, types: Sequence[TensorType], dty
     return finish_tensor(ctx, output, TensorType(dtype, tuple(merged)), tag)
 
 
-def merge_types(ctx: ShapeContext, output: int, a: ValueType | None, b: ValueType | None, tag: str = "") -> ValueType | None:
+def merge_types(ctx: ShapeContext, output: int, a: ValueType | None, b: ValueType | None,
+                tag: str = "") -> ValueType | None:
     """The type two values of one container share (If branches, loop iterations, sequence
     elements): equal dims stay, differing dims become the output's fresh symbols, differing
     ranks an unknown shape."""

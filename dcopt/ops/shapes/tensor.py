@@ -168,10 +168,12 @@ def slice_length(dim, start, end, step) -> object:
         else:
             start, end = min(max(start, 0), dim - 1), min(max(end, -1), dim - 1)
         return len(range(start, end, step))
-    # a symbolic dim or bound: exact only when the slice keeps the whole axis
+    # a symbolic dim or bound: the whole axis, or a prefix of length min(end, dim)
     reaches_end = dims.equal(end, dim) is True or isinstance(end, int) and end >= _FAR
     if step == 1 and start == 0 and reaches_end:
         return dim
+    if step == 1 and start == 0 and dims.is_negative_impossible(end):
+        return dims.minimum(end, dim)
     from_end = start == -1 or isinstance(start, int) and start >= _FAR
     if step == -1 and from_end and isinstance(end, int) and end <= -_FAR:
         return dim

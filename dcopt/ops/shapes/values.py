@@ -186,13 +186,16 @@ def _evaluate(op, attrs, opset, inputs, out: TensorType):
 
 def _reduce_all(op, attrs, opset, inputs):
     """A reduction over every axis (the shape-vector case); None for partial reductions."""
-    axes = inputs[1] if len(inputs) > 1 else attrs.get("axes")
     data = _as_object(inputs[0])
-    if axes is not None and not isinstance(axes, SymbolicValue):
-        if sorted({int(a) % max(data.ndim, 1) for a in np.asarray(axes).reshape(-1)}) != list(range(data.ndim)):
-            if np.asarray(axes).size:
-                return None
-    elif axes is not None:
+    axes = inputs[1] if len(inputs) > 1 and inputs[1] is not None else attrs.get("axes")
+    if isinstance(axes, SymbolicValue):
+        return None
+    axes = [] if axes is None else [int(a) % max(data.ndim, 1) for a in np.asarray(axes).reshape(-1)]
+    if not axes and attrs.get("noop_with_empty_axes", 0):
+        return data
+    if axes and sorted(set(axes)) != list(range(data.ndim)):
+        return None
+    if not data.size and op not in ("ReduceProd", "ReduceSum"):
         return None
     fn = _guarded(_REDUCE[op])
     result = functools.reduce(fn, data.reshape(-1).tolist()) if data.size else (1 if op == "ReduceProd" else 0)
