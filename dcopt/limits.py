@@ -151,7 +151,7 @@ def check_shape(name: str, shape: Sequence, *, where: str = "tensor") -> tuple[i
     count = 1
     for d in dims:
         count *= d
-    if count > INT64_MAX and 0 not in dims:
+    if count > INT64_MAX:
         raise SizeLimitError(f"{where} '{name}' of shape [{', '.join(map(str, shape))}] has {count} elements, "
                              "more than int64 can count")
     return tuple(dims)
@@ -214,10 +214,11 @@ def bound_shape(shape: Sequence, bindings, default: int | None = None) -> tuple:
 
 
 def check_graph_sizes(graph, bindings=None, *, default: int | None = 1, containers=None,
-                      file: str | None = None) -> None:
+                      file: str | None = None, check_memory: bool = True) -> None:
     """Every tensor container of ``graph`` (or just ``containers``) with symbols bound from ``bindings``
     (unbound ones: ``default``): :func:`check_tensor_size` with the container named. The check a
-    compile runs once sizes are known, before specializing allocates example inputs."""
+    compile runs once sizes are known, before specializing allocates example inputs.
+    ``check_memory=False`` checks the int64 limits only."""
     from dcopt.ir.types import TensorType
 
     bindings = dict(bindings or {})
@@ -230,6 +231,7 @@ def check_graph_sizes(graph, bindings=None, *, default: int | None = 1, containe
         kind = "input" if name in graph.inputs else "parameter" if c.data is not None else \
             "output" if name in graph.outputs else "value"
         try:
-            check_tensor_size(name, bound_shape(t.shape, bindings, default), t.dtype, where=kind)
+            check_tensor_size(name, bound_shape(t.shape, bindings, default), t.dtype, where=kind,
+                              limit=None if check_memory else INT64_MAX)
         except SizeLimitError as exc:
             raise exc.at(file=file, input=name if kind == "input" else None)

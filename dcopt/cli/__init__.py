@@ -32,12 +32,31 @@ class DcoptGroup(click.Group):
         except KeyboardInterrupt:
             err_console.print("interrupted", markup=False)
             ctx.exit(130)
+        except SystemExit as exc:  # dcopt exits through click; this is user code (a patch, a pass)
+            if verbose:
+                traceback.print_exc()
+            err_console.print(f"error: {_exit_origin(exc)}called sys.exit({exc.code!r}) while dcopt was running it; "
+                              "stopped, nothing written", markup=False)
+            ctx.exit(1)
+        except MemoryError as exc:  # an allocation no size check covered, or the machine running out
+            if verbose:
+                traceback.print_exc()
+            err_console.print(f"error: out of memory{f': {exc}' if str(exc) else ''}", markup=False)
+            ctx.exit(1)
         except Exception as exc:  # a bug in dcopt, not bad input: still one line, non-zero exit
             if verbose:
                 traceback.print_exc()
             err_console.print(f"internal error: {type(exc).__name__}: {exc} (run with --verbose for the traceback)",
                               markup=False)
             ctx.exit(2)
+
+
+def _exit_origin(exc: SystemExit) -> str:
+    """'file F, line N: ' of the code that called sys.exit (the innermost frame of the traceback)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"file {tb.tb_frame.f_code.co_filename}, line {tb.tb_lineno}: " if tb is not None else ""
 
 
 @click.group(cls=DcoptGroup, context_settings={"help_option_names": ["-h", "--help"]})

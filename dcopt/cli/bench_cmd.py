@@ -33,4 +33,4 @@ def bench(models, threads, reps, runtimes, json_path, quick):
         command += ["--json", json_path]
     if quick:
         command.append("--quick")
-    raise SystemExit(subprocess.call(command))
+    click.get_current_context().exit(subprocess.call(command))  # not SystemExit: that one means user code exited

@@ -28,7 +28,8 @@ def _keyed(pipeline: tuple[list, str]) -> tuple[list, str]:
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Build directory to write.")
 @pipeline_options(default_level="3")
 @click.option("--target", default="cpu", show_default=True, type=click.Choice(["cpu"]), help="Code generator.")
-@click.option("--threads", type=int, default=None, help="Threads at run time (default: every core this process may use).")
+@click.option("--threads", type=click.IntRange(1, 4096), default=None,
+              help="Threads at run time (default: every core this process may use).")
 @click.option("--dim", "dims", multiple=True, metavar="SYMBOL=N", help="Size of a symbolic input dim (default 1).")
 @click.option("--patch", "patches", multiple=True, metavar="URI", help="Idea patch to apply (repeatable).")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it is an existing dcopt build (never anything else).")

@@ -14,15 +14,23 @@ from dcopt.errors import DcoptError
 
 
 def parse_dims(dims: tuple[str, ...]) -> dict[str, int]:
-    """``--dim SYMBOL=N`` options -> bindings for symbolic dims (InputError on a malformed one)."""
+    """``--dim SYMBOL=N`` options -> bindings for symbolic dims. InputError on a malformed one, one
+    given twice, or a size beyond the limits (``N=99999999999999`` names the memory cap)."""
     from dcopt.errors import InputError
+    from dcopt.limits import SizeLimitError, check_dim_value
 
     bindings = {}
     for d in dims:
         sym, _, value = d.partition("=")
-        if not sym or not value.isdigit():
-            raise InputError(f"--dim expects SYMBOL=N (e.g. N=1), got '{d}'")
-        bindings[sym] = int(value)
+        sym, value = sym.strip(), value.strip()
+        if not sym or not value.isascii() or not value.isdigit():
+            raise InputError(f"--dim expects SYMBOL=N with N a non-negative integer (e.g. N=1), got '{d}'")
+        if sym in bindings:
+            raise InputError(f"--dim {sym} is given twice")
+        try:
+            bindings[sym] = check_dim_value(sym, int(value), what="--dim")
+        except SizeLimitError as exc:
+            raise InputError(exc.message) from None
     return bindings
 
 

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dcopt.cli.pipeline_options import parse_dims
-from dcopt.errors import InputError
+from dcopt.errors import DcoptError, InputError
 
 
 def parse_input_specs(specs: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -33,13 +33,43 @@ def parse_input_specs(specs: tuple[str, ...]) -> dict[str, np.ndarray]:
     return feeds
 
 
+def output_directory(path: str, create: bool = False) -> Path:
+    """The directory outputs go to (``create``: made if missing). It may already exist (files in
+    it are replaced one by one, nothing else is touched); a path under /proc, /sys or /dev, below
+    a file, or that cannot be created is an OutputPathError naming it. Checked before running,
+    created after, so a failed run leaves no empty directory."""
+    from dcopt.outputs import PSEUDO_ROOTS, OutputPathError
+
+    out = Path(path)
+    try:
+        resolved = out.resolve()
+        for root in PSEUDO_ROOTS:
+            if resolved == Path(root) or Path(root) in resolved.parents:
+                raise OutputPathError(f"refusing to write outputs to '{path}': {root} is a kernel pseudo file system")
+        for parent in [resolved, *resolved.parents]:
+            if parent.exists() and not parent.is_dir():
+                raise OutputPathError(f"cannot write outputs to '{path}': '{parent}' is a file, not a directory")
+        if create:
+            out.mkdir(parents=True, exist_ok=True)
+    except (OSError, ValueError) as exc:
+        raise OutputPathError(f"cannot create output directory '{path}': {getattr(exc, 'strerror', None) or exc}") \
+            from None
+    return out
+
+
 def write_npy(path: Path, array: np.ndarray) -> None:
     """Atomic .npy write: no half-written outputs if the process dies."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise DcoptError(f"cannot write '{path}': {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             np.save(f, array, allow_pickle=False)
         os.replace(tmp, path)
+    except OSError as exc:
+        os.unlink(tmp)
+        raise DcoptError(f"cannot write '{path}': {exc.strerror or exc}") from None
     except BaseException:
         os.unlink(tmp)
         raise
@@ -70,6 +100,7 @@ def run(model, inputs, random_inputs, seed, dims, backend, output_dir):
 
     feeds = parse_input_specs(inputs)
     bindings = parse_dims(dims)
+    output_directory(output_dir)  # before running: a bad path costs nothing
     if compiled.is_build_dir(model) or backend == "cpu":
         backend = "cpu"
         sess = compiled.load(model) if compiled.is_build_dir(model) else compiled.compile(model, dims=bindings)
@@ -87,8 +118,7 @@ def run(model, inputs, random_inputs, seed, dims, backend, output_dir):
         start = time.perf_counter()
         outputs = api.run(graph, feeds, backend=backend, file=model)
     elapsed = time.perf_counter() - start
-    out_dir = Path(output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = output_directory(output_dir, create=True)
     table = Table(title=f"{Path(model).name}: {len(outputs)} output(s) in {elapsed * 1e3:.1f} ms ({backend})")
     for col in ("output", "dtype", "shape", "min", "max", "mean", "file"):
         table.add_column(col)

@@ -224,21 +224,24 @@ def import_model(model: onnx.ModelProto | str | os.PathLike, file: str | None = 
         model = load_onnx(model)
     opsets = None
     if validate:
-        from dcopt.frontends.validate import validate_model
+        from dcopt.frontends.validate import run_checker, validate_model
 
-        opsets = validate_model(model, file, check_memory=check_memory)
+        opsets = validate_model(model, file, check_memory=check_memory, checker=False)
     default = model_opset(model)
     if default is None and any(n.domain in ("", "ai.onnx") for n in model.graph.node):
         raise ModelLoadError("model declares no default-domain opset import", file=file)
     if default is not None and default < MIN_OPSET:
         model = upgrade_opset(model, MIN_OPSET, file)
+        opsets = None if opsets is None else {**opsets, "": model_opset(model)}
+    if validate:
+        run_checker(model, file)
     if model.functions:
         try:
             model = onnx.inliner.inline_local_functions(model)
         except Exception as exc:
             raise UnsupportedError(f"could not inline model-local functions: {exc}", file=file) from None
     if shape_inference:
-        model = infer_shapes(model, file, opsets if default is None or default >= MIN_OPSET else None)
+        model = infer_shapes(model, file, opsets)
         if validate:
             from dcopt.frontends.validate import check_inference, check_reshapes
 

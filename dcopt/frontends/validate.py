@@ -22,6 +22,7 @@ Every command loads models through :func:`dcopt.frontends.onnx_import.import_mod
 
 from __future__ import annotations
 
+import functools
 import re
 
 import onnx
@@ -29,7 +30,7 @@ import onnx.defs
 from onnx import checker, helper
 
 from dcopt.errors import ModelLoadError, UnsupportedError
-from dcopt.limits import SizeLimitError, check_tensor_size
+from dcopt.limits import INT64_MAX, SizeLimitError, check_tensor_size, max_tensor_bytes
 
 #: Initializers with more bytes than this are replaced by typed graph inputs in the skeleton the
 #: checker sees (small ones -- shapes, axes -- stay: shape inference reads their values).
@@ -44,6 +45,7 @@ def _domain_label(domain: str) -> str:
     return domain or "ai.onnx"
 
 
+@functools.lru_cache(maxsize=None)
 def onnx_domain_versions() -> dict[str, int]:
     """Highest opset of each domain the installed onnx defines ('' is ai.onnx)."""
     highest: dict[str, int] = {"": onnx.defs.onnx_opset_version()}
@@ -54,12 +56,14 @@ def onnx_domain_versions() -> dict[str, int]:
     return highest
 
 
-def dcopt_domains() -> set[str]:
+@functools.lru_cache(maxsize=None)
+def dcopt_domains() -> frozenset[str]:
     """Domains of dcopt's own ops (fused groups, loop-level nodes, layout variants): version 1."""
+    from dcopt.frontends.onnx_export import FUNCTION_DOMAIN
     from dcopt.ops import registry
 
-    registry._ensure_loaded()
-    return {d for d, _ in registry._REGISTRY if d and d not in onnx_domain_versions()} | {"dcopt.fused"}
+    ops = {d for d, _ in registry.registered_ops() if d and d not in onnx_domain_versions()}
+    return frozenset(ops | {FUNCTION_DOMAIN})
 
 
 def known_versions() -> dict[str, int]:
@@ -116,9 +120,13 @@ def _op_problem(node: onnx.NodeProto, opsets: dict[str, int], known: dict[str, i
     if domain not in known:
         return f"op {node.op_type} of domain '{label}' (opset {version}) is not supported: '{label}' is not a domain dcopt knows"
     if domain in onnx_domain_versions():
-        if onnx.defs.has(node.op_type, version, domain):
+        try:
+            exists_here, exists = onnx.defs.has(node.op_type, version, domain), onnx.defs.has(node.op_type, domain)
+        except (TypeError, ValueError, UnicodeError):  # a name onnx cannot even look up (not UTF-8...)
+            return f"op {node.op_type!r} is not an op of domain '{label}' (opset {version})"
+        if exists_here:
             return None
-        if onnx.defs.has(node.op_type, domain):
+        if exists:
             since = onnx.defs.get_schema(node.op_type, onnx.defs.onnx_opset_version() + 100, domain).since_version
             first = min(s.since_version for s in onnx.defs.get_all_schemas_with_history()
                         if s.name == node.op_type and _norm(s.domain) == domain)
@@ -159,12 +167,17 @@ def check_ops(model: onnx.ModelProto, opsets: dict[str, int], file: str | None) 
 
 
 # -- types and sizes ---------------------------------------------------------------------------
-def _check_type(type_proto: onnx.TypeProto, what: str, name: str, file: str | None, check_memory: bool) -> None:
+def memory_limit(check_memory: bool) -> int:
+    """The byte limit per tensor: the memory cap, or only int64 when ``check_memory`` is off."""
+    return max_tensor_bytes() if check_memory else INT64_MAX
+
+
+def _check_type(type_proto: onnx.TypeProto, what: str, name: str, file: str | None, limit: int) -> None:
     kind = type_proto.WhichOneof("value")
     if kind in ("sequence_type", "optional_type"):
         inner = type_proto.sequence_type.elem_type if kind == "sequence_type" else type_proto.optional_type.elem_type
         if inner.WhichOneof("value"):
-            _check_type(inner, what, name, file, check_memory)
+            _check_type(inner, what, name, file, limit)
         return
     if kind != "tensor_type":
         return
@@ -177,36 +190,36 @@ def _check_type(type_proto: onnx.TypeProto, what: str, name: str, file: str | No
     if not tt.HasField("shape"):
         return
     shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim]
-    _check_size(name, shape, tt.elem_type, what, file, check_memory)
+    _check_size(name, shape, tt.elem_type, what, file, limit)
 
 
-def _check_size(name, shape, elem_type, what, file, check_memory) -> None:
+def _check_size(name, shape, elem_type, what, file, limit: int) -> None:
     try:
         dtype = helper.tensor_dtype_to_np_dtype(elem_type)
     except Exception:  # a type numpy cannot hold: the dims are still checked
         dtype = "uint8"
     try:
-        check_tensor_size(name, shape, dtype, where=what, limit=None if check_memory else 2**63 - 1)
+        check_tensor_size(name, shape, dtype, where=what, limit=limit)
     except SizeLimitError as exc:
         raise exc.at(file=file)
 
 
-def _expected_count(tensor: onnx.TensorProto) -> int:
+def _element_count(tensor: onnx.TensorProto) -> int:
     count = 1
     for d in tensor.dims:
         count *= d
     return count
 
 
-def check_initializer(tensor: onnx.TensorProto, file: str | None, check_memory: bool) -> None:
+def check_initializer(tensor: onnx.TensorProto, file: str | None, limit: int) -> None:
     """Type defined, dims valid and within the limits, data as long as the dims say."""
     where = "initializer"
     if tensor.data_type == onnx.TensorProto.UNDEFINED:
         raise ModelLoadError(f"initializer '{tensor.name}' has element type UNDEFINED", file=file)
-    _check_size(tensor.name, list(tensor.dims), tensor.data_type, where, file, check_memory)
+    _check_size(tensor.name, list(tensor.dims), tensor.data_type, where, file, limit)
     if tensor.data_location == onnx.TensorProto.EXTERNAL and not tensor.HasField("raw_data"):
         return  # not loaded (a proto given without its data folder): its reader checks it
-    count = _expected_count(tensor)
+    count = _element_count(tensor)
     if tensor.HasField("raw_data") and tensor.data_type != onnx.TensorProto.STRING:
         from dcopt.frontends.onnx_load import SUB_BYTE_BITS
 
@@ -221,21 +234,21 @@ def check_initializer(tensor: onnx.TensorProto, file: str | None, check_memory: 
                                  f"{list(tensor.dims)} need {need}", file=file)
 
 
-def check_graph_io(graph: onnx.GraphProto, file: str | None, check_memory: bool) -> None:
+def check_graph_io(graph: onnx.GraphProto, file: str | None, limit: int) -> None:
     """Element types defined, sizes valid, output names unique (the top graph)."""
     initializers = {t.name for t in graph.initializer}
     for vi in graph.input:
         if vi.name in initializers:
             continue
-        _check_type(vi.type, "input", vi.name, file, check_memory)
+        _check_type(vi.type, "input", vi.name, file, limit)
     seen: set[str] = set()
     for vi in graph.output:
         if vi.name in seen:
             raise ModelLoadError(f"output '{vi.name}' is listed twice among the graph outputs", file=file)
         seen.add(vi.name)
-        _check_type(vi.type, "output", vi.name, file, check_memory)
+        _check_type(vi.type, "output", vi.name, file, limit)
     for tensor in graph.initializer:
-        check_initializer(tensor, file, check_memory)
+        check_initializer(tensor, file, limit)
 
 
 # -- onnx.checker on a skeleton ----------------------------------------------------------------
@@ -258,7 +271,7 @@ def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     dst.sparse_initializer.extend(src.sparse_initializer)
     listed = {vi.name for vi in src.input}
     for tensor in src.initializer:
-        if tensor.ByteSize() <= SKELETON_INLINE_BYTES:
+        if _element_count(tensor) <= SKELETON_INLINE_BYTES // 8:
             dst.initializer.add().CopyFrom(tensor)
         elif tensor.name not in listed:
             dst.input.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
@@ -322,6 +335,7 @@ def inference_error(exc: Exception, model: onnx.ModelProto, opsets: dict[str, in
 def check_inference(inferred: onnx.ModelProto, file: str | None, check_memory: bool) -> None:
     """Sizes of the values shape inference made static (a ConstantOfShape of [2**20, 2**20]...):
     int64 always, the memory cap unless ``check_memory=False``; the producing node is named."""
+    limit = memory_limit(check_memory)
     producer = {}
     for i, node in enumerate(inferred.graph.node):
         for out in node.output:
@@ -333,7 +347,7 @@ def check_inference(inferred: onnx.ModelProto, file: str | None, check_memory: b
         shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim]
         node, i = producer.get(vi.name, (None, None))
         try:
-            _check_size(vi.name, shape, tt.elem_type, "value", file, check_memory)
+            _check_size(vi.name, shape, tt.elem_type, "value", file, limit)
         except SizeLimitError as exc:
             if node is not None:
                 raise exc.at(node=_label(node, i), op=node.op_type)
@@ -350,19 +364,26 @@ def _static_shapes(graph: onnx.GraphProto) -> dict[str, tuple[int, ...]]:
 
 
 def _constant_ints(graph: onnx.GraphProto, name: str) -> list[int] | None:
+    """The values of a small constant int64 vector (initializer or Constant node), or None."""
     from onnx import numpy_helper
 
+    tensor = None
     for t in graph.initializer:
-        if t.name == name and t.data_type == onnx.TensorProto.INT64 and len(t.dims) == 1 and t.dims[0] <= 64:
-            return [int(v) for v in numpy_helper.to_array(t)]
+        if t.name == name:
+            tensor = t
     for node in graph.node:
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and list(node.output) == [name]:
             for attr in node.attribute:
-                if attr.name == "value" and attr.t.data_type == onnx.TensorProto.INT64 and len(attr.t.dims) == 1:
-                    return [int(v) for v in numpy_helper.to_array(attr.t)]
-                if attr.name == "value_ints":
+                if attr.name == "value":
+                    tensor = attr.t
+                elif attr.name == "value_ints":
                     return list(attr.ints)
-    return None
+    if tensor is None or tensor.data_type != onnx.TensorProto.INT64 or len(tensor.dims) != 1 or tensor.dims[0] > 64:
+        return None
+    try:
+        return [int(v) for v in numpy_helper.to_array(tensor)]
+    except Exception:  # data that does not match its dims: the importer names that tensor
+        return None
 
 
 def reshape_problem(data_shape: tuple[int, ...], target: list[int], allowzero: bool) -> str | None:
@@ -416,10 +437,14 @@ def check_reshapes(inferred: onnx.ModelProto, opsets: dict[str, int], file: str 
 
 
 # -- everything --------------------------------------------------------------------------------
-def validate_model(model: onnx.ModelProto, file: str | None = None, *, check_memory: bool = True) -> dict[str, int]:
-    """Every check above but shape inference; returns the model's opsets ({domain: version})."""
+def validate_model(model: onnx.ModelProto, file: str | None = None, *, check_memory: bool = True,
+                   checker: bool = True) -> dict[str, int]:
+    """Every check above but shape inference; returns the model's opsets ({domain: version}).
+    ``checker=False`` leaves out onnx.checker (the importer runs it after upgrading a model older
+    than dcopt's oldest opset, so that the upgrade's own error speaks first)."""
     opsets = _model_opsets(model, file)
-    check_graph_io(model.graph, file, check_memory)
+    check_graph_io(model.graph, file, memory_limit(check_memory))
     check_ops(model, opsets, file)
-    run_checker(model, file)
+    if checker:
+        run_checker(model, file)
     return opsets

@@ -14,7 +14,8 @@ code generation (a view is no step at all). Three modules kept their own ``VIEW_
   input *becomes* a part is the memory plan's decision (:mod:`dcopt.passes.memory_plan`); this
   module only says where each would live.
 
-Offsets are in bytes. Shapes must be static (the callers run on specialized graphs).
+Offsets are in bytes. Slices and parts need static shapes (the callers run on specialized
+graphs); reshapes are views whatever the sizes.
 """
 
 from __future__ import annotations
@@ -66,12 +67,12 @@ def slice_views(graph: Graph, node: Node) -> list[tuple[str, str, int]] | None:
     if not _default_domain(node) or not node.inputs or not node.inputs[0]:
         return None
     src = node.inputs[0]
+    if node.op in RESHAPES:  # a view whatever the sizes (every container is C-contiguous)
+        out = node.outputs[0] if node.outputs else ""
+        return [(out, src, 0)] if out else None
     in_shape = _static(graph, src)
     if in_shape is None:
         return None
-    if node.op in RESHAPES:
-        out = node.outputs[0] if node.outputs else ""
-        return [(out, src, 0)] if out and _static(graph, out) is not None else None
     itemsize = int(dtypes.itemsize(graph.type_of(src).dtype))
     if node.op == "Split":
         axis = int(_attr(graph, node, "axis", 0)) % max(len(in_shape), 1)

@@ -3,14 +3,16 @@
 **One definition per op.** Most ops here are one line of :data:`TABLE`: a tasklet expression
 (the language of :mod:`dcopt.ir.tasklet`) over the op's inputs ``a, b, c, ...`` with
 ``{attr}`` placeholders, and the dtypes a kernel may take it in. That line is the op's meaning
-twice over: the reference implementation below evaluates the tasklet with numpy on the
-broadcast inputs, and the expansion (:mod:`dcopt.passes.expansions.elementwise`) puts the same
-tasklet into a map. Adding an elementwise op is adding a line (or calling :func:`define`).
+three times over: the reference implementation below evaluates the tasklet with numpy on the
+broadcast inputs, the shape rule broadcasts the input shapes, and the expansion
+(:mod:`dcopt.passes.expansions.elementwise`) puts the same tasklet into a map. Adding an
+elementwise op is adding a line (or calling :func:`define`).
 
 Shared rules, applied to every table op:
 
-* inputs numpy has no arithmetic for (bfloat16, float8, int4: ml_dtypes types) are lifted to
-  float32, which holds them exactly, and the result is cast back;
+* float16 and the inputs numpy has no arithmetic for (bfloat16, float8, int4: ml_dtypes types)
+  are lifted to float32, which holds them exactly, and the result is rounded once, at the end
+  (what a kernel does: it computes half types in float32);
 * the result dtype is ONNX's: the first input's (``result="a"``), another input's, or bool;
   numpy's promotion inside the tasklet (float64 for ``int / int``, NEP 50 weak literals) never
   leaks out, because the result is cast to that dtype (``astype``: NaN and out-of-range floats
@@ -42,6 +44,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from dcopt.ir.tasklet import parse_tasklet, run_numpy
 from dcopt.ops.registry import reference
+from dcopt.ops.shapes.registry import shape_rule
 
 HALF = ("float16", "bfloat16")
 FLOATS = HALF + ("float32", "float64")
@@ -61,6 +64,14 @@ def _lift(x):
     if isinstance(x, np.ndarray) and x.dtype.kind == "V":
         return x.astype(np.float32)
     return x
+
+
+def _lift_halves(x):
+    """:func:`_lift`, and float16 as float32 too: a table op computes in float32 and rounds once,
+    as the kernels do."""
+    if isinstance(x, np.ndarray) and x.dtype == np.float16:
+        return x.astype(np.float32)
+    return _lift(x)
 
 
 def _keeps_dtype(fn):
@@ -163,11 +174,12 @@ def _itemsize(dtype: str) -> int:
 # ------------------------------------------------------------------------- the tasklet table
 
 #: signed integer division truncating toward zero (C); x // 0 is 0 as numpy gives it, and
-#: INT_MIN / -1 wraps to INT_MIN (also numpy's), written as a negation: hardware traps on it
+#: INT_MIN / -1 wraps to INT_MIN (numpy's result), written as a negation: numba's // gives 0
 _DIV_SIGNED = "-a if b == -1 else a // b + (1 if (a % b != 0 and (a < 0) != (b < 0)) else 0)"
-#: integer powers stay integers (wrapping); a negative exponent takes numpy's float64 path
-#: (0 -> inf -> the integer numpy converts inf to, 2**-1 -> 0, (-1)**-3 -> -1)
-_POW_INT = "pow(a, max(b, 0)) if b >= 0 else as_{T}(pow(as_float64(a), as_float64(b)))"
+#: integer powers stay integers (wrapping); a negative exponent takes numpy's float64 path,
+#: written out: 0 -> inf (then the integer numpy converts inf to), +-1 -> +-1, the rest -> 0
+_POW_INT = ("pow(a, max(b, 0)) if b >= 0 else as_{T}(inf if as_float64(a) == 0.0 else (1.0 if as_float64(a) == 1.0 "
+            "else ((-1.0 if b % 2 != 0 else 1.0) if as_float64(a) == -1.0 else 0.0)))")
 #: C's remainder (sign of the dividend) from Python's (sign of the divisor); x fmod 0 is 0
 _FMOD_INT = "a % b - b if (a % b != 0 and (a % b < 0) != (a < 0)) else a % b"
 #: shifts by a negative amount or by the bit width or more give 0 (-1 for negative signed
@@ -237,7 +249,7 @@ def evaluate(entry: Elementwise, inputs: Sequence[np.ndarray], attrs: Mapping[st
     """An op of the table applied to numpy arrays: the tasklet run by numpy on the lifted,
     broadcast inputs, the result in the op's dtype."""
     dtypes = [_dtype_name(x.dtype) for x in inputs]
-    lifted = [_lift(np.asarray(x)) for x in inputs]
+    lifted = [_lift_halves(np.asarray(x)) for x in inputs]
     code = entry.expression(entry.attr_getter(attrs, op), [_dtype_name(x.dtype) for x in lifted],
                             result=entry.result_dtype(dtypes))
     values = dict(zip(CONNECTORS, lifted))
@@ -261,11 +273,22 @@ def _reference(op: str, entry: Elementwise):
     return run
 
 
+def _shape_rule(entry: Elementwise):
+    def rule(ctx):
+        """The inputs broadcast (numpy rules); the result dtype of the op's table line."""
+        return ctx.tensor("bool" if entry.result == "bool" else ctx.dtype(CONNECTORS.index(entry.result)),
+                          ctx.broadcast())
+
+    return rule
+
+
 def define(op: str, entry: Elementwise, domain: str = "") -> Elementwise:
-    """Add an op to the table and register its reference (the expansion module's
-    :func:`~dcopt.passes.expansions.elementwise.define_elementwise` registers its expansion too)."""
+    """Add an op to the table and register its reference and its shape rule (the expansion
+    module's :func:`~dcopt.passes.expansions.elementwise.define_elementwise` registers its
+    expansion too)."""
     TABLE[(domain, op)] = entry
     reference(op, domain=domain)(_reference(op, entry))
+    shape_rule(op, domain=domain)(_shape_rule(entry))
     return entry
 
 

@@ -7,5 +7,7 @@ from dcopt.ops.registry import reference
 
 
 @reference(GROUP_OP, domain=GROUP_DOMAIN)
-def fused_group(*inputs, body, kind, run_subgraph):
+def fused_group(*inputs, body, kind, run_subgraph, outer=0, locals=()):  # noqa: A002 (the kernel attributes)
+    """``outer`` and ``locals`` (kernels formed by form-kernels) only say how generated code runs
+    the body; its values are the body's."""
     return tuple(run_subgraph(body, dict(zip(body.inputs, inputs))))

@@ -138,7 +138,7 @@ def _scatter(value, m: Memlet, spec: LoopSpec, grid, bounds, bindings, dtype: np
             value = value.transpose([kept.index(ax) for ax in axes])
         else:
             value = value.transpose(axes + list(others))
-        return np.ascontiguousarray(value.reshape(out_shape).astype(dtype, copy=False))
+        return np.ascontiguousarray(value.reshape(out_shape).astype(dtype, copy=False)).reshape(out_shape)
     idx = tuple(np.broadcast_to(np.asarray(d.evaluate({**bindings, **grid})), grid_shape) for d in m.subset)
     if m.wcr is None:
         out = np.zeros(out_shape, dtype)

@@ -29,6 +29,7 @@ ops have no rule and are reported as unsupported.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import math
 from typing import Callable, Iterable, Sequence
@@ -168,10 +169,9 @@ class LoopBuilder:
                 raise Refused(f"'{name}' is {self.dtype(name)}; this expansion handles {', '.join(allowed)}")
 
     def constant(self, name: str | None):
-        """Data of a parameter (a known constant), else None."""
-        if not name or name in self.graph.inputs:
-            return None
-        c = self.graph.containers.get(name)
+        """Data of a parameter (a known constant), else None. Inside a fusion-group body the
+        constants the body reads from outside carry their data too (see ExpandPass)."""
+        c = self.graph.containers.get(name) if name else None
         return None if c is None else c.data
 
     # -- building ----------------------------------------------------------------------------
@@ -285,6 +285,10 @@ class ExpandPass(Pass):
         for node in graph.nodes:
             if is_group(node):
                 body = node.attrs["body"].copy()
+                for name in body.inputs:  # constants the body reads: rules may use their values
+                    outer = graph.containers.get(name)
+                    if outer is not None and outer.data is not None and name not in graph.inputs:
+                        body.containers[name] = dataclasses.replace(body.containers[name], data=outer.data)
                 if self._expand(body, table, stats, refusals):
                     node = node.replace(attrs={**node.attrs, "body": body})
                     modified = True

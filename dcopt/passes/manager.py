@@ -11,6 +11,7 @@ context: instruments see every leaf pass and records carry a ``parent/child`` na
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
@@ -139,8 +140,9 @@ class PassManager(Pass):
         nodes_before = len(graph.nodes)
         for hook in hooks:
             hook.before_pass(step, graph, ctx)
+        source = user_source(step)
         start = time.perf_counter()
-        result = step(graph, ctx)
+        result = step(graph, ctx) if source is None else run_user_pass(step, graph, ctx, source)
         elapsed = time.perf_counter() - start
         record = PassRecord(step.name, iteration, result.modified, elapsed, nodes_before, len(result.graph.nodes),
                             dict(result.stats), list(result.refusals))
@@ -148,6 +150,59 @@ class PassManager(Pass):
             hook.after_pass(step, result, record, ctx)
         report.records.append(record)
         return result
+
+
+def user_source(step: Pass) -> str | None:
+    """The file defining ``step`` when it is user code (a pipeline file's pass, one registered with
+    ``register_pass`` from outside dcopt); None for dcopt's own passes."""
+    from dcopt.passes.base import FunctionPass
+
+    obj = step.fn if isinstance(step, FunctionPass) else type(step)
+    module = getattr(obj, "__module__", None) or ""
+    if module == "dcopt" or module.startswith("dcopt."):
+        return None
+    try:
+        return inspect.getsourcefile(obj) or inspect.getfile(obj)
+    except (TypeError, OSError):
+        return module or "<unknown file>"
+
+
+def run_user_pass(step: Pass, graph: Graph, ctx: PassContext, source: str) -> PassResult:
+    """Run a user pass so that whatever it does is reported naming it and its file: an exception
+    or ``sys.exit`` becomes a :class:`UserCodeError`, and the graph it returns is verified (a pass
+    that corrupts the graph is a :class:`PassError` here, not a KeyError three stages later). An
+    input that is already invalid is not blamed on the pass."""
+    from dcopt.errors import DcoptError, PassError, UserCodeError, VerificationError
+    from dcopt.ir.verify import find_problems
+    from dcopt.passes.user_files import where_raised
+
+    def problems(g) -> list[str] | None:
+        try:
+            return find_problems(g)
+        except VerificationError as exc:
+            return exc.problems
+        except Exception as exc:  # a graph so broken the verifier cannot walk it
+            return [f"the graph cannot be read ({type(exc).__name__}: {exc})"]
+
+    valid_before = not problems(graph)
+    try:
+        result = step(graph, ctx)
+    except PassError as exc:  # dcopt's contract checks of the pass: already name it
+        raise exc.at(file=source)
+    except DcoptError as exc:
+        raise UserCodeError(f"pass '{step.name}' failed: {exc}", file=source) from exc
+    except (Exception, SystemExit) as exc:
+        what = f"called sys.exit({exc.code!r})" if isinstance(exc, SystemExit) else \
+            f"raised {type(exc).__name__}: {exc}"
+        raise UserCodeError(f"pass '{step.name}' {what}{where_raised(exc, source)}", file=source) from (
+            None if isinstance(exc, SystemExit) else exc)
+    if not isinstance(result.graph, Graph):
+        raise PassError(f"pass '{step.name}' returned {type(result.graph).__name__} as its graph, not a Graph",
+                        file=source)
+    found = problems(result.graph) if valid_before else None
+    if found:
+        raise PassError(f"pass '{step.name}' left an invalid graph:\n  " + "\n  ".join(found), file=source)
+    return result
 
 
 def _instruments_for(ctx: PassContext) -> list[Instrument]:

@@ -98,14 +98,16 @@ class _CompiledBackend:
         import dcopt
 
         sess = dcopt.compile(model, cache_dir=cls.cache_dir)
-        cls.last_steps = dict(sess.manifest.get("steps", {}))
-        cls.last_not_native = dict(sess.manifest.get("not_native", {}))
         names = [i.name for i in sess.get_inputs()]
 
         class Rep:
             @staticmethod
             def run(inputs):
-                return sess.run(None, dict(zip(names, inputs)))
+                outputs = sess.run(None, dict(zip(names, inputs)))
+                # a model whose sizes follow from input values compiles at its first run
+                cls.last_steps = dict(sess.manifest.get("steps", {}))
+                cls.last_not_native = dict(sess.manifest.get("not_native", {}))
+                return outputs
 
         return Rep()
 

@@ -80,7 +80,8 @@ class CodeGenerator:
                 self._kernel(node)
             elif is_loop_node(node) and node.op == LIBRARY_CALL:
                 lower_library_call(self, node)
-            elif (views := slice_views(self.graph, node)) is not None:
+            elif (views := slice_views(self.graph, node)) is not None and all(
+                    self._static(n) for n in (node.inputs[0], *(o for o, _, _ in views))):
                 self.emit("view", node, node.inputs[:1], [o for o, _, _ in views], offsets=[b for _, _, b in views])
             elif (parts := concat_parts(self.graph, node)) is not None:
                 self.emit("concat", node, [n for n, _ in parts], node.outputs[:1], offsets=[b for _, b in parts])

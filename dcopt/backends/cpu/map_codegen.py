@@ -51,6 +51,8 @@ from dcopt.backends.cpu.scalar_code import (HALF_TYPES, ScalarTranslator, comput
                                             storage_dtype)
 
 IND = "    "
+#: Integer types numba computes in int64: a local of one wraps like its container would.
+NARROW_INTS = frozenset({"int8", "int16", "int32", "uint8", "uint16", "uint32"})
 
 
 @dataclass(frozen=True)
@@ -308,9 +310,13 @@ class _Renderer:
         c = out.container
         if vtype is not None:
             value = self._cast(value, vtype, dtype)
-        if c in self.local_var:
-            return f"{IND * depth}{self.local_var[c]} = {value}"
         stored = self.dtype(c)
+        if c in self.local_var:  # a local holds exactly what its container would
+            if stored in HALF_TYPES:
+                value = f"{HALF_TYPES[stored][0]}({HALF_TYPES[stored][1]}({value}))"
+            elif stored in NARROW_INTS:
+                value = f"np.{stored}({value})"
+            return f"{IND * depth}{self.local_var[c]} = {value}"
         if stored in HALF_TYPES:
             value = f"{HALF_TYPES[stored][1]}({value})"
         return f"{IND * depth}{self._ref(c, out, names)} = {value}"

@@ -31,8 +31,10 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 #: Fast-math flags that keep IEEE inf/NaN semantics (no ``nnan``/``ninf``) but allow
-#: reassociation (vectorized reductions), contraction (FMA) and approximate functions.
-FASTMATH = set({"nsz", "arcp", "contract", "afn", "reassoc"})
+#: reassociation (vectorized reductions), contraction (FMA) and approximate functions. Not
+#: ``arcp``: with it LLVM turns ``1 / sqrt(x)`` into a reciprocal-root estimate that gives NaN at
+#: 0 and at inf (numpy: inf and 0) and 0.49999997 for 1/sqrt(4).
+FASTMATH = set({"nsz", "contract", "afn", "reassoc"})
 
 f32 = np.float32
 

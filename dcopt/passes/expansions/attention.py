@@ -39,6 +39,9 @@ from dcopt.passes.expansions.reduction import softmax_maps
 
 FLOATS = ("float32", "float64")
 ANY_FLOAT = ("float16", "bfloat16", "float32", "float64")
+#: Longest rows whose bfloat16 softmax sum is unrolled to round after every addition like the
+#: reference; longer rows sum in float32 (within an ulp of bfloat16 of the reference).
+UNROLLED_BF16_SUM = 64
 
 
 @expansion("Attention", domain="dcopt")
@@ -115,10 +118,10 @@ def _heads(b: LoopBuilder, q, k, v, past_k, past_v) -> Heads:
         if not past_v or b.static_dims(past_k, [2]) != b.static_dims(past_v, [2]):
             raise Refused("past_key and past_value must come together, with equal lengths")
         shape = dataclasses.replace(shape, past=b.static_dims(past_k, [2])[0])
-    if shape.kv_heads == 0 or shape.q_heads % shape.kv_heads:
+    if shape.kv_heads and shape.q_heads % shape.kv_heads:
         raise Refused(f"{shape.q_heads} query heads do not share {shape.kv_heads} KV heads evenly")
-    if min(shape.batch, shape.q_heads, shape.keys, shape.size) == 0:
-        raise Refused("empty batch, heads, keys or head size")
+    if min(shape.kv_heads, shape.keys, shape.size) == 0:  # (the reference fails on no keys)
+        raise Refused("no KV heads, keys or head features")
     return shape
 
 
@@ -255,6 +258,12 @@ def _precision(b: LoopBuilder, dtype: str) -> str:
     return name
 
 
+#: The softmax's shift of a row with maximum ``m``: ONNX Attention's safe softmax shifts
+#: an all -inf row by 0; FlexAttention's softmax shifts by 0 whenever the maximum is not finite.
+SAFE_SHIFT = "0.0 if m == -inf else m"
+FINITE_SHIFT = "m if abs(m) < inf else 0.0"
+
+
 @expansion("Attention")
 def onnx_attention(graph, node):
     """ONNX Attention (see the module docstring): caches, scores, softmax, product, outputs."""
@@ -272,34 +281,13 @@ def onnx_attention(graph, node):
     y, present_k, present_v, debug = (b.output(i) for i in range(4))
     scale = b.attr("scale")
     scale = 1 / math.sqrt(n.size) if scale is None else float(scale)
-    root = _root(scale, dtype)
     grouped = (n.batch, n.kv_heads, n.g * n.rows, n.keys)
-    gc = _grouped(n)
     kc = _cache(b, n, k, past_k, n.size, present_k, "kcache")
     vc = _cache(b, n, v, past_v, n.v_size, present_v, "vcache")
-    # scores = (q * root) @ (k * root)^T in the grouped layout
-    if dtype == "float32":
-        qg = q if not n.rank3 and n.g == 1 else b.transient((*grouped[:3], n.size), dtype, "qg")
-        if qg != q:
-            p = params_of(4)
-            c = _grouped(n)
-            b.map("qg", b.shape(qg), "out = a", [_split_read("a", q, n.rank3, p[0], c.hq, c.s, p[3], n.size)],
-                  [("out", qg, index(p))])
-        kt = b.transient((n.batch, n.kv_heads, n.size, n.keys), dtype, "kt")  # row-major B operand
-        p = params_of(4)
-        b.map("kt", b.shape(kt), "out = a", [("a", kc, index([p[0], p[1], p[3], p[2]]))], [("out", kt, index(p))])
-        scores = b.transient(grouped, dtype, "scores")
-        matmul(b, "qk", qg, kt, scores, alpha=root * root)
-    else:
-        scores = b.transient(grouped, "float32" if dtype in HALF else dtype, "scores")
-        p = params_of(5)
-        c = _grouped(n)
-        r = fmt(root)
-        term = f"{widened(rounded(f'a * {r}', dtype), dtype)} * {widened(rounded(f'c * {r}', dtype), dtype)}"
-        b.map("qk", (*grouped, n.size), f"out = {term}",
-              [_split_read("a", q, n.rank3, p[0], c.hq, c.s, p[4], n.size), ("c", kc, index([p[0], p[1], p[3], p[4]]))],
-              [("out", scores, index(p[:4]), "sum")])
-    probs = _softmax(b, n, scores, mask, nonpad, dtype, prec, grouped)
+    scores = _scores(b, n, q, kc, dtype, _root(scale, dtype), grouped)
+    logits = _logit_code(b, n, _grouped(n), scores, mask, nonpad, dtype, prec)
+    keep = float(b.attr("softcap", 0.0) or 0.0) > 0 or dtype in HALF  # a tanh or rounding steps: computed once
+    probs = _softmax(b, n, logits, grouped, dtype, prec, dtype, SAFE_SHIFT, keep)
     _product(b, n, probs, vc, y, dtype, grouped)
     if debug:
         _debug_output(b, n, scores, probs, mask, nonpad, dtype, debug)
@@ -314,12 +302,37 @@ def _root(scale: float, dtype: str) -> float:
     return float(np.asarray(np.sqrt(np.float32(scale))).astype(typ))
 
 
-def _softmax(b: LoopBuilder, n: Heads, scores: str, mask, nonpad, dtype: str, prec: str, grouped) -> str:
-    """Safe softmax of the logits over the keys, rows whose bias masks every key zeroed: a map
-    forming the logits (kept when they cost a tanh) with the row maxima of logit and bias, one
-    writing the exponentials and their sum, one normalizing -- one kernel over the rows."""
+def _scores(b: LoopBuilder, n: Heads, q: str, kc: str, dtype: str, root: float, grouped) -> str:
+    """(q * root) @ (k * root)^T in the grouped layout: float32 as a GEMM (Q regrouped and K
+    transposed by copy maps when needed); other dtypes as one map with the reference's rounding
+    of the scaled operands, summing in float32 for half types."""
+    p = params_of(5)
     c = _grouped(n)
-    logits = _logit_code(b, n, c, scores, mask, nonpad, dtype, prec)
+    if dtype == "float32":
+        qg = q if not n.rank3 and n.g == 1 else b.transient((*grouped[:3], n.size), dtype, "qg")
+        if qg != q:
+            b.map("qg", b.shape(qg), "out = a", [_split_read("a", q, n.rank3, p[0], c.hq, c.s, p[3], n.size)],
+                  [("out", qg, index(p[:4]))])
+        kt = b.transient((n.batch, n.kv_heads, n.size, n.keys), dtype, "kt")  # row-major B operand
+        b.map("kt", b.shape(kt), "out = a", [("a", kc, index([p[0], p[1], p[3], p[2]]))], [("out", kt, index(p[:4]))])
+        scores = b.transient(grouped, dtype, "scores")
+        matmul(b, "qk", qg, kt, scores, alpha=root * root)
+        return scores
+    scores = b.transient(grouped, "float32" if dtype in HALF else dtype, "scores")
+    r = fmt(root)
+    term = f"{widened(rounded(f'a * {r}', dtype), dtype)} * {widened(rounded(f'c * {r}', dtype), dtype)}"
+    b.map("qk", (*grouped, n.size), f"out = {term}",
+          [_split_read("a", q, n.rank3, p[0], c.hq, c.s, p[4], n.size), ("c", kc, index([p[0], p[1], p[3], p[4]]))],
+          [("out", scores, index(p[:4]), "sum")])
+    return scores
+
+
+def _softmax(b: LoopBuilder, n: Heads, logits: Logits, grouped, dtype: str, prec: str, probs_dtype: str,
+             shift: str, keep: bool) -> str:
+    """Softmax of the logits over the keys in ``prec``: a map forming the logits (stored when
+    ``keep``: they cost a tanh or rounding steps) with the row maxima of logit and bias, one
+    writing the exponentials and their sum, one normalizing (rows whose bias masks every key
+    give zeros) -- one kernel over the rows."""
     full, row = index(params_of(4)), "i0, i1, i2, 0"
     stat = (*grouped[:3], 1)
     m = b.transient(stat, prec, "max")
@@ -329,19 +342,28 @@ def _softmax(b: LoopBuilder, n: Heads, scores: str, mask, nonpad, dtype: str, pr
         zm = b.transient(stat, dtype, "biasmax")
         writes.append(("mz", zm, row, "max"))
         code.append("mz = z")
-    keep = float(b.attr("softcap", 0.0) or 0.0) > 0 or dtype in HALF  # a tanh or rounding steps: computed once
     if keep:
         xs = b.transient(grouped, prec, "logits")
         writes.append(("lx", xs, full))
         code.append("lx = x")
     b.map("logits", grouped, "\n".join(code), logits.reads, writes)
-    e, s = b.transient(grouped, prec, "exp"), b.transient(stat, prec, "sum")
+    e = b.transient(grouped, prec, "exp")
     head, reads = ([], [("x", xs, full)]) if keep else (list(logits.code), list(logits.reads))
-    shift = rounded("x - (0.0 if m == -inf else m)", prec)
-    b.map("exp", grouped, "\n".join([*head, f"e = {rounded(f'exp({shift})', prec)}", "out = e"]),
-          [*reads, ("m", m, row)], [("e", e, full), ("out", s, row, "sum")])
-    probs = b.transient(grouped, dtype, "probs")
-    value = rounded("e / (1.0 if s == 0.0 else s)", prec)
+    shifted = rounded(f"x - ({shift})", prec)
+    code = [*head, f"e = {rounded(f'exp({shifted})', prec)}"]
+    if prec == "bfloat16" and n.keys <= UNROLLED_BF16_SUM:
+        b.map("exp", grouped, "\n".join(code), [*reads, ("m", m, row)], [("e", e, full)])
+        s = _sequential_sum(b, e, stat, n.keys, prec)
+    else:  # numpy sums float16 in float32 (and a kernel holds bfloat16 sums of long rows so too)
+        s = b.transient(stat, "float32" if prec in HALF else prec, "sum")
+        b.map("exp", grouped, "\n".join([*code, "out = e"]), [*reads, ("m", m, row)],
+              [("e", e, full), ("out", s, row, "sum")])
+    probs = b.transient(grouped, probs_dtype, "probs")
+    total = rounded("s", prec)  # a register in the kernel: rounded as the container would be
+    if shift == SAFE_SHIFT:
+        value = rounded(f"e / (1.0 if {total} == 0.0 else {total})", prec)
+    else:
+        value = rounded(f"e / {total}", prec)
     reads = [("e", e, full), ("s", s, row)]
     if logits.has_bias:
         value = f"0.0 if mz == -inf else {value}"
@@ -350,11 +372,26 @@ def _softmax(b: LoopBuilder, n: Heads, scores: str, mask, nonpad, dtype: str, pr
     return probs
 
 
-def _product(b: LoopBuilder, n: Heads, probs: str, vc: str, y: str, dtype: str, grouped) -> None:
-    """y = probs @ V per KV head (grouped layout), then into Y's layout when that differs."""
+def _sequential_sum(b: LoopBuilder, e: str, stat, keys: int, prec: str) -> str:
+    """Row sums of ``e`` rounded to ``prec`` after every addition, in key order: numpy reduces
+    ml_dtypes' bfloat16 through its scalar add loop, so that is the reference's sum."""
+    s = b.transient(stat, prec, "sum")
+    reads = [(f"e{t}", e, f"i0, i1, i2, {t}") for t in range(keys)]
+    total = "e0"
+    for t in range(1, keys):
+        total = rounded(f"{total} + e{t}", prec)
+    b.map("sum", stat, f"out = {total}", reads, [("out", s, "i0, i1, i2, i3")])
+    return s
+
+
+def _product(b: LoopBuilder, n: Heads, probs: str, vc: str, y: str, dtype: str, grouped,
+             accumulate: str | None = None) -> None:
+    """y = probs @ V per KV head (grouped layout), then into Y's layout when that differs;
+    summed in ``accumulate`` (default: the dtype, float32 for half types)."""
     out_g = (*grouped[:3], n.v_size)
-    direct = not n.rank3 and n.g == 1 and dtype not in HALF
-    yg = y if direct else b.transient(out_g, "float32" if dtype in HALF else dtype, "yg")
+    acc = accumulate or ("float32" if dtype in HALF else dtype)
+    direct = not n.rank3 and n.g == 1 and acc == dtype
+    yg = y if direct else b.transient(out_g, acc, "yg")
     matmul(b, "pv", probs, vc, yg)
     if direct:
         return
@@ -386,3 +423,138 @@ def _debug_output(b: LoopBuilder, n: Heads, scores, probs, mask, nonpad, dtype, 
     code = [line for line in logits.code if mode == 2 or not line.startswith(("z =", "x ="))]
     b.map("qk_output", space, "\n".join([*code, f"out = {pick}"]),
           logits.reads if mode == 2 else logits.reads[:1], [("out", debug, index(params_of(4)))])
+
+
+# ------------------------------------------------------------------------------------ FlexAttention
+
+@expansion("FlexAttention", domain="ai.onnx.preview")
+def flex_attention(graph, node):
+    """Attention without mask, bias or caches, softmax in ``softmax_precision`` (float32, or
+    float64 for float64 inputs) and the product with V in that precision. ``score_mod`` and
+    ``prob_mod`` subgraphs are not expanded."""
+    b = LoopBuilder(graph, node)
+    if b.attr("score_mod") is not None or b.attr("prob_mod") is not None:
+        raise Refused("score_mod/prob_mod subgraphs are not expanded")
+    q, k, v = b.input(0), b.input(1), b.input(2)
+    dtype = b.dtype(q)
+    b.require_dtype(q, k, v, allowed=(dtype,) if dtype in ANY_FLOAT else ANY_FLOAT)
+    if len(b.shape(q)) != 4:
+        raise Refused("FlexAttention takes 4-D Q, K, V")
+    n = _heads(b, q, k, v, None, None)
+    prec = "float64" if dtype == "float64" else "float32"
+    if b.attr("softmax_precision") is not None:
+        prec = _precision(b, dtype)
+    scale = b.attr("scale")
+    scale = 1 / math.sqrt(n.size) if scale is None else float(scale)
+    grouped = (n.batch, n.kv_heads, n.g * n.rows, n.keys)
+    scores = _scores(b, n, q, k, dtype, _root(scale, dtype), grouped)
+    c = _grouped(n)
+    code = [f"sc = {rounded('a', dtype)}", "x = sc" if prec == dtype else f"x = as_{prec}(sc)"]
+    logits = Logits(code, [("a", scores, index([c.b, c.h, c.r, c.t]))], False)
+    probs = _softmax(b, n, logits, grouped, dtype, prec, prec, FINITE_SHIFT, keep=dtype in HALF)
+    _product(b, n, probs, v, b.output(), dtype, grouped, accumulate=prec)
+    return b.nodes
+
+
+# ------------------------------------------------------------------------------------ smaller ops
+
+@expansion("SwiGLU")
+def swiglu(graph, node):
+    """a * sigmoid(alpha * a) * b with the reference's gate: float32 arithmetic, cast to a's dtype."""
+    b = LoopBuilder(graph, node)
+    a, c = b.input(0), b.input(1)
+    b.require_dtype(a, c, allowed=ANY_FLOAT)
+    dtype, out = b.dtype(a), b.output()
+    gate = f"1.0 / (1.0 + exp({fmt(-float(b.attr('alpha', 1.0)))} * as_float32(a)))"
+    if dtype != "float32":
+        gate = f"as_{dtype}({gate})"
+    shape = b.shape(out)
+    reads = [("a", a, b.broadcast(a, shape)), ("c", c, b.broadcast(c, shape))]
+    b.map("swiglu", shape, f"g = {gate}\nout = {rounded(rounded('a * g', dtype) + ' * c', dtype)}", reads,
+          [("out", out, index(params_of(len(shape))))])
+    return b.nodes
+
+
+@expansion("RotaryEmbedding")
+def rotary_embedding(graph, node):
+    """Each head's first ``rotary_embedding_dim`` features rotated pairwise by position angles:
+    one map over the output reading the feature, its partner (the other half, or the
+    neighbour when interleaved) and the cos/sin entry (at ``position_ids`` when given)."""
+    b = LoopBuilder(graph, node)
+    x, cos, sin = b.input(0), b.input(1), b.input(2)
+    positions = b.input(3, optional=True)
+    b.require_dtype(x, cos, sin, allowed=ANY_FLOAT)
+    dtype = b.dtype(x)
+    shape = b.static_dims(x, range(len(b.shape(x))))
+    if len(shape) == 4:
+        size = shape[3]
+        bi, si, feat, base = "i0", "i2", "i3", None
+    elif len(shape) == 3:
+        heads = int(b.attr("num_heads", 0) or 0)
+        if not heads or shape[2] % heads:
+            raise Refused("3-D input needs num_heads dividing the hidden size")
+        size = shape[2] // heads
+        bi, si, feat, base = "i0", "i1", f"i2 % {size}", f"i2 // {size} * {size}"
+    else:
+        raise Refused(f"input of rank {len(shape)}")
+    dim = int(b.attr("rotary_embedding_dim", 0) or 0) or size
+    half = dim // 2
+    if dim % 2 or dim > size or b.static_dims(cos, [len(b.shape(cos)) - 1])[0] != half:
+        raise Refused(f"rotary dim {dim} does not fit head size {size} and the caches")
+    interleaved = bool(b.attr("interleaved", 0))
+    # features past the rotary dim pass through: their partner and angle indices are clamped in bounds
+    if interleaved:
+        partner = f"min(({feat}) // 2 * 2 + 1 - ({feat}) % 2, {size - 1})"  # the pair's other feature
+        angle, first = f"min(({feat}) // 2, {half - 1})", f"({feat}) % 2 == 0"
+    else:
+        partner, angle, first = f"(({feat}) + {half}) % {dim}", f"min({feat}, {dim - 1}) % {half}", f"({feat}) < {half}"
+    p = params_of(len(shape))
+    partner_sub = list(p)
+    partner_sub[-1] = partner if base is None else f"{base} + {partner}"
+    reads = [("a", x, index(p)), ("q", x, index(partner_sub))]
+    if positions:
+        b.require_dtype(positions, allowed=("int64", "int32"))
+        reads.append(("pos", positions, f"{bi}, {si}"))
+        table = ["pos", angle]
+    else:
+        table = [bi, si, angle]
+    reads += [("c", cos, index(table)), ("s", sin, index(table))]
+    R = lambda e: rounded(e, dtype)  # noqa: E731
+    real = R(f"{R('c * a')} - {R('s * q')}")  # the first of a pair: cos * x1 - sin * x2
+    imag = R(f"{R('s * q')} + {R('c * a')}")  # the second: sin * x1 + cos * x2
+    b.map("rotate", shape, f"out = a if ({feat}) >= {dim} else ({real} if {first} else {imag})", reads,
+          [("out", b.output(), index(p))])
+    return b.nodes
+
+
+@expansion("TensorScatter")
+def tensor_scatter(graph, node):
+    """The cache with ``update`` written along ``axis`` from each batch entry's write index
+    (wrapping in circular mode): one map over the update writing through an indirect subset,
+    the past cache as its init. Linear-mode positions past the end are clamped to the last
+    slot (the reference raises there), so no write leaves the buffer."""
+    b = LoopBuilder(graph, node)
+    past, update = b.input(0), b.input(1)
+    offsets = b.input(2, optional=True)
+    out = b.output()
+    shape = b.shape(update)
+    rank = len(shape)
+    axis = int(b.attr("axis", -2)) % rank
+    if axis == 0:
+        raise Refused("axis 0 is the batch axis")
+    mode = str(b.attr("mode", "linear"))
+    size = b.static_dims(past, [axis])[0]
+    p = params_of(rank)
+    reads = [("a", update, index(p))]
+    target = list(p)
+    if offsets:
+        b.require_dtype(offsets, allowed=("int64", "int32"))
+        reads.append(("w", offsets, "i0"))
+        pos = f"w + {p[axis]}"
+    else:
+        pos = p[axis]
+    if size == 0:
+        raise Refused("an empty cache axis")
+    target[axis] = f"({pos}) % {size}" if mode == "circular" else f"min({pos}, {size - 1})"
+    b.map("scatter", shape, "out = a", reads, [("out", out, index(target), None, past)])
+    return b.nodes

@@ -1,73 +1,34 @@
 """Elementwise ops -> one map over the result's index space, inputs read through broadcasting memlets.
 
-Each op is one line: a tasklet expression over connectors ``a, b, c, ...`` with ``{attr}``
-placeholders filled from the node's attributes (ONNX schema defaults included). The numerically
-delicate ones use the stable forms the reference uses too (softplus as
-``max(a, 0) + log1p(exp(-abs(a)))``, elu through ``expm1``).
+The ops of :data:`dcopt.ops.elementwise.TABLE` need no rule of their own: :func:`tasklet_op`
+puts the op's tasklet (the same text its reference evaluates with numpy) into a map, for the
+dtypes its table line allows. :func:`define_elementwise` adds an op -- reference and expansion --
+from one line. The hand-written rules here are the ops whose reference is not one tasklet:
+Clip (bounds as attributes, constant inputs or run-time inputs), Cast/CastLike, Identity and
+Dropout; the quantization ops are in :mod:`.quantize`.
 
-Dtypes: the float-only ops refuse integer inputs (integer Div truncates and Pow of integers has
-its own rules, neither worth a tasklet yet); arithmetic that means the same on integers (Add,
-Sub, Mul, Neg, Abs, Relu, Max, Min, Sum) and comparisons, logic, Where and Cast take any numeric
-dtype. bfloat16/float8 (stored as ml_dtypes) are left alone: a tasklet would compute them in a
-wider type than the reference.
+Every tasklet goes through :func:`~dcopt.passes.expansions.conversions.exact_conversions`
+(float -> integer and float64 -> half conversions as numpy makes them), and reads float16/bfloat16
+inputs as float32 (:func:`widened`): the reference computes them in float32 and rounds once, as
+a kernel does.
+
+Pow of a float by an integer of 32 bits or fewer is refused: fast-math ``afn`` makes LLVM rewrite
+it into ``powi``, whose runtime routine numba's JIT does not link (compiling it aborts).
 """
 
 from __future__ import annotations
 
+import ast
+import re
+from typing import Mapping
+
+from dcopt.ops.elementwise import (ALL, CONNECTORS, FLOATS, HALF, INTS, NUMBERS, TABLE, Elementwise, define,
+                                   dtype_kind)
 from dcopt.passes.common import dropout_is_training
-from dcopt.passes.expand import LoopBuilder, Refused, expansion, fmt
+from dcopt.passes.expand import LoopBuilder, Refused, expansion, fmt, index, params_of
+from dcopt.passes.expansions.conversions import exact_conversions
 
-FLOATS = ("float16", "float32", "float64")
-NUMBERS = FLOATS + ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
-BOOLS = ("bool",)
-
-UNARY = {
-    "Relu": "max(a, 0)", "Abs": "abs(a)", "Neg": "-a", "Identity": "a",
-    "Exp": "exp(a)", "Log": "log(a)", "Sqrt": "sqrt(a)", "Tanh": "tanh(a)", "Erf": "erf(a)",
-    "Sin": "sin(a)", "Cos": "cos(a)", "Floor": "floor(a)", "Ceil": "ceil(a)", "Reciprocal": "1.0 / a",
-    "Sigmoid": "1.0 / (1.0 + exp(-a))", "Softsign": "a / (1.0 + abs(a))",
-    "Softplus": "max(a, 0.0) + log1p(exp(-abs(a)))",
-    "Mish": "a * tanh(max(a, 0.0) + log1p(exp(-abs(a))))",
-    "HardSwish": "a * max(0.0, min(1.0, a / 6.0 + 0.5))",
-    "HardSigmoid": "max(0.0, min(1.0, {alpha} * a + {beta}))",
-    "LeakyRelu": "a if a >= 0 else a * {alpha}",
-    "ThresholdedRelu": "a if a > {alpha} else 0.0",
-    "Elu": "a if a > 0 else {alpha} * expm1(a)",
-    "Selu": "{gamma} * (a if a > 0 else {alpha} * expm1(a))",
-    "Celu": "max(a, 0.0) + min(0.0, {alpha} * expm1(a / {alpha}))",
-    "Shrink": "a + {bias} if a < -{lambd} else (a - {bias} if a > {lambd} else 0.0)",
-    "Swish": "a / (1.0 + exp(-{alpha} * a))",
-    "IsNaN": "isnan(a)", "Not": "not a",
-}
-GELU = {"none": "0.5 * a * (1.0 + erf(a * 0.7071067811865476))",
-        "tanh": "0.5 * a * (1.0 + tanh(0.7978845608028654 * (a + 0.044715 * a * a * a)))"}
-BINARY = {
-    "Add": "a + b", "Sub": "a - b", "Mul": "a * b", "Div": "a / b", "Pow": "pow(a, b)",
-    "PRelu": "a if a >= 0 else a * b",
-    "Equal": "a == b", "Less": "a < b", "LessOrEqual": "a <= b", "Greater": "a > b", "GreaterOrEqual": "a >= b",
-    "And": "a and b", "Or": "a or b", "Xor": "a != b",
-}
-#: ops whose tasklet means the same on integers as on floats
-INTEGER_SAFE = {"Relu", "Abs", "Neg", "Identity", "Add", "Sub", "Mul", "Max", "Min", "Sum",
-                "Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual"}
-LOGIC = {"Not", "And", "Or", "Xor"}
-
-CONNECTORS = "abcdefghijklmnopqrstuvwxyz"
-
-
-def _allowed(op: str) -> tuple[str, ...]:
-    if op in LOGIC:
-        return BOOLS
-    if op == "Identity":
-        return NUMBERS + BOOLS
-    return NUMBERS if op in INTEGER_SAFE else FLOATS
-
-
-def _fill(b: LoopBuilder, template: str) -> str:
-    """Substitute ``{attr}`` placeholders with the node's float attributes."""
-    names = [part.split("}")[0] for part in template.split("{")[1:]]
-    return template.format(**{n: fmt(b.attr(n)) for n in names})
-
+# ------------------------------------------------------------------------- the table's ops
 
 def _inputs(b: LoopBuilder) -> dict[str, str]:
     present = [name for name in b.node.inputs if name]
@@ -76,95 +37,145 @@ def _inputs(b: LoopBuilder) -> dict[str, str]:
     return dict(zip(CONNECTORS, present))
 
 
-@expansion(*UNARY, *BINARY)
-def simple(graph, node):
+def tasklet_op(graph, node):
+    """Any op of the table: its tasklet in a map over the output, inputs broadcast."""
     b = LoopBuilder(graph, node)
+    domain = "" if node.domain == "ai.onnx" else node.domain
+    entry: Elementwise = TABLE[(domain, node.op)]
     inputs = _inputs(b)
-    b.require_dtype(*inputs.values(), allowed=_allowed(node.op))
-    table = UNARY if node.op in UNARY else BINARY
-    if node.op == "Pow" and b.dtype(inputs["b"]) != b.dtype(inputs["a"]):
-        raise Refused("Pow with an exponent of another dtype")
-    b.elementwise(_fill(b, table[node.op]), inputs, b.output())
+    for conn, name in inputs.items():
+        b.require_dtype(name, allowed=entry.allowed(conn))
+    out = b.output()
+    dtypes = {conn: b.dtype(name) for conn, name in inputs.items()}
+
+    def attr(name):
+        value = b.attr(name, entry.defaults.get(name))
+        if value is None:
+            raise Refused(f"attribute '{name}' is not set")
+        return value
+
+    try:
+        code = entry.expression(attr, list(dtypes.values()), result=b.dtype(out))
+    except KeyError as why:
+        raise Refused(str(why)) from None
+    if node.op == "Pow" and dtype_kind(dtypes.values()) == "float" and dtypes["b"] in _POWI_EXPONENTS:
+        raise Refused(f"a float power with a {dtypes['b']} exponent: LLVM's fast-math 'afn' turns it into powi, "
+                      "whose runtime routine (__powidf2) numba's JIT does not link")
+    shape = b.shape(out)
+    reads = [(conn, name, b.broadcast(name, shape)) for conn, name in inputs.items()]
+    code = exact_conversions(f"out = {widened(code, dtypes)}", dtypes, b.dtype(out))
+    b.map("map", shape, code, reads, [("out", out, index(params_of(len(shape))))])
     return b.nodes
 
 
-@expansion("Gelu")
-def gelu(graph, node):
-    b = LoopBuilder(graph, node)
-    inputs = _inputs(b)
-    b.require_dtype(*inputs.values())
-    approximate = b.attr("approximate", "none")
-    if approximate not in GELU:
-        raise Refused(f"unknown approximate={approximate!r}")
-    b.elementwise(GELU[approximate], inputs, b.output())
-    return b.nodes
+#: integer exponents LLVM's pow -> powi rewrite takes (it needs them to fit a 32-bit int)
+_POWI_EXPONENTS = ("int8", "int16", "int32", "uint8", "uint16")
 
 
-@expansion("Max", "Min", "Sum", "Mean")
-def variadic(graph, node):
-    b = LoopBuilder(graph, node)
-    inputs = _inputs(b)
-    b.require_dtype(*inputs.values(), allowed=_allowed(node.op))
-    conns = list(inputs)
-    if len(conns) == 1:
-        code = "a"
-    elif node.op in ("Max", "Min"):
-        code = f"{node.op.lower()}({', '.join(conns)})"
-    else:
-        code = " + ".join(conns) if node.op == "Sum" else f"({' + '.join(conns)}) / {len(conns)}"
-    b.elementwise(code, inputs, b.output())
-    return b.nodes
+def widened(expression: str, dtypes: Mapping[str, str]) -> str:
+    """``expression`` reading its float16/bfloat16 connectors as float32 (``as_float32(a)``), so
+    that numpy, running the lowered map, computes in float32 like the reference and the kernel."""
+    halves = {c for c, d in dtypes.items() if d in HALF}
+    if not halves:
+        return expression
+    tree = ast.parse(expression, mode="eval").body
+
+    class Widen(ast.NodeTransformer):
+        def visit_Name(self, node):
+            return ast.Call(ast.Name("as_float32", ast.Load()), [node], []) if node.id in halves else node
+
+    return ast.unparse(Widen().visit(tree))
 
 
-@expansion("Where")
-def where(graph, node):
-    b = LoopBuilder(graph, node)
-    inputs = _inputs(b)
-    b.require_dtype(inputs["a"], allowed=BOOLS)
-    b.require_dtype(inputs["b"], inputs["c"], allowed=NUMBERS + BOOLS)
-    b.elementwise("b if a else c", inputs, b.output())
-    return b.nodes
+for _domain, _op in TABLE:
+    expansion(_op, domain=_domain)(tasklet_op)
 
+
+#: Tasklet expressions of the one-input float ops (the table's, for tests/ir/test_loops.py, which
+#: checks that numpy's evaluation of a tasklet means what scalar Python's does).
+UNARY = {op: e.code for (domain, op), e in TABLE.items()
+         if not domain and isinstance(e.code, str) and tuple(e.allowed("a")) == FLOATS and not e.variadic
+         and not re.search(r"\bb\b", e.code)
+         and {p.split("}")[0] for p in e.code.split("{")[1:]} <= {"alpha", "beta", "gamma", "bias", "lambd"}}
+GELU = dict(TABLE[("", "Gelu")].code)
+
+
+def define_elementwise(op: str, code, dtypes, *, domain: str = "", **options) -> Elementwise:
+    """Define an elementwise op from its tasklet, in one line: its reference (numpy evaluates
+    the tasklet) and its expansion (a map of it). ``options``: the other fields of
+    :class:`~dcopt.ops.elementwise.Elementwise` (result, by, variadic, defaults)::
+
+        define_elementwise("Softsign2", "a / (2.0 + abs(a))", FLOATS, domain="my.ops")
+    """
+    entry = define(op, Elementwise(code, dtypes, **options), domain)
+    expansion(op, domain=domain)(tasklet_op)
+    return entry
+
+
+# ------------------------------------------------------------------------- hand-written rules
 
 @expansion("Clip")
 def clip(graph, node):
-    """Bounds that are constants are written into the tasklet; run-time bounds are read."""
+    """``min(max(x, lo), hi)`` (so min > max gives max everywhere, as ONNX says); bounds that are
+    constants are written into the tasklet in x's dtype, run-time bounds are read (rank 0)."""
     b = LoopBuilder(graph, node)
     x = b.input(0)
     b.require_dtype(x, allowed=NUMBERS)
+    integral = b.dtype(x) in INTS
     inputs, code = {"a": x}, "a"
     for i, (attr, fn) in enumerate((("min", "max"), ("max", "min")), start=1):
         name = b.input(i, optional=True) if b.opset >= 11 else None
         value = b.constant(name) if name else b.attr(attr) if b.opset < 11 else None
         if name and value is None:
             conn = "lo" if attr == "min" else "hi"
+            b.require_dtype(name, allowed=(b.dtype(x),))
             inputs[conn] = name
             code = f"{fn}({code}, {conn})"
         elif value is not None:
-            number = float(value.reshape(-1)[0]) if hasattr(value, "reshape") else float(value)
-            code = f"{fn}({code}, {fmt(number)})"
+            number = value.reshape(-1)[0] if hasattr(value, "reshape") else value
+            code = f"{fn}({code}, {int(number) if integral else fmt(float(number))})"
     b.elementwise(code, inputs, b.output())
     return b.nodes
 
 
 @expansion("Cast", "CastLike")
 def cast(graph, node):
-    """The map stores into the target dtype; only a cast to bool needs a comparison."""
+    """``as_<target>(x)`` with numpy's conversions (see :func:`exact_conversions`); strings and
+    float8 are not kernel dtypes, so their casts stay ops (the reference is hand-written for them:
+    string parsing, float8 saturation)."""
     b = LoopBuilder(graph, node)
     x, y = b.input(0), b.output()
-    b.require_dtype(x, y, allowed=NUMBERS + BOOLS)
-    b.elementwise("a != 0" if b.dtype(y) == "bool" and b.dtype(x) != "bool" else "a", {"a": x}, y)
+    b.require_dtype(x, y, allowed=ALL)
+    code = exact_conversions(f"out = as_{b.dtype(y)}(a)", {"a": b.dtype(x)}, b.dtype(y))
+    shape = b.shape(y)
+    b.map("map", shape, code, [("a", x, b.broadcast(x, shape))], [("out", y, index(params_of(len(shape))))])
+    return b.nodes
+
+
+@expansion("Identity")
+def identity(graph, node):
+    """A copy (sequences and optionals have no kernel dtype and stay ops)."""
+    b = LoopBuilder(graph, node)
+    x = b.input(0)
+    b.require_dtype(x, allowed=ALL)
+    b.elementwise("a", {"a": x}, b.output())
     return b.nodes
 
 
 @expansion("Dropout")
 def dropout(graph, node):
-    """Dropout at inference is a copy; a mask somebody reads, or possible training mode, keeps the op."""
+    """Dropout at inference is a copy (and its mask, when read, all true); possible training mode
+    keeps the op."""
     b = LoopBuilder(graph, node)
     if dropout_is_training(graph, node) is not False:
         raise Refused("Dropout may be in training mode")
+    x = b.input(0)
+    b.require_dtype(x, allowed=ALL)
+    b.elementwise("a", {"a": x}, b.output())
     mask = b.output(1)
     if mask and (mask in graph.outputs or graph.consumers(mask)):
-        raise Refused("the mask output is used")
-    b.elementwise("a", {"a": b.input(0)}, b.output())
+        b.elementwise("True", {}, mask, what="mask")
     return b.nodes
+
+
+from dcopt.passes.expansions import quantize  # noqa: E402,F401  (until the lead lists it in RULE_MODULES)

@@ -10,12 +10,14 @@ every coordinate transformation is exact by construction, and the kernels only g
 * nearest: one map over the output; each resized axis reads the data at a loaded index
   (an indirect subset naming the table's connector), or at ``(a*o + c) // d`` when the table
   is that affine floor (integer up- and down-sampling) and no table is needed at all;
-* linear, cubic: one map per resized axis, in the reference's order, over (output, taps) with wcr
-  sum of ``data[..., k, ...] * w`` in the reference's working dtype (float32 for float32, else
-  float64), then a map rounding and saturating to the input's dtype where it differs.
+* linear, cubic: one map per resized axis, in the reference's order, over that axis's output
+  summing ``data[..., k_t, ...] * w_t`` over the taps ``t`` (unrolled in the tasklet; the many
+  taps of antialiased downsampling reduce over a tap param with wcr sum) in the reference's
+  working dtype (float32 for float32, else float64), then a map rounding and saturating to the
+  input's dtype where it differs.
 
 ``tf_crop_and_resize`` marks outputs outside the crop in a boolean table; the tasklet writes
-``extrapolation_value`` there (as the first tap's term, the others 0, so the sum is exact).
+``extrapolation_value`` there.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from dcopt.passes.expand import LoopBuilder, Refused, affine, expansion, fmt, in
 from dcopt.passes.expansions.pooling import FLOATS, INTS
 
 NUMBERS = FLOATS + INTS
+#: taps per output written out in one tasklet (beyond: a reduction over a tap param)
+MAX_UNROLLED_TAPS = 16
 
 
 def table(b: LoopBuilder, hint: str, data: np.ndarray) -> str:
@@ -122,19 +126,7 @@ def _interpolate(b: LoopBuilder, x: str, y: str, tables, ev: float) -> None:
         shape[a] = idx.shape[0]
         last = step == len(tables) - 1
         out = y if last and work == dtype else b.transient(shape, work, f"axis{a}")
-        rank = len(shape)
-        p = params_of(rank + 1)
-        tap = p[rank]
-        source = list(p[:rank])
-        source[a] = "k"
-        reads = [("k", table(b, f"taps{a}", idx.astype(np.int64)), f"{p[a]}, {tap}"),
-                 ("w", table(b, f"weights{a}", w.astype(work)), f"{p[a]}, {tap}"),
-                 ("a", current, index(source))]
-        code = "out = a * w"
-        if outside is not None and outside.any():
-            reads.append(("f", table(b, f"outside{a}", outside), p[a]))
-            code = f"out = ({fmt(float(np.asarray(ev, work)))} if {tap} == 0 else 0) if f else a * w"
-        b.map(f"axis{a}", (*shape, idx.shape[1]), code, reads, [("out", out, index(p[:rank]), "sum")], [work])
+        _axis_map(b, current, out, shape, a, idx, w.astype(work), outside, fmt(float(np.asarray(ev, work))))
         current = out
     if current != y:
         code = "a"
@@ -142,6 +134,35 @@ def _interpolate(b: LoopBuilder, x: str, y: str, tables, ev: float) -> None:
             info = np.iinfo(np.dtype(dtype))
             code = f"min(max(rint(a), {fmt(info.min)}), {fmt(info.max)})"
         b.elementwise(code, {"a": current}, y, what="saturate")
+
+
+def _axis_map(b: LoopBuilder, data: str, out: str, shape, a: int, idx, w, outside, ev: str) -> None:
+    """One resized axis: ``out = sum_t data[..., k_t, ...] * w_t`` over the output. Up to
+    MAX_UNROLLED_TAPS taps are unrolled in the tasklet (a plain map, no reduction: each output is
+    one store), summed left to right from the first tap as the reference does; more (antialiased
+    downsampling) reduce over a tap param with wcr sum."""
+    rank, taps = len(shape), idx.shape[1]
+    work = b.dtype(out)
+    k_table, w_table = table(b, f"taps{a}", idx.astype(np.int64)), table(b, f"weights{a}", w)
+    flag = table(b, f"outside{a}", outside) if outside is not None and outside.any() else None
+    p = params_of(rank + (taps > MAX_UNROLLED_TAPS))
+    reads = [("f", flag, p[a])] if flag else []
+    if taps <= MAX_UNROLLED_TAPS:
+        for t in range(taps):
+            source = list(p[:rank])
+            source[a] = f"k{t}"
+            reads += [(f"k{t}", k_table, f"{p[a]}, {t}"), (f"w{t}", w_table, f"{p[a]}, {t}"),
+                      (f"a{t}", data, index(source))]
+        value = " + ".join(f"a{t} * w{t}" for t in range(taps))
+        code = f"out = {ev} if f else {value}" if flag else f"out = {value}"
+        b.map(f"axis{a}", shape, code, reads, [("out", out, index(p))], [work])
+        return
+    tap = p[rank]
+    source = list(p[:rank])
+    source[a] = "k"
+    reads += [("k", k_table, f"{p[a]}, {tap}"), ("w", w_table, f"{p[a]}, {tap}"), ("a", data, index(source))]
+    code = f"out = ({ev} if {tap} == 0 else 0) if f else a * w" if flag else "out = a * w"
+    b.map(f"axis{a}", (*shape, taps), code, reads, [("out", out, index(p[:rank]), "sum")], [work])
 
 
 _RESIZE_DEFAULTS = dict(antialias=0, axes=None, coordinate_transformation_mode="asymmetric", cubic_coeff_a=-0.75,
@@ -179,6 +200,65 @@ def upsample(graph, node):
         scales = [1.0, 1.0, b.attr("height_scale"), b.attr("width_scale")]
     mode = b.attr("mode", "nearest")
     resize(b, x, y, None, np.asarray(scales, np.float64), None, mode="linear" if mode == "bilinear" else mode,
-           ctm="asymmetric",
-           nearest_mode="simple", cubic_a=-0.75, antialias=0, exclude_outside=0, extrapolation_value=0.0)
+           ctm="asymmetric", nearest_mode="simple", cubic_a=-0.75, antialias=0, exclude_outside=0,
+           extrapolation_value=0.0)
     return b.nodes
+
+
+@expansion("CenterCropPad")
+def center_crop_pad(graph, node):
+    """A copy map: along each listed axis the output reads ``x[o + (dim - target) // 2]`` (a crop
+    when positive, a pad when negative: reads before or past the input are the memlet's 0)."""
+    b = LoopBuilder(graph, node)
+    x, y = b.input(0), b.output()
+    target = constant_input(b, 1, "shape")
+    if target is None:
+        raise Refused("the shape input is missing")
+    shape = b.shape(x)
+    rank = len(shape)
+    axes = list(range(rank)) if b.attr("axes") is None else [int(a) % rank for a in b.attr("axes")]
+    sizes = [int(v) for v in np.asarray(target).reshape(-1)]
+    dims = b.static_dims(x, axes)
+    p = params_of(rank)
+    subset, result = list(p), list(shape)
+    for axis, size, dim in zip(axes, sizes, dims):
+        shift = (dim - size) // 2 if size < dim else -((size - dim) // 2)
+        subset[axis] = affine([(1, p[axis])], shift)
+        result[axis] = size
+    if list(b.shape(y)) != result:
+        raise Refused(f"output shape {list(b.shape(y))} is not the cropped/padded {result}")
+    b.map("crop_pad", result, "out = a", [("a", x, index(subset), 0.0)], [("out", y, index(p))])
+    return b.nodes
+
+
+@expansion("AffineGrid")
+def affine_grid(graph, node):
+    """grid[n, p..., c] = sum_k theta[n, c, k] * (x, y[, z], 1)_k with the normalized coordinates of
+    each axis a constant table (the reference's linspace or pixel centres), summed in float64."""
+    b = LoopBuilder(graph, node)
+    theta, y = b.input(0), b.output()
+    b.require_dtype(theta, allowed=FLOATS)
+    size = constant_input(b, 1, "size")
+    if size is None:
+        raise Refused("the size input is missing")
+    spatial = [int(s) for s in np.asarray(size).reshape(-1)[2:]]
+    nd = len(spatial)
+    n = b.shape(theta)[0]
+    if list(b.shape(y)) != [n, *spatial, nd] or list(b.shape(theta)[1:]) != [nd, nd + 1]:
+        raise Refused(f"theta {list(b.shape(theta))} and size {spatial} do not give {list(b.shape(y))}")
+    align = bool(b.attr("align_corners", 0))
+    coords = [np.linspace(-1, 1, s) if align else (2 * np.arange(s) + 1) / s - 1 for s in spatial]
+    p = params_of(nd + 2)
+    reads = []
+    for k in range(nd):  # homogeneous coordinate k is (x, y, z)[k]: spatial axis nd-1-k
+        axis = nd - 1 - k
+        reads.append((f"h{k}", table(b, f"coords{axis}", coords[axis].astype(np.float64)), p[1 + axis]))
+    reads += [(f"t{k}", theta, f"{p[0]}, {p[-1]}, {k}") for k in range(nd + 1)]
+    terms = " + ".join(f"h{k} * as_float64(t{k})" for k in range(nd))
+    b.map("grid", (n, *spatial, nd), f"out = {terms} + as_float64(t{nd})", reads, [("out", y, index(p))])
+    return b.nodes
+
+
+# GridSample, RoiAlign, MaxRoiPool and DeformConv (data-dependent sampling positions) have their own
+# module, registered with this one.
+from dcopt.passes.expansions import point_sampling  # noqa: E402,F401

@@ -12,17 +12,22 @@
 * ArgMax, ArgMin: the extreme value per row (a max/min reduction), then the first (or, with
   select_last_index, the last) position holding it as a min/max reduction over positions. NaN
   counts as the extreme, as numpy's argmax/argmin make it.
-* CumSum, CumProd: out[i] = the sum (product) over j of ``x[j] if j <= i`` -- a reduction whose
-  reduced param runs over the whole axis, innermost, with terms past ``i`` replaced by the
-  neutral ``-0.0`` (``1`` for products). Terms are combined in the reference's order, so results
-  are bit-exact; the cost is O(n^2) per row instead of O(n) (the loop IR has no scan).
+* CumSum, CumProd: the loop IR has no scan, so prefix sums are reductions with masked terms:
+  out[i] = the sum (product) over j of ``x[j] if j <= i`` -- one map for short axes (O(n^2) per
+  row), scans within blocks of ~sqrt(n) plus a prefix of block totals for long ones
+  (O(n^1.5)). Integers are exact; float sums are reassociated (as any fastmath reduction).
 * TopK: every element's rank in the reference's order (a count over the row: O(n^2)), the index
   of rank r for each output position (a max over the row: O(n*k)), then the values gathered.
+  Ties keep index order and NaN sorts as the largest value, as the reference's stable argsort
+  makes them; ``sorted=0`` gets the sorted order too. Rows long enough that n^2 comparisons
+  cost more than a sort (:data:`TOPK_MAX_COMPARISONS`) are refused.
 
 Parameter inputs (CumSum's axis, TopK's k, OneHot's depth) must be constants.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -32,7 +37,7 @@ from dcopt.passes.expand import LoopBuilder, Refused, expansion, index, params_o
 INTEGERS = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
 FLOATS = ("float16", "bfloat16", "float32", "float64")
 #: TopK's O(n^2) ranking is refused beyond this many comparisons (rows * n * n)
-TOPK_MAX_COMPARISONS = 1 << 26
+TOPK_MAX_COMPARISONS = 1 << 22
 _WCR = {"none": None, "add": "sum", "mul": "prod", "max": "max", "min": "min"}
 
 
@@ -199,10 +204,24 @@ def arg_extreme(graph, node):
 
 # ------------------------------------------------------------------------------ CumSum / CumProd
 
+#: axes up to this long are scanned by one O(n^2) map; longer ones in blocks of ~sqrt(n)
+SCAN_DIRECT_MAX = 32
+
+
+def _at(params, axis: int, expr: str) -> str:
+    """The subset ``params`` with ``expr`` on ``axis``."""
+    return index([expr if k == axis else q for k, q in enumerate(params)])
+
+
 @expansion("CumSum", "CumProd")
 def cumulative(graph, node):
-    """See the module docstring. float16/bfloat16 are refused: the reference rounds every partial
-    result to the storage type, a kernel would accumulate in float32."""
+    """Scan position ``s`` of output ``i`` is ``i`` (``n-1-i`` reversed), and scan term ``u`` is
+    ``x[u]`` (``x[n-1-u]``): the reference's order. Output s combines terms ``u <= s`` (``u < s``
+    exclusive). Short axes: one map whose reduced param runs over the whole axis, terms past
+    ``s`` replaced by the neutral ``-0.0`` (``1`` for products). Long axes, in blocks of B ~
+    sqrt(n): scans within blocks (n*B), the prefix of block totals (n*n/B^2), and their
+    combination (n) -- O(n^1.5) instead of O(n^2). float16/bfloat16 are refused: the reference
+    rounds every partial result to the storage type, a kernel would accumulate in float32."""
     b = LoopBuilder(graph, node)
     x, y = b.input(0), b.output()
     shape = b.shape(x)
@@ -211,20 +230,47 @@ def cumulative(graph, node):
         raise Refused("a rank-0 input has no axis to accumulate along")
     axis = _constant_int(b, 1, "axis") % len(shape)
     n = b.static_dims(x, [axis])[0]
-    p = params_of(len(shape) + 1)
-    i, j = p[axis], p[-1]
     exclusive, reverse = bool(b.attr("exclusive", 0)), bool(b.attr("reverse", 0))
-    source = f"{n - 1} - {j}" if reverse else j  # the reference's order of terms
-    # output i takes x[j] for j <= i (j < i exclusive); reversed: x[n-1-j] for n-1-j >= i (> i)
-    taken = f"{source} {'>' if exclusive else '>='} {i}" if reverse else f"{j} {'<' if exclusive else '<='} {i}"
+    rank = len(shape)
+    p = params_of(rank + 1)
+    out, u = p[:rank], p[rank]
     if node.op == "CumSum":
-        neutral, wcr = ("(-0.0)" if b.dtype(x) in FLOATS else "0"), "sum"
+        neutral, wcr, combine = ("(-0.0)" if b.dtype(x) in FLOATS else "0"), "sum", "+"
     else:
-        neutral, wcr = "1", "prod"
-    subset = p[:len(shape)]
-    subset[axis] = source
-    b.map("scan", [*shape, n], f"out = a if {taken} else {neutral}", [("a", x, index(subset))],
-          [("out", y, index(p[:len(shape)]), wcr)])
+        neutral, wcr, combine = "1", "prod", "*"
+
+    def term(position: str) -> str:  # x's index of scan term ``position``
+        return f"{n - 1} - {position}" if reverse else position
+
+    if n <= SCAN_DIRECT_MAX:
+        s = term(out[axis])  # reversal is its own inverse: scan position of output i
+        b.map("scan", [*shape, n], f"out = a if {u} {'<' if exclusive else '<='} {s} else {neutral}",
+              [("a", x, _at(out, axis, term(u)))], [("out", y, index(out), wcr)])
+        return b.nodes
+    block = math.isqrt(n - 1) + 1
+    blocks = -(-n // block)
+    # local[.., s, ..]: inclusive scan of s's block up to s (in scan order)
+    local = b.transient(shape, b.dtype(x), "local")
+    s = out[axis]
+    first = f"min(({s} // {block})*{block} + {u}, {n - 1})"
+    b.map("block_scan", [*shape, block], f"out = a if {u} <= {s} % {block} else {neutral}",
+          [("a", x, _at(out, axis, term(first)))], [("out", local, index(out), wcr)])
+    # before[.., c, ..]: all blocks before c combined (block k's total is local's last in block k)
+    before_shape = [blocks if k == axis else d for k, d in enumerate(shape)]
+    before = b.transient(before_shape, b.dtype(x), "before")
+    c = out[axis]
+    b.map("block_prefix", [*before_shape, blocks], f"out = a if {u} < {c} else {neutral}",
+          [("a", local, _at(out, axis, f"min({u}*{block} + {block - 1}, {n - 1})"))],
+          [("out", before, index(out), wcr)])
+    # y[.., i, ..] = before[block of s] (op) local[s] at s = scan position (minus one: exclusive)
+    q = params_of(rank)
+    s = term(q[axis])
+    at = f"max({s} - 1, 0)" if exclusive else s
+    code = f"out = l {combine} e"
+    if exclusive:
+        code = f"out = (l {combine} e) if {s} > 0 else {neutral}"
+    b.map("combine", shape, code, [("l", local, _at(q, axis, at)), ("e", before, _at(q, axis, f"({at}) // {block}"))],
+          [("out", y, index(q))])
     return b.nodes
 
 
@@ -251,8 +297,8 @@ def top_k(graph, node):
     axis = norm_axis(b.attr("axis", -1), len(shape))
     k = _constant_int(b, 1, "k") if b.opset >= 10 else int(b.attr("k"))
     n = b.static_dims(x, [axis])[0]
-    rows = int(np.prod(b.static_dims(x, [a for a in range(len(shape)) if a != axis]), dtype=np.int64))
-    if rows * n * n > TOPK_MAX_COMPARISONS:
+    rows = int(np.prod([d for a, d in enumerate(shape) if a != axis and isinstance(d, int)], dtype=np.int64))
+    if rows * n * n > TOPK_MAX_COMPARISONS:  # (a symbolic dim counts as 1: its size is not known here)
         raise Refused(f"ranking {rows} rows of {n} elements takes {rows * n * n} comparisons here "
                       f"(more than {TOPK_MAX_COMPARISONS}); a sort is cheaper")
     if not 0 <= k <= n:

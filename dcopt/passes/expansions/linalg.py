@@ -78,9 +78,10 @@ def matmul_subsets(sa, sb, sy, trans_b: bool = False):
 def matmul(b: LoopBuilder, what: str, a: str, bm: str, y: str, *, trans_b: bool = False, alpha: float = 1.0) -> None:
     """``y = alpha * a @ op(bm)``: a GEMM library call for float32, else a wcr-sum map (see module doc)."""
     sa, sb, sy = b.shape(a), b.shape(bm), b.shape(y)
-    if {b.dtype(a), b.dtype(bm), b.dtype(y)} == {"float32"} and len(sa) >= 2 and len(sb) >= 2:
-        b.library(what, "gemm", [("A", a, b.full(a)), ("B", bm, b.full(bm))], [("Y", y, b.full(y))],
-                  alpha=float(alpha), transA=0, transB=int(trans_b))
+    empty = 0 in (*sa, *sb)  # nothing to compute: a map (the GEMM routines expect work)
+    if {b.dtype(a), b.dtype(bm), b.dtype(y)} == {"float32"} and len(sa) >= 2 and len(sb) >= 2 and not empty:
+        options = {**({"alpha": float(alpha)} if alpha != 1.0 else {}), **({"transB": 1} if trans_b else {})}
+        b.library(what, "gemm", [("A", a, b.full(a)), ("B", bm, b.full(bm))], [("Y", y, b.full(y))], **options)
         return
     a_sub, b_sub, p = matmul_subsets(sa, sb, sy, trans_b)
     k = sa[-1]

@@ -8,7 +8,8 @@ memlet's ``outside`` value (the dtype's lowest value for max, 0 for sums), which
 
 * MaxPool: one max map. With the Indices output wired, one map over the output positions whose
   tasklet walks the taps in order (the reference's rule: a tap replaces the running maximum's
-  index only when strictly greater, and NaN stops the search) and writes both outputs.
+  index only when strictly greater, and NaN stops the search) and writes both outputs, reading
+  a copy of the input padded with the lowest value (so no tap checks its bounds).
 * AveragePool, LpPool, GlobalLpPool: a sum map into a transient in the reference's accumulation
   dtype, then one elementwise map dividing by (AveragePool) a constant table of per-position
   counts computed with the reference's own :func:`dcopt.ops.nn._pool_counts`, or taking the root
@@ -30,22 +31,15 @@ from dcopt.passes.expansions.nn import _window
 
 FLOATS = ("float16", "bfloat16", "float32", "float64")
 INTS = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
-#: dtypes numpy has no arithmetic for: the reference accumulates them in float32
+#: half-width floats: the reference accumulates them in float32
 HALVES = ("float16", "bfloat16")
 #: an unrolled tasklet per output (MaxPool with Indices) reads every tap through its own connector
-MAX_UNROLLED_TAPS = 256
+MAX_UNROLLED_TAPS = 64
 
 
 def work_dtype(dtype: str) -> str:
     """The dtype the reference accumulates ``dtype`` in (``dcopt.ops.nn._acc``)."""
     return "float32" if dtype in HALVES else dtype
-
-
-def sum_dtype(dtype: str) -> str:
-    """The dtype a window sum is held in: the reference's, except that narrow integers sum in 64
-    bits -- kernels widen narrow integer accumulators, and the low bits of the wide sum are the
-    reference's wrapped sum (recovered by casting back, see AveragePool)."""
-    return ("uint64" if dtype == "uint64" else "int64") if dtype in INTS else work_dtype(dtype)
 
 
 def lowest(dtype: str) -> float:
@@ -99,10 +93,24 @@ def _max_pool_with_indices(b: LoopBuilder, x: str, y: str, indices: str, geometr
         steps[a], step = step, step * spatial[a]
     p = params_of(2 + nd)
     low = lowest(b.dtype(x))
+    # Reads stay in bounds through a copy of x padded with the lowest value where windows overhang:
+    # 27 taps each checking their bounds (3-D) made a kernel numba takes ~50 s to compile.
+    first = [-bg for bg in begin]
+    last = [(o - 1) * s + (k - 1) * d - bg for o, s, k, d, bg in zip(out, strides, kernel, dilations, begin)]
+    low_pad = [max(0, -f) for f in first]
+    high_pad = [max(0, la - (sz - 1)) for la, sz in zip(last, spatial)]
+    source = x
+    if any(low_pad) or any(high_pad):
+        padded = (n, c, *(sz + lo + hi for sz, lo, hi in zip(spatial, low_pad, high_pad)))
+        source = b.transient(padded, b.dtype(x), "padded")
+        q = params_of(2 + nd)
+        b.map("pad", padded, "out = a", [("a", x, index(q[:2] + [affine([(1, q[2 + a])], -low_pad[a])
+                                                                   for a in range(nd)]), low)],
+              [("out", source, index(q))])
     reads, lines = [], []
     for k, tap in enumerate(np.ndindex(*kernel)):
-        dims = [affine([(strides[a], p[2 + a])], tap[a] * dilations[a] - begin[a]) for a in range(nd)]
-        reads.append((f"a{k}", x, index(p[:2] + dims), low))
+        dims = [affine([(strides[a], p[2 + a])], tap[a] * dilations[a] - begin[a] + low_pad[a]) for a in range(nd)]
+        reads.append((f"a{k}", source, index(p[:2] + dims)))
         offset = sum(t * d * s for t, d, s in zip(tap, dilations, steps))
         lines += ["m = a0", "r = 0"] if k == 0 else [f"r = {offset} if a{k} > m else r", f"m = max(m, a{k})"]
     origin = affine([(step * c, p[0]), (step, p[1])] + [(strides[a] * steps[a], p[2 + a]) for a in range(nd)],
@@ -117,7 +125,7 @@ def _sum_then(b: LoopBuilder, x: str, y: str, geometry, term: str, finish: str, 
     elementwise map ``finish`` (``a`` the sum, ``c`` from ``extra`` = (container, subset))."""
     spatial, kernel, strides, dilations, out, begin, _ = geometry
     shape = b.shape(y)
-    total = b.transient(shape, sum_dtype(b.dtype(x)), "sum")
+    total = b.transient(shape, work_dtype(b.dtype(x)), "sum")
     _pool_map(b, "sum", x, total, geometry, term, "sum", 0.0)
     p = index(params_of(len(shape)))
     reads = [("a", total, p)] + ([("c", extra[0], extra[1])] if extra else [])
@@ -128,21 +136,19 @@ def _sum_then(b: LoopBuilder, x: str, y: str, geometry, term: str, finish: str, 
 def average_pool(graph, node):
     b = LoopBuilder(graph, node)
     x, y = b.input(0), b.output()
-    b.require_dtype(x, allowed=FLOATS + INTS)
+    b.require_dtype(x, allowed=FLOATS)
     geometry = _window(b, x, b.attr("kernel_shape"))
     spatial, kernel, strides, dilations, out, begin, end = geometry
-    dtype = b.dtype(x)
-    work, acc = work_dtype(dtype), sum_dtype(dtype)
+    work = work_dtype(b.dtype(x))
     counts = _pool_counts(np.empty((1, 1, *spatial)), kernel, strides, dilations, out, begin, end,
                           bool(b.attr("count_include_pad", 0)))
-    term = f"as_{acc}(a)" if acc != dtype else "a"
-    total = f"as_{dtype}(a)" if acc != work else "a"  # integers: the wrapped sum
+    term = f"as_{work}(a)" if work != b.dtype(x) else "a"
     if counts.size and np.all(counts == counts.flat[0]):  # every window equally full: one divisor
-        _sum_then(b, x, y, geometry, term, f"{total} / {fmt(counts.flat[0])}")
+        _sum_then(b, x, y, geometry, term, f"a / {fmt(counts.flat[0])}")
         return b.nodes
     table = b.graph.fresh_name(f"{y}_counts")
-    b.graph.add_parameter(table, counts.astype(np.float64 if dtype in INTS else work))
-    _sum_then(b, x, y, geometry, term, f"{total} / c", (table, index(params_of(2 + len(kernel))[2:])))
+    b.graph.add_parameter(table, counts.astype(work))
+    _sum_then(b, x, y, geometry, term, "a / c", (table, index(params_of(2 + len(kernel))[2:])))
     return b.nodes
 
 

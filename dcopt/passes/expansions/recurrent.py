@@ -1,6 +1,644 @@
-"""Recurrent ops (RNN, GRU, LSTM) -> unrolled GEMM library calls and maps."""
+"""Recurrent ops (RNN, GRU, LSTM) -> GEMM library calls and cell maps, unrolled over time.
+
+The sequence length is static, so the recurrence unrolls (``dcopt.ops.recurrent`` is the
+reference, step for step)::
+
+    xw_d    = X @ W[d]^T                      one GEMM per direction, every time step at once
+    per step k and direction d (time t = k, or seq-1-k for the reverse direction):
+      hr    = h_{k-1} @ R[d]^T                one GEMM per gate block (GRU without
+                                              linear_before_reset: z|r first, then (r*h) @ R_h^T)
+      h_k   = cell(xw_d[t], hr, biases, ...)  one map over (batch, hidden): gates, activations
+                                              (with clip, alpha/beta), LSTM's peepholes and
+                                              input_forget; a batch entry past its
+                                              sequence_lens keeps its state
+    Y       = the step states, concatenated along time by a tree of two-way concat maps
+    Y_h/Y_c = the last step's states
+
+Every step writes its own state containers (one writer per container), so Y is assembled at the
+end: pairwise concats copy each element log2(seq) times. The first step of a zero initial
+state skips its GEMM. Weights are transposed to row-major ``[in, gates]`` operands once: as
+new parameters when constant, else by a copy map.
+
+Limits: ``sequence_lens`` may be a run-time input for the forward direction; a reverse
+direction reverses each entry's valid prefix, which with ragged lengths makes the step that
+produces a time index depend on the entry, so it is expanded only without ``sequence_lens``,
+with one equal to the sequence length (constant) or for one time step. Sequences longer than
+:data:`MAX_STEPS` stay op nodes (every step is its own kernel code).
+
+The stateful sequence ops of the newer opsets live here too: **LinearAttention** (a state
+recurrence over time, unrolled like the RNNs) and **CausalConvWithState** (a depthwise causal
+convolution over the concatenation of the carried state and the input).
+"""
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from dcopt.passes.expand import LoopBuilder, Refused, expansion, fmt, index, params_of
+from dcopt.passes.expansions.linalg import HALF, matmul, rounded
+
+FLOATS = ("float16", "float32", "float64")
+#: Longest sequence unrolled (each step is a GEMM and a map of its own).
+MAX_STEPS = 256
+
+#: activation -> (tasklet template over {x} with {a}/{b}, default alpha, default beta), as
+#: dcopt.ops.recurrent._ACTIVATIONS (alpha/beta are consumed only by the ones that take them).
+#: ``R(...)`` marks where numpy rounds to the input dtype.
+ACTIVATIONS = {
+    "tanh": ("R(tanh({x}))", None, None),
+    "sigmoid": ("R(1.0 / R(1.0 + R(exp(-{x}))))", None, None),
+    "relu": ("max({x}, 0.0)", None, None),
+    "affine": ("R(R({a} * {x}) + {b})", 1.0, 0.0),
+    "leakyrelu": ("({x} if {x} >= 0.0 else R({a} * {x}))", 0.01, None),
+    "thresholdedrelu": ("({x} if {x} > {a} else 0.0)", 1.0, None),
+    "scaledtanh": ("R({a} * R(tanh(R({b} * {x}))))", 1.0, 1.0),
+    "hardsigmoid": ("min(max(R(R({a} * {x}) + {b}), 0.0), 1.0)", 0.2, 0.5),
+    "elu": ("({x} if {x} >= 0.0 else R({a} * R(R(exp({x})) - 1.0)))", 1.0, None),
+    "softsign": ("R({x} / R(1.0 + abs({x})))", None, None),
+    "softplus": ("R(log1p(R(exp({x}))))", None, None),
+}
+
+
+def _rounder(dtype: str):
+    """Replace ``R(...)`` markers by the rounding to ``dtype`` (nothing for float32/float64)."""
+    def apply(code: str) -> str:
+        if dtype not in HALF:
+            return code.replace("R(", "(")
+        return code.replace("R(", f"as_{dtype}(")
+    return apply
+
+
+@dataclass
+class Activation:
+    """One activation function of a cell, with its alpha/beta and clip."""
+
+    template: str
+    alpha: float | None
+    beta: float | None
+    clip: float | None
+
+    def code(self, x: str) -> str:
+        if self.clip is not None:
+            x = f"min(max({x}, {fmt(-self.clip)}), {fmt(self.clip)})"
+        return self.template.format(x=x, a=fmt(self.alpha or 0.0), b=fmt(self.beta or 0.0))
+
+
+def _activations(b: LoopBuilder, defaults: list[str], dirs: int) -> list[list[Activation]]:
+    """Per direction the cell's f, g[, h], as the reference consumes the attributes."""
+    names = b.attr("activations")
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in (names or defaults * dirs)]
+    if len(names) == len(defaults):
+        names = names * dirs
+    if len(names) < len(defaults) * dirs:  # (RNN's schema default lists two: the extra is unused)
+        raise Refused(f"{len(names)} activations for {dirs} direction(s) of {len(defaults)}")
+    alphas, betas = list(b.attr("activation_alpha") or []), list(b.attr("activation_beta") or [])
+    clip = b.attr("clip")
+    acts = []
+    for k, name in enumerate(names):
+        if name.lower() not in ACTIVATIONS:
+            raise Refused(f"activation {name!r}")
+        template, a, bb = ACTIVATIONS[name.lower()]
+        a = float(alphas.pop(0)) if a is not None and alphas else a
+        bb = float(betas.pop(0)) if bb is not None and betas else bb
+        lim = float(clip) if clip is not None and k % len(defaults) < 2 else None
+        acts.append(Activation(template, a, bb, lim))
+    n = len(defaults)
+    return [acts[d * n:(d + 1) * n] for d in range(dirs)]
+
+
+@dataclass(frozen=True)
+class Shape:
+    seq: int
+    batch: int
+    inputs: int
+    hidden: int
+    dirs: int
+    gates: int  # gate blocks: 1 (RNN), 3 (GRU), 4 (LSTM)
+    layout: int
+
+    def time_major(self, t, bi, rest):
+        """Index of (time, batch, rest...) in an X/Y-like container of this layout."""
+        return [t, bi, *rest] if self.layout == 0 else [bi, t, *rest]
+
+
+def row_major_weights(b: LoopBuilder, w: str, d: int, lo: int, hi: int, hint: str) -> str:
+    """``w[d, lo:hi, :]^T`` as a ``[in, hi - lo]`` container: a new parameter when ``w`` is
+    constant, else a copy map."""
+    data = b.constant(w)
+    if data is not None:
+        name = b.graph.fresh_name(f"{b.node.outputs[0] or b.node.op}_{hint}")
+        b.graph.add_parameter(name, np.ascontiguousarray(data[d, lo:hi, :].T))
+        return name
+    cols = b.shape(w)[2]
+    out = b.transient((cols, hi - lo), b.dtype(w), hint)
+    b.map(hint, (cols, hi - lo), "out = a", [("a", w, f"{d}, i1 + {lo}, i0")], [("out", out, "i0, i1")])
+    return out
+
+
+def _product(b: LoopBuilder, what: str, a: str, bm: str, shape, dtype: str) -> str:
+    """``a @ bm`` into a transient (float32 for half types, read back rounded)."""
+    out = b.transient(shape, "float32" if dtype in HALF else dtype, what)
+    matmul(b, what, a, bm, out)
+    return out
+
+
+class Recurrence:
+    """The unrolled loop of one RNN/GRU/LSTM node; ``cell`` adds one step's nodes."""
+
+    def __init__(self, b: LoopBuilder, gates: int, defaults: list[str], n_states: int):
+        self.b = b
+        x, w, r = b.input(0), b.input(1), b.input(2)
+        self.x, self.w, self.r = x, w, r
+        self.bias = b.input(3, optional=True)
+        self.lens = b.input(4, optional=True)
+        self.initial = [b.input(5 + i, optional=True) for i in range(n_states)]
+        self.dtype = b.dtype(x)
+        b.require_dtype(x, w, r, self.bias, *self.initial, allowed=(self.dtype,) if self.dtype in FLOATS else FLOATS)
+        layout = int(b.attr("layout", 0) or 0)
+        seq, batch, inputs = b.static_dims(x, range(3))
+        if layout:
+            seq, batch = batch, seq
+        dirs = b.static_dims(w, [0])[0]
+        hidden = b.static_dims(r, [2])[0]
+        if b.attr("hidden_size") is not None and int(b.attr("hidden_size")) != hidden:
+            raise Refused(f"hidden_size {b.attr('hidden_size')} differs from R's {hidden}")
+        self.n = Shape(seq, batch, inputs, hidden, dirs, gates, layout)
+        if seq > MAX_STEPS:
+            raise Refused(f"{seq} time steps (unrolled up to {MAX_STEPS})")
+        if min(seq, batch, hidden) == 0:
+            raise Refused("empty sequence, batch or hidden size")
+        direction = str(b.attr("direction", "forward"))
+        self.direction = "forward" if direction == "foward" else direction
+        if (self.direction == "bidirectional") != (dirs == 2):
+            raise Refused(f"direction {self.direction!r} with {dirs} weight set(s)")
+        self.acts = _activations(b, defaults, dirs)
+        self.R = _rounder(self.dtype)
+        if self.lens:
+            b.require_dtype(self.lens, allowed=("int32", "int64"))
+            known = b.constant(self.lens)
+            if known is not None and (np.asarray(known) == seq).all():
+                self.lens = None  # every entry runs the whole sequence
+            elif self.reversed(dirs - 1) and seq > 1:
+                raise Refused("a reverse direction with sequence_lens (the reversal depends on each entry's length)")
+
+    def reversed(self, d: int) -> bool:
+        return self.direction == "reverse" or d == 1
+
+    def time(self, d: int, k: int) -> int:
+        """The time index step ``k`` of direction ``d`` processes."""
+        return self.n.seq - 1 - k if self.reversed(d) else k
+
+    # -- pieces ------------------------------------------------------------------------------
+    def input_projection(self, d: int) -> str:
+        n, b = self.n, self.b
+        wt = row_major_weights(b, self.w, d, 0, n.gates * n.hidden, f"wt{d}")
+        return _product(b, f"xw{d}", self.x, wt, b.shape(self.x)[:2] + (n.gates * n.hidden,), self.dtype)
+
+    def initial_state(self, i: int, d: int) -> str | None:
+        """Direction ``d``'s initial state ``i`` as a ``[batch, hidden]`` container (None: zeros)."""
+        name = self.initial[i]
+        if not name:
+            return None
+        n = self.n
+        out = self.b.transient((n.batch, n.hidden), self.dtype, f"init{i}_{d}")
+        sub = f"{d}, i0, i1" if n.layout == 0 else f"i0, {d}, i1"
+        self.b.map(f"init{i}_{d}", (n.batch, n.hidden), "out = a", [("a", name, sub)], [("out", out, "i0, i1")])
+        return out
+
+    def xw_read(self, conn: str, xw: str, d: int, k: int, block: int) -> tuple:
+        n = self.n
+        return (conn, xw, index(n.time_major(str(self.time(d, k)), "i0", [f"{block * n.hidden} + i1"])))
+
+    def bias_read(self, conn: str, d: int, offset: int) -> tuple:
+        return (conn, self.bias, f"{d}, {offset} + i1")
+
+    def live(self, k: int) -> tuple[list[tuple], str | None]:
+        """(reads, condition) of a batch entry still running at step k (None: always)."""
+        if not self.lens:
+            return [], None
+        return [("n", self.lens, "i0")], f"{k} < n"
+
+    # -- outputs -----------------------------------------------------------------------------
+    def outputs(self, states: list[list[list[str]]]) -> None:
+        """Y from every step's hidden state, Y_h (and Y_c) from the last ones.
+        ``states[d][k]`` are direction d's state containers after step k."""
+        b, n = self.b, self.n
+        y = b.output(0)
+        if y:
+            self._sequence(y, [[step[0] for step in states[d]] for d in range(n.dirs)])
+        for i in range(len(states[0][0])):
+            out = b.output(1 + i)
+            if not out:
+                continue
+            p = params_of(3)
+            d, bi = (p[0], p[1]) if n.layout == 0 else (p[1], p[0])
+            reads = [(f"h{dd}", states[dd][-1][i], f"{bi}, {p[2]}") for dd in range(n.dirs)]
+            code = "out = h0" if n.dirs == 1 else f"out = h0 if {d} == 0 else h1"
+            b.map(f"final{i}", b.shape(out), code, reads, [("out", out, index(p))])
+
+    def _sequence(self, y: str, hidden: list[list[str]]) -> None:
+        """Y [seq, dirs, batch, hidden] (layout 1: [batch, seq, dirs, hidden]) as leaves per time
+        index merged pairwise along time."""
+        b, n = self.b, self.n
+        axis = 0 if n.layout == 0 else 1
+        p = params_of(4)
+        d_p, b_p, j_p = (p[1], p[2], p[3]) if n.layout == 0 else (p[2], p[0], p[3])
+        leaves = []
+        for t in range(n.seq):
+            shape = list(b.shape(y))
+            shape[axis] = 1
+            leaf = y if n.seq == 1 else b.transient(tuple(shape), self.dtype, f"y{t}")
+            reads = []
+            for d in range(n.dirs):
+                k = self.time(d, t)  # the step of direction d that processes time t
+                reads.append((f"h{d}", hidden[d][k], f"{b_p}, {j_p}"))
+            value = "h0" if n.dirs == 1 else f"(h0 if {d_p} == 0 else h1)"
+            if self.lens:  # entries past their length output zeros
+                reads.append(("n", self.lens, b_p))
+                value = f"{value} if {t} < n else 0.0"
+            b.map(f"y{t}", tuple(shape), f"out = {value}", reads, [("out", leaf, index(p))])
+            leaves.append(leaf)
+        concat_tree(b, leaves, axis, y)
+
+
+def concat_tree(b: LoopBuilder, leaves: list[str], axis: int, out: str) -> None:
+    """``out`` = the leaves concatenated along ``axis``, merged pairwise (each element is copied
+    log2(len(leaves)) times; a map per merge, as every container has one writer)."""
+    blocks = [(leaf, b.shape(leaf)[axis]) for leaf in leaves]
+    rank = len(b.shape(out))
+    p = params_of(rank)
+    if len(blocks) == 1:
+        if blocks[0][0] != out:
+            b.map("copy", b.shape(out), "out = a", [("a", blocks[0][0], index(p))], [("out", out, index(p))])
+        return
+    while len(blocks) > 1:
+        merged = []
+        for k in range(0, len(blocks) - 1, 2):
+            (left, nl), (right, nr) = blocks[k], blocks[k + 1]
+            shape = list(b.shape(out))
+            shape[axis] = nl + nr
+            target = out if len(blocks) == 2 else b.transient(tuple(shape), b.dtype(out), "cat")
+            right_sub = list(p)
+            right_sub[axis] = f"{p[axis]} - {nl}"
+            b.map("cat", tuple(shape), f"out = a if {p[axis]} < {nl} else c",
+                  [("a", left, index(p), 0.0), ("c", right, index(right_sub), 0.0)], [("out", target, index(p))])
+            merged.append((target, nl + nr))
+        if len(blocks) % 2:
+            merged.append(blocks[-1])
+        blocks = merged
+
+
+# ------------------------------------------------------------------------------------ the cells
+
+def _state_read(conn: str, state: str | None) -> tuple | None:
+    return None if state is None else (conn, state, "i0, i1")
+
+
+def _with_live(rec: Recurrence, k: int, reads: list, code: list[str], outs: list[tuple[str, str, str | None]]):
+    """Finish a cell tasklet: each new state (var, connector, previous-state connector or None)
+    is kept only for live entries."""
+    live_reads, cond = rec.live(k)
+    reads += live_reads
+    for var, conn, prev in outs:
+        if cond is None:
+            code.append(f"{conn} = {var}")
+        else:
+            code.append(f"{conn} = {var} if {cond} else {prev or '0.0'}")
+
+
+@expansion("RNN")
+def rnn(graph, node):
+    b = LoopBuilder(graph, node)
+    rec = Recurrence(b, 1, ["Tanh"], 1)
+    n, R = rec.n, rec.R
+    states = []
+    for d in range(n.dirs):
+        xw = rec.input_projection(d)
+        rt = row_major_weights(b, rec.r, d, 0, n.hidden, f"rt{d}")
+        h = rec.initial_state(0, d)
+        chain = []
+        for k in range(n.seq):
+            reads = [rec.xw_read("x", xw, d, k, 0)]
+            pre = R("R(x)") if rec.dtype in HALF else "x"
+            if rec.bias:
+                reads.append(rec.bias_read("wb", d, 0))
+                pre = R(f"R({pre} + wb)")
+            if h is not None:
+                hr = _product(b, f"hr{d}_{k}", h, rt, (n.batch, n.hidden), rec.dtype)
+                reads += [("hr", hr, "i0, i1"), ("hp", h, "i0, i1")]
+                pre = R(f"R({pre} + R(hr))")
+            if rec.bias:
+                reads.append(rec.bias_read("rb", d, n.hidden))
+                pre = R(f"R({pre} + rb)")
+            code = [f"g = {pre}", f"new = {R(rec.acts[d][0].code('g'))}"]
+            nxt = b.transient((n.batch, n.hidden), rec.dtype, f"h{d}_{k}")
+            _with_live(rec, k, reads, code, [("new", "out", "hp" if h is not None else None)])
+            b.map(f"cell{d}_{k}", (n.batch, n.hidden), "\n".join(code), reads, [("out", nxt, "i0, i1")])
+            h = nxt
+            chain.append([h])
+        states.append(chain)
+    rec.outputs(states)
+    return b.nodes
+
+
+@expansion("LSTM")
+def lstm(graph, node):
+    b = LoopBuilder(graph, node)
+    rec = Recurrence(b, 4, ["Sigmoid", "Tanh", "Tanh"], 2)
+    n, R = rec.n, rec.R
+    peep = b.input(7, optional=True)
+    if peep:
+        b.require_dtype(peep, allowed=(rec.dtype,))
+    forget_tied = bool(b.attr("input_forget", 0))
+    hs = n.hidden
+    states = []
+    for d in range(n.dirs):
+        f, g, h_act = rec.acts[d]
+        xw = rec.input_projection(d)
+        rt = row_major_weights(b, rec.r, d, 0, 4 * hs, f"rt{d}")
+        h, c = rec.initial_state(0, d), rec.initial_state(1, d)
+        chain = []
+        for k in range(n.seq):
+            reads, code = [], []
+            hr = _product(b, f"hr{d}_{k}", h, rt, (n.batch, 4 * hs), rec.dtype) if h is not None else None
+            for gate, name in enumerate("iofc"):  # ONNX gate order
+                reads.append(rec.xw_read(f"x{name}", xw, d, k, gate))
+                pre = R(f"R(x{name})") if rec.dtype in HALF else f"x{name}"
+                if rec.bias:
+                    reads.append(rec.bias_read(f"wb{name}", d, gate * hs))
+                    pre = R(f"R({pre} + wb{name})")
+                if hr is not None:
+                    reads.append((f"hr{name}", hr, f"i0, {gate * hs} + i1"))
+                    pre = R(f"R({pre} + R(hr{name}))")
+                if rec.bias:
+                    reads.append(rec.bias_read(f"rb{name}", d, (4 + gate) * hs))
+                    pre = R(f"R({pre} + rb{name})")
+                code.append(f"g{name} = {pre}")
+            if c is not None:
+                reads.append(("cp", c, "i0, i1"))
+            if h is not None:
+                reads.append(("hp", h, "i0, i1"))
+            cp = "cp" if c is not None else "0.0"
+
+            def peephole(gate_name: str, offset: int, cell: str) -> str:
+                if not peep:
+                    return f"g{gate_name}"
+                reads.append((f"peep{gate_name}", peep, f"{d}, {offset} + i1"))  # ("pi" would be the constant)
+                return R(f"R(g{gate_name} + R(peep{gate_name} * {cell}))")
+
+            code.append(f"ig = {R(f.code(peephole('i', 0, cp)))}")
+            if forget_tied:
+                code.append(f"fg = {R('R(1.0 - ig)')}")
+            else:
+                code.append(f"fg = {R(f.code(peephole('f', 2 * hs, cp)))}")
+            code.append(f"cn = {R(f'R(R(fg * {cp}) + R(ig * ' + R(g.code('gc')) + '))')}")
+            code.append(f"og = {R(f.code(peephole('o', hs, 'cn')))}")
+            code.append(f"hn = {R('R(og * ' + R(h_act.code('cn')) + ')')}")
+            hn = b.transient((n.batch, hs), rec.dtype, f"h{d}_{k}")
+            cn = b.transient((n.batch, hs), rec.dtype, f"c{d}_{k}")
+            _with_live(rec, k, reads, code, [("hn", "oh", "hp" if h is not None else None),
+                                             ("cn", "oc", "cp" if c is not None else None)])
+            b.map(f"cell{d}_{k}", (n.batch, hs), "\n".join(code), reads, [("oh", hn, "i0, i1"), ("oc", cn, "i0, i1")])
+            h, c = hn, cn
+            chain.append([h, c])
+        states.append(chain)
+    rec.outputs(states)
+    return b.nodes
+
+
+@expansion("GRU")
+def gru(graph, node):
+    b = LoopBuilder(graph, node)
+    rec = Recurrence(b, 3, ["Sigmoid", "Tanh"], 1)
+    n, R = rec.n, rec.R
+    hs = n.hidden
+    before_reset = bool(b.attr("linear_before_reset", 0))
+    states = []
+    for d in range(n.dirs):
+        f, g = rec.acts[d]
+        xw = rec.input_projection(d)
+        rt_zr = row_major_weights(b, rec.r, d, 0, (3 if before_reset else 2) * hs, f"rt{d}")
+        rt_h = None if before_reset else row_major_weights(b, rec.r, d, 2 * hs, 3 * hs, f"rth{d}")
+        h = rec.initial_state(0, d)
+        chain = []
+        for k in range(n.seq):
+            hr = None
+            if h is not None:
+                cols = (3 if before_reset else 2) * hs
+                hr = _product(b, f"hr{d}_{k}", h, rt_zr, (n.batch, cols), rec.dtype)
+
+            def gate_input(name: str, gate: int, reads: list) -> str:
+                """xw + (h @ R^T + rb) of gate block ``gate`` (z: 0, r: 1), as the reference."""
+                reads.append(rec.xw_read(f"x{name}", xw, d, k, gate))
+                rz = None
+                if hr is not None:
+                    reads.append((f"hr{name}", hr, f"i0, {gate * hs} + i1"))
+                    rz = R(f"hr{name}") if rec.dtype in HALF else f"hr{name}"
+                if rec.bias:
+                    reads.append(rec.bias_read(f"rb{name}", d, (3 + gate) * hs))
+                    rz = R(f"R({rz} + rb{name})") if rz else f"rb{name}"
+                x = R(f"R(x{name})") if rec.dtype in HALF else f"x{name}"
+                if rec.bias:
+                    reads.append(rec.bias_read(f"wb{name}", d, gate * hs))
+                    x = R(f"R({x} + wb{name})")
+                return R(f"R({x} + {rz})") if rz else x
+
+            reads = []
+            code = [f"z = {R(f.code(gate_input('z', 0, reads)))}", f"r = {R(f.code(gate_input('r', 1, reads)))}"]
+            if h is not None:
+                reads.append(("hp", h, "i0, i1"))
+            gate_reads, gate_code = list(reads), list(code)
+            reads.append(rec.xw_read("xh", xw, d, k, 2))
+            xh = R("R(xh)") if rec.dtype in HALF else "xh"
+            if rec.bias:
+                reads.append(rec.bias_read("wbh", d, 2 * hs))
+                xh = R(f"R({xh} + wbh)")
+            rbh = None
+            if rec.bias:
+                reads.append(rec.bias_read("rbh", d, 5 * hs))
+                rbh = "rbh"
+            if before_reset:
+                lin = R("R(hrh)") if hr is not None else "0.0"
+                if hr is not None:
+                    reads.append(("hrh", hr, f"i0, {2 * hs} + i1"))
+                if rbh:
+                    lin = R(f"R({lin} + rbh)")
+                cand_in = R(f"R({xh} + R(r * {lin}))")
+            else:
+                if h is not None:  # (r * h) @ R_h^T needs r first: a map, the GEMM, then the cell
+                    rh = b.transient((n.batch, hs), rec.dtype, f"rh{d}_{k}")
+                    b.map(f"reset{d}_{k}", (n.batch, hs), "\n".join([*gate_code[1:], f"out = {R('R(r * hp)')}"]),
+                          [r_ for r_ in gate_reads if not r_[0].endswith("z")], [("out", rh, "i0, i1")])
+                    hc = _product(b, f"hc{d}_{k}", rh, rt_h, (n.batch, hs), rec.dtype)
+                    reads.append(("hc", hc, "i0, i1"))
+                    cand_in = R(f"R({xh} + {R('hc') if rec.dtype in HALF else 'hc'})")
+                else:
+                    cand_in = xh  # (r * 0) @ R_h^T = 0
+                if rbh:
+                    cand_in = R(f"R({cand_in} + rbh)")
+            code.append(f"cand = {R(g.code(cand_in))}")
+            hp = "hp" if h is not None else "0.0"
+            code.append(f"hn = {R(f'R(R(R(1.0 - z) * cand) + R(z * {hp}))')}")
+            nxt = b.transient((n.batch, hs), rec.dtype, f"h{d}_{k}")
+            _with_live(rec, k, reads, code, [("hn", "out", "hp" if h is not None else None)])
+            b.map(f"cell{d}_{k}", (n.batch, hs), "\n".join(code), reads, [("out", nxt, "i0, i1")])
+            h = nxt
+            chain.append([h])
+        states.append(chain)
+    rec.outputs(states)
+    return b.nodes
+
+
+# ------------------------------------------------------------------------------------ LinearAttention
+
+@expansion("LinearAttention")
+def linear_attention(graph, node):
+    """The state recurrence of the reference, unrolled over time, in float32 like it::
+
+        S' = S * exp(decay_t)                          (gated rules; per head or per key dim)
+        u  = beta_t * (v_t - S'^T k_t)  or  v_t        (delta rules: a map summing over d_k)
+        S  = S' + k_t u^T                              (one map over [B, kv_heads, d_k, d_v])
+        y_t = scale * q_t S                            (a map summing over d_k, per query head)
+
+    The per-step outputs are concatenated along time (:func:`concat_tree`)."""
+    b = LoopBuilder(graph, node)
+    q, k, v = b.input(0), b.input(1), b.input(2)
+    past, decay, beta = (b.input(i, optional=True) for i in (3, 4, 5))
+    y, present = b.output(0), b.output(1)
+    b.require_dtype(q, k, v, past, decay, beta, allowed=FLOATS)
+    rule = str(b.attr("update_rule", "gated_delta"))
+    if rule not in ("linear", "gated", "delta", "gated_delta"):
+        raise Refused(f"update_rule {rule!r}")
+    gating, delta = rule in ("gated", "gated_delta"), rule in ("delta", "gated_delta")
+    if (gating and not decay) or (delta and not beta):
+        raise Refused(f"update_rule {rule!r} needs {'decay' if gating else 'beta'}")
+    hq, hkv = int(b.attr("q_num_heads")), int(b.attr("kv_num_heads"))
+    (batch, steps, q_hidden), (_, _, k_hidden), (_, _, v_hidden) = (b.static_dims(x, range(3)) for x in (q, k, v))
+    if q_hidden % hq or k_hidden % hkv or v_hidden % hkv or hq % hkv:
+        raise Refused("head counts do not divide the hidden sizes")
+    dk, dv, g = k_hidden // hkv, v_hidden // hkv, hq // hkv
+    if q_hidden // hq != dk:
+        raise Refused("query and key head sizes differ")
+    if steps == 0 or steps > MAX_STEPS:
+        raise Refused(f"{steps} time steps (unrolled from 1 up to {MAX_STEPS})")
+    scale = float(b.attr("scale", 0.0) or 0.0) or 1 / math.sqrt(dk)
+    f32 = "float32"
+    space = (batch, hkv, dk, dv)
+    state = None  # None: zeros
+    if past:
+        state = past
+    leaves = []
+    decay_per_key = bool(decay) and b.static_dims(decay, [2])[0] == hkv * dk
+    beta_heads = b.static_dims(beta, [2])[0] if beta else 0
+    for t in range(steps):
+        # decay factor of S[b, h, d, m] at this step, and the reads that give it
+        reads_e = []
+        factor = None
+        if gating:
+            col = "i1 * {dk} + i2".format(dk=dk) if decay_per_key else "i1"
+            reads_e = [("gd", decay, f"i0, {t}, {col}")]
+            factor = "exp(as_float32(gd))"
+        s_read = ("s", state, "i0, i1, i2, i3") if state else None
+        decayed = "as_float32(s)" if state else "0.0"
+        if factor and state:
+            decayed = f"as_float32(s) * {factor}"
+        u_reads = [("vv", v, f"i0, {t}, i1 * {dv} + i3")]
+        u = "as_float32(vv)"
+        if delta:
+            ks = None
+            if state:  # S'^T k: sum over d_k
+                ks = b.transient((batch, hkv, dv), f32, f"ks{t}")
+                terms = [("s", state, "i0, i1, i3, i2"), ("kk", k, f"i0, {t}, i1 * {dk} + i3")]
+                kfac = []
+                if gating:
+                    col = f"i1 * {dk} + i3" if decay_per_key else "i1"
+                    kfac = [("gd", decay, f"i0, {t}, {col}")]
+                code = "out = as_float32(s) * exp(as_float32(gd)) * as_float32(kk)" if gating else \
+                    "out = as_float32(s) * as_float32(kk)"
+                b.map(f"ks{t}", (batch, hkv, dv, dk), code, terms + kfac, [("out", ks, "i0, i1, i2", "sum")])
+                u_reads.append(("ks", ks, "i0, i1, i3"))
+                u = "(as_float32(vv) - ks)"
+            u_reads.append(("bt", beta, f"i0, {t}, {'i1' if beta_heads > 1 else '0'}"))
+            u = f"as_float32(bt) * {u}"
+        nxt = b.transient(space, f32, f"state{t}")
+        reads = [r for r in (s_read,) if r] + reads_e + u_reads + [("kd", k, f"i0, {t}, i1 * {dk} + i2")]
+        b.map(f"state{t}", space, f"out = {decayed} + as_float32(kd) * {u}", reads, [("out", nxt, "i0, i1, i2, i3")])
+        state = nxt
+        # y_t[b, 0, hq * dv + m] = scale * sum_d q[b, t, hq * dk + d] * S[b, hq // g, d, m]
+        leaf = b.transient((batch, 1, hq * dv), f32, f"y{t}")
+        hq_e, m_e = f"i2 // {dv}", f"i2 % {dv}"
+        h_e = hq_e if g == 1 else f"({hq_e}) // {g}"
+        b.map(f"y{t}", (batch, 1, hq * dv, dk), f"out = {fmt(scale)} * (as_float32(qq) * s)",
+              [("qq", q, f"i0, {t}, ({hq_e}) * {dk} + i3"), ("s", state, f"i0, {h_e}, i3, {m_e}")],
+              [("out", leaf, "i0, i1, i2", "sum")])
+        leaves.append(leaf)
+    if y:
+        concat_tree(b, leaves, 1, y)
+    if present:
+        p = params_of(4)
+        b.map("present", space, "out = a", [("a", state, index(p))], [("out", present, index(p))])
+    return b.nodes
+
+
+# ------------------------------------------------------------------------------------ CausalConvWithState
+
+@expansion("CausalConvWithState")
+def causal_conv_with_state(graph, node):
+    """A depthwise convolution over ``concat(past_state, x)`` along time (valid, so the output
+    keeps x's length): one map summing the K taps, read from the state or the input by
+    position, then bias and SiLU in the reference's work dtype (float32 for float16)."""
+    b = LoopBuilder(graph, node)
+    x, w = b.input(0), b.input(1)
+    bias, past = b.input(2, optional=True), b.input(3, optional=True)
+    y, present = b.output(0), b.output(1)
+    b.require_dtype(x, w, bias, past, allowed=FLOATS)
+    n, c, length = b.static_dims(x, range(3))
+    kernel = b.static_dims(w, [2])[0]
+    if tuple(b.shape(w)[:2]) != (c, 1) or kernel < 1:
+        raise Refused(f"weights of shape {list(b.shape(w))} for {c} channels (depthwise [C, 1, K] expected)")
+    activation = str(b.attr("activation", "none"))
+    if activation not in ("none", "silu", "swish"):
+        raise Refused(f"activation {activation!r}")
+    dtype = b.dtype(x)
+    work = "float32" if dtype in HALF else dtype
+    lead = kernel - 1
+
+    def padded(conn: str, pos: str) -> tuple[str, list]:
+        """(expression, reads) of padded[n, c, pos] = past (or zeros) before ``lead``, then x."""
+        reads = [(f"{conn}x", x, f"i0, i1, {pos} - {lead}", 0.0)] if lead else [(f"{conn}x", x, f"i0, i1, {pos}")]
+        if not lead:
+            return f"{conn}x", reads
+        if past:
+            reads.append((f"{conn}p", past, f"i0, i1, {pos}", 0.0))
+            return f"({conn}p if {pos} < {lead} else {conn}x)", reads
+        return f"(0.0 if {pos} < {lead} else {conn}x)", reads
+
+    finish = bias or activation != "none" or work != dtype
+    acc = b.transient((n, c, length), work, "acc") if finish else y
+    value, reads = padded("a", "i2 + i3")
+    b.map("taps", (n, c, length, kernel), f"out = {widened_term(value, dtype)} * {widened_term('w', dtype)}",
+          [*reads, ("w", w, "i1, 0, i3")], [("out", acc, "i0, i1, i2", "sum")])
+    if finish:
+        reads = [("a", acc, "i0, i1, i2")]
+        code = ["v = a"]
+        if bias:
+            reads.append(("c", bias, "i1"))
+            code = [f"v = a + {widened_term('c', dtype)}"]
+        if activation != "none":
+            code.append("v = v / (1.0 + exp(-v))")
+        b.map("finish", (n, c, length), "\n".join([*code, "out = v"]), reads, [("out", y, "i0, i1, i2")])
+    if present:
+        value, reads = padded("a", f"i2 + {length}")
+        b.map("state", (n, c, lead), f"out = {value}", reads, [("out", present, "i0, i1, i2")])
+    return b.nodes
+
+
+def widened_term(expr: str, dtype: str) -> str:
+    return f"as_float32({expr})" if dtype in HALF else expr
+
 
 # Registered here until dcopt.passes.expand lists it in RULE_MODULES.
 from dcopt.passes.expansions import linalg as _linalg  # noqa: E402,F401

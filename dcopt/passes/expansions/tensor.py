@@ -212,19 +212,23 @@ def split(graph, node):
 # ------------------------------------------------------------------------------ Pad
 
 def _pad_params(b: LoopBuilder, rank: int):
-    """(pads per axis as (begin, end), fill value or None, mode) from inputs or attributes."""
+    """(pads per axis as (begin, end), fill value, mode) from inputs or attributes. The fill is
+    a number, or the name of the run-time input holding it (it sizes nothing, so it need not be
+    constant)."""
     if b.opset >= 11:
         pads = _ints(b, 1, "pads")
         value_name = b.input(2, optional=True)
         value = b.constant(value_name) if value_name else np.zeros(1)
         if value is None:
-            raise Refused(f"the pad value ('{value_name}') is computed at run time")
-        value = np.asarray(value).reshape(-1)
-        value = value[0] if value.size else 0
+            value = value_name if math.prod(b.static_dims(value_name, range(len(b.shape(value_name))))) else 0
+        else:
+            value = np.asarray(value).reshape(-1)
+            value = value[0] if value.size else 0
         axes = [norm_axis(a, rank) for a in (_ints(b, 3, "axes") or range(rank))]
     else:
-        pads = list(b.attr("pads") if b.attr("pads") is not None else b.attr("paddings"))
-        value, axes = float(b.attr("value", 0.0)), list(range(rank))
+        pads, value, axes = b.attr("pads"), float(b.attr("value", 0.0)), list(range(rank))
+    if pads is None or len(pads) != 2 * len(axes):
+        raise Refused(f"pads {pads} do not give a begin and an end for each of the {len(axes)} axes")
     widths = [(0, 0)] * rank
     for i, axis in enumerate(axes):
         widths[axis] = (int(pads[i]), int(pads[i + len(axes)]))
@@ -241,9 +245,10 @@ def _source_index(mode: str, o: str, begin: int, first: int, size: int) -> str:
         inner = f"({i}) % {size}"
     elif size == 1:  # reflect of a single element repeats it
         inner = "0"
-    else:  # reflect: the periodic extension with period 2(n-1), folded
+    else:  # reflect: the periodic extension with period 2(n-1), folded (the outer min changes no
+        # value; it lets interval arithmetic see the index stays below n)
         period = 2 * (size - 1)
-        inner = f"min(({i}) % {period}, {period} - ({i}) % {period})"
+        inner = f"min(({i}) % {period}, {period} - ({i}) % {period}, {size - 1})"
     return inner if first == 0 else f"{inner} + {first}"
 
 
@@ -269,8 +274,8 @@ def pad(graph, node):
         if size <= 0 and not _is_empty(out_shape):
             if mode != "constant":
                 raise Refused(f"{mode} padding of an empty axis")
-            fill = value_literal(value, b.dtype(y))
-            b.map("pad", out_shape, f"out = {fill}", [], [("out", y, index(p))])
+            fill, reads = fill_value(b, value, y)
+            b.map("pad", out_shape, f"out = {fill}", reads, [("out", y, index(p))])
             return b.nodes
         size = max(size, 1)
         if max(begin, 0) == 0 and max(end, 0) == 0:  # a crop only
@@ -283,11 +288,20 @@ def pad(graph, node):
             inside.append(f"{p[axis]} < {max(begin, 0) + size}")
     if _is_empty(out_shape):
         subset = nothing_moves(out_shape, len(shape))
-    code = "out = a"
+    code, reads = "out = a", [("a", x, index(subset))]
     if mode == "constant" and inside:
-        code = f"out = a if {' and '.join(inside)} else {value_literal(value, b.dtype(y))}"
-    b.map("pad", out_shape, code, [("a", x, index(subset))], [("out", y, index(p))])
+        fill, extra = fill_value(b, value, y)
+        code, reads = f"out = a if {' and '.join(inside)} else {fill}", reads + extra
+    b.map("pad", out_shape, code, reads, [("out", y, index(p))])
     return b.nodes
+
+
+def fill_value(b: LoopBuilder, value, y: str) -> tuple[str, list]:
+    """(tasklet text, reads) of a fill value: a literal, or the connector ``v`` reading the
+    first element of the run-time input named ``value``."""
+    if not isinstance(value, str):
+        return value_literal(value, b.dtype(y)), []
+    return "v", [("v", value, index(["0"] * len(b.shape(value))))]
 
 
 # ------------------------------------------------------------------------------ Concat
@@ -378,14 +392,21 @@ def reverse_sequence(graph, node):
 
 @expansion("Trilu")
 def trilu(graph, node):
+    """Keeps ``x[..., r, c]`` where ``c - r >= k`` (upper) or ``<= k`` (lower). ``k`` sizes
+    nothing, so a run-time ``k`` is read as a value (a constant one is inlined)."""
     b = LoopBuilder(graph, node)
     x, y = b.input(0), b.output()
     rank = len(b.shape(x))
-    k = _ints(b, 1, "k")
-    k = k[0] if k else 0
+    inputs = {"a": x}
+    k_name = b.input(1, optional=True)
+    k = b.constant(k_name) if k_name else np.zeros(1, np.int64)
+    if k is None:
+        k, inputs["k"] = "k", k_name
+    else:
+        k = int(np.asarray(k).reshape(-1)[0])
     row, col = params_of(rank)[-2:]
     keep = f"{col} - {row} >= {k}" if b.attr("upper", 1) else f"{col} - {row} <= {k}"
-    b.elementwise(f"a if {keep} else 0", {"a": x}, y, what="trilu")
+    b.elementwise(f"a if {keep} else 0", inputs, y, what="trilu")
     return b.nodes
 
 

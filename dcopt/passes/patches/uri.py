@@ -8,10 +8,16 @@
   patch history in a model's metadata unambiguous.
 * Every mistake is reported with what is valid: an unknown patch lists the patch names, an
   unknown or mistyped parameter lists the patch's parameters with their types and choices.
+* Values are held to what a patch can use (:func:`value_problem`): numbers in ASCII digits, ints
+  within int64, floats finite and written with no more digits than a float64 keeps (a 40-digit
+  ``ratio=`` would silently become another number), lists with at least one non-empty item
+  (``ends=`` is not "no ends"), no control characters.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 from urllib.parse import quote, unquote
@@ -50,6 +56,62 @@ def params_help(p: Patch) -> str:
     return f"parameters of '{p.name}': " + "; ".join(param.describe() for param in p.params)
 
 
+INT64 = (-(2**63), 2**63 - 1)
+#: Significant digits a float64 round-trips (more are silently lost).
+FLOAT_DIGITS = 17
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def text_problem(param, raw: str) -> str:
+    """What is wrong with the text of a value that Python would still read as a number ('' when
+    nothing; text that is no number at all is left to the parameter's own message): numbers must
+    be plain ASCII (Python's int() also takes '1_000' and Arabic-Indic digits), floats no longer
+    than a float64 holds."""
+    if param.scalar not in (int, float):
+        return ""
+    for item in (raw.split(",") if param.is_list else [raw]):
+        item = item.strip()
+        try:
+            param.scalar(item)
+        except ValueError:
+            continue  # not a number: the parameter says what it expected
+        words = ("nan", "inf", "-inf", "+inf", "infinity", "-infinity", "+infinity")
+        if not _NUMBER.fullmatch(item) and item.lower() not in words:
+            return f"'{item[:40]}' is not a plain number (ASCII digits, no '_')"
+        if param.scalar is float and _NUMBER.fullmatch(item):
+            mantissa = re.split(r"[eE]", item)[0]
+            digits = re.sub(r"[^0-9]", "", mantissa).lstrip("0")
+            if len(digits.rstrip("0") if "." in mantissa else digits) > FLOAT_DIGITS:
+                return (f"'{item[:40]}{'...' if len(item) > 40 else ''}' has more significant digits than a float64 "
+                        f"keeps ({FLOAT_DIGITS}); it would silently become another number")
+    return ""
+
+
+def value_problem(param, value) -> str:
+    """What is wrong with a typed value ('' when nothing): ints within int64, finite floats,
+    non-empty lists of non-empty items, no control characters in text."""
+    if param.is_list:
+        if not value:
+            return "needs at least one value (an empty list is not accepted)"
+        items = value
+    else:
+        items = [value]
+    for item in items:
+        if isinstance(item, bool):
+            continue
+        if isinstance(item, int) and not INT64[0] <= item <= INT64[1]:
+            return f"{item} does not fit in int64"
+        if isinstance(item, float) and not math.isfinite(item):
+            return f"{item} is not a finite number"
+        if isinstance(item, str):
+            if param.is_list and not item.strip():
+                return "has an empty item"
+            if _CONTROL.search(item):
+                return f"{item!r} contains control characters"
+    return ""
+
+
 def parse_uri(text: str) -> PatchCall:
     """``"swap_activation?from=Relu&to=Gelu"`` -> a checked :class:`PatchCall`."""
     if not isinstance(text, str) or not text.strip():
@@ -70,8 +132,15 @@ def parse_uri(text: str) -> PatchCall:
                 raise PatchURIError(f"in '{text}': parameter '{key}' needs a value ({key}=<{param.type_name()}>)")
             raw = "true"
         try:
-            given[key] = param.parse(unquote(raw))
-        except ValueError as exc:
+            value = unquote(raw, errors="strict")
+            problem = text_problem(param, value)
+            if problem:
+                raise ValueError(problem)
+            given[key] = param.parse(value)
+            problem = value_problem(param, given[key])
+            if problem:
+                raise ValueError(problem)
+        except (ValueError, UnicodeDecodeError) as exc:
             raise PatchURIError(f"in '{text}': parameter '{key}' of patch '{p.name}': {exc}; "
                                 f"{params_help(p)}") from None
     return _resolve(p, given, text)
@@ -87,6 +156,9 @@ def make_call(patch: str | Patch, given: Mapping[str, Any] | None = None) -> Pat
             raise PatchURIError(f"patch '{p.name}' has no parameter '{key}'; {params_help(p)}")
         try:
             typed[key] = param.coerce(value)
+            problem = value_problem(param, typed[key])
+            if problem:
+                raise ValueError(problem)
         except ValueError as exc:
             raise PatchURIError(f"parameter '{key}' of patch '{p.name}': {exc}; {params_help(p)}") from None
     return _resolve(p, typed, p.name)
