@@ -91,7 +91,8 @@ def _gather(array: np.ndarray, m: Memlet, spec: LoopSpec, grid, bounds, bindings
     for i, size in zip(idx, array.shape):
         inside = inside & (i >= 0) & (i < size)
     clipped = tuple(np.clip(i, 0, max(size - 1, 0)) for i, size in zip(idx, array.shape))
-    return np.where(inside, array[clipped] if array.size else m.outside, m.outside)
+    outside = np.asarray(m.outside).astype(array.dtype)  # int64 beyond 2**53 must not pass through float64
+    return np.where(inside, array[clipped] if array.size else outside, outside)
 
 
 def _identity(wcr: str, dtype: np.dtype):

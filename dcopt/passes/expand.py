@@ -51,10 +51,12 @@ RULE_MODULES = [
     "dcopt.passes.expansions.tensor",
     "dcopt.passes.expansions.attention",
     "dcopt.passes.expansions.pooling",
+    "dcopt.passes.expansions.conv_transpose",
     "dcopt.passes.expansions.indexing",
     "dcopt.passes.expansions.normalization",
     "dcopt.passes.expansions.losses",
     "dcopt.passes.expansions.image",
+    "dcopt.passes.expansions.point_sampling",
     "dcopt.passes.expansions.recurrent",
     "dcopt.passes.expansions.signal",
 ]

@@ -12,6 +12,7 @@ from onnx import helper
 
 from dcopt.frontends.onnx_import import import_model
 from dcopt.ir.loops import find_loop_problems, is_loop_node
+from dcopt.passes import get_pass
 from dcopt.passes.expand import expand
 from dcopt.testing import run_three_ways
 from tests.conftest import make_model
@@ -45,7 +46,7 @@ def run_one_op(cache, op, inputs: dict, params: dict | None = None, out_dtypes=N
 def assert_loops_verify(model) -> None:
     """The op expanded on its own (no folding first) passes the loop-node checks: subset ranks,
     reads in bounds over the whole iteration space, complete single writes."""
-    graph = import_model(model)
+    graph = get_pass("infer-shapes")(import_model(model)).graph  # shapes from initializer values
     result = expand(graph)
     assert all(is_loop_node(n) for n in graph.nodes), result.refusals
     assert [p for n in graph.nodes if is_loop_node(n) for p in find_loop_problems(graph, n)] == []

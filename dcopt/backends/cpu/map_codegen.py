@@ -355,6 +355,13 @@ class _Renderer:
                 d += 1
             lines.append(f"{IND * d}{self._ref(c, out, names)} = {value}")
             return lines
+        if outer:  # set what this outer iteration writes: the whole array would erase earlier ones
+            for p, j in inner.items():
+                b, e = m.ranges[j]
+                lines.append(f"{IND * d}for {names[p]} in range({index_text(b, names)}, {index_text(e, names)}):")
+                d += 1
+            lines.append(f"{IND * d}{self._ref(c, out, names)} = {value}")
+            return lines
         var = self.arg_var[c]
         rank = max(self.rank(c), 1)
         for k in range(rank):

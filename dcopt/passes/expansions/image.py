@@ -257,8 +257,3 @@ def affine_grid(graph, node):
     terms = " + ".join(f"h{k} * as_float64(t{k})" for k in range(nd))
     b.map("grid", (n, *spatial, nd), f"out = {terms} + as_float64(t{nd})", reads, [("out", y, index(p))])
     return b.nodes
-
-
-# GridSample, RoiAlign, MaxRoiPool and DeformConv (data-dependent sampling positions) have their own
-# module, registered with this one.
-from dcopt.passes.expansions import point_sampling  # noqa: E402,F401

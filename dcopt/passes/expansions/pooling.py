@@ -223,7 +223,3 @@ def max_unpool(graph, node):
     p = index(params_of(len(shape)))
     b.map("scatter", shape, "out = a", [("j", idx, p), ("a", x, p)], [("out", y, index(dims), None, zeros)])
     return b.nodes
-
-
-# ConvTranspose and Col2Im (transposed windows) have their own module, registered with this one.
-from dcopt.passes.expansions import conv_transpose  # noqa: E402,F401

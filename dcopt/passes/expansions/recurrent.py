@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dcopt.passes.expand import LoopBuilder, Refused, expansion, fmt, index, params_of
-from dcopt.passes.expansions.linalg import HALF, matmul, rounded
+from dcopt.passes.expansions.linalg import HALF, matmul
 
 FLOATS = ("float16", "float32", "float64")
 #: Longest sequence unrolled (each step is a GEMM and a map of its own).
@@ -293,15 +293,59 @@ def concat_tree(b: LoopBuilder, leaves: list[str], axis: int, out: str) -> None:
 
 # ------------------------------------------------------------------------------------ the cells
 
-def _state_read(conn: str, state: str | None) -> tuple | None:
-    return None if state is None else (conn, state, "i0, i1")
+class Cell:
+    """The reads of one cell map (direction ``d``, step ``k``) and its rounded sub-expressions."""
+
+    def __init__(self, rec: Recurrence, d: int, k: int, xw: str):
+        self.rec, self.d, self.k, self.xw = rec, d, k, xw
+        self.reads: list[tuple] = []
+        self.R = rec.R
+
+    def read(self, conn: str, container: str, subset: str) -> str:
+        self.reads.append((conn, container, subset))
+        return conn
+
+    def projected(self, name: str, gate: int) -> str:
+        """xw + wb of gate block ``gate`` (the input projection with its bias, as the reference)."""
+        rec = self.rec
+        self.reads.append(rec.xw_read(f"x{name}", self.xw, self.d, self.k, gate))
+        value = self.R(f"R(x{name})") if rec.dtype in HALF else f"x{name}"
+        if rec.bias:
+            self.reads.append(rec.bias_read(f"wb{name}", self.d, gate * rec.n.hidden))
+            value = self.R(f"R({value} + wb{name})")
+        return value
+
+    def recurrent(self, name: str, hr: str | None, block: int) -> str | None:
+        """h @ R^T (block ``block`` of ``hr``) as rounded from its float32 sum for half types."""
+        if hr is None:
+            return None
+        hs = self.rec.n.hidden
+        conn = self.read(f"hr{name}", hr, f"i0, {block * hs} + i1")
+        return self.R(f"R({conn})") if self.rec.dtype in HALF else conn
+
+    def recurrent_bias(self, name: str, gate: int) -> str | None:
+        rec = self.rec
+        if not rec.bias:
+            return None
+        self.reads.append(rec.bias_read(f"rb{name}", self.d, (rec.n.gates + gate) * rec.n.hidden))
+        return f"rb{name}"
+
+    def add(self, *terms: str | None) -> str | None:
+        """Left-to-right sum of the present terms, rounded after each addition (None: no terms)."""
+        present = [t for t in terms if t]
+        if not present:
+            return None
+        total = present[0]
+        for t in present[1:]:
+            total = self.R(f"R({total} + {t})")
+        return total
 
 
-def _with_live(rec: Recurrence, k: int, reads: list, code: list[str], outs: list[tuple[str, str, str | None]]):
+def _with_live(rec: Recurrence, k: int, cell: Cell, code: list[str], outs: list[tuple[str, str, str | None]]):
     """Finish a cell tasklet: each new state (var, connector, previous-state connector or None)
     is kept only for live entries."""
     live_reads, cond = rec.live(k)
-    reads += live_reads
+    cell.reads += live_reads
     for var, conn, prev in outs:
         if cond is None:
             code.append(f"{conn} = {var}")
@@ -321,22 +365,14 @@ def rnn(graph, node):
         h = rec.initial_state(0, d)
         chain = []
         for k in range(n.seq):
-            reads = [rec.xw_read("x", xw, d, k, 0)]
-            pre = R("R(x)") if rec.dtype in HALF else "x"
-            if rec.bias:
-                reads.append(rec.bias_read("wb", d, 0))
-                pre = R(f"R({pre} + wb)")
-            if h is not None:
-                hr = _product(b, f"hr{d}_{k}", h, rt, (n.batch, n.hidden), rec.dtype)
-                reads += [("hr", hr, "i0, i1"), ("hp", h, "i0, i1")]
-                pre = R(f"R({pre} + R(hr))")
-            if rec.bias:
-                reads.append(rec.bias_read("rb", d, n.hidden))
-                pre = R(f"R({pre} + rb)")
+            cell = Cell(rec, d, k, xw)
+            hr = _product(b, f"hr{d}_{k}", h, rt, (n.batch, n.hidden), rec.dtype) if h is not None else None
+            pre = cell.add(cell.projected("a", 0), cell.recurrent("a", hr, 0), cell.recurrent_bias("a", 0))
+            hp = cell.read("hp", h, "i0, i1") if h is not None else None
             code = [f"g = {pre}", f"new = {R(rec.acts[d][0].code('g'))}"]
             nxt = b.transient((n.batch, n.hidden), rec.dtype, f"h{d}_{k}")
-            _with_live(rec, k, reads, code, [("new", "out", "hp" if h is not None else None)])
-            b.map(f"cell{d}_{k}", (n.batch, n.hidden), "\n".join(code), reads, [("out", nxt, "i0, i1")])
+            _with_live(rec, k, cell, code, [("new", "out", hp)])
+            b.map(f"cell{d}_{k}", (n.batch, n.hidden), "\n".join(code), cell.reads, [("out", nxt, "i0, i1")])
             h = nxt
             chain.append([h])
         states.append(chain)
@@ -362,46 +398,36 @@ def lstm(graph, node):
         h, c = rec.initial_state(0, d), rec.initial_state(1, d)
         chain = []
         for k in range(n.seq):
-            reads, code = [], []
+            cell = Cell(rec, d, k, xw)
             hr = _product(b, f"hr{d}_{k}", h, rt, (n.batch, 4 * hs), rec.dtype) if h is not None else None
+            code = []
             for gate, name in enumerate("iofc"):  # ONNX gate order
-                reads.append(rec.xw_read(f"x{name}", xw, d, k, gate))
-                pre = R(f"R(x{name})") if rec.dtype in HALF else f"x{name}"
-                if rec.bias:
-                    reads.append(rec.bias_read(f"wb{name}", d, gate * hs))
-                    pre = R(f"R({pre} + wb{name})")
-                if hr is not None:
-                    reads.append((f"hr{name}", hr, f"i0, {gate * hs} + i1"))
-                    pre = R(f"R({pre} + R(hr{name}))")
-                if rec.bias:
-                    reads.append(rec.bias_read(f"rb{name}", d, (4 + gate) * hs))
-                    pre = R(f"R({pre} + rb{name})")
-                code.append(f"g{name} = {pre}")
-            if c is not None:
-                reads.append(("cp", c, "i0, i1"))
-            if h is not None:
-                reads.append(("hp", h, "i0, i1"))
-            cp = "cp" if c is not None else "0.0"
+                code.append(f"g{name} = " + cell.add(cell.projected(name, gate), cell.recurrent(name, hr, gate),
+                                                     cell.recurrent_bias(name, gate)))
+            cp = cell.read("cp", c, "i0, i1") if c is not None else None
+            hp = cell.read("hp", h, "i0, i1") if h is not None else None
 
-            def peephole(gate_name: str, offset: int, cell: str) -> str:
-                if not peep:
+            def peephole(gate_name: str, offset: int, state: str | None, cell: Cell = cell, d: int = d) -> str:
+                """gate input + P * c (the connector is not "pi": that is the constant)."""
+                if not peep or state is None:  # P * 0 adds nothing
                     return f"g{gate_name}"
-                reads.append((f"peep{gate_name}", peep, f"{d}, {offset} + i1"))  # ("pi" would be the constant)
-                return R(f"R(g{gate_name} + R(peep{gate_name} * {cell}))")
+                conn = cell.read(f"peep{gate_name}", peep, f"{d}, {offset} + i1")
+                return R(f"R(g{gate_name} + R({conn} * {state}))")
 
             code.append(f"ig = {R(f.code(peephole('i', 0, cp)))}")
             if forget_tied:
                 code.append(f"fg = {R('R(1.0 - ig)')}")
             else:
                 code.append(f"fg = {R(f.code(peephole('f', 2 * hs, cp)))}")
-            code.append(f"cn = {R(f'R(R(fg * {cp}) + R(ig * ' + R(g.code('gc')) + '))')}")
+            kept = f"R(fg * {cp})" if cp else "0.0"
+            code.append(f"cn = {R(f'R({kept} + R(ig * ' + R(g.code('gc')) + '))')}")
             code.append(f"og = {R(f.code(peephole('o', hs, 'cn')))}")
             code.append(f"hn = {R('R(og * ' + R(h_act.code('cn')) + ')')}")
             hn = b.transient((n.batch, hs), rec.dtype, f"h{d}_{k}")
             cn = b.transient((n.batch, hs), rec.dtype, f"c{d}_{k}")
-            _with_live(rec, k, reads, code, [("hn", "oh", "hp" if h is not None else None),
-                                             ("cn", "oc", "cp" if c is not None else None)])
-            b.map(f"cell{d}_{k}", (n.batch, hs), "\n".join(code), reads, [("oh", hn, "i0, i1"), ("oc", cn, "i0, i1")])
+            _with_live(rec, k, cell, code, [("hn", "oh", hp), ("cn", "oc", cp)])
+            b.map(f"cell{d}_{k}", (n.batch, hs), "\n".join(code), cell.reads,
+                  [("oh", hn, "i0, i1"), ("oc", cn, "i0, i1")])
             h, c = hn, cn
             chain.append([h, c])
         states.append(chain)
@@ -411,6 +437,9 @@ def lstm(graph, node):
 
 @expansion("GRU")
 def gru(graph, node):
+    """z and r gates from xw + (h @ R_zr^T + Rb); the candidate from h @ R_h^T + Rb_h scaled by r
+    (linear_before_reset) or from (r * h) @ R_h^T, which needs r first: a map writing r * h,
+    its GEMM, then the cell map (recomputing z and r, cheaper than storing them)."""
     b = LoopBuilder(graph, node)
     rec = Recurrence(b, 3, ["Sigmoid", "Tanh"], 1)
     n, R = rec.n, rec.R
@@ -427,64 +456,34 @@ def gru(graph, node):
         for k in range(n.seq):
             hr = None
             if h is not None:
-                cols = (3 if before_reset else 2) * hs
-                hr = _product(b, f"hr{d}_{k}", h, rt_zr, (n.batch, cols), rec.dtype)
-
-            def gate_input(name: str, gate: int, reads: list) -> str:
-                """xw + (h @ R^T + rb) of gate block ``gate`` (z: 0, r: 1), as the reference."""
-                reads.append(rec.xw_read(f"x{name}", xw, d, k, gate))
-                rz = None
-                if hr is not None:
-                    reads.append((f"hr{name}", hr, f"i0, {gate * hs} + i1"))
-                    rz = R(f"hr{name}") if rec.dtype in HALF else f"hr{name}"
-                if rec.bias:
-                    reads.append(rec.bias_read(f"rb{name}", d, (3 + gate) * hs))
-                    rz = R(f"R({rz} + rb{name})") if rz else f"rb{name}"
-                x = R(f"R(x{name})") if rec.dtype in HALF else f"x{name}"
-                if rec.bias:
-                    reads.append(rec.bias_read(f"wb{name}", d, gate * hs))
-                    x = R(f"R({x} + wb{name})")
-                return R(f"R({x} + {rz})") if rz else x
-
-            reads = []
-            code = [f"z = {R(f.code(gate_input('z', 0, reads)))}", f"r = {R(f.code(gate_input('r', 1, reads)))}"]
-            if h is not None:
-                reads.append(("hp", h, "i0, i1"))
-            gate_reads, gate_code = list(reads), list(code)
-            reads.append(rec.xw_read("xh", xw, d, k, 2))
-            xh = R("R(xh)") if rec.dtype in HALF else "xh"
-            if rec.bias:
-                reads.append(rec.bias_read("wbh", d, 2 * hs))
-                xh = R(f"R({xh} + wbh)")
-            rbh = None
-            if rec.bias:
-                reads.append(rec.bias_read("rbh", d, 5 * hs))
-                rbh = "rbh"
+                hr = _product(b, f"hr{d}_{k}", h, rt_zr, (n.batch, (3 if before_reset else 2) * hs), rec.dtype)
+            cell = Cell(rec, d, k, xw)
+            gates = []
+            for gate, name in enumerate("zr"):
+                inner = cell.add(cell.recurrent(name, hr, gate), cell.recurrent_bias(name, gate))
+                gates.append(f"{name} = {R(f.code(cell.add(cell.projected(name, gate), inner)))}")
+            hp = cell.read("hp", h, "i0, i1") if h is not None else None
+            code = list(gates)
+            xh = cell.projected("h", 2)
             if before_reset:
-                lin = R("R(hrh)") if hr is not None else "0.0"
-                if hr is not None:
-                    reads.append(("hrh", hr, f"i0, {2 * hs} + i1"))
-                if rbh:
-                    lin = R(f"R({lin} + rbh)")
-                cand_in = R(f"R({xh} + R(r * {lin}))")
+                lin = cell.add(cell.recurrent("h", hr, 2), cell.recurrent_bias("h", 2)) or "0.0"
+                cand_in = cell.add(xh, R(f"R(r * {lin})"))
+            elif hp is None:  # (r * 0) @ R_h^T = 0
+                cand_in = cell.add(xh, cell.recurrent_bias("h", 2))
             else:
-                if h is not None:  # (r * h) @ R_h^T needs r first: a map, the GEMM, then the cell
-                    rh = b.transient((n.batch, hs), rec.dtype, f"rh{d}_{k}")
-                    b.map(f"reset{d}_{k}", (n.batch, hs), "\n".join([*gate_code[1:], f"out = {R('R(r * hp)')}"]),
-                          [r_ for r_ in gate_reads if not r_[0].endswith("z")], [("out", rh, "i0, i1")])
-                    hc = _product(b, f"hc{d}_{k}", rh, rt_h, (n.batch, hs), rec.dtype)
-                    reads.append(("hc", hc, "i0, i1"))
-                    cand_in = R(f"R({xh} + {R('hc') if rec.dtype in HALF else 'hc'})")
-                else:
-                    cand_in = xh  # (r * 0) @ R_h^T = 0
-                if rbh:
-                    cand_in = R(f"R({cand_in} + rbh)")
+                rh = b.transient((n.batch, hs), rec.dtype, f"rh{d}_{k}")
+                gate_reads = [r_ for r_ in cell.reads if r_[0] in ("xr", "wbr", "hrr", "rbr", "hp")]
+                b.map(f"reset{d}_{k}", (n.batch, hs), "\n".join([gates[1], f"out = {R('R(r * hp)')}"]), gate_reads,
+                      [("out", rh, "i0, i1")])
+                hc = _product(b, f"hc{d}_{k}", rh, rt_h, (n.batch, hs), rec.dtype)
+                product = cell.read("hc", hc, "i0, i1")
+                cand_in = cell.add(xh, R(f"R({product})") if rec.dtype in HALF else product,
+                                   cell.recurrent_bias("h", 2))
             code.append(f"cand = {R(g.code(cand_in))}")
-            hp = "hp" if h is not None else "0.0"
-            code.append(f"hn = {R(f'R(R(R(1.0 - z) * cand) + R(z * {hp}))')}")
+            code.append(f"hn = {R(f'R(R(R(1.0 - z) * cand) + R(z * {hp or 0.0}))')}")
             nxt = b.transient((n.batch, hs), rec.dtype, f"h{d}_{k}")
-            _with_live(rec, k, reads, code, [("hn", "out", "hp" if h is not None else None)])
-            b.map(f"cell{d}_{k}", (n.batch, hs), "\n".join(code), reads, [("out", nxt, "i0, i1")])
+            _with_live(rec, k, cell, code, [("hn", "out", hp)])
+            b.map(f"cell{d}_{k}", (n.batch, hs), "\n".join(code), cell.reads, [("out", nxt, "i0, i1")])
             h = nxt
             chain.append([h])
         states.append(chain)
@@ -538,7 +537,7 @@ def linear_attention(graph, node):
         reads_e = []
         factor = None
         if gating:
-            col = "i1 * {dk} + i2".format(dk=dk) if decay_per_key else "i1"
+            col = f"i1 * {dk} + i2" if decay_per_key else "i1"
             reads_e = [("gd", decay, f"i0, {t}, {col}")]
             factor = "exp(as_float32(gd))"
         s_read = ("s", state, "i0, i1, i2, i3") if state else None
@@ -641,4 +640,4 @@ def widened_term(expr: str, dtype: str) -> str:
 
 
 # Registered here until dcopt.passes.expand lists it in RULE_MODULES.
-from dcopt.passes.expansions import linalg as _linalg  # noqa: E402,F401
+from dcopt.passes.expansions import linalg as _linalg  # noqa: F401
