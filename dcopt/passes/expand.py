@@ -239,9 +239,9 @@ class LoopBuilder:
             names |= parse_tasklet(code).reads - {m[0] for m in reads}
         names -= set(params) | {m[0] for m in reads}  # connectors: indirect subsets
         bindings = []
+        sources = [m[1] for m in reads] + [m[4] for m in writes if len(m) > 4 and m[4]]  # init containers too
         for sym in sorted(names):
-            found = next(((sym, m[1], axis) for m in reads for axis, d in enumerate(self.shape(m[1])) if d == sym),
-                         None)
+            found = next(((sym, c, axis) for c in sources for axis, d in enumerate(self.shape(c)) if d == sym), None)
             if found is None:
                 raise Refused(f"symbolic dim '{sym}' is not a dim of any input, so its value is not known at run time")
             bindings.append(found)

@@ -282,9 +282,16 @@ def onnx_attention(graph, node):
     scale = b.attr("scale")
     scale = 1 / math.sqrt(n.size) if scale is None else float(scale)
     grouped = (n.batch, n.kv_heads, n.g * n.rows, n.keys)
-    kc = _cache(b, n, k, past_k, n.size, present_k, "kcache")
+    if present_k:  # K is read where it is used; present_key is written only when wired
+        _cache(b, n, k, past_k, n.size, present_k, "kcache")
+
+        def key(*at):
+            return "x", [("x", present_k, index(at))]
+    else:
+        def key(*at):
+            return _cache_code(b, n, k, past_k, n.size, *at)
     vc = _cache(b, n, v, past_v, n.v_size, present_v, "vcache")
-    scores = _scores(b, n, q, kc, dtype, _root(scale, dtype), grouped)
+    scores = _scores(b, n, q, key, dtype, _root(scale, dtype), grouped)
     logits = _logit_code(b, n, _grouped(n), scores, mask, nonpad, dtype, prec)
     keep = float(b.attr("softcap", 0.0) or 0.0) > 0 or dtype in HALF  # a tanh or rounding steps: computed once
     probs = _softmax(b, n, logits, grouped, dtype, prec, dtype, SAFE_SHIFT, keep)
@@ -302,10 +309,11 @@ def _root(scale: float, dtype: str) -> float:
     return float(np.asarray(np.sqrt(np.float32(scale))).astype(typ))
 
 
-def _scores(b: LoopBuilder, n: Heads, q: str, kc: str, dtype: str, root: float, grouped) -> str:
-    """(q * root) @ (k * root)^T in the grouped layout: float32 as a GEMM (Q regrouped and K
-    transposed by copy maps when needed); other dtypes as one map with the reference's rounding
-    of the scaled operands, summing in float32 for half types."""
+def _scores(b: LoopBuilder, n: Heads, q: str, key, dtype: str, root: float, grouped) -> str:
+    """(q * root) @ (k * root)^T in the grouped layout: float32 as a GEMM (Q regrouped by a copy
+    map when needed, K transposed by one, read straight from the cache's sources); other dtypes as
+    one map with the reference's rounding of the scaled operands, summing in float32 for half
+    types. ``key(b, h, t, d)`` gives (expression, reads) of a key element."""
     p = params_of(5)
     c = _grouped(n)
     if dtype == "float32":
@@ -314,15 +322,17 @@ def _scores(b: LoopBuilder, n: Heads, q: str, kc: str, dtype: str, root: float, 
             b.map("qg", b.shape(qg), "out = a", [_split_read("a", q, n.rank3, p[0], c.hq, c.s, p[3], n.size)],
                   [("out", qg, index(p[:4]))])
         kt = b.transient((n.batch, n.kv_heads, n.size, n.keys), dtype, "kt")  # row-major B operand
-        b.map("kt", b.shape(kt), "out = a", [("a", kc, index([p[0], p[1], p[3], p[2]]))], [("out", kt, index(p[:4]))])
+        value, reads = key(p[0], p[1], p[3], p[2])
+        b.map("kt", b.shape(kt), f"out = {value}", reads, [("out", kt, index(p[:4]))])
         scores = b.transient(grouped, dtype, "scores")
         matmul(b, "qk", qg, kt, scores, alpha=root * root)
         return scores
     scores = b.transient(grouped, "float32" if dtype in HALF else dtype, "scores")
     r = fmt(root)
-    term = f"{widened(rounded(f'a * {r}', dtype), dtype)} * {widened(rounded(f'c * {r}', dtype), dtype)}"
+    value, reads = key(p[0], p[1], p[3], p[4])
+    term = f"{widened(rounded(f'a * {r}', dtype), dtype)} * {widened(rounded(f'({value}) * {r}', dtype), dtype)}"
     b.map("qk", (*grouped, n.size), f"out = {term}",
-          [_split_read("a", q, n.rank3, p[0], c.hq, c.s, p[4], n.size), ("c", kc, index([p[0], p[1], p[3], p[4]]))],
+          [_split_read("a", q, n.rank3, p[0], c.hq, c.s, p[4], n.size), *reads],
           [("out", scores, index(p[:4]), "sum")])
     return scores
 
@@ -441,13 +451,17 @@ def flex_attention(graph, node):
     if len(b.shape(q)) != 4:
         raise Refused("FlexAttention takes 4-D Q, K, V")
     n = _heads(b, q, k, v, None, None)
+
+    def key(*at):
+        return "x", [("x", k, index(at))]
+
     prec = "float64" if dtype == "float64" else "float32"
     if b.attr("softmax_precision") is not None:
         prec = _precision(b, dtype)
     scale = b.attr("scale")
     scale = 1 / math.sqrt(n.size) if scale is None else float(scale)
     grouped = (n.batch, n.kv_heads, n.g * n.rows, n.keys)
-    scores = _scores(b, n, q, k, dtype, _root(scale, dtype), grouped)
+    scores = _scores(b, n, q, key, dtype, _root(scale, dtype), grouped)
     c = _grouped(n)
     code = [f"sc = {rounded('a', dtype)}", "x = sc" if prec == dtype else f"x = as_{prec}(sc)"]
     logits = Logits(code, [("a", scores, index([c.b, c.h, c.r, c.t]))], False)
