@@ -73,21 +73,28 @@ def _load_ir(path: Path) -> Graph:
         raise ModelLoadError(f"malformed dcopt IR file: {type(exc).__name__}: {exc}", file=str(path)) from None
 
 
-def save_graph(graph: Graph, path: str | os.PathLike) -> None:
-    """Write IR to ``.onnx`` (exported, checked) or ``.json`` (lossless IR), atomically. A path that
-    cannot be written (a directory, under a file, a pseudo file system, no permission) is a
-    DcoptError naming it."""
+def check_model_output(path: str | os.PathLike) -> Path:
+    """``path`` if :func:`save_graph` can write a model there, else a DcoptError saying why -- what
+    commands call before doing any work."""
     from dcopt.outputs import check_output_path
 
     path = _path_argument(path, "path")
-    suffix = path.suffix.lower()
-    if suffix not in (".json", ".onnx"):
+    if path.suffix.lower() not in (".json", ".onnx"):
         raise DcoptError(f"cannot write '{path}': output must end in .onnx or .json")
     target = check_output_path(path)
     if target.is_dir():
         raise DcoptError(f"cannot write '{path}': it is a directory")
     if not target.parent.is_dir():
         raise DcoptError(f"cannot write '{path}': directory '{target.parent}' does not exist")
+    return path
+
+
+def save_graph(graph: Graph, path: str | os.PathLike) -> None:
+    """Write IR to ``.onnx`` (exported, checked) or ``.json`` (lossless IR), atomically. A path that
+    cannot be written (a directory, under a file, a pseudo file system, no permission) is a
+    DcoptError naming it."""
+    path = check_model_output(path)
+    suffix = path.suffix.lower()
     try:
         if suffix == ".json":
             from dcopt.ir import serialize

@@ -59,7 +59,7 @@ def compile(model, *, pipeline="O3", target: str = "cpu", threads: int | None = 
 
 def load(path: str | os.PathLike, *, threads: int | None = None, cache_dir=None):
     """Load a build directory written by ``dcopt compile`` / ``session.save``."""
-    from dcopt.errors import ModelLoadError
+    from dcopt.errors import DcoptError, ModelLoadError
 
     if not isinstance(path, (str, os.PathLike)):
         raise ArgumentError(f"expected the path of a build directory, got {type(path).__name__}", argument="path")
@@ -70,7 +70,15 @@ def load(path: str | os.PathLike, *, threads: int | None = None, cache_dir=None)
         raise ModelLoadError(why, file=os.fspath(path))
     from dcopt.backends.cpu.session import load_build
 
-    return load_build(path, cache_dir=cache_dir, threads=threads)
+    try:
+        return load_build(path, cache_dir=cache_dir, threads=threads)
+    except DcoptError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        # the manifest is data a user (or a disk) can damage: a missing key or a value of the wrong
+        # type there is a damaged build, not a crash (the cause stays chained for --verbose)
+        raise ModelLoadError(f"damaged or incompatible build directory ({type(exc).__name__}: {exc}); recompile the "
+                             "model (dcopt compile MODEL -o DIR --force)", file=os.fspath(path)) from exc
 
 
 def is_build_dir(path: str | os.PathLike) -> bool:

@@ -175,6 +175,14 @@ def test_valid_models_with_custom_dcopt_domains_and_functions_still_import(mlp_m
     assert import_model(unranked).containers["x"].type.shape is None
 
 
+def test_names_that_are_not_utf8_are_refused_naming_the_field():
+    data = relu(shape=["ZZ"]).SerializeToString().replace(b"ZZ", b"\xff\xfe")
+    model = onnx.ModelProto()
+    model.ParseFromString(data)  # protobuf hands such a string over as bytes
+    with pytest.raises(ModelLoadError, match=r"dim of 'x' b'\\xff\\xfe' is not valid UTF-8 text"):
+        import_model(model)
+
+
 # -- external data (issue item 4) ------------------------------------------------------------------
 @pytest.mark.parametrize("offset, length, needle", [
     ("-8", None, "offset '-8' is not a non-negative integer"),
@@ -361,6 +369,24 @@ def test_a_garbage_model_inside_a_build_is_a_located_error(tmp_path, cache):
         dcopt.load(tmp_path / "b", cache_dir=cache)
     with pytest.raises(ModelLoadError, match="is not a dcopt build directory"):
         dcopt.load(tmp_path, cache_dir=cache)
+
+
+@pytest.mark.parametrize("edit", [
+    lambda m: m.update(signature=None), lambda m: m.pop("bindings"), lambda m: m["signature"]["inputs"][0].pop("dtype"),
+    lambda m: m.update(values=[1]),
+])
+def test_a_damaged_manifest_is_a_located_error(tmp_path, edit):
+    """Found by the build-loader fuzzer: the manifest's own fields (not covered by the file hashes)."""
+    import json
+
+    sess = dcopt.compile(relu(), cache_dir=tmp_path / "cache")
+    sess.save(tmp_path / "b")
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    edit(manifest)
+    (tmp_path / "b" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelLoadError) as info:
+        dcopt.load(tmp_path / "b", cache_dir=tmp_path / "cache")
+    assert str(tmp_path / "b") in str(info.value)
 
 
 # -- the Python API (issue item 5) -----------------------------------------------------------------

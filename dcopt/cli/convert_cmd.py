@@ -18,6 +18,7 @@ def convert(model, output, text):
 
     if str(output) == str(model):
         raise DcoptError("refusing to overwrite the input model; choose another --output", file=model)
+    api.check_model_output(output)
     graph = api.load_graph(model, check_memory=False)  # a format change allocates nothing new
     api.save_graph(graph, output)
     if text:

@@ -21,6 +21,8 @@ def opt(model, pipeline, output, verify, check, dump_dir, explain):
     from dcopt.passes.manager import PassManager
 
     steps, label = pipeline
+    if output:
+        api.check_model_output(output)  # before optimizing: a bad path costs nothing
     graph = api.load_graph(model)
     before = len(graph.nodes)
     manager = PassManager(steps, name=label, verify=verify, check_equivalence=check, dump_dir=dump_dir)

@@ -50,6 +50,8 @@ def patch_command(model, uris, output, patch_files, explain, no_validate, strict
     calls = [parse_uri(u) for u in uris]
     if output and Path(output).resolve() == Path(model).resolve():
         raise DcoptError("refusing to overwrite the input model; choose another --output", file=model)
+    if output:
+        api.check_model_output(output)  # before patching: a bad path costs nothing
     graph = api.load_graph(model)
     report = apply_patches(graph, calls, explain=explain, validate=not no_validate)
     if as_json:

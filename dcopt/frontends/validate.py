@@ -70,6 +70,54 @@ def known_versions() -> dict[str, int]:
     return {**{d: 1 for d in dcopt_domains()}, **onnx_domain_versions()}
 
 
+# -- text --------------------------------------------------------------------------------------
+def _all_graphs(graph: onnx.GraphProto):
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _all_graphs(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for sub in attr.graphs:
+                    yield from _all_graphs(sub)
+
+
+def _texts(model: onnx.ModelProto):
+    """(what, value) of every name the importer reads as text."""
+    for entry in model.opset_import:
+        yield "opset domain", entry.domain
+    for prop in model.metadata_props:
+        yield "metadata key", prop.key
+        yield f"metadata value of '{prop.key}'", prop.value
+    for fn in model.functions:
+        yield "function name", fn.name
+        yield "function domain", fn.domain
+    for g in _all_graphs(model.graph):
+        yield "graph name", g.name
+        for vi in list(g.input) + list(g.output) + list(g.value_info):
+            yield "value name", vi.name
+            if vi.type.WhichOneof("value") == "tensor_type":
+                for d in vi.type.tensor_type.shape.dim:
+                    yield f"dim of '{vi.name}'", d.dim_param
+        for t in g.initializer:
+            yield "initializer name", t.name
+        for node in g.node:
+            for what in ("name", "op_type", "domain"):
+                yield f"node {what}", getattr(node, what)
+            for name in list(node.input) + list(node.output):
+                yield f"input/output of node '{node.name}'", name
+            for attr in node.attribute:
+                yield f"attribute name of node '{node.name}'", attr.name
+
+
+def check_text(model: onnx.ModelProto, file: str | None) -> None:
+    """ONNX names are UTF-8 text; protobuf hands a name that is not as bytes, which nothing
+    downstream expects. Refuse it naming the field."""
+    for what, value in _texts(model):
+        if isinstance(value, bytes):
+            raise ModelLoadError(f"{what} {value[:40]!r} is not valid UTF-8 text", file=file)
+
+
 # -- opsets and ops ----------------------------------------------------------------------------
 def _model_opsets(model: onnx.ModelProto, file: str | None) -> dict[str, int]:
     """{domain: version} of the model's opset imports; UnsupportedError for versions dcopt does not
@@ -442,6 +490,7 @@ def validate_model(model: onnx.ModelProto, file: str | None = None, *, check_mem
     """Every check above but shape inference; returns the model's opsets ({domain: version}).
     ``checker=False`` leaves out onnx.checker (the importer runs it after upgrading a model older
     than dcopt's oldest opset, so that the upgrade's own error speaks first)."""
+    check_text(model, file)
     opsets = _model_opsets(model, file)
     check_graph_io(model.graph, file, memory_limit(check_memory))
     check_ops(model, opsets, file)

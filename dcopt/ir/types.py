@@ -120,6 +120,10 @@ class _ContainerOfTensors:
     def shape_str(self) -> str:
         return str(self)
 
+    def specialize(self, bindings) -> "_ContainerOfTensors":
+        """The same type: a sequence's or optional's size is known only at run time."""
+        return self
+
 
 @dataclass(frozen=True)
 class SequenceType(_ContainerOfTensors):

@@ -437,6 +437,7 @@ def dynamic_quantize_linear(x):
     hi = np.float32(max(0.0, float(np.max(x)) if x.size else 0.0))
     lo = np.float32(min(0.0, float(np.min(x)) if x.size else 0.0))
     scale = np.float32((hi - lo) if hi != lo else 1.0) / np.float32(255)
-    zero_point = np.rint(np.clip(np.float32(0) - lo / scale, 0, 255))
-    y = np.clip(np.rint(x / scale) + zero_point, 0, 255).astype(np.uint8)
-    return y, np.asarray(scale, dtype=x.dtype), np.asarray(zero_point, dtype=np.uint8)
+    with np.errstate(all="ignore"):  # infinite inputs: an infinite scale, NaN quotients
+        zero_point = np.rint(np.clip(np.float32(0) - lo / scale, 0, 255))
+        y = np.clip(np.rint(x / scale) + zero_point, 0, 255).astype(np.uint8)
+        return y, np.asarray(scale, dtype=x.dtype), np.asarray(zero_point, dtype=np.uint8)

@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from hypothesis import given
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from dcopt import api
@@ -30,8 +30,9 @@ def loads_or_refuses(load) -> None:
         warnings.simplefilter("ignore")
         try:
             assert isinstance(load(), Graph)
-        except DcoptError:
-            pass
+            event("loaded")
+        except DcoptError as exc:
+            event(f"refused: {type(exc).__name__}")
 
 
 @fuzz_settings(ci_examples=150)

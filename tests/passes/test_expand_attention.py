@@ -223,3 +223,40 @@ def test_onnx_attention_empty(cache, q_shape, kv_shape):
     """No query rows, or an empty batch: empty outputs, no GEMM call on empty operands."""
     y = attention(cache, normal(q_shape), normal(kv_shape, seed=1), normal(kv_shape, seed=2), is_causal=1)["y"]
     assert y.shape == q_shape
+
+
+def _mod_graph(name, nodes, initializers):
+    from onnx import numpy_helper
+
+    return helper.make_graph(nodes, name, [helper.make_tensor_value_info("s", TensorProto.FLOAT, ["B", "H", "L", "S"])],
+                             [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["B", "H", "L", "S"])],
+                             [numpy_helper.from_array(np.asarray(v), k) for k, v in initializers.items()])
+
+
+@pytest.mark.parametrize("shapes", [FOUR_D[0], FOUR_D[1]])
+def test_flex_attention_mods(cache, shapes):
+    """score_mod (a causal mask built from the scores' shape: Shape, Gather, Range, Reshape fold
+    to constants) and prob_mod subgraphs are inlined as loops, with grouped-query heads too."""
+    causal = _mod_graph("causal", [
+        helper.make_node("Shape", ["s"], ["shape"]),
+        helper.make_node("Gather", ["shape", "two"], ["rows"], axis=0),
+        helper.make_node("Gather", ["shape", "three"], ["cols"], axis=0),
+        helper.make_node("Range", ["zero", "rows", "one"], ["r"]),
+        helper.make_node("Reshape", ["r", "rshape"], ["ri"]),
+        helper.make_node("Range", ["zero", "cols", "one"], ["c"]),
+        helper.make_node("Reshape", ["c", "cshape"], ["ci"]),
+        helper.make_node("GreaterOrEqual", ["ri", "ci"], ["keep"]),
+        helper.make_node("Where", ["keep", "s", "ninf"], ["out"])],
+        {"two": np.array(2), "three": np.array(3), "zero": np.array(0), "one": np.array(1),
+         "rshape": np.array([1, 1, -1, 1]), "cshape": np.array([1, 1, 1, -1]), "ninf": np.array(-np.inf, np.float32)})
+    halve = _mod_graph("halve", [helper.make_node("Mul", ["s", "half"], ["out"])], {"half": np.array(0.5, np.float32)})
+    q, k, v = (normal(s, seed=i) for i, s in enumerate(shapes))
+    node = helper.make_node("FlexAttention", ["q", "k", "v"], ["y"], domain="ai.onnx.preview", score_mod=causal,
+                            prob_mod=halve)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(a.shape))
+                                            for n, a in zip("qkv", (q, k, v))], [helper.make_tensor_value_info("y", 1, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 26),
+                                                    helper.make_opsetid("ai.onnx.preview", 1)])
+    model.ir_version = 11
+    _, _, _, manifest = run_three_ways(model, {"q": q, "k": k, "v": v}, cache_dir=cache)
+    assert "fallback" not in manifest["steps"], manifest.get("not_native")

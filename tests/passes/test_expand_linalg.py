@@ -33,7 +33,7 @@ def ints(shape, dtype="uint8", seed=0):
 
 
 @pytest.mark.parametrize("equation,shapes", [
-    ("ij->ji", [(3, 4)]), ("ij->i", [(3, 4)]), ("...ii->...i", [(2, 3, 5, 5)]), ("i,i->i", [(5,), (5,)]),
+    ("ij->ji", [(3, 4)]), ("ij->i", [(3, 4)]), ("...ii->...i", [(2, 3, 5, 5)]), ("i,i", [(5,), (5,)]),
     ("bij,bjk->bik", [(5, 2, 3), (5, 3, 4)]), ("bij,bkj->bik", [(2, 3, 4), (2, 5, 4)]),
     ("...ij,jk", [(2, 1, 3, 4), (4, 6)]), ("abc,cd,de->ae", [(2, 3, 4), (4, 5), (5, 2)])])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -104,6 +104,11 @@ def test_det(cache, dtype):
     x[1, 1, 1, 1] = np.nan
     x[2, 0] = np.eye(4)[[2, 0, 3, 1]] * 3  # needs row swaps
     run_one_op(cache, "Det", {"x": x}, opset=22, rtol=RTOL[dtype] * 10, atol=1e-5 if dtype != "float16" else 1e-2)
+
+
+def test_det_of_one_matrix(cache):
+    (y,) = run_one_op(cache, "Det", {"x": normal((5, 5))}, opset=22)
+    assert y.shape == ()
 
 
 def test_einsum_batched_matmul_is_a_gemm(cache):

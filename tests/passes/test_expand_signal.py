@@ -31,7 +31,7 @@ def run(cache, op, inputs: dict, params: dict, *, opset=20, atol=1e-4, pipeline=
     node = helper.make_node(op, order, ["y"], **attrs)
     out_type = elem(next(iter(inputs.values())).dtype) if inputs else TensorProto.FLOAT
     model = make_model([node], [(k, elem(v.dtype), list(v.shape)) for k, v in inputs.items()],
-                       [("y", out_type if "output_datatype" not in attrs else attrs["output_datatype"], None)], params,
+                       [("y", attrs.get("output_datatype", out_type), None)], params,
                        opset=opset)
     _, _, got, manifest = run_three_ways(model, inputs, rtol=1e-4, atol=atol, cache_dir=cache, pipeline=pipeline)
     assert "fallback" not in manifest["steps"], manifest.get("not_native")
@@ -86,5 +86,5 @@ def test_mel_weight_matrix(cache, low, high):
     node = helper.make_node("MelWeightMatrix", list(order), ["y"])
     model = make_model([node], [(k, TensorProto.FLOAT, []) for k in inputs], [("y", TensorProto.FLOAT, None)], params,
                        opset=17)
-    ref, _, got, manifest = run_three_ways(model, inputs, rtol=1e-6, atol=0.0, cache_dir=cache)
+    _, _, got, manifest = run_three_ways(model, inputs, rtol=1e-6, atol=0.0, cache_dir=cache)
     assert "fallback" not in manifest["steps"] and got["y"].shape == (17, 8) and got["y"].max() == 1.0

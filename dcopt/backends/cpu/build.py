@@ -94,9 +94,12 @@ def pipeline_label(pipeline) -> str:
 def source_signature(graph) -> dict:
     """Inputs and outputs as the model declares them (names, shapes with symbols, dtypes): what a
     session shows and checks feeds against, whatever its variants were specialized for."""
+    from dcopt.ir.types import OptionalType, SequenceType
+
     def arg(name):
         t = graph.containers[name].type
-        return {"name": name, "shape": list(t.shape) if t.shape is not None else None, "dtype": t.dtype}
+        kind = "sequence" if isinstance(t, SequenceType) else "optional" if isinstance(t, OptionalType) else "tensor"
+        return {"name": name, "shape": list(t.shape) if t.shape is not None else None, "dtype": t.dtype, "kind": kind}
 
     return {"inputs": [arg(n) for n in graph.inputs], "outputs": [arg(n) for n in graph.outputs]}
 

@@ -8,8 +8,8 @@ machine in issue 4's work, see :mod:`directconv` and :mod:`gemm`):
 * Conv (NCHW float32, 1-D or 2-D, constant weights): ``pointwise`` for 1x1/stride-1/unpadded
   convs whose plane fills its 16-pixel vectors; ``direct`` (the register-blocked generated
   kernel) where its planner accepts the shape (AVX-512 hosts, not depthwise, not narrow 1x1);
-  else ``blas`` (depthwise kernel, shifted GEMMs or im2col over OpenBLAS). Anything else (3-D,
-  other dtypes, run-time weights) is left to the pure expansions (None).
+  else ``blas`` (depthwise kernel, shifted GEMMs or im2col over OpenBLAS). Other float32 convs
+  (3-D, run-time weights) expand ``im2col`` (a copy map and a GEMM call); other dtypes ``loops``.
 * MatMul/Gemm with constant 2-D float32 weights: ``matvec`` for one row, ``generated`` for
   more (weights packed once, bias/ReLU absorbed); other float32 products ``blas``; other dtypes
   ``loops`` (a map: integer and float64 products have no routine here).
@@ -79,14 +79,18 @@ def conv_geometry(graph: Graph, node: Node, x_shape, w_shape) -> dict | None:
 
 
 def choose_conv(graph: Graph, node: Node) -> str | None:
+    """A routine for a 1-D/2-D float32 conv with constant weights; ``im2col`` (a copy map and a
+    GEMM library call) for other float32 convs; ``loops`` for other dtypes; None when sizes are
+    unknown (select-impl then leaves the op alone)."""
     x, w = node.inputs[0], node.inputs[1]
     xs, ws, ys = _static(graph, x), _static(graph, w), _static(graph, node.outputs[0])
-    if xs is None or ws is None or ys is None or len(xs) not in (3, 4) or _const(graph, w) is None:
+    if xs is None or ws is None or ys is None:
         return None
     if graph.type_of(x).dtype != F32 or graph.type_of(w).dtype != F32:
-        return None
-    if len(node.inputs) > 2 and node.inputs[2] and _const(graph, node.inputs[2]) is None:
-        return None
+        return "loops"
+    if (len(xs) not in (3, 4) or _const(graph, w) is None
+            or (len(node.inputs) > 2 and node.inputs[2] and _const(graph, node.inputs[2]) is None)):
+        return "im2col"
     g = conv_geometry(graph, node, xs, ws)
     if len(xs) == 3:
         xs, ws, ys = (xs[0], xs[1], 1, xs[2]), (*ws[:2], 1, ws[2]), (ys[0], ys[1], 1, ys[2])
@@ -108,12 +112,14 @@ def _no_end_pads(graph: Graph, node: Node) -> bool:
 
 
 def choose_gemm(graph: Graph, node: Node) -> str | None:
+    """``matvec``/``generated`` for constant 2-D float32 weights, ``blas`` for other float32
+    products of matrices, ``loops`` (one map) for other dtypes and 1-D operands."""
     a, b = node.inputs[0], node.inputs[1]
     sa, sb = _static(graph, a), _static(graph, b)
     if sa is None or sb is None:
         return None
     dtypes = {graph.type_of(a).dtype, graph.type_of(b).dtype}
-    if dtypes != {F32}:
+    if dtypes != {F32} or len(sa) < 2 or len(sb) < 2:
         return "loops" if node.op == "MatMul" else None
     trans_a = node.op == "Gemm" and bool(_attr(graph, node, "transA", 0))
     bw = _const(graph, b)

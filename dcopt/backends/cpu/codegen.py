@@ -139,10 +139,12 @@ class CodeGenerator:
         by data at run time (they live outside the arena), else a *fallback* (not compiled yet)."""
         from dcopt.ir.serialize import _encode_attr
 
-        sized_at_run_time = not all(self._static(n) for n in (*node.present_inputs, *node.outputs) if n)
+        captured = sorted(node.outer_reads() - set(node.inputs))  # what If/Loop/Scan bodies read outside
+        sized_at_run_time = not all(self._static(n) for n in (*node.present_inputs, *node.outputs, *captured) if n)
         kind = "dynamic" if sized_at_run_time else "fallback"
-        self.emit(kind, node, node.inputs, node.outputs, op=node.op, domain=node.domain,
-                  opset=self.graph.opset_of(node.domain), attrs={k: _encode_attr(v) for k, v in node.attrs.items()})
+        self.emit(kind, node, [*node.inputs, *captured], node.outputs, op=node.op, domain=node.domain,
+                  opset=self.graph.opset_of(node.domain), attrs={k: _encode_attr(v) for k, v in node.attrs.items()},
+                  n_inputs=len(node.inputs))
 
 
 def generate(graph: Graph) -> Program:

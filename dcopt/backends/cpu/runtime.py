@@ -17,6 +17,7 @@ import numpy as np
 from dcopt.backends.cpu import gemm, parallel, tasks
 from dcopt.backends.cpu.program import Program, Step
 from dcopt.errors import ExecutionError, InputError
+from dcopt.ir.dtypes import to_numpy
 from dcopt.ir.tasklet import parse_index
 
 ALIGN = 64
@@ -51,9 +52,12 @@ class CompiledModel:
         for n, (shape, dtype) in program.types.items():
             if n in bufs or n in views or n in self.dynamic:
                 continue
+            dtype = to_numpy(dtype)
             count = int(np.prod(shape, dtype=np.int64))
-            nbytes = count * np.dtype(dtype).itemsize
-            if n in offsets:
+            nbytes = count * dtype.itemsize
+            if dtype == object:  # strings: object arrays, never in the arena (fallback steps use them)
+                bufs[n] = np.empty(shape, dtype)
+            elif n in offsets:
                 off = int(offsets[n][0])
                 bufs[n] = self.arena[off: off + nbytes].view(dtype).reshape(shape)
             else:  # graph inputs and outputs, and values the plan left out
@@ -78,8 +82,8 @@ class CompiledModel:
     def _bind(self, s: Step, kernels: ModuleType) -> Callable[[], None] | None:
         b = self.buffers
         p = s.params
-        if s.kind == "dynamic":
-            return _bind_dynamic(s, b, self.values)
+        if s.kind in ("dynamic", "fallback"):
+            return _bind_reference(s, b, self.values)
         ins = [b[n] if n else None for n in s.inputs]
         outs = [b[n] if n else None for n in s.outputs]
         if s.kind == "view":
@@ -112,8 +116,6 @@ class CompiledModel:
             return gemm.bind_conv(x, ins[1], out, p, self.scratch, self._native_function, bias, residual)
         if s.kind == "concat":
             return _bind_concat(outs[0], ins, [int(o) for o in p["offsets"]])
-        if s.kind == "fallback":
-            return _bind_fallback(s, ins, outs)
         raise ExecutionError(f"unknown step kind '{s.kind}'", node=s.label)
 
     def _native_function(self, name: str):
@@ -167,8 +169,8 @@ class CompiledModel:
             np.copyto(buf, value)
         values = self.values
         values.clear()
-        for name in self.dynamic_inputs:
-            values[name] = np.asarray(feeds[name])
+        for name in self.dynamic_inputs:  # arrays sized at run time, sequences (lists), optionals
+            values[name] = feeds[name]
         for call in self.calls:
             call()
         return [values[n] if n in self.dynamic else self.buffers[n].copy() for n in self.output_names]
@@ -184,7 +186,8 @@ def _aligned_zeros(nbytes: int) -> np.ndarray:
 def _byte_view(source: np.ndarray, offset: int, shape, dtype) -> np.ndarray:
     """The array of ``shape``/``dtype`` at ``offset`` bytes into ``source``'s (C-contiguous) bytes."""
     raw = source.reshape(-1).view(np.uint8)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    dtype = to_numpy(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     return raw[offset: offset + nbytes].view(dtype).reshape(shape)
 
 
@@ -200,9 +203,13 @@ def _bind_concat(whole: np.ndarray, parts: list[np.ndarray], offsets: list[int])
     return lambda: [copy(d, s) for d, s in pairs] and None
 
 
-def _bind_dynamic(s: Step, buffers: Mapping[str, np.ndarray], values: dict) -> Callable[[], None]:
-    """An op whose values are sized at run time: inputs from the planned buffers or from this
-    run's dynamic values, results stored as new dynamic values (nothing preallocated)."""
+def _bind_reference(s: Step, buffers: Mapping[str, np.ndarray], values: dict) -> Callable[[], None]:
+    """An op without generated code runs its reference implementation (a *fallback* step, or a
+    *dynamic* one whose values are sized at run time). Inputs come from the planned buffers or this
+    run's dynamic values; results go into the planned buffers, or become dynamic values. Ops with
+    subgraphs (If, Loop, Scan) get a runner for their bodies that sees the outer values the step
+    lists after its own inputs (``n_inputs``)."""
+    from dcopt.ir.executor import run_graph
     from dcopt.ir.serialize import _decode_attr
     from dcopt.ops import registry
 
@@ -210,36 +217,28 @@ def _bind_dynamic(s: Step, buffers: Mapping[str, np.ndarray], values: dict) -> C
     opdef = registry.lookup(p["op"], p["domain"])
     attrs = {k: _decode_attr(v) for k, v in p.get("attrs", {}).items()}
     opset, n_out, call = int(p["opset"]), len(s.outputs), registry.call
+    n_in = int(p.get("n_inputs", len(s.inputs)))
+    own, captured = s.inputs[:n_in], s.inputs[n_in:]
     static = {n: buffers[n] for n in s.inputs if n and n in buffers}
 
+    def value(name):
+        return static[name] if name in static else values[name]
+
     def run() -> None:
-        args = [None if not n else static[n] if n in static else values[n] for n in s.inputs]
-        results = call(opdef, args, attrs, opset, None, n_out)
-        for name, value in zip(s.outputs, results):
+        outer = {n: value(n) for n in captured}
+
+        def run_subgraph(body, feeds):
+            feeds = dict(zip(body.inputs, feeds)) if not isinstance(feeds, Mapping) else feeds
+            result = run_graph(body, feeds, check_inputs=False, outer=outer)
+            return [result[o] for o in body.outputs]
+
+        args = [None if not n else value(n) for n in own]
+        results = call(opdef, args, attrs, opset, run_subgraph, n_out)
+        for name, result in zip(s.outputs, results):
             if name:
                 if name in buffers:
-                    np.copyto(buffers[name], value)
+                    np.copyto(buffers[name], result)
                 else:
-                    values[name] = value
-
-    return run
-
-
-def _bind_fallback(s: Step, ins, outs) -> Callable[[], None]:
-    """Run the reference implementation and copy its results into the planned buffers."""
-    from dcopt.ir.serialize import _decode_attr
-    from dcopt.ops import registry
-
-    p = s.params
-    opdef = registry.lookup(p["op"], p["domain"])
-    attrs = {k: _decode_attr(v) for k, v in p.get("attrs", {}).items()}
-    opset, n_out = int(p["opset"]), len(s.outputs)
-    call, copy = registry.call, np.copyto
-    pairs = [(i, o) for i, o in enumerate(outs) if o is not None]
-
-    def run() -> None:
-        results = call(opdef, list(ins), attrs, opset, None, n_out)
-        for i, o in pairs:
-            copy(o, results[i])
+                    values[name] = result
 
     return run

@@ -26,6 +26,7 @@ import numpy as np
 from dcopt.backends.cpu import build
 from dcopt.backends.cpu.runtime import CompiledModel
 from dcopt.errors import InputError
+from dcopt.ir.dtypes import to_numpy
 
 _ONNX_TYPE = {"float32": "float", "float64": "double", "int64": "int64", "int32": "int32", "bool": "bool",
               "float16": "float16", "uint8": "uint8", "int8": "int8"}
@@ -42,8 +43,11 @@ class NodeArg:
 
 
 def _signature_args(signature: list[dict]) -> list[NodeArg]:
-    return [NodeArg(d["name"], d["shape"], f"tensor({_ONNX_TYPE.get(d['dtype'], d['dtype'])})", d["dtype"])
-            for d in signature]
+    def kind(d):
+        tensor = f"tensor({_ONNX_TYPE.get(d['dtype'], d['dtype'])})"
+        return {"sequence": f"seq({tensor})", "optional": f"optional({tensor})"}.get(d.get("kind"), tensor)
+
+    return [NodeArg(d["name"], d["shape"], kind(d), d["dtype"]) for d in signature]
 
 
 class CpuSession:
@@ -64,6 +68,8 @@ class CpuSession:
         self._value_inputs = dict(value_inputs or {})
         self.threads = pool_threads() if threads is None else threads
         self._inputs = _signature_args(signature["inputs"])
+        #: inputs that are sequences or optionals (fed as lists or None, not arrays)
+        self._containers = {d["name"] for d in signature["inputs"] if d.get("kind", "tensor") != "tensor"}
         self._outputs = _signature_args(signature["outputs"])
         self._out_index = {o.name: i for i, o in enumerate(self._outputs)}
         self._variants: dict[tuple, tuple[build.Build, CompiledModel]] = {}
@@ -91,7 +97,8 @@ class CpuSession:
         if len(feeds) != len(self._inputs) or any(i.name not in feeds for i in self._inputs):
             self._check_names(feeds)
         if not all(isinstance(v, np.ndarray) for v in feeds.values()):  # lists, scalars: as onnxruntime
-            feeds = {k: np.asarray(v) for k, v in feeds.items()}
+            feeds = {k: v if isinstance(v, np.ndarray) or k in self._containers else np.asarray(v)
+                     for k, v in feeds.items()}
         if self._value_inputs or self._model is None:
             results = self._model_for(feeds).run(feeds)
         else:
@@ -122,9 +129,11 @@ class CpuSession:
         bindings: dict[str, int] = {}
         for arg in self._inputs:
             value = feeds[arg.name]
+            if arg.name in self._containers or arg.shape is None:
+                continue  # a sequence, an optional, or a tensor of unknown rank: checked where it is used
             if not isinstance(value, np.ndarray):
                 raise InputError(f"expected a numpy array, got {type(value).__name__}", input=arg.name)
-            if value.dtype != np.dtype(arg.dtype):
+            if value.dtype != to_numpy(arg.dtype):
                 raise InputError(f"expected dtype {arg.dtype}, got {value.dtype}", input=arg.name)
             if value.ndim != len(arg.shape):
                 raise InputError(f"expected shape {arg.shape}, got {list(value.shape)} (rank {len(arg.shape)} vs "

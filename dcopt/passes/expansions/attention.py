@@ -16,12 +16,17 @@ The mask is added where it is read instead of being materialized with the scores
 
 ONNX ``Attention`` (opset 23+) is the same pipeline with everything the spec adds written into
 the maps' tasklets and memlets (:func:`onnx_attention`): head splitting of 3-D inputs and KV-cache
-concatenation are copy maps (``present_key``/``present_value`` when wired), grouped-query heads
+concatenation are index arithmetic in the maps reading K (the K^T copy, or the scores map) and
+copy maps for V and the ``present_key``/``present_value`` outputs when wired; grouped-query heads
 are a layout -- the scores live as ``[B, kv_heads, group * S, T]``, which is byte for byte
 ``[B, q_heads, S, T]``, so one batched GEMM serves every query head of a KV head -- and the
 bias (mask, causal/window frontier, KV padding) is an expression of the row and key indices
 read where the logits are formed. The half types follow the reference's rounding step by step
 (``as_float16`` wherever numpy rounds), so they agree with it to the last bit up to summation order.
+
+FlexAttention shares that pipeline (no bias; its ``score_mod``/``prob_mod`` subgraphs inlined as
+loops). RotaryEmbedding, SwiGLU and TensorScatter (the KV-cache write: an indirect-write map with
+the past cache as init) are one map each.
 """
 
 from __future__ import annotations
@@ -440,11 +445,10 @@ def _debug_output(b: LoopBuilder, n: Heads, scores, probs, mask, nonpad, dtype, 
 @expansion("FlexAttention", domain="ai.onnx.preview")
 def flex_attention(graph, node):
     """Attention without mask, bias or caches, softmax in ``softmax_precision`` (float32, or
-    float64 for float64 inputs) and the product with V in that precision. ``score_mod`` and
-    ``prob_mod`` subgraphs are not expanded."""
+    float64 for float64 inputs) and the product with V in that precision. The ``score_mod`` and
+    ``prob_mod`` subgraphs are inlined (:func:`inline_subgraph`) on the scores/probabilities in
+    the ``[B, q_heads, S, T]`` layout they are defined on."""
     b = LoopBuilder(graph, node)
-    if b.attr("score_mod") is not None or b.attr("prob_mod") is not None:
-        raise Refused("score_mod/prob_mod subgraphs are not expanded")
     q, k, v = b.input(0), b.input(1), b.input(2)
     dtype = b.dtype(q)
     b.require_dtype(q, k, v, allowed=(dtype,) if dtype in ANY_FLOAT else ANY_FLOAT)
@@ -461,13 +465,95 @@ def flex_attention(graph, node):
     scale = b.attr("scale")
     scale = 1 / math.sqrt(n.size) if scale is None else float(scale)
     grouped = (n.batch, n.kv_heads, n.g * n.rows, n.keys)
+    standard = (n.batch, n.q_heads, n.rows, n.keys)
     scores = _scores(b, n, q, key, dtype, _root(scale, dtype), grouped)
     c = _grouped(n)
-    code = [f"sc = {rounded('a', dtype)}", "x = sc" if prec == dtype else f"x = as_{prec}(sc)"]
-    logits = Logits(code, [("a", scores, index([c.b, c.h, c.r, c.t]))], False)
+    score_mod, prob_mod = b.attr("score_mod"), b.attr("prob_mod")
+    if score_mod is not None:  # the subgraph on [B, q_heads, S, T] scores in the softmax precision
+        s = _standard(n)
+        xs = b.transient(standard, prec, "scores_std")
+        b.map("scores_std", standard, f"out = {rounded('a', dtype)}", [("a", scores, index([s.b, s.h, s.r, s.t]))],
+              [("out", xs, index(params_of(4)))])
+        modded = inline_subgraph(b, score_mod, xs, "score_mod")
+        logits = Logits(["x = a"], [("a", modded, index([c.b, c.hq, c.s, c.t]))], False)
+    else:
+        code = [f"sc = {rounded('a', dtype)}", "x = sc" if prec == dtype else f"x = as_{prec}(sc)"]
+        logits = Logits(code, [("a", scores, index([c.b, c.h, c.r, c.t]))], False)
     probs = _softmax(b, n, logits, grouped, dtype, prec, prec, FINITE_SHIFT, keep=dtype in HALF)
+    if prob_mod is not None:
+        probs = _regrouped(b, n, inline_subgraph(b, prob_mod, _ungrouped(b, n, probs, standard), "prob_mod"),
+                           grouped)
     _product(b, n, probs, v, b.output(), dtype, grouped, accumulate=prec)
     return b.nodes
+
+
+def _ungrouped(b: LoopBuilder, n: Heads, x: str, standard) -> str:
+    """``x`` from the grouped layout in ``[B, q_heads, S, T]`` (the same container when g == 1)."""
+    if n.g == 1:
+        return x
+    out = b.transient(standard, b.dtype(x), "std")
+    s = _standard(n)
+    b.map("ungroup", standard, "out = a", [("a", x, index([s.b, s.h, s.r, s.t]))], [("out", out, index(params_of(4)))])
+    return out
+
+
+def _regrouped(b: LoopBuilder, n: Heads, x: str, grouped) -> str:
+    if n.g == 1:
+        return x
+    out = b.transient(grouped, b.dtype(x), "grouped")
+    c = _grouped(n)
+    b.map("regroup", grouped, "out = a", [("a", x, index([c.b, c.hq, c.s, c.t]))], [("out", out, index(params_of(4)))])
+    return out
+
+
+def inline_subgraph(b: LoopBuilder, body, value: str, hint: str) -> str:
+    """The loop nodes of a one-input, one-output subgraph applied to ``value``; returns the
+    container holding its result. The body is specialized to ``value``'s shape, its constants
+    folded (shape arithmetic on the scores' shape becomes constants) and expanded; every op of
+    it must expand. Its containers join the graph under fresh names."""
+    from dcopt.backends.cpu.specialize import specialize
+    from dcopt.ir.loops import is_loop_node, rename_container
+    from dcopt.ir.types import TensorType
+    from dcopt.passes.expand import ExpandPass
+    from dcopt.passes.pipelines import build_pipeline
+
+    outside = {c for nd in body.nodes for c in nd.inputs if c and c not in body.containers}
+    if len(body.inputs) != 1 or len(body.outputs) != 1 or outside:
+        raise Refused(f"{hint}: a subgraph of one input and one output, reading nothing from outside, is expanded")
+    sub = body.copy()
+    name = sub.inputs[0]
+    declared = sub.containers[name].type
+    if declared.dtype != b.dtype(value) or (declared.shape is not None and len(declared.shape) != len(b.shape(value))):
+        raise Refused(f"{hint} takes {declared}, the scores are {b.dtype(value)}{list(b.shape(value))}")
+    sub.containers[name].type = TensorType(b.dtype(value), tuple(b.shape(value)))
+    try:
+        sub = specialize(sub, {})
+        sub = build_pipeline("O1")(sub).graph
+        ExpandPass(keep_views=False)(sub)
+    except Refused:
+        raise
+    except Exception as exc:  # noqa: BLE001 (a body the passes cannot take stays an op: the reason is reported)
+        raise Refused(f"{hint}: {type(exc).__name__}: {exc}") from None
+    left = [nd.op for nd in sub.nodes if not is_loop_node(nd)]
+    if left:
+        raise Refused(f"{hint}: ops without an expansion: {sorted(set(left))}")
+    used = {c for nd in sub.nodes for c in (*nd.inputs, *nd.outputs) if c} | {sub.outputs[0]}
+    names = {name: value}
+    for old in sorted(used - {name}):
+        new = b.graph.fresh_name(f"{b.node.outputs[0] or b.node.op}_{hint}")
+        container = sub.containers[old]
+        if container.data is not None:
+            b.graph.add_parameter(new, container.data)
+        else:
+            b.graph.add_container(new, container.type)
+        names[old] = new
+    for nd in sub.nodes:
+        for old in {c for c in (*nd.inputs, *nd.outputs) if c}:
+            nd = rename_container(nd, old, f"\0{names[old]}")  # marked: no later rename touches it
+        for new in names.values():
+            nd = rename_container(nd, f"\0{new}", new)
+        b.nodes.append(nd.replace(name=f"{b.node.label}/{hint}/{nd.name}"))
+    return names[sub.outputs[0]]
 
 
 # ------------------------------------------------------------------------------------ smaller ops
@@ -533,7 +619,7 @@ def rotary_embedding(graph, node):
     else:
         table = [bi, si, angle]
     reads += [("c", cos, index(table)), ("s", sin, index(table))]
-    R = lambda e: rounded(e, dtype)  # noqa: E731
+    R = lambda e: rounded(e, dtype)
     real = R(f"{R('c * a')} - {R('s * q')}")  # the first of a pair: cos * x1 - sin * x2
     imag = R(f"{R('s * q')} + {R('c * a')}")  # the second: sin * x1 + cos * x2
     b.map("rotate", shape, f"out = a if ({feat}) >= {dim} else ({real} if {first} else {imag})", reads,

@@ -26,11 +26,18 @@ for float16, and widens bfloat16), which is why callers give them a float32 resu
 from __future__ import annotations
 
 import math
-import string
 
 import numpy as np
 
-from dcopt.passes.expand import LoopBuilder, Refused, affine, expansion, fmt, index, params_of
+from dcopt.passes.expand import (
+    LoopBuilder,
+    Refused,
+    affine,
+    expansion,
+    fmt,
+    index,
+    params_of,
+)
 from dcopt.passes.expansions.conv_impls import ConvShape, direct
 from dcopt.passes.expansions.nn import _window
 
@@ -95,7 +102,7 @@ def matmul(b: LoopBuilder, what: str, a: str, bm: str, y: str, *, trans_b: bool 
 # ------------------------------------------------------------------------------------ Einsum
 
 def _parse_equation(equation: str, ranks: list[int]) -> tuple[list[list[str]], list[str]]:
-    """Per operand its labels (ellipsis dims named by upper-case letters, right-aligned across
+    """Per operand its labels (ellipsis dims named ``...0``, ``...1``, right-aligned across
     operands) and the output's labels (numpy's implicit output when there is no ``->``)."""
     equation = equation.replace(" ", "")
     lhs, arrow, rhs = equation.partition("->")
@@ -103,7 +110,7 @@ def _parse_equation(equation: str, ranks: list[int]) -> tuple[list[list[str]], l
     if len(terms) != len(ranks):
         raise Refused(f"equation {equation!r} names {len(terms)} operands, the node has {len(ranks)}")
     ell = max((r - len(t.replace("...", "")) for t, r in zip(terms, ranks) if "..." in t), default=0)
-    names = string.ascii_uppercase[:ell]
+    names = [f"...{j}" for j in range(ell)]
 
     def labels(term: str, rank: int) -> list[str]:
         if "..." not in term:
@@ -120,7 +127,7 @@ def _parse_equation(equation: str, ranks: list[int]) -> tuple[list[list[str]], l
         for ls in operands:
             for c in ls:
                 counts[c] = counts.get(c, 0) + 1
-        out = [*names, *sorted(c for c, n in counts.items() if n == 1 and c.islower())]
+        out = [*names, *sorted(c for c, n in counts.items() if n == 1 and c not in names)]
     for ls, r in zip(operands, ranks):
         if len(ls) != r:
             raise Refused(f"equation {equation!r} does not fit operand ranks {ranks}")
@@ -155,14 +162,11 @@ def einsum(graph, node):
     dtype = b.dtype(xs[0])
     b.require_dtype(*xs, allowed=FLOATS + INTS)
     operands, out = _parse_equation(str(b.attr("equation")), [len(b.shape(x)) for x in xs])
-    sizes: dict[str, int] = {}
+    sizes: dict[str, int | str] = {}  # a label's size: the first operand's that is not a broadcast 1
     for x, ls in zip(xs, operands):
         for label, d in zip(ls, b.shape(x)):
-            if not isinstance(d, int):
-                sizes.setdefault(label, d)
-            elif sizes.get(label, 1) == 1 or not isinstance(sizes.get(label), int):
-                sizes[label] = d if label not in sizes or sizes[label] == 1 or not isinstance(sizes[label], int) \
-                    else sizes[label]
+            if sizes.get(label, 1) == 1:
+                sizes[label] = d
     summed = [c for c in dict.fromkeys(c for ls in operands for c in ls) if c not in out]
     space_labels = [*out, *summed]
     if tuple(b.shape(y)) != tuple(sizes[c] for c in out):
@@ -337,7 +341,7 @@ def qlinear_conv(graph, node):
     if len(ws) > 1 or math.prod(ws) not in (1, b.shape(y)[1]):
         raise Refused(f"w_scale of shape {list(ws)} is not a scalar or per-channel vector")
     w_sub = "" if not ws else ("0" if ws[0] == 1 else "i1")
-    scalar = lambda name: "" if not b.shape(name) else index(["0"] * len(b.shape(name)))  # noqa: E731
+    scalar = lambda name: "" if not b.shape(name) else index(["0"] * len(b.shape(name)))
     if math.prod(b.shape(x_scale)) != 1 or math.prod(b.shape(y_scale)) != 1:
         raise Refused("x_scale and y_scale must be scalars")
     reads = [("sx", x_scale, scalar(x_scale)), ("sw", w_scale, w_sub), ("sy", y_scale, scalar(y_scale))]

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dcopt.passes.expand import LoopBuilder, Refused, expansion, fmt, index, params_of
-from dcopt.passes.expansions.linalg import HALF, matmul
+from dcopt.passes.expansions.linalg import HALF, matmul, widened
 
 FLOATS = ("float16", "float32", "float64")
 #: Longest sequence unrolled (each step is a GEMM and a map of its own).
@@ -618,14 +618,14 @@ def causal_conv_with_state(graph, node):
     finish = bias or activation != "none" or work != dtype
     acc = b.transient((n, c, length), work, "acc") if finish else y
     value, reads = padded("a", "i2 + i3")
-    b.map("taps", (n, c, length, kernel), f"out = {widened_term(value, dtype)} * {widened_term('w', dtype)}",
+    b.map("taps", (n, c, length, kernel), f"out = {widened(value, dtype)} * {widened('w', dtype)}",
           [*reads, ("w", w, "i1, 0, i3")], [("out", acc, "i0, i1, i2", "sum")])
     if finish:
         reads = [("a", acc, "i0, i1, i2")]
         code = ["v = a"]
         if bias:
             reads.append(("c", bias, "i1"))
-            code = [f"v = a + {widened_term('c', dtype)}"]
+            code = [f"v = a + {widened('c', dtype)}"]
         if activation != "none":
             code.append("v = v / (1.0 + exp(-v))")
         b.map("finish", (n, c, length), "\n".join([*code, "out = v"]), reads, [("out", y, "i0, i1, i2")])
@@ -633,10 +633,6 @@ def causal_conv_with_state(graph, node):
         value, reads = padded("a", f"i2 + {length}")
         b.map("state", (n, c, lead), f"out = {value}", reads, [("out", present, "i0, i1, i2")])
     return b.nodes
-
-
-def widened_term(expr: str, dtype: str) -> str:
-    return f"as_float32({expr})" if dtype in HALF else expr
 
 
 # Registered here until dcopt.passes.expand lists it in RULE_MODULES.

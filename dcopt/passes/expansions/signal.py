@@ -75,7 +75,7 @@ def _transform(b: LoopBuilder, what: str, out: str, out_space, read, complex_inp
     divided by the length for the inverse; ``read(conn, part)`` gives the in-memlet of sample
     ``n``'s real (0) or imaginary (1) part; a ``window`` in-memlet (connector ``w``) scales the
     samples in their own dtype first, as the reference multiplies frames by it."""
-    scaled = (lambda v: f"as_float64({v} * w)") if window else (lambda v: f"as_float64({v})")  # noqa: E731
+    scaled = (lambda v: f"as_float64({v} * w)") if window else (lambda v: f"as_float64({v})")
     reads = [read("xr", 0), *([window] if window else [])]
     xi = "0.0"
     if complex_input:
@@ -133,8 +133,8 @@ def dft(graph, node):
         keep_im = f"(0.0 if {n} == 0{nyquist} else 1.0)"  # numpy ignores those bins' imaginary parts
         reads = [read("xr", 0)] + ([read("xi", 1)] if complex_input else [])
         xi = f"as_float64(xi) * {keep_im}" if complex_input else "0.0"
-        code = [f"t = {_twiddle(b, n, k, length)}", f"out = {weight} * (as_float64(xr) * cos(t) - {xi} * sin(t)) / "
-                f"{fmt(float(length))}"]
+        scaled = f"{weight} * (as_float64(xr) * cos(t) - {xi} * sin(t)) / {fmt(float(length))}"
+        code = [f"t = {_twiddle(b, n, k, length)}", f"out = {scaled}"]
         b.map("irfft", (*out_shape, bins), "\n".join(code), reads, [("out", acc, index(p[:rank]), "sum")],
               ["float64"])
     else:
@@ -157,7 +157,7 @@ def stft(graph, node):
     b.require_dtype(signal, window_, allowed=FLOATS)
     step = _constant_int(b, 1, "frame_step")
     length = _constant_int(b, 3, "frame_length")
-    batch, total, parts = b.static_dims(signal, range(3))
+    _, total, parts = b.static_dims(signal, range(3))
     if length is None:
         length = b.static_dims(window_, [0])[0] if window_ else total
     if parts not in (1, 2) or step is None or step <= 0 or length <= 0 or length > total:
@@ -187,11 +187,10 @@ def mel_weight_matrix(graph, node):
     b.require_dtype(low, high, allowed=("float32", "float64", "float16"))
     b.require_dtype(rate, allowed=("int32", "int64"))
     rows = n_dft // 2 + 1
-    reads = [("sr", rate, ""), ("lo", low, ""), ("hi", high, "")]
-    for name in ("sr", "lo", "hi"):
-        if b.shape(dict((r[0], r[1]) for r in reads)[name]) not in ((), (1,)):
-            raise Refused("MelWeightMatrix takes scalar rates and frequencies")
-    reads = [(c, name, "" if not b.shape(name) else "0") for c, name, _ in reads]
+    scalars = {"sr": rate, "lo": low, "hi": high}
+    if any(b.shape(name) not in ((), (1,)) for name in scalars.values()):
+        raise Refused("MelWeightMatrix takes scalar rates and frequencies")
+    reads = [(c, name, "" if not b.shape(name) else "0") for c, name in scalars.items()]
     ln10 = fmt(float(np.log(10)))
     code = [f"lm = as_float64(2595.0 * log1p(lo / 700.0)) / {ln10}",
             f"hm = as_float64(2595.0 * log1p(hi / 700.0)) / {ln10}",
@@ -199,10 +198,10 @@ def mel_weight_matrix(graph, node):
     for name, offset in (("left", 0), ("center", 1), ("right", 2)):
         code.append(f"hz_{name} = 700.0 * expm1((as_float64(i1 + {offset}) * step + lm) / 2595.0 * {ln10})")
         code.append(f"{name} = as_int64(({n_dft + 1}.0 * hz_{name}) // as_float64(sr))")
-    code += ["up = (1.0 if i0 == center else 0.0) if center == left else "
-             "(as_float64(i0 - left) / as_float64(center - left) if left <= i0 and i0 <= center else 0.0)",
-             "out = as_float64(right - i0) / as_float64(right - center) if right > center and center <= i0 and "
-             "i0 < right else up"]
+    rising = "as_float64(i0 - left) / as_float64(center - left) if left <= i0 and i0 <= center else 0.0"
+    falling = "as_float64(right - i0) / as_float64(right - center)"
+    code += [f"up = (1.0 if i0 == center else 0.0) if center == left else ({rising})",
+             f"out = {falling} if right > center and center <= i0 and i0 < right else up"]
     b.map("mel", (rows, n_mel), "\n".join(code), reads, [("out", b.output(), "i0, i1")],
           [_dtype_name(b.attr("output_datatype", 1))])
     return b.nodes
