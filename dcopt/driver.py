@@ -47,6 +47,7 @@ def lower(graph: Graph, *, bindings: Mapping[str, int] | None = None, values=Non
     """Every backend-neutral stage of compilation, on a copy of ``graph``. ``values``: inputs
     whose values decide sizes, compiled as constants (:mod:`dcopt.ir.specialization`)."""
     from dcopt.ir.specialization import bind_values
+    from dcopt.limits import check_graph_sizes
 
     from dcopt.backends.cpu.specialize import input_bindings, specialize, unknown_to_dynamic
 
@@ -56,6 +57,7 @@ def lower(graph: Graph, *, bindings: Mapping[str, int] | None = None, values=Non
     if values:
         graph = bind_values(graph, values)                                   # value inputs -> constants
     bindings = input_bindings(graph, bindings)
+    check_graph_sizes(graph, bindings)                                      # int64 and memory limits
     graph = specialize(graph, bindings, example_feeds)                     # every size known
     graph, label, report = optimize(graph, pipeline, patches)              # patches, then O0..O3
     unknown_to_dynamic(graph)                                               # data-sized values

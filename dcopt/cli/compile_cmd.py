@@ -46,6 +46,9 @@ def compile_cmd(model, output, pipeline, target, threads, dims, patches, force):
     path = sess.save(output, force=force)
     m = sess.manifest
     steps = ", ".join(f"{k} {v}" for k, v in m["steps"].items())
-    Console().print(f"{path}: {len(m['kernels'])} generated kernel(s); steps: {steps}; pipeline "
+    not_native = m.get("not_native", {})
+    native = ("every op native" if not not_native else
+              "not native: " + ", ".join(f"{op} x{n}" for op, n in not_native.items()))
+    Console().print(f"{path}: {len(m['kernels'])} generated kernel(s); steps: {steps} ({native}); pipeline "
                     f"{m['pipeline_applied']}; sizes {m['bindings'] or '-'}; {time.perf_counter() - start:.2f} s",
                     markup=False, highlight=False)

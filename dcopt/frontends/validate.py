@@ -56,9 +56,9 @@ def onnx_domain_versions() -> dict[str, int]:
     return highest
 
 
-@functools.lru_cache(maxsize=None)
 def dcopt_domains() -> frozenset[str]:
-    """Domains of dcopt's own ops (fused groups, loop-level nodes, layout variants): version 1."""
+    """Domains of dcopt's own ops (fused groups, loop-level nodes, layout variants, ops users
+    register later): version 1. Not cached: the registry can grow."""
     from dcopt.frontends.onnx_export import FUNCTION_DOMAIN
     from dcopt.ops import registry
 

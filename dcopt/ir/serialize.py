@@ -144,12 +144,12 @@ def loads(text: str, file: str | None = None) -> Graph:
         raise ModelLoadError(f"not valid JSON: {exc}", file=file) from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ModelLoadError(f"not a dcopt IR file (expected \"format\": \"{FORMAT}\")", file=file)
-    if doc.get("version", 0) > FORMAT_VERSION:
-        raise ModelLoadError(f"IR format version {doc.get('version')} is newer than this dcopt supports "
-                             f"({FORMAT_VERSION})", file=file)
     try:
+        if doc.get("version", 0) > FORMAT_VERSION:
+            raise ModelLoadError(f"IR format version {doc.get('version')} is newer than this dcopt supports "
+                                 f"({FORMAT_VERSION})", file=file)
         graph = graph_from_dict(doc["graph"])
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ModelLoadError(f"malformed dcopt IR file: {type(exc).__name__}: {exc}", file=file) from None
     from dcopt.ir.verify import verify
 

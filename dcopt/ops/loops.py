@@ -60,7 +60,9 @@ def _grid_axes(spec: LoopSpec, params: list[str]) -> list[int]:
 def _gather(array: np.ndarray, m: Memlet, spec: LoopSpec, grid, bounds, bindings, loaded=None) -> np.ndarray:
     if loaded:  # an indirect subset: index with the loaded values
         idx = [np.asarray(d.evaluate({**bindings, **grid, **loaded})) for d in m.subset]
-        return array[tuple(idx)]
+        if m.outside is None:
+            return array[tuple(idx)]
+        return _masked(array, idx, m.outside)
     dims = _linear_dims(spec, m, bindings)
     if dims is not None:
         index, params = [], []
@@ -87,11 +89,16 @@ def _gather(array: np.ndarray, m: Memlet, spec: LoopSpec, grid, bounds, bindings
     idx = [np.asarray(d.evaluate({**bindings, **grid})) for d in m.subset]
     if m.outside is None:
         return array[tuple(idx)]
+    return _masked(array, idx, m.outside)
+
+
+def _masked(array: np.ndarray, idx, outside_value) -> np.ndarray:
+    """``array[idx]`` where every index is in bounds, the outside value elsewhere."""
     inside = np.ones((), bool)
     for i, size in zip(idx, array.shape):
         inside = inside & (i >= 0) & (i < size)
     clipped = tuple(np.clip(i, 0, max(size - 1, 0)) for i, size in zip(idx, array.shape))
-    outside = np.asarray(m.outside).astype(array.dtype)  # int64 beyond 2**53 must not pass through float64
+    outside = np.asarray(outside_value).astype(array.dtype)  # int64 beyond 2**53 must not pass through float64
     return np.where(inside, array[clipped] if array.size else outside, outside)
 
 

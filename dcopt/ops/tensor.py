@@ -255,8 +255,12 @@ def constant(*, value=None, sparse_value=None, value_float=None, value_floats=No
 
 @reference("ConstantOfShape")
 def constant_of_shape(shape, *, value=None):
+    from dcopt.limits import check_tensor_size
+
     fill = np.zeros(1, dtype=np.float32) if value is None else np.asarray(value)
-    return np.full(tuple(ints(shape)), fill.reshape(-1)[0], dtype=fill.dtype)
+    dims = tuple(ints(shape))
+    check_tensor_size("output", dims, fill.dtype, where="output of ConstantOfShape")
+    return np.full(dims, fill.reshape(-1)[0], dtype=fill.dtype)
 
 
 @reference("Range")

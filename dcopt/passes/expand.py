@@ -59,6 +59,8 @@ RULE_MODULES = [
     "dcopt.passes.expansions.point_sampling",
     "dcopt.passes.expansions.recurrent",
     "dcopt.passes.expansions.signal",
+    "dcopt.passes.expansions.linalg",
+    "dcopt.passes.expansions.quantize",
 ]
 
 Rule = Callable[[Graph, Node], list]

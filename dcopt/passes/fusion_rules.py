@@ -39,6 +39,7 @@ from enum import Enum
 import numpy as np
 
 from dcopt.ir.graph import Graph, Node
+from dcopt.ops import elementwise
 from dcopt.passes.common import constant, has_subgraph
 
 
@@ -53,16 +54,9 @@ class OpClass(str, Enum):
 
 ANCHORS = (OpClass.GEMM, OpClass.CONV)
 
-#: Default-domain ops computed one output element at a time.
-ELEMENTWISE_OPS = frozenset({
-    "Abs", "Neg", "Relu", "LeakyRelu", "PRelu", "ThresholdedRelu", "Elu", "Selu", "Celu", "Sigmoid", "HardSigmoid",
-    "HardSwish", "Softplus", "Softsign", "Mish", "Gelu", "Tanh", "Exp", "Log", "Sqrt", "Reciprocal", "Erf", "Sin",
-    "Cos", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh", "Ceil", "Floor", "Round",
-    "Sign", "Not", "IsNaN", "IsInf", "Clip", "Cast", "CastLike", "Identity", "Shrink", "Add", "Sub", "Mul", "Div",
-    "Pow", "Mod", "And", "Or", "Xor", "Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "BitShift",
-    "BitwiseAnd", "BitwiseOr", "BitwiseXor", "BitwiseNot", "Sum", "Max", "Min", "Mean", "Where", "Expand",
-    "BatchNormalization", "QuantizeLinear", "DequantizeLinear",
-})
+#: Default-domain ops computed one output element at a time: the elementwise family's own list
+#: (:mod:`dcopt.ops.elementwise`, one definition) plus Expand and inference BatchNormalization.
+ELEMENTWISE_OPS = elementwise.ELEMENTWISE_OPS | {"Expand", "BatchNormalization"}
 
 #: Reductions: op -> function(node, rank, opset, graph) giving the reduced axes (None: unknown).
 _REDUCE_OPS = ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",

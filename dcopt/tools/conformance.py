@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import collections
 import sys
+import time
 import warnings
 
 import numpy as np
@@ -86,30 +87,18 @@ def run_case(case, backend) -> None:
 
 
 class _CompiledBackend:
-    """``dcopt.compile(case.model).run(None, feeds)``: the path users get. ``steps`` tallies the
-    kinds of steps each compiled case ran (native kernels, library calls, dynamic, fallback)."""
+    """dcopt's backend API in compiled mode (:class:`dcopt.backend.CompiledRep`); keeps the last
+    representation so the runner can read its step kinds."""
 
-    cache_dir = None
-    last_steps: dict = {}
-    last_not_native: dict = {}
+    def __init__(self, cache_dir=None):
+        self.cache_dir = cache_dir
+        self.last = None
 
-    @classmethod
-    def prepare(cls, model, device="CPU"):
-        import dcopt
+    def prepare(self, model, device="CPU"):
+        import dcopt.backend
 
-        sess = dcopt.compile(model, cache_dir=cls.cache_dir)
-        names = [i.name for i in sess.get_inputs()]
-
-        class Rep:
-            @staticmethod
-            def run(inputs):
-                outputs = sess.run(None, dict(zip(names, inputs)))
-                # a model whose sizes follow from input values compiles at its first run
-                cls.last_steps = dict(sess.manifest.get("steps", {}))
-                cls.last_not_native = dict(sess.manifest.get("not_native", {}))
-                return outputs
-
-        return Rep()
+        self.last = dcopt.backend.prepare(model, device, compiled=True, cache_dir=self.cache_dir)
+        return self.last
 
 
 class _OrtBackend:
@@ -137,15 +126,31 @@ def _short_reason(reason: str) -> str:
     return reason.strip()[:160]
 
 
-def write_expected(path: str, reasons: dict[str, str]) -> None:
+def not_native_reason(not_native: dict[str, int]) -> str:
+    """'Cast (fallback), Unique (dynamic)': the ops of a compiled case that did not run as
+    generated code or library calls."""
+    return ", ".join(sorted(not_native))
+
+
+def write_expected(path: str, reasons: dict[str, str], not_native: dict[str, str] | None = None) -> None:
+    """Write the failing cases (and, for a compiled run, the passing cases that ran a dynamic or
+    fallback step) as a module the test suite reads."""
     lines = ['"""ONNX node conformance cases dcopt is expected to fail, with the reason each fails.',
              "",
-             "Regenerate with ``python -m dcopt.tools.conformance --write-expected PATH`` after fixing ops;",
-             'the conformance test fails when a listed case starts passing, so this list stays honest.',
+             "Regenerate with ``python -m dcopt.tools.conformance "
+             + ("--compiled " if not_native is not None else "") + "--write-expected PATH`` after fixing ops;",
+             "the conformance test fails when a listed case starts passing"
+             + (" or runs natively" if not_native is not None else "") + ", so this list stays honest.",
              '"""', "", "EXPECTED_FAILURES = {"]
     for name in sorted(reasons):
         lines.append(f"    {name!r}: {_short_reason(reasons[name])!r},")
     lines.append("}")
+    if not_native is not None:
+        lines += ["", "#: Passing cases that run some op as a dynamic (value-sized, numpy) or fallback step.",
+                  "NOT_NATIVE = {"]
+        for name in sorted(not_native):
+            lines.append(f"    {name!r}: {not_native[name]!r},")
+        lines.append("}")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -161,11 +166,12 @@ def main(argv=None) -> int:
     parser.add_argument("--json", metavar="PATH", help="write per-case results (status, reason, step kinds) as JSON")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every failure's reason")
     parser.add_argument("--write-expected", metavar="PATH",
-                        help="write the failing cases and their reasons as an EXPECTED_FAILURES module")
+                        help="write the failing cases and their reasons as an EXPECTED_FAILURES module "
+                             "(with --compiled, also the passing cases that are not fully native)")
     args = parser.parse_args(argv)
-    if args.compiled:
-        backend = _CompiledBackend
-        backend.cache_dir = args.cache_dir
+    compiled = _CompiledBackend(args.cache_dir) if args.compiled else None
+    if compiled is not None:
+        backend = compiled
     elif args.backend == "dcopt":
         import dcopt.backend as backend
     else:
@@ -177,9 +183,12 @@ def main(argv=None) -> int:
         cases = [c for c in cases if args.name in c.name]
     passed, failed = 0, collections.Counter()
     reasons: dict[str, str] = {}
+    not_native: dict[str, str] = {}
     records = {}
     for case in cases:
-        _CompiledBackend.last_steps, _CompiledBackend.last_not_native = {}, {}
+        if compiled is not None:
+            compiled.last = None
+        start = time.perf_counter()
         try:
             run_case(case, backend)
             passed += 1
@@ -191,13 +200,15 @@ def main(argv=None) -> int:
             records[case.name] = {"op": case_op(case), "status": "fail", "reason": reason}
             if args.verbose:
                 print(f"FAIL {case.name}: {reason}")
-        records[case.name]["steps"] = dict(_CompiledBackend.last_steps)
-        records[case.name]["not_native"] = dict(_CompiledBackend.last_not_native)
+        records[case.name]["seconds"] = round(time.perf_counter() - start, 3)
+        if compiled is not None and compiled.last is not None:
+            records[case.name]["steps"] = dict(compiled.last.steps)
+            records[case.name]["not_native"] = dict(compiled.last.not_native)
+            if records[case.name]["status"] == "pass" and compiled.last.not_native:
+                not_native[case.name] = not_native_reason(compiled.last.not_native)
     print(f"{passed} passed, {sum(failed.values())} failed of {len(cases)} cases")
-    if args.compiled:
-        clean = sum(1 for r in records.values() if r["status"] == "pass"
-                    and not r["steps"].get("fallback") and not r["steps"].get("dynamic"))
-        print(f"{clean} passed with no fallback or dynamic step")
+    if compiled is not None:
+        print(f"{passed - len(not_native)} passed with no fallback or dynamic step")
         ops = collections.Counter()
         for r in records.values():
             for op in r.get("not_native", {}):
@@ -210,7 +221,7 @@ def main(argv=None) -> int:
         with open(args.json, "w") as f:
             json.dump(records, f, indent=1)
     if args.write_expected:
-        write_expected(args.write_expected, reasons)
+        write_expected(args.write_expected, reasons, not_native if compiled is not None else None)
     if failed and not args.verbose:
         print("failures by op:", ", ".join(f"{op}={n}" for op, n in failed.most_common()))
     return 0

@@ -84,7 +84,7 @@ def load_source(model) -> Source:
     from dcopt.frontends.onnx_load import load_onnx
 
     proto = load_onnx(path)
-    return Source(import_model(proto), proto.SerializeToString(), proto)
+    return Source(import_model(proto, file=str(path)), proto.SerializeToString(), proto)
 
 
 def pipeline_label(pipeline) -> str:
@@ -155,6 +155,9 @@ def build(source: Source, *, dims: Mapping[str, int] | None = None, values: Mapp
     start = time.perf_counter()
     lowered = driver.lower(graph, bindings=bindings, values=values, pipeline=pipeline, patches=patches,
                            example_feeds=example_feeds)
+    from dcopt.limits import check_graph_sizes
+
+    check_graph_sizes(lowered.graph)  # every size now known: nothing beyond int64 or the memory cap
     applied = lowered.pipeline
     program = generate(lowered.graph)
     source = render_module(program.kernels)

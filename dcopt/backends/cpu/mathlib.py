@@ -31,10 +31,12 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 #: Fast-math flags that keep IEEE inf/NaN semantics (no ``nnan``/``ninf``) but allow
-#: reassociation (vectorized reductions), contraction (FMA) and approximate functions. Not
-#: ``arcp``: with it LLVM turns ``1 / sqrt(x)`` into a reciprocal-root estimate that gives NaN at
-#: 0 and at inf (numpy: inf and 0) and 0.49999997 for 1/sqrt(4).
-FASTMATH = set({"nsz", "contract", "afn", "reassoc"})
+#: reassociation (vectorized reductions) and contraction (FMA). Not ``arcp``: with it LLVM turns
+#: ``1 / sqrt(x)`` into a reciprocal-root estimate that gives NaN at 0 and at inf (numpy: inf
+#: and 0) and 0.49999997 for 1/sqrt(4). Not ``afn``: with it LLVM rewrites a float power with a
+#: narrow integer exponent into ``powi``, whose runtime routine (``__powidf2``) numba's JIT does
+#: not link -- the process aborts; the transcendental functions kernels use are our own anyway.
+FASTMATH = set({"nsz", "contract", "reassoc"})
 
 f32 = np.float32
 

@@ -148,7 +148,7 @@ def table(tasks: list[list[list[int]]], fields: int) -> np.ndarray:
 def merge(items: list[list[list[list[int]]]]) -> list[list[list[int]]]:
     """Per-item task lists (e.g. one per image or conv group) -> one task per part holding
     that part of every item, in item order."""
-    parts = max(len(t) for t in items)
+    parts = max((len(t) for t in items), default=0)
     return [[call for tasks in items if i < len(tasks) for call in tasks[i]] for i in range(parts)]
 
 

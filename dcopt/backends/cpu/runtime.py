@@ -34,8 +34,11 @@ class CompiledModel:
             self._bind_all(program, kernels)
 
     def _bind_all(self, program: Program, kernels: ModuleType) -> None:
+        from dcopt.limits import check_tensor_size
+
         plan = program.memory
         size = int(plan.get("arena_size", 0))
+        check_tensor_size("arena", [size], "uint8", where="memory arena")
         # Slack after the last buffer: generated kernels may read (never write) up to one vector
         # past the end of a row they stream (pointwise convs, the last row of the image).
         self.arena = _aligned_zeros(size + ALIGN)
@@ -186,7 +189,7 @@ def _aligned_zeros(nbytes: int) -> np.ndarray:
 def _byte_view(source: np.ndarray, offset: int, shape, dtype) -> np.ndarray:
     """The array of ``shape``/``dtype`` at ``offset`` bytes into ``source``'s (C-contiguous) bytes."""
     raw = source.reshape(-1).view(np.uint8)
-    dtype = to_numpy(dtype)
+    dtype = to_numpy(dtype) if isinstance(dtype, str) else np.dtype(dtype)
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     return raw[offset: offset + nbytes].view(dtype).reshape(shape)
 

@@ -133,7 +133,7 @@ class ScalarTranslator:
         return _weak(node.value)
 
     def _Name(self, node: ast.Name) -> _Value:
-        if node.id in ("inf", "nan", "pi"):
+        if node.id in ("inf", "nan", "pi") and node.id not in self.types:
             return _weak({"inf": math.inf, "nan": math.nan, "pi": math.pi}[node.id])
         if node.id not in self.types:
             raise UnsupportedError(f"tasklet reads {node.id!r}, which has no type")

@@ -42,6 +42,14 @@ class NodeArg:
     dtype: str
 
 
+def _value_type(d: dict):
+    """The dcopt type a signature entry declares (what feeds are checked against)."""
+    from dcopt.ir.types import OptionalType, SequenceType, TensorType
+
+    tensor = TensorType(d["dtype"], None if d["shape"] is None else tuple(d["shape"]))
+    return {"sequence": SequenceType, "optional": OptionalType}.get(d.get("kind"), lambda t: t)(tensor)
+
+
 def _signature_args(signature: list[dict]) -> list[NodeArg]:
     def kind(d):
         tensor = f"tensor({_ONNX_TYPE.get(d['dtype'], d['dtype'])})"
@@ -68,6 +76,7 @@ class CpuSession:
         self._value_inputs = dict(value_inputs or {})
         self.threads = pool_threads() if threads is None else threads
         self._inputs = _signature_args(signature["inputs"])
+        self._input_types = [_value_type(d) for d in signature["inputs"]]
         #: inputs that are sequences or optionals (fed as lists or None, not arrays)
         self._containers = {d["name"] for d in signature["inputs"] if d.get("kind", "tensor") != "tensor"}
         self._outputs = _signature_args(signature["outputs"])
@@ -91,14 +100,10 @@ class CpuSession:
         return list(self._outputs)
 
     def run(self, output_names: Sequence[str] | None, feeds: Mapping[str, np.ndarray], run_options=None) -> list:
-        if not isinstance(feeds, Mapping):
-            raise InputError(f"feeds must be a mapping of input names to arrays, got {type(feeds).__name__}; "
-                             f"the model's inputs are {[i.name for i in self._inputs]}")
-        if len(feeds) != len(self._inputs) or any(i.name not in feeds for i in self._inputs):
-            self._check_names(feeds)
-        if not all(isinstance(v, np.ndarray) for v in feeds.values()):  # lists, scalars: as onnxruntime
-            feeds = {k: v if isinstance(v, np.ndarray) or k in self._containers else np.asarray(v)
-                     for k, v in feeds.items()}
+        from dcopt.feeds_check import check_feeds
+
+        # names, arrays (lists and scalars as onnxruntime takes them), native byte order, dtypes, ranks
+        feeds = check_feeds(feeds, [(a.name, t) for a, t in zip(self._inputs, self._input_types)])
         if self._value_inputs or self._model is None:
             results = self._model_for(feeds).run(feeds)
         else:

@@ -3,6 +3,7 @@
 import importlib
 
 RULE_MODULES = [
+    "dcopt.ops.elementwise",
     "dcopt.ops.shapes.elementwise",
     "dcopt.ops.shapes.reduce",
     "dcopt.ops.shapes.normalization",

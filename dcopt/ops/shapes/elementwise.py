@@ -1,50 +1,19 @@
-"""Shape rules of the elementwise ops (mirrors :mod:`dcopt.ops.elementwise`).
+"""Shape rules of the elementwise ops the table of :mod:`dcopt.ops.elementwise` does not define.
 
-Three shapes of rule cover nearly all of them: *unary* (the input's type), *broadcast* (numpy
-broadcasting of every input, the first input's dtype -- ONNX requires equal input dtypes, and Pow's
-result has the base's), and *predicate* (broadcast shape, bool). The rest are the casts and
-quantizers, whose result dtype comes from an attribute or another input.
+Every table op gets its rule from its table entry (``define`` registers it with the reference);
+what is left here are Clip and Identity (the input's type), the casts and the quantizers, whose
+result dtype comes from an attribute or another input.
 """
 
 from __future__ import annotations
 
 from dcopt.ops.shapes.registry import ShapeInferenceError, onnx_dtype, shape_rule
 
-UNARY = (
-    "Abs", "Neg", "Reciprocal", "Sqrt", "Exp", "Log", "Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh",
-    "Asinh", "Acosh", "Atanh", "Floor", "Ceil", "Round", "Sign", "Erf", "Tanh", "Softsign", "Sigmoid", "Relu",
-    "Softplus", "Mish", "HardSwish", "BitwiseNot", "Not", "LeakyRelu", "ThresholdedRelu", "Elu", "Selu", "Celu",
-    "Gelu", "HardSigmoid", "Swish", "Shrink", "Clip", "Identity",
-)
-BROADCAST = ("Add", "Sub", "Mul", "Div", "Mod", "Pow", "BitShift", "BitwiseAnd", "BitwiseOr", "BitwiseXor", "PRelu",
-             "Max", "Min", "Sum", "Mean")
-PREDICATES = ("Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "And", "Or", "Xor")
 
-
-@shape_rule(*UNARY)
+@shape_rule("Clip", "Identity")
 def unary(ctx):
     """The input's type (Identity passes sequences and optionals through as well)."""
     return ctx.type(0)
-
-
-@shape_rule("IsNaN", "IsInf")
-def elementwise_test(ctx):
-    return ctx.tensor("bool", ctx.shape(0))
-
-
-@shape_rule(*BROADCAST)
-def broadcast(ctx):
-    return ctx.tensor(ctx.dtype(0), ctx.broadcast())
-
-
-@shape_rule(*PREDICATES)
-def predicate(ctx):
-    return ctx.tensor("bool", ctx.broadcast())
-
-
-@shape_rule("Where")
-def where(ctx):
-    return ctx.tensor(ctx.dtype(1), ctx.broadcast(0, 1, 2))
 
 
 def _cast_target(ctx, to) -> str:

@@ -22,8 +22,7 @@ import ast
 import re
 from typing import Mapping
 
-from dcopt.ops.elementwise import (ALL, CONNECTORS, FLOATS, HALF, INTS, NUMBERS, TABLE, Elementwise, define,
-                                   dtype_kind)
+from dcopt.ops.elementwise import (ALL, CONNECTORS, FLOATS, HALF, INTS, NUMBERS, TABLE, Elementwise, define)
 from dcopt.passes.common import dropout_is_training
 from dcopt.passes.expand import LoopBuilder, Refused, expansion, fmt, index, params_of
 from dcopt.passes.expansions.conversions import exact_conversions
@@ -58,18 +57,11 @@ def tasklet_op(graph, node):
         code = entry.expression(attr, list(dtypes.values()), result=b.dtype(out))
     except KeyError as why:
         raise Refused(str(why)) from None
-    if node.op == "Pow" and dtype_kind(dtypes.values()) == "float" and dtypes["b"] in _POWI_EXPONENTS:
-        raise Refused(f"a float power with a {dtypes['b']} exponent: LLVM's fast-math 'afn' turns it into powi, "
-                      "whose runtime routine (__powidf2) numba's JIT does not link")
     shape = b.shape(out)
     reads = [(conn, name, b.broadcast(name, shape)) for conn, name in inputs.items()]
     code = exact_conversions(f"out = {widened(code, dtypes)}", dtypes, b.dtype(out))
     b.map("map", shape, code, reads, [("out", out, index(params_of(len(shape))))])
     return b.nodes
-
-
-#: integer exponents LLVM's pow -> powi rewrite takes (it needs them to fit a 32-bit int)
-_POWI_EXPONENTS = ("int8", "int16", "int32", "uint8", "uint16")
 
 
 def widened(expression: str, dtypes: Mapping[str, str]) -> str:
@@ -176,6 +168,3 @@ def dropout(graph, node):
     if mask and (mask in graph.outputs or graph.consumers(mask)):
         b.elementwise("True", {}, mask, what="mask")
     return b.nodes
-
-
-from dcopt.passes.expansions import quantize  # noqa: E402,F401  (until the lead lists it in RULE_MODULES)

@@ -633,7 +633,3 @@ def causal_conv_with_state(graph, node):
         value, reads = padded("a", f"i2 + {length}")
         b.map("state", (n, c, lead), f"out = {value}", reads, [("out", present, "i0, i1, i2")])
     return b.nodes
-
-
-# Registered here until dcopt.passes.expand lists it in RULE_MODULES.
-from dcopt.passes.expansions import linalg as _linalg  # noqa: F401

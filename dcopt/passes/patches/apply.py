@@ -24,6 +24,7 @@ from dcopt.ir.graph import Graph, Node
 from dcopt.passes.patches.registry import Patch, PatchError, PatchOutcome
 from dcopt.passes.patches.uri import PatchCall, make_call, parse_uri
 from dcopt.passes.patches.validate import ValidationSkipped, default_validator
+from dcopt.passes.user_files import where_raised
 
 __all__ = ["HISTORY_KEY", "PatchReport", "PatchStep", "PatchValidationError", "StructuralDiff", "apply_patches",
            "patch_history"]
@@ -280,5 +281,7 @@ def _run(call: PatchCall, graph: Graph, explain: bool) -> PatchOutcome:
         raise
     except DcoptError as exc:
         raise PatchError(f"patch '{call.uri}' failed: {exc}") from exc
+    except SystemExit as exc:  # a patch must not end the caller's process: name the file and line
+        raise PatchError(f"patch '{call.uri}' called sys.exit({exc.code!r}){where_raised(exc)}") from exc
     except Exception as exc:  # a bug in the patch: name it, keep the traceback as the cause
         raise PatchError(f"patch '{call.uri}' failed: {type(exc).__name__}: {exc}") from exc
