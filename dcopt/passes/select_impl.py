@@ -5,22 +5,25 @@ Nothing here changes what a node computes; ``expand`` and the backends read the 
 The choices come from the cost model (:func:`dcopt.ir.cost.node_cost`: FLOPs and bytes of the
 op at batch 1) plus the column buffer im2col would add, and from the host's caches and SIMD:
 
+A target may answer first: with ``target="cpu"`` (the default) the CPU backend's chooser
+(:mod:`dcopt.backends.cpu.choose`) names one of its routines (``direct``, ``pointwise``,
+``blas``, ``generated``, ``matvec``) when one applies to the node's static sizes, dtype and
+constant weights. Otherwise the target-independent model below decides between expansions.
+
 **Conv** (decided per sample; the batch dim may be symbolic)
 
 * ``library`` for 1x1 kernels: the convolution *is* a GEMM on the image, no unfolding needed.
-* ``direct`` for depthwise / one-channel-per-group convs: unfolded, each group's GEMM has one
+* ``loops`` for depthwise / one-channel-per-group convs: unfolded, each group's GEMM has one
   row of the reduction per tap, nothing for a GEMM microkernel to block.
 * otherwise im2col's arithmetic intensity ``F / (B + 2*col + 2*y)`` is computed -- the op's
   FLOPs ``F`` over its bytes ``B`` plus the column buffer written and read back and the GEMM
   result written and read by the epilogue. Roughly ``(M/G) / itemsize``: few output channels
   per group make the unfolded GEMM memory-bound. ``im2col`` when it reaches ``min_intensity``
   (default 4 FLOP/byte, about where one AVX-512 core's FMA rate outruns the bandwidth of the
-  cache level a layer-sized column buffer lives in), else ``direct``.
+  cache level a layer-sized column buffer lives in), else ``loops``.
 
-**MatMul / Gemm**: ``generated`` when one product (per batch item) is below
-``generated_max_flops`` (default ``2*64**3``: a BLAS call's fixed overhead, ~1-2 us, is then a
-large share of its run time), else ``library``. Symbolic dims take their value from
-``bindings``, or ``assume_dim`` (default 1: batch-1 inference, where latency matters most).
+**MatMul / Gemm**: ``library`` (the backend's default GEMM). Symbolic dims take their value
+from ``bindings``, or ``assume_dim`` (default 1: batch-1 inference, where latency matters most).
 
 **Tiles** for every GEMM-like node (MatMul, Gemm, im2col and 1x1 convs), the BLIS analytical
 model (Low et al., TOMS 2016) with a register micro-tile ``MR x NR``:
@@ -38,7 +41,7 @@ model (Low et al., TOMS 2016) with a register micro-tile ``MR x NR``:
 AVX-512). Cache sizes come from ``/sys/devices/system/cpu/cpu0/cache``, SIMD width from
 llvmlite's host CPU features (``/proc/cpuinfo`` flags otherwise), with fallbacks.
 
-Options force a choice (``conv="im2col"``, ``matmul="generated"``); a node that already has
+Options force a choice (``conv="im2col"``, ``matmul="loops"``); a node that already has
 ``dcopt.impl`` keeps it unless ``overwrite=True``. Stats count choices (``conv.im2col: 3``);
 refusals name each node left at the library default because its sizes are unknown.
 """
@@ -147,11 +150,11 @@ class SelectImplPass(Pass):
 
     name = "select-impl"
     in_place = True
-    description = "level 1: choose per-op implementation (conv direct/im2col/library, gemm library/generated), " \
+    description = "level 1: choose per-op implementation (the target's routines, else conv loops/im2col/library, gemm library), " \
                   "tiling and vector width as dcopt.* schedule properties"
 
     def __init__(self, conv: str | None = None, matmul: str | None = None, min_intensity: float = 4.0,
-                 generated_max_flops: int = 2 * 64 ** 3, bindings: Mapping[str, int] | None = None,
+                 bindings: Mapping[str, int] | None = None,
                  assume_dim: int = 1, tiles: bool = True, overwrite: bool = False, machine: Host | None = None,
                  target: str | None = "cpu"):
         for op, forced in (("Conv", conv), ("MatMul", matmul)):
@@ -159,7 +162,6 @@ class SelectImplPass(Pass):
                 raise ScheduleError(f"{op} implementation {forced!r} is not one of {', '.join(IMPLS[op])}")
         self.forced = {"Conv": conv, "MatMul": matmul, "Gemm": matmul}
         self.min_intensity = min_intensity
-        self.generated_max_flops = generated_max_flops
         self.bindings = dict(bindings or {})
         self.assume_dim = assume_dim
         self.tiles = tiles
@@ -285,7 +287,7 @@ class SelectImplPass(Pass):
         return "im2col" if intensity >= self.min_intensity else "loops"
 
     def _tile(self, graph: Graph, node: Node, impl: str, machine: Host) -> tuple[int, int, int] | None:
-        """Tiles of the node's GEMM (None for direct convs, which have no GEMM)."""
+        """Tiles of the node's GEMM (None for loop and direct convs, which have no GEMM)."""
         if node.op != "Conv":
             m, k, n = self._gemm_dims(graph, node)
         elif impl in ("loops", "direct", "pointwise"):

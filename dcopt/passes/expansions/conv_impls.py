@@ -1,4 +1,4 @@
-"""Convolution implementations other than the library call: direct loops and im2col + GEMM.
+"""Convolution implementations other than the library call: loops and im2col + GEMM.
 
 The ``Conv`` rule in :mod:`dcopt.passes.expansions.nn` dispatches here when the node carries the
 level-1 schedule property ``dcopt.impl`` (:mod:`dcopt.ir.schedule`, chosen by ``select-impl``):
@@ -17,7 +17,7 @@ level-1 schedule property ``dcopt.impl`` (:mod:`dcopt.ir.schedule`, chosen by ``
 Both variants accept every geometry the library call does (any spatial rank, strides,
 dilations, explicit or automatic pads, groups); flattened indices are unpacked with ``//`` and
 ``%`` in the memlets, as the reshape expansions do. The node's tile and vector properties move
-to the loop node that does the work (the GEMM call, or the direct map), where a code generator
+to the loop node that does the work (the GEMM call, or the loops map), where a code generator
 looks for them; the reference executor ignores them.
 """
 
@@ -127,7 +127,7 @@ def _tagged(b: LoopBuilder, node: Node, props: dict) -> None:
         b.nodes[b.nodes.index(node)] = node.replace(attrs={**node.attrs, **props})
 
 
-def direct(b: LoopBuilder, s: ConvShape, props: dict) -> None:
+def loops(b: LoopBuilder, s: ConvShape, props: dict) -> None:
     """y[n, m, o...] += x[n, group(m)*C/G + c, window(o, k)...] * w[m, c, k...] (+ bias map)."""
     nd = len(s.kernel)
     n_out = 2 + nd
@@ -135,7 +135,7 @@ def direct(b: LoopBuilder, s: ConvShape, props: dict) -> None:
     group, _ = _group_of(s, p[1])
     out, chan, taps = p[2:n_out], p[n_out], p[n_out + 1:]
     acc = b.transient(b.shape(s.y), b.dtype(s.y), "acc") if s.bias else s.y
-    core = b.map("direct", (*b.shape(s.y), s.cg, *s.kernel), "out = x * w",
+    core = b.map("loops", (*b.shape(s.y), s.cg, *s.kernel), "out = x * w",
                  [_input_read(s, p[0], group, chan, out, taps), ("w", s.w, index([p[1], chan, *taps]))],
                  [("out", acc, index(p[:n_out]), "sum")], [b.dtype(s.y)])
     _tagged(b, core, props)
@@ -169,7 +169,7 @@ def im2col(b: LoopBuilder, s: ConvShape, props: dict) -> None:
     _with_bias(b, s, "col2im", ("a", ycol, index([p[0], group, filt, flat])))
 
 
-VARIANTS = {"loops": direct, "im2col": im2col}
+VARIANTS = {"loops": loops, "im2col": im2col}
 
 
 def expand_conv_variant(graph, node: Node, impl: str) -> list[Node]:

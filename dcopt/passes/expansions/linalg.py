@@ -38,7 +38,7 @@ from dcopt.passes.expand import (
     index,
     params_of,
 )
-from dcopt.passes.expansions.conv_impls import ConvShape, direct
+from dcopt.passes.expansions.conv_impls import ConvShape, loops
 from dcopt.passes.expansions.nn import _window
 
 HALF = ("float16", "bfloat16")
@@ -312,7 +312,7 @@ def _integer_conv(b: LoopBuilder, x, x_zp, w, w_zp, bias, acc) -> None:
     ws = _shifted(b, w, w_zp, True, "wshift")
     shape = ConvShape(xs, ws, bias, acc, channels, filters, group, tuple(kernel), tuple(strides), tuple(dilations),
                       tuple(out), tuple(begin), any(begin) or any(end))
-    direct(b, shape, {})
+    loops(b, shape, {})
 
 
 @expansion("ConvInteger")

@@ -17,7 +17,7 @@ otherwise a small count map over output positions and taps counts the taps that 
 from __future__ import annotations
 
 
-from dcopt.ir.schedule import IMPL
+from dcopt.ir.schedule import IMPL, IMPLS
 from dcopt.ops.nn import _geometry
 from dcopt.passes.expand import LoopBuilder, Refused, expansion, fmt, index, params_of
 
@@ -25,8 +25,13 @@ FLOATS = ("float16", "float32", "float64")
 
 
 def _impl(node) -> str:
-    """The level-1 implementation select-impl chose (``library``: the backend's default routine)."""
-    return node.attrs.get(IMPL, "library")
+    """The level-1 implementation select-impl chose (``library``: the backend's default routine);
+    a value no expansion or backend knows is refused here, before it reaches a library call."""
+    impl = node.attrs.get(IMPL, "library")
+    allowed = IMPLS.get(node.op, ("library",))
+    if impl not in allowed:
+        raise Refused(f"unknown implementation {IMPL}={impl!r} (allowed: {', '.join(allowed)})")
+    return impl
 
 
 def _library_options(node) -> dict:
