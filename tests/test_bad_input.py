@@ -492,7 +492,6 @@ def test_compiled_session_refuses_a_list_of_feeds(relu_session):
         relu_session.run(None, [np.zeros(2, np.float32)])
 
 
-@pytest.mark.xfail(strict=True, reason="needs `feeds = check_feeds(feeds, self._inputs)` first in CpuSession.run")
 def test_compiled_session_converts_big_endian_feeds_like_the_reference_executor(relu_session):
     (y,) = relu_session.run(None, {"x": np.array([-1.0, 3.0], dtype=">f4")})
     np.testing.assert_array_equal(y, [0.0, 3.0])

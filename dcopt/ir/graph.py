@@ -261,7 +261,9 @@ class Graph:
         g.metadata = dict(self.metadata)
         g.doc = self.doc
         g.memory_plan = self.memory_plan
-        g._names = itertools.count(next(self._names))
+        # the copy continues the fresh-name sequence without advancing the original's: copying
+        # must not change the names later rewrites of the original pick (seeded patches rely on it)
+        g._names = copy.copy(self._names)
         return g
 
     def opset_of(self, domain: str = "") -> int:

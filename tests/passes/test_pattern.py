@@ -83,10 +83,10 @@ def test_type_constraints_dtype_rank_shape():
 
 
 def test_const_value_and_check_failures_say_expected_and_actual():
-    graph = g("y = Add(x, eps)", inits="float[2] eps = {1e-5, 1e-5}")
+    graph = g("y = Add(x, eps)", inits="float[4] eps = {1e-5, 1e-5, 1e-5, 1e-5}")
     assert Op("Add", "x", Const("eps", 1e-5)).match(graph, "y")  # a scalar matches every element
     why = failed(Op("Add", "x", Const("eps", 1e-6)).match(graph, "y"))
-    assert "constant 'eps': expected 1e-06, got [1.e-05, 1.e-05]" in why
+    assert "constant 'eps': expected 1e-06, got [1.e-05, 1.e-05, 1.e-05, 1.e-05]" in why
     why = failed(Op("Add", "x", Const("eps", check=lambda v: v.size == 1)).match(graph, "y"))
     assert "fails <lambda at test_pattern.py:" in why
     assert "'eps' must not be a constant" in failed(Op("Add", Var(const=False), Var(const=False)).match(graph, "y"))

@@ -75,7 +75,7 @@ N4 = "float[N, 4] x"
     ("t = Transpose<perm = [1, 0]>(x)", "", "float[4, 4] x", "float[4, 4] y", None),
     ("t = Pad(x, pads)", "int64[4] pads = {0, 1, 0, 0}", N4, "float[N, 5] y", None),
     ("t = Slice(x, st, en)", "int64[1] st = {1}, int64[1] en = {4}", N4, "float[M, 4] y", None),
-    ("t = Slice(x, st, en, ax, stp)", "int64[1] st = {0}, int64[1] en = {9223372036854775807}, int64[1] ax = {1},"
+    ("t = Slice(x, st, en, ax, stp)", "int64[1] st = {-1}, int64[1] en = {-9223372036854775807}, int64[1] ax = {1},"
      " int64[1] stp = {-1}", N4, "float[N, 4] y", None),
     ("t = Concat<axis = 1>(x, x)", "", "float[N, 2] x", "float[N, 4] y", None),
     ("t = Reshape(x, s)", "int64[2] s = {4, 2}", "float[2, 4] x", "float[4, 2] y", None),
