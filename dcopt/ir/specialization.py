@@ -73,7 +73,7 @@ def bind_values(graph: Graph, values: Mapping[str, np.ndarray]) -> Graph:
     out = graph.copy()
     for name, value in values.items():
         c = out.containers[name]
-        c.data = np.ascontiguousarray(value)
+        c.data = np.asarray(value, order="C")  # (ascontiguousarray would make a scalar 1-D)
         out.inputs = [i for i in out.inputs if i != name]
     return out
 

@@ -55,3 +55,20 @@ def test_unknown_output_name(pair):
     sess, _ = pair
     with pytest.raises(InputError, match="unknown output"):
         sess.run(["nope"], {"image": np.zeros((1, 3, 32, 32), np.float32)})
+
+
+
+def test_scalar_inputs_that_decide_sizes_keep_rank_zero(tmp_path):
+    """Range's expanded form (a Loop whose trip count follows from start/limit/delta) sizes its
+    output from input values, so the session compiles a variant with them as constants; a scalar
+    constant must stay rank 0 (a (1,) start made every stacked element 1-D: (2, 1), not (2,))."""
+    from dcopt.tools.conformance import collect_cases
+
+    case = next(c for c in collect_cases() if c.name == "test_range_float_type_positive_delta_expanded")
+    sess = dc.compile(case.model, cache_dir=str(tmp_path))
+    for start, limit, delta in ((1.0, 5.0, 2.0), (0.5, 3.0, 0.5), (2.0, 1.0, 1.0)):
+        feeds = {k: np.array(v, np.float32) for k, v in zip(("start", "limit", "delta"), (start, limit, delta))}
+        (y,) = sess.run(None, feeds)
+        want = np.arange(start, limit, delta, dtype=np.float32)
+        assert y.shape == want.shape
+        np.testing.assert_array_equal(y, want)

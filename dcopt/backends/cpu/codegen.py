@@ -62,7 +62,7 @@ class CodeGenerator:
 
     def add_param(self, array: np.ndarray, base: str) -> str:
         name = self.graph.fresh_name(base)
-        self.params[name] = np.ascontiguousarray(array)
+        self.params[name] = np.asarray(array, order="C")  # keeps rank 0 (ascontiguousarray does not)
         self.types[name] = TensorType.of(self.params[name])
         return name
 

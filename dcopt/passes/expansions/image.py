@@ -38,7 +38,7 @@ MAX_UNROLLED_TAPS = 16
 def table(b: LoopBuilder, hint: str, data: np.ndarray) -> str:
     """A constant container (index or weight table) computed at expansion time."""
     name = b.graph.fresh_name(f"{b.output() or b.node.op}_{hint}")
-    b.graph.add_parameter(name, np.ascontiguousarray(data))
+    b.graph.add_parameter(name, np.asarray(data, order="C"))
     return name
 
 

@@ -30,7 +30,7 @@ FLOAT = frozenset({"float16", "bfloat16", "float32", "float64"})
 
 def new_param(graph: Graph, data: np.ndarray, base: str) -> str:
     """Add ``data`` as a fresh parameter named after ``base``; returns its name."""
-    return graph.add_parameter(graph.fresh_name(base), np.ascontiguousarray(data)).name
+    return graph.add_parameter(graph.fresh_name(base), np.asarray(data, order="C")).name
 
 
 def rewire_weight(graph: Graph, node: Node, index: int, data: np.ndarray, base: str | None = None) -> Node:
