@@ -231,10 +231,14 @@ class Graph:
         self.nodes = topological_order(self)
 
     def remove_unused_containers(self) -> None:
+        """Drop containers nothing reads or writes; a value only an If/Loop/Scan body reads from
+        this scope (an implicit input) is used."""
         used = set(self.inputs) | set(self.outputs)
         for node in self.nodes:
             used.update(node.present_inputs)
             used.update(o for o in node.outputs if o)
+            if node.subgraphs:
+                used.update(node.outer_reads())
         self.containers = {k: v for k, v in self.containers.items() if k in used}
 
     def to_networkx(self):

@@ -100,3 +100,25 @@ def test_fresh_names_are_unique():
     g.add_container("h__99", TensorType("float32", (1,)))
     g._names = iter([99, 100])
     assert g.fresh_name("h") == "h__100"
+
+
+def test_unused_container_removal_keeps_what_a_branch_reads_from_outside():
+    """A value only an If branch reads (an implicit input) is used: dropping it broke the
+    compiled affine_grid expansion (KeyError at codegen)."""
+    g = Graph("g", {"": 17})
+    g.add_input("c", TensorType("bool", ()))
+    g.add_parameter("k", np.ones(2, np.float32))
+    g.add_container("dead", TensorType("float32", (2,)))
+    g.add_container("y", TensorType("float32", (2,)))
+    branch = Graph("then", {"": 17})
+    branch.add_container("r", TensorType("float32", (2,)))
+    branch.add_node(Node("Identity", ("k",), ("r",), name="read_k"))
+    branch.outputs.append("r")
+    other = Graph("else", {"": 17})
+    other.add_container("r2", TensorType("float32", (2,)))
+    other.add_node(Node("Neg", ("k",), ("r2",), name="neg_k"))
+    other.outputs.append("r2")
+    g.add_node(Node("If", ("c",), ("y",), {"then_branch": branch, "else_branch": other}, "if"))
+    g.outputs.append("y")
+    g.remove_unused_containers()
+    assert "k" in g.containers and "dead" not in g.containers
