@@ -15,6 +15,8 @@ an op reads for sizes (:func:`dcopt.ops.shapes.shape_inputs`), or for its loop s
 (:data:`STRUCTURE_INPUTS`), through any ops but ``Shape`` and ``Size`` (whose outputs depend on
 their input's shape, not its values). Integer and boolean
 inputs only carry such values in practice; a float input qualifies too when it feeds scales.
+Sequence and optional inputs never do: they are run-time values (a list cannot be a constant),
+so what they size runs as dynamic steps instead.
 """
 
 from __future__ import annotations
@@ -44,8 +46,10 @@ def _shape_inputs(graph: Graph, node) -> tuple[int, ...]:
 
 def value_inputs(graph: Graph) -> dict[str, list[str]]:
     """``{graph input: [what reads its value for sizes, e.g. "Reshape 'r1' input 1"]}``."""
+    from dcopt.ir.types import TensorType
+
     producers = graph.producers()
-    inputs = set(graph.inputs)
+    inputs = {n for n in graph.inputs if isinstance(graph.containers[n].type, TensorType)}
     found: dict[str, list[str]] = {}
     for node in graph.nodes:
         for index in _shape_inputs(graph, node):
@@ -61,6 +65,8 @@ def value_inputs(graph: Graph) -> dict[str, list[str]]:
                 if name in inputs:
                     found.setdefault(name, []).append(reason)
                     continue
+                if name in graph.inputs:
+                    continue  # a sequence or optional input
                 producer = producers.get(name)
                 if producer is None or producer.op in SHAPE_ONLY:
                     continue
