@@ -232,6 +232,8 @@ class _Scope:
         rule = lookup(node.op, node.domain)
         opset = self.graph.opset_of(node.domain)
         if rule is None:
+            if self._untyped_by_rule(node):
+                return
             key = f"{node.domain}.{node.op}" if node.domain else node.op
             self.report.missing_rules[key] = self.report.missing_rules.get(key, 0) + 1
             return
@@ -244,6 +246,25 @@ class _Scope:
         for k, name in enumerate(node.outputs):
             if name:
                 self._record(ctx, k, name, results[k], folded[k] if folded else None)
+
+    def _untyped_by_rule(self, node: Node) -> bool:
+        """An op dcopt can run (a reference implementation) but not size (no shape rule: ML-domain
+        ops a user registers): when the model declares each output's element type, compiled code
+        runs the op as a reference step instead of refusing the model -- a *fallback* step where the
+        model declares a static shape (the run checks the result against it), else a *dynamic* one
+        (data-sized dims: fresh symbols; an unknown rank stays unknown)."""
+        if reference_ops.lookup(node.op, node.domain) is None:
+            return False
+        declared = [self.graph.containers.get(o) for o in node.outputs if o]
+        if not all(c is not None and isinstance(c.type, TensorType) and c.type.dtype for c in declared):
+            return False
+        for c in declared:
+            shape = c.type.shape
+            if c.type.is_static:
+                continue
+            fresh = None if shape is None else tuple(f"?{c.name}_{axis}" for axis in range(len(shape)))
+            _retype(c, TensorType(c.type.dtype, fresh))
+        return True
 
     def _record(self, ctx: ShapeContext, k: int, name: str, result, value) -> None:
         if isinstance(result, Valued):

@@ -240,6 +240,9 @@ def _bind_reference(s: Step, buffers: Mapping[str, np.ndarray], values: dict) ->
         for name, result in zip(s.outputs, results):
             if name:
                 if name in buffers:
+                    if np.shape(result) != buffers[name].shape:  # copyto would broadcast it silently
+                        raise ExecutionError(f"{p['op']} returned {list(np.shape(result))} for '{name}', "
+                                             f"compiled for {list(buffers[name].shape)}", node=s.label)
                     np.copyto(buffers[name], result)
                 else:
                     values[name] = result

@@ -59,7 +59,8 @@ def specialize(graph: Graph, bindings: Mapping[str, int],
             bindings.update((d, int(n)) for d, n in zip(t.shape, np.shape(feed)) if isinstance(d, str))
     report = infer(out, bindings)
     if report.missing_rules:
-        raise UnsupportedError(f"ops without a shape rule: {sorted(report.missing_rules)}")
+        raise UnsupportedError(f"ops dcopt can neither run nor size (no reference implementation, no shape rule): "
+                               f"{sorted(report.missing_rules)}")
     unknown_to_dynamic(out)
     return out
 
