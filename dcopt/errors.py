@@ -7,7 +7,7 @@ non-zero instead of showing a traceback from deep inside numpy or onnx.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)

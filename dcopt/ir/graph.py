@@ -21,7 +21,7 @@ import itertools
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from types import MappingProxyType
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -185,6 +185,22 @@ class Graph:
     def type_of(self, name: str) -> TensorType | None:
         c = self.containers.get(name)
         return None if c is None else c.type
+
+    def constant(self, name: str | None) -> np.ndarray | None:
+        """The data of ``name`` when it is a parameter (a container with data, not a graph input)."""
+        if not name or name in self.inputs:
+            return None
+        c = self.containers.get(name)
+        return None if c is None else c.data
+
+    def attr(self, node: Node, name: str, default: Any = None) -> Any:
+        """``node``'s attribute ``name``, else the ONNX schema's default at this graph's opset for
+        the node's domain, else ``default``."""
+        if name in node.attrs:
+            return node.attrs[name]
+        from dcopt.ops.registry import schema_defaults
+
+        return schema_defaults(node.op, node.domain, self.opset_of(node.domain)).get(name, default)
 
     def fresh_name(self, base: str) -> str:
         """A container name not used in the graph yet (O(1): rewrites call this a lot).

@@ -42,21 +42,6 @@ def _default_domain(node: Node) -> bool:
     return node.domain in ("", "ai.onnx")
 
 
-def _constant(graph: Graph, name: str):
-    if not name or name in graph.inputs:
-        return None
-    c = graph.containers.get(name)
-    return None if c is None else c.data
-
-
-def _attr(graph: Graph, node: Node, name: str, default=None):
-    from dcopt.ops.registry import schema_defaults
-
-    if name in node.attrs:
-        return node.attrs[name]
-    return schema_defaults(node.op, node.domain, graph.opset_of(node.domain)).get(name, default)
-
-
 def _leading_ones(shape: tuple[int, ...], axis: int) -> bool:
     return all(d == 1 for d in shape[:axis])
 
@@ -75,7 +60,7 @@ def slice_views(graph: Graph, node: Node) -> list[tuple[str, str, int]] | None:
         return None
     itemsize = int(dtypes.itemsize(graph.type_of(src).dtype))
     if node.op == "Split":
-        axis = int(_attr(graph, node, "axis", 0)) % max(len(in_shape), 1)
+        axis = int(graph.attr(node, "axis", 0)) % max(len(in_shape), 1)
         if not _leading_ones(in_shape, axis):
             return None
         inner = math.prod(in_shape[axis + 1:]) * itemsize
@@ -92,9 +77,9 @@ def slice_views(graph: Graph, node: Node) -> list[tuple[str, str, int]] | None:
         shape = _static(graph, out)
         if shape is None:
             return None
-        starts, ends = _constant(graph, node.inputs[1]), _constant(graph, node.inputs[2])
-        axes = _constant(graph, node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] else None
-        steps = _constant(graph, node.inputs[4]) if len(node.inputs) > 4 and node.inputs[4] else None
+        starts, ends = graph.constant(node.inputs[1]), graph.constant(node.inputs[2])
+        axes = graph.constant(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] else None
+        steps = graph.constant(node.inputs[4]) if len(node.inputs) > 4 and node.inputs[4] else None
         if starts is None or ends is None or (len(node.inputs) > 3 and node.inputs[3] and axes is None) or (
                 len(node.inputs) > 4 and node.inputs[4] and steps is None):
             return None
@@ -124,7 +109,7 @@ def concat_parts(graph: Graph, node: Node) -> list[tuple[str, int]] | None:
     out = _static(graph, node.outputs[0])
     if out is None:
         return None
-    axis = int(_attr(graph, node, "axis")) % len(out)
+    axis = int(graph.attr(node, "axis")) % len(out)
     if not _leading_ones(out, axis):
         return None
     inner = math.prod(out[axis + 1:]) * int(dtypes.itemsize(graph.type_of(node.outputs[0]).dtype))

@@ -20,11 +20,8 @@ RANDOM_OPS = frozenset({
 
 
 def constant(graph: Graph, name: str) -> np.ndarray | None:
-    """The data of ``name`` when it is a parameter (a container with data, not a graph input)."""
-    if not name or name in graph.inputs:
-        return None
-    c = graph.containers.get(name)
-    return None if c is None else c.data
+    """The data of ``name`` when it is a parameter (:meth:`Graph.constant`)."""
+    return graph.constant(name)
 
 
 def dropout_is_training(graph: Graph, node: Node) -> bool | None:

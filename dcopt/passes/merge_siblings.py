@@ -18,21 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from dcopt.ir.graph import Graph, Node
-from dcopt.ops.registry import schema_defaults
 from dcopt.passes.base import Pass, PassResult, register_pass
-
-
-def _attr(graph: Graph, node: Node, name: str, default=None):
-    if name in node.attrs:
-        return node.attrs[name]
-    return schema_defaults(node.op, "", graph.opset_of("")).get(name, default)
-
-
-def _const(graph: Graph, name: str | None):
-    if not name or name in graph.inputs:
-        return None
-    c = graph.containers.get(name)
-    return None if c is None else c.data
 
 
 def pointwise_refusal(graph: Graph, node: Node) -> str | None:
@@ -40,19 +26,19 @@ def pointwise_refusal(graph: Graph, node: Node) -> str | None:
     if node.op != "Conv" or node.domain not in ("", "ai.onnx"):
         return "not a Conv"
     t = graph.type_of(node.inputs[0])
-    w = _const(graph, node.inputs[1])
+    w = graph.constant(node.inputs[1])
     if t is None or t.shape is None or len(t.shape) != 4 or t.shape[0] != 1 or t.dtype != "float32":
         return "the input is not a float32 NCHW image of batch 1"
     if w is None or w.ndim != 4 or w.shape[2:] != (1, 1):
         return "the weights are not a constant 1x1 kernel"
-    if len(node.inputs) > 2 and node.inputs[2] and _const(graph, node.inputs[2]) is None:
+    if len(node.inputs) > 2 and node.inputs[2] and graph.constant(node.inputs[2]) is None:
         return "the bias is not constant"
-    if int(_attr(graph, node, "group", 1)) != 1:
+    if int(graph.attr(node, "group", 1)) != 1:
         return "grouped"
     for name, neutral in (("strides", 1), ("dilations", 1)):
-        if any(int(v) != neutral for v in (_attr(graph, node, name) or ())):
+        if any(int(v) != neutral for v in (graph.attr(node, name) or ())):
             return f"{name} are not 1"
-    if any(int(p) for p in (_attr(graph, node, "pads") or ())) or _attr(graph, node, "auto_pad", "NOTSET") not in (
+    if any(int(p) for p in (graph.attr(node, "pads") or ())) or graph.attr(node, "auto_pad", "NOTSET") not in (
             "NOTSET", "VALID"):
         return "padded"
     return None
@@ -93,9 +79,9 @@ def merge_siblings(graph: Graph) -> tuple[int, list[tuple[str, str]]]:
 
 
 def _merge(graph: Graph, x: str, convs: list[Node], consumers) -> tuple[list[Node], set[int]]:
-    weights = [_const(graph, c.inputs[1]) for c in convs]
+    weights = [graph.constant(c.inputs[1]) for c in convs]
     sizes = [int(w.shape[0]) for w in weights]
-    biases = [_const(graph, c.inputs[2]) if len(c.inputs) > 2 and c.inputs[2] else np.zeros(m, np.float32)
+    biases = [graph.constant(c.inputs[2]) if len(c.inputs) > 2 and c.inputs[2] else np.zeros(m, np.float32)
               for c, m in zip(convs, sizes)]
     w_name = graph.fresh_name(f"{convs[0].outputs[0]}_siblings_w")
     b_name = graph.fresh_name(f"{convs[0].outputs[0]}_siblings_b")

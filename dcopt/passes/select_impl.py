@@ -59,7 +59,6 @@ from dcopt.ir.cost import node_cost
 from dcopt.ir.graph import Graph, Node
 from dcopt.ir.groups import is_group
 from dcopt.ir.schedule import IMPLS, ScheduleError, schedule_of, with_schedule
-from dcopt.ops.registry import schema_defaults
 from dcopt.passes.base import Pass, PassResult, register_pass
 
 CACHE_DIR = Path("/sys/devices/system/cpu/cpu0/cache")
@@ -232,15 +231,12 @@ class SelectImplPass(Pass):
             raise _Unknown(f"the shape of '{name}' is not known ({t})")
         return tuple(int(self.bindings.get(d, self.assume_dim)) if isinstance(d, str) else int(d) for d in t.shape)
 
-    def _attr(self, graph: Graph, node: Node, name: str, default):
-        return node.attrs.get(name, schema_defaults(node.op, "", graph.opset_of("")).get(name, default))
-
     def _gemm_dims(self, graph: Graph, node: Node) -> tuple[int, int, int]:
         """(M, K, N) of one product (per batch item)."""
         a, b = (self._dims(graph, i) for i in node.inputs[:2])
         if node.op == "Gemm":
-            m, k = reversed(a) if self._attr(graph, node, "transA", 0) else a
-            n = b[0] if self._attr(graph, node, "transB", 0) else b[1]
+            m, k = reversed(a) if graph.attr(node, "transA", 0) else a
+            n = b[0] if graph.attr(node, "transB", 0) else b[1]
             return m, k, n
         m = a[-2] if len(a) > 1 else 1
         n = b[-1] if len(b) > 1 else 1
@@ -282,7 +278,7 @@ class SelectImplPass(Pass):
         if not cost.known:
             raise _Unknown("the cost model cannot size it")
         itemsize = dtypes.itemsize(graph.type_of(node.outputs[0]).dtype)
-        col = w[1] * math.prod(w[2:]) * int(self._attr(graph, node, "group", 1)) * math.prod(y[2:]) * itemsize
+        col = w[1] * math.prod(w[2:]) * int(graph.attr(node, "group", 1)) * math.prod(y[2:]) * itemsize
         intensity = cost.flops / (cost.bytes_moved + 2 * col + 2 * math.prod(y) * itemsize)
         return "im2col" if intensity >= self.min_intensity else "loops"
 
@@ -294,6 +290,6 @@ class SelectImplPass(Pass):
             return None
         else:  # conv as GEMM per group: [M/G, C/G * taps] @ [C/G * taps, out positions]
             s = self._conv_sizes(graph, node)
-            group = int(self._attr(graph, node, "group", 1))
+            group = int(graph.attr(node, "group", 1))
             m, k, n = s["w"][0] // group, math.prod(s["w"][1:]), math.prod(s["y"][2:])
         return gemm_tiles(m, k, n, self._itemsize(graph, node), machine)

@@ -22,7 +22,6 @@ import numpy as np
 from dcopt.backends.cpu import directconv, matvec
 from dcopt.ir.graph import Graph, Node
 from dcopt.ops.nn import _geometry
-from dcopt.ops.registry import schema_defaults
 
 F32 = "float32"
 
@@ -43,19 +42,6 @@ def _static(graph: Graph, name: str) -> tuple[int, ...] | None:
     return tuple(int(d) for d in t.shape)
 
 
-def _const(graph: Graph, name: str):
-    if not name or name in graph.inputs:
-        return None
-    c = graph.containers.get(name)
-    return None if c is None else c.data
-
-
-def _attr(graph: Graph, node: Node, name: str, default=None):
-    if name in node.attrs:
-        return node.attrs[name]
-    return schema_defaults(node.op, "", graph.opset_of("")).get(name, default)
-
-
 def choose(graph: Graph, node: Node) -> str | None:
     if node.op == "Conv":
         return choose_conv(graph, node)
@@ -68,14 +54,14 @@ def conv_geometry(graph: Graph, node: Node, x_shape, w_shape) -> dict | None:
     """The 2-D geometry of a (1-D or 2-D) Conv node: kernel, strides, begin pads, dilations, group."""
     nd = len(x_shape) - 2
     kernel = tuple(w_shape[2:])
-    strides = tuple(_attr(graph, node, "strides") or (1,) * nd)
-    dilations = tuple(_attr(graph, node, "dilations") or (1,) * nd)
-    _, begin, _ = _geometry(x_shape[2:], kernel, strides, dilations, _attr(graph, node, "auto_pad", "NOTSET"),
-                            _attr(graph, node, "pads"))
+    strides = tuple(graph.attr(node, "strides") or (1,) * nd)
+    dilations = tuple(graph.attr(node, "dilations") or (1,) * nd)
+    _, begin, _ = _geometry(x_shape[2:], kernel, strides, dilations, graph.attr(node, "auto_pad", "NOTSET"),
+                            graph.attr(node, "pads"))
     if nd == 1:
         kernel, strides, dilations, begin = (1, *kernel), (1, *strides), (1, *dilations), (0, *begin)
     return dict(kernel=[int(k) for k in kernel], strides=[int(s) for s in strides], pads=[int(p) for p in begin],
-                dilations=[int(d) for d in dilations], group=int(_attr(graph, node, "group", 1)))
+                dilations=[int(d) for d in dilations], group=int(graph.attr(node, "group", 1)))
 
 
 def choose_conv(graph: Graph, node: Node) -> str | None:
@@ -88,8 +74,8 @@ def choose_conv(graph: Graph, node: Node) -> str | None:
         return None
     if graph.type_of(x).dtype != F32 or graph.type_of(w).dtype != F32:
         return "loops"
-    if (len(xs) not in (3, 4) or _const(graph, w) is None
-            or (len(node.inputs) > 2 and node.inputs[2] and _const(graph, node.inputs[2]) is None)):
+    if (len(xs) not in (3, 4) or graph.constant(w) is None
+            or (len(node.inputs) > 2 and node.inputs[2] and graph.constant(node.inputs[2]) is None)):
         return "im2col"
     g = conv_geometry(graph, node, xs, ws)
     if len(xs) == 3:
@@ -107,7 +93,7 @@ def choose_conv(graph: Graph, node: Node) -> str | None:
 
 
 def _no_end_pads(graph: Graph, node: Node) -> bool:
-    pads = _attr(graph, node, "pads")
+    pads = graph.attr(node, "pads")
     return not pads or not any(pads)
 
 
@@ -121,11 +107,11 @@ def choose_gemm(graph: Graph, node: Node) -> str | None:
     dtypes = {graph.type_of(a).dtype, graph.type_of(b).dtype}
     if dtypes != {F32} or len(sa) < 2 or len(sb) < 2:
         return "loops" if node.op == "MatMul" else None
-    trans_a = node.op == "Gemm" and bool(_attr(graph, node, "transA", 0))
-    bw = _const(graph, b)
+    trans_a = node.op == "Gemm" and bool(graph.attr(node, "transA", 0))
+    bw = graph.constant(b)
     if bw is not None and bw.ndim == 2 and len(sa) >= 2 and not trans_a:
         m = int(np.prod(sa[:-1]))
-        k, n = (bw.shape[::-1] if node.op == "Gemm" and _attr(graph, node, "transB", 0) else bw.shape)
+        k, n = (bw.shape[::-1] if node.op == "Gemm" and graph.attr(node, "transB", 0) else bw.shape)
         if m == 1 and matvec.plan(k, n, False, False) is not None:
             return "matvec"
         if m > 1 and directconv.gemm_plan(m, k, n) is not None:

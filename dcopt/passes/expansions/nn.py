@@ -55,24 +55,13 @@ def matmul(graph, node):
 
 
 def _matmul_loops(b: LoopBuilder, a_: str, b_: str, y: str):
-    """np.matmul as one map: a 1-D operand has no M (or N) dim, batch dims broadcast."""
-    sa, sb, sy = b.shape(a_), b.shape(b_), b.shape(y)
-    if not sa or not sb:
-        raise Refused("MatMul of a scalar")
-    has_m, has_n = len(sa) > 1, len(sb) > 1
-    rank = len(sy)
-    batch = rank - has_m - has_n
-    p = params_of(rank + 1)
-    kk = p[rank]
+    """np.matmul as one wcr-sum map (a 1-D operand has no M or N dim, batch dims broadcast)."""
+    from dcopt.passes.expansions.linalg import matmul_subsets  # linalg imports this module
 
-    def batch_subset(shape):
-        lead = batch - len(shape)
-        return [p[lead + j] if d == sy[lead + j] else "0" for j, d in enumerate(shape)]
-
-    a_sub = batch_subset(sa[:-2]) + ([p[batch], kk] if has_m else [kk])
-    b_sub = batch_subset(sb[:-2]) + ([kk, p[batch + has_m]] if has_n else [kk])
-    b.map("matmul", (*sy, sa[-1]), "out = a * c", [("a", a_, index(a_sub)), ("c", b_, index(b_sub))],
-          [("out", y, index(p[:rank]), "sum")])
+    sa, sy = b.shape(a_), b.shape(y)
+    a_sub, b_sub, p = matmul_subsets(sa, b.shape(b_), sy)
+    b.map("matmul", (*sy, sa[-1]), "out = a * c", [("a", a_, a_sub), ("c", b_, b_sub)],
+          [("out", y, index(p[:len(sy)]), "sum")])
     return b.nodes
 
 

@@ -27,7 +27,6 @@ Python files a user names (:func:`load_patch_file`, ``--patch-file``).
 from __future__ import annotations
 
 import difflib
-import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
