@@ -35,7 +35,7 @@ BUILDER_VERSION = 1
 CACHE_DIR = Path(__file__).resolve().parent / ".models"
 SEQ_LEN = 128
 TRANSFORMERS = ("bert", "gpt2")
-MODEL_NAMES = ("mlp", *TRANSFORMERS, *LIGHT_ZOO_NAMES)
+MODEL_NAMES = ("mlp", "novel", *TRANSFORMERS, *LIGHT_ZOO_NAMES)
 QUICK_MODELS = ("mlp", "squeezenet", "bert")
 
 
@@ -175,6 +175,44 @@ def build_mlp(cache_dir: Path, *, width: int = 1024, layers: int = 3, batch: int
                       torch_factory, ("x",), ("y",))
 
 
+# --- a model no hand-written kernel covers -------------------------------------------------------
+
+def build_novel(cache_dir: Path, *, shape=(4, 32, 64, 64), seed: int = 0) -> BenchModel:
+    """Ops dcopt has no hand-written kernel for, only their expansions: Erf, Softsign, Mod, Where,
+    CumSum, GroupNormalization, and activations written out of primitives (QuickGELU as
+    ``x * Sigmoid(1.702 x)``, Mish as ``x * Tanh(Softplus(x))``). Whatever speed dcopt gets here
+    comes from code generated from the IR (map fusion, reductions), not from a template."""
+    groups = 8
+    path = cache_dir / f"novel_{'x'.join(map(str, shape))}_s{seed}_b{BUILDER_VERSION}.onnx"
+    rng = np.random.default_rng(seed)
+    if not path.exists():
+        F = TensorProto.FLOAT
+        inits = [numpy_helper.from_array(np.array(3.0, np.float32), "three"),
+                 numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+                 numpy_helper.from_array(np.array(1.702, np.float32), "k"),
+                 numpy_helper.from_array(np.array(3, np.int64), "axis"),
+                 numpy_helper.from_array(rng.uniform(0.5, 1.5, shape[1]).astype(np.float32), "gamma"),
+                 numpy_helper.from_array(rng.standard_normal(shape[1]).astype(np.float32), "beta")]
+        n = helper.make_node
+        nodes = [n("Erf", ["x"], ["erf"]), n("Softsign", ["erf"], ["soft"]),
+                 n("Mod", ["x", "three"], ["mod"], fmod=1), n("Greater", ["x", "zero"], ["pos"]),
+                 n("Where", ["pos", "soft", "mod"], ["picked"]), n("CumSum", ["picked", "axis"], ["cum"]),
+                 n("GroupNormalization", ["cum", "gamma", "beta"], ["gn"], num_groups=groups, epsilon=1e-5),
+                 n("Mul", ["gn", "k"], ["kx"]), n("Sigmoid", ["kx"], ["sig"]), n("Mul", ["gn", "sig"], ["quick"]),
+                 n("Softplus", ["quick"], ["sp"]), n("Tanh", ["sp"], ["th"]), n("Mul", ["quick", "th"], ["mish"]),
+                 n("Add", ["mish", "x"], ["y"])]
+        graph = helper.make_graph(nodes, "novel", [helper.make_tensor_value_info("x", F, list(shape))],
+                                  [helper.make_tensor_value_info("y", F, list(shape))], inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+        model.ir_version = 10
+        onnx.checker.check_model(model)
+        _atomic_save(model, path)
+    feeds = {"x": (rng.standard_normal(shape) * 3).astype(np.float32)}
+    return BenchModel("novel", path, feeds, "novel",
+                      f"Erf/Softsign/Mod/Where/CumSum/GroupNorm/QuickGELU/Mish chain on {list(shape)} (onnx.helper)",
+                      output_names=("y",))
+
+
 # --- transformers (torch.onnx.export) ---------------------------------------------------------
 
 def _hf_module(kind: str):
@@ -243,6 +281,8 @@ def build(name: str, cache_dir: Path = CACHE_DIR) -> BenchModel:
     _ensure_cache_dir(cache_dir)
     if name == "mlp":
         return build_mlp(cache_dir)
+    if name == "novel":
+        return build_novel(cache_dir)
     if name in TRANSFORMERS:
         return build_transformer(name, cache_dir)
     if name in LIGHT_ZOO_NAMES:

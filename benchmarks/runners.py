@@ -59,7 +59,8 @@ def dcopt_session(model_path, threads: int) -> DcoptSession:
     sess = dc.compile(str(model_path), threads=threads)
     return DcoptSession(f"dcopt cpu backend (O3, numba kernels + OpenBLAS, {threads} BLAS thread(s))",
                         lambda feeds: sess.run(None, feeds),
-                        {"blas_threads": threads, "steps": sess.manifest.get("steps")})
+                        {"blas_threads": threads, "steps": sess.manifest.get("steps"),
+                         "not_native": sess.manifest.get("not_native")})
 
 
 def prepare_dcopt(model: BenchModel, threads: int) -> Prepared:

@@ -45,10 +45,28 @@ def compile_cmd(model, output, pipeline, target, threads, dims, patches, force):
                       patches=patches)
     path = sess.save(output, force=force)
     m = sess.manifest
-    steps = ", ".join(f"{k} {v}" for k, v in m["steps"].items())
     not_native = m.get("not_native", {})
     native = ("every op native" if not not_native else
               "not native: " + ", ".join(f"{op} x{n}" for op, n in not_native.items()))
-    Console().print(f"{path}: {len(m['kernels'])} generated kernel(s); steps: {steps} ({native}); pipeline "
-                    f"{m['pipeline_applied']}; sizes {m['bindings'] or '-'}; {time.perf_counter() - start:.2f} s",
-                    markup=False, highlight=False)
+    Console().print(f"{path}: {step_summary(m['steps'])} ({native}); pipeline {m['pipeline_applied']}; "
+                    f"sizes {m['bindings'] or '-'}; {time.perf_counter() - start:.2f} s", markup=False, highlight=False)
+
+
+#: Step kinds that move bytes without computing (zero-copy slices, concat copies).
+_DATA_MOVEMENT = ("view", "concat")
+
+
+def step_summary(steps: dict[str, int]) -> str:
+    """``{step kind: count}`` (the manifest's) as what a user asks first: how much is generated
+    code, how much a library routine, how much runs on the reference executor (dynamic: sized by
+    data at run time; fallback: no expansion yet)."""
+    kernels = steps.get("kernel", 0)
+    library = {k: n for k, n in steps.items() if k not in ("kernel", "dynamic", "fallback", *_DATA_MOVEMENT)}
+    moves = sum(steps.get(k, 0) for k in _DATA_MOVEMENT)
+    parts = [f"{sum(steps.values())} steps: {kernels} generated kernel(s)",
+             f"{sum(library.values())} library call(s)" + (
+                 f" ({', '.join(f'{k} {n}' for k, n in library.items())})" if library else "")]
+    if moves:
+        parts.append(f"{moves} view/copy")
+    parts.append(f"{steps.get('dynamic', 0)} dynamic, {steps.get('fallback', 0)} fallback")
+    return ", ".join(parts)

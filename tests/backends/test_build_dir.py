@@ -47,6 +47,9 @@ def test_cli_compile(tmp_path):
     out = tmp_path / "tr.dcopt"
     result = CliRunner().invoke(app, ["compile", str(TINY_RESNET), "-o", str(out), "--dim", "N=2"])
     assert result.exit_code == 0, result.output
+    summary = " ".join(result.output.split())  # rich wraps the line at the terminal width
+    assert "9 steps: 3 generated kernel(s), 5 library call(s) (conv 4, gemm 1), 1 view/copy" in summary  # N=2: a GEMM
+    assert "0 dynamic, 0 fallback (every op native)" in summary
     sess = dc.load(out)
     assert sess.bindings == {"N": 2}
     assert sess.run(None, {"image": np.zeros((2, 3, 32, 32), np.float32)})[0].shape == (2, 10)

@@ -117,3 +117,11 @@ def test_convert_bad_suffix_and_garbage_json(tmp_path, tiny_resnet_path):
     result = dcopt("convert", tmp_path / "g.json", "-o", tmp_path / "x.onnx")
     assert result.returncode == 1 and "not valid JSON" in result.stderr
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_compile_summary_counts_generated_library_and_reference_steps():
+    from dcopt.cli.compile_cmd import step_summary
+
+    assert step_summary({"kernel": 2, "conv": 3, "gemm": 1, "view": 1, "dynamic": 1, "fallback": 2}) == (
+        "10 steps: 2 generated kernel(s), 4 library call(s) (conv 3, gemm 1), 1 view/copy, 1 dynamic, 2 fallback")
+    assert step_summary({"kernel": 1}) == "1 steps: 1 generated kernel(s), 0 library call(s), 0 dynamic, 0 fallback"

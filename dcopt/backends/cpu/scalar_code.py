@@ -65,10 +65,11 @@ def literal(value, dtype: str) -> str:
 #: tasklet function -> (float32 spelling, float64 spelling); ints are converted to float64 first
 _FLOAT_FUNCS = {
     "exp": ("fexp", "np.exp"), "tanh": ("ftanh", "np.tanh"), "erf": ("ferf", "math.erf"), "log": ("flog", "np.log"),
+    "log1p": ("flog1p", "np.log1p"),
     **{f: (f"np.{n}", f"np.{n}") for f, n in (
         ("sqrt", "sqrt"), ("sin", "sin"), ("cos", "cos"), ("tan", "tan"), ("asin", "arcsin"),
         ("acos", "arccos"), ("atan", "arctan"), ("sinh", "sinh"), ("cosh", "cosh"), ("asinh", "arcsinh"),
-        ("acosh", "arccosh"), ("atanh", "arctanh"), ("log1p", "log1p"), ("expm1", "expm1"))},
+        ("acosh", "arccosh"), ("atanh", "arctanh"), ("expm1", "expm1"))},
 }
 #: functions whose result has the argument's type (floats keep theirs; integers pass through)
 _SAME_FUNCS = {"floor": "np.floor", "ceil": "np.ceil", "rint": "np.rint", "trunc": "np.trunc"}

@@ -1,0 +1,212 @@
+"""``python -m benchmarks.sweep``: many transformers architectures, tiny configs, dcopt beside onnxruntime.
+
+The fixed harness models (``benchmarks.run``) are the famous ones; this sweep is the other half of
+the question -- how does dcopt do on architectures nobody tuned it for? Each architecture is built
+from a tiny config of its own type (``AutoConfig.for_model`` with small sizes, seeded random
+weights), wrapped to return its first output tensor, exported with ``torch.onnx.export`` (opset 17),
+and then benchmarked exactly like ``benchmarks.run --model-file``: interleaved rounds, medians,
+spread, outputs checked against onnxruntime at fp32 tolerance. The summary lists, per architecture,
+the speed ratio (onnxruntime median / dcopt median: > 1 is dcopt faster), whether dcopt's outputs
+are valid, and every op that ran as a fallback or dynamic step (the compiled path's gaps).
+
+An architecture that cannot be built or exported here is listed as such (a transformers/torch
+limitation, not a dcopt result). Exports are cached by torch/transformers version.
+
+    python -m benchmarks.sweep                       # every architecture below
+    python -m benchmarks.sweep --only llama,vit --reps 20 --json sweep.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+SEQ = 32
+IMAGE = 64
+
+#: model_type -> "text" (input_ids, attention_mask) or "vision" (pixel_values).
+ARCHITECTURES = {
+    # encoders
+    "bert": "text", "roberta": "text", "distilbert": "text", "albert": "text", "electra": "text",
+    "deberta": "text", "deberta-v2": "text", "squeezebert": "text", "mobilebert": "text",
+    "xlm-roberta": "text", "camembert": "text", "ernie": "text", "roformer": "text", "mpnet": "text",
+    "funnel": "text", "layoutlm": "text", "megatron-bert": "text", "convbert": "text", "canine": "text",
+    "rembert": "text", "data2vec-text": "text", "esm": "text", "big_bird": "text", "splinter": "text",
+    # decoders
+    "gpt2": "text", "gpt_neo": "text", "gptj": "text", "opt": "text", "bloom": "text", "llama": "text",
+    "mistral": "text", "qwen2": "text", "phi": "text", "phi3": "text", "gemma": "text", "stablelm": "text",
+    "falcon": "text", "mpt": "text", "codegen": "text", "gpt_neox": "text", "biogpt": "text",
+    "starcoder2": "text", "olmo": "text", "gemma2": "text", "granite": "text", "xglm": "text",
+    "gpt_bigcode": "text", "persimmon": "text", "qwen3": "text", "cohere": "text", "glm": "text",
+    # vision
+    "vit": "vision", "deit": "vision", "beit": "vision", "convnext": "vision", "convnextv2": "vision",
+    "resnet": "vision", "mobilenet_v1": "vision", "mobilenet_v2": "vision", "regnet": "vision",
+    "poolformer": "vision", "bit": "vision", "levit": "vision", "efficientnet": "vision", "dinov2": "vision",
+    "segformer": "vision", "swin": "vision", "mobilevit": "vision", "data2vec-vision": "vision", "yolos": "vision",
+    "pvt": "vision", "focalnet": "vision", "cvt": "vision", "glpn": "vision",
+}
+
+#: Sizes applied where the config has the attribute (standard names reach aliases such as
+#: GPT-2's ``n_embd`` through transformers' attribute maps).
+TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128,
+        "vocab_size": 1000, "max_position_embeddings": 128, "num_key_value_heads": 2, "embedding_size": 64,
+        "image_size": IMAGE, "num_channels": 3, "n_positions": 128, "rotary_dim": 8, "ffn_dim": 128,
+        "hidden_act": None, "type_vocab_size": 2, "num_labels": 2}
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def tiny_config(model_type: str):
+    from transformers import AutoConfig
+
+    config = AutoConfig.for_model(model_type)
+    for key, value in TINY.items():
+        if key == "hidden_size" and hasattr(config, "hidden_sizes"):
+            continue  # a staged CNN (ConvNeXt, ...): its hidden size is its last stage's width
+        if value is not None and hasattr(config, key):
+            try:
+                setattr(config, key, value)
+            except Exception:  # noqa: BLE001 - a config that derives this value
+                pass
+    if getattr(config, "pad_token_id", None) is not None and config.pad_token_id >= TINY["vocab_size"]:
+        config.pad_token_id = 0
+    if hasattr(config, "head_dim") and getattr(config, "num_attention_heads", None):
+        try:
+            config.head_dim = config.hidden_size // config.num_attention_heads
+        except Exception:  # noqa: BLE001 - a derived property (Falcon)
+            pass
+    for key in ("attn_implementation", "_attn_implementation"):
+        try:
+            setattr(config, key, "eager")
+        except Exception:  # noqa: BLE001
+            pass
+    return config
+
+
+def export(model_type: str, kind: str, cache: Path) -> Path:
+    """The architecture's ONNX file (cached), or an exception saying why it cannot be built."""
+    import torch
+    import transformers
+
+    path = cache / f"{model_type}_torch{torch.__version__}_tf{transformers.__version__}.onnx".replace("+", "_")
+    if path.exists():
+        return path
+    from transformers import AutoModel
+
+    torch.manual_seed(0)
+    core = AutoModel.from_config(tiny_config(model_type)).eval()
+
+    class FirstOutput(torch.nn.Module):
+        def __init__(self, core):
+            super().__init__()
+            self.core = core
+
+        def forward(self, *args):
+            if kind == "vision":
+                out = self.core(pixel_values=args[0], return_dict=False)
+            else:
+                out = self.core(input_ids=args[0], attention_mask=args[1], return_dict=False)
+            return out[0]
+
+    wrapper = FirstOutput(core).eval()
+    if kind == "vision":
+        example = (torch.randn(1, 3, IMAGE, IMAGE),)
+        names = ["pixel_values"]
+    else:
+        example = (torch.randint(0, 1000, (1, SEQ)), torch.ones(1, SEQ, dtype=torch.int64))
+        names = ["input_ids", "attention_mask"]
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(wrapper, example, str(tmp), input_names=names, output_names=["y"], opset_version=17,
+                          dynamo=False)
+    os.replace(tmp, path)
+    return path
+
+
+def feeds_for(path: Path, kind: str) -> dict:
+    """Seeded feeds: token ids in the tiny vocabulary (a random int64 would index out of range)."""
+    import numpy as np
+    import onnx
+
+    rng = np.random.default_rng(1)
+    model = onnx.load(str(path), load_external_data=False)
+    inits = {t.name for t in model.graph.initializer}
+    wanted = [i.name for i in model.graph.input if i.name not in inits]
+    if kind == "vision":
+        all_feeds = {"pixel_values": rng.standard_normal((1, 3, IMAGE, IMAGE)).astype(np.float32)}
+    else:
+        all_feeds = {"input_ids": rng.integers(0, 1000, (1, SEQ)).astype(np.int64),
+                     "attention_mask": np.ones((1, SEQ), np.int64)}
+    return {k: all_feeds[k] for k in wanted}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.sweep", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", help="comma-separated model types (default: all)")
+    parser.add_argument("--reps", type=int, default=20)
+    parser.add_argument("--time-budget", type=float, default=8.0, help="seconds of timed rounds per model")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "dcopt-bench" / "sweep"))
+    parser.add_argument("--json", help="write every result here")
+    parser.add_argument("--unset-openblas-env", action="store_true",
+                        help="drop OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE in this process (they slow numpy's BLAS)")
+    args = parser.parse_args(argv)
+    if args.unset_openblas_env:
+        for key in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+            os.environ.pop(key, None)
+    from benchmarks import measure
+    from benchmarks.models import BenchModel
+
+    cache = Path(args.cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    wanted = args.only.split(",") if args.only else list(ARCHITECTURES)
+    rows, results = [], []
+    for model_type in wanted:
+        kind = ARCHITECTURES.get(model_type, "text")
+        t0 = time.perf_counter()
+        try:
+            path = export(model_type, kind, cache)
+        except Exception as exc:  # noqa: BLE001 - reported, not fatal
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
+            _log(f"[{model_type}] not built here: {reason}")
+            rows.append((model_type, "not exported", "", "", reason))
+            continue
+        _log(f"[{model_type}] exported in {time.perf_counter() - t0:.1f}s")
+        model = BenchModel(model_type, path, feeds_for(path, kind), "sweep", f"{model_type} tiny config")
+        entry = measure.bench_one(model, ["dcopt", "onnxruntime"], threads=args.threads, warmup=1, reps=args.reps,
+                                  burst=5, time_budget_s=args.time_budget, log=_log)
+        results.append(entry)
+        ours = entry["runtimes"].get("dcopt", {})
+        speed = (entry.get("speedups", {}).get("onnxruntime") or {}).get("speedup")
+        gaps = ", ".join(f"{k}={v}" for k, v in ((ours.get("settings") or {}).get("not_native") or {}).items())
+        valid = (ours.get("correctness") or {}).get("valid")
+        status = "ok" if valid else ours.get("error") or "INVALID"
+        compile_s = ours.get("prepare_s")
+        rows.append((model_type, status, "" if speed is None else f"{speed:.2f}x",
+                     "" if compile_s is None else f"{compile_s:.1f}s", gaps))
+    print(f"{'architecture':16} {'dcopt':14} {'vs ORT':>7} {'compile':>8}  not native")
+    for name, status, speed, compile_s, gaps in rows:
+        print(f"{name:16} {str(status)[:14]:14} {speed:>7} {compile_s:>8}  {gaps}")
+    speeds = [e["speedups"]["onnxruntime"]["speedup"] for e in results
+              if (e.get("speedups", {}).get("onnxruntime") or {}).get("valid")]
+    if speeds:
+        import numpy as np
+
+        print(f"\n{len(speeds)} architectures timed; geomean {float(np.exp(np.mean(np.log(speeds)))):.2f}x, "
+              f"median {float(np.median(speeds)):.2f}x; slower than onnxruntime: {sum(s < 1 for s in speeds)}; "
+              f"with a not-native step: {sum(1 for r in rows if r[4] and r[1] != 'not exported')}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "results": results}, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
