@@ -181,8 +181,17 @@ def test_batch_normalization_training(cache, outputs):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
-@pytest.mark.parametrize("size", [3, 4])
+@pytest.mark.parametrize("size", [3, 4, 19])  # 19: wider than LRN_UNROLL, the wcr-window form
 def test_local_response_normalization(cache, dtype, size):
-    x = data((2, 5, 3, 4), dtype, edges=False)
+    x = data((2, 5 if size < 19 else 21, 3, 4), dtype, edges=False)
     model = one_op("LRN", {"x": x}, {"y": (dtype, x.shape)}, {"size": size, "alpha": 0.01, "beta": 0.6, "bias": 2.0})
     run(cache, model, {"x": x}, dtype)
+
+
+@pytest.mark.parametrize("beta, bias", [(0.0, 0.0), (0.75, 0.0), (0.75, 1.0), (0.5, 1.0), (1.0, 0.0), (0.6, 0.0)])
+def test_local_response_normalization_at_the_ends(cache, beta, bias):
+    """q ** beta as exp(beta * log(q)): q = 0 (zeros with bias 0) gives inf or NaN as pow does,
+    beta = 0 gives 1 even at q = 0; NaN and infinities pass through."""
+    x = np.array([[[[0.0, 1.0, -2.0, np.nan]], [[0.0, 3.0, np.inf, 1.0]], [[0.0, -np.inf, 5.0, 1e30]]]], np.float32)
+    model = one_op("LRN", {"x": x}, {"y": ("float32", x.shape)}, {"size": 3, "alpha": 0.5, "beta": beta, "bias": bias})
+    run(cache, model, {"x": x}, "float32")

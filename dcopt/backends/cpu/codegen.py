@@ -109,7 +109,9 @@ class CodeGenerator:
             for name in (*(m.container for m in (*spec.inputs, *spec.outputs)), *spec.input_containers):
                 t = self.types.get(name) or body.containers[name].type
                 types[name] = (t.dtype, len(t.shape))
-        kernel = render_kernel(KernelSpec(specs, int(node.attrs.get("outer", 0)), locals_, types))
+        shapes = {name: tuple(int(d) for d in self.types[name].shape) for name in types
+                  if name in self.types and self._static(name)}
+        kernel = render_kernel(KernelSpec(specs, int(node.attrs.get("outer", 0)), locals_, types, shapes))
         self.kernels[kernel.name] = kernel.source
         self.signatures.setdefault(kernel.name, set()).add(kernel.signature)
         params = {"kernel": kernel.name, "outer_range": list(kernel.outer_range) if kernel.outer_range else None,

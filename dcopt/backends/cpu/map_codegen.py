@@ -64,6 +64,10 @@ class KernelSpec:
     outer: int
     locals: frozenset[str]
     types: Mapping[str, tuple[str, int]]
+    #: static shapes of the containers (where known): a guarded read ("outside" value) checks and
+    #: clamps only the dims whose index can leave the container -- a clamped index is not affine,
+    #: so a guard on every dim kept pooling and LRN windows from vectorizing
+    shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 @dataclass
@@ -110,6 +114,16 @@ class _Renamer(ast.NodeTransformer):
 
     def visit_Name(self, node):
         return ast.copy_location(ast.Name(self.names.get(node.id, node.id), ast.Load()), node)
+
+
+def _constant_param_bounds(m: LoopSpec) -> dict[str, tuple[int, int]] | None:
+    """Inclusive bounds of a map's params when its ranges are constants (no symbols); None when
+    a range is symbolic or empty (nothing can be proven in bounds then)."""
+    try:
+        bounds = m.param_bounds({})
+    except Exception:  # noqa: BLE001 - a range over a symbol: unknown until run time
+        return None
+    return None if any(hi < lo for lo, hi in bounds.values()) else bounds
 
 
 def index_text(expr: IndexExpr, names: Mapping[str, str]) -> str:
@@ -274,6 +288,7 @@ class _Renderer:
 
     def _loads(self, m: LoopSpec, names, conn, depth: int) -> list[str]:
         lines = []
+        bounds = _constant_param_bounds(m)
         done: set[str] = set()
         pending = list(m.inputs)
         conn_names = set(conn)
@@ -284,7 +299,8 @@ class _Renderer:
                 if deps - done:
                     continue
                 local_names = {**names, **{c: conn[c] for c in deps}}
-                lines.append(f"{IND * depth}{conn[memlet.connector]} = {self._read(memlet, local_names)}")
+                lines += [f"{IND * depth}{line}" for line in
+                          self._read(memlet, local_names, bounds, conn[memlet.connector])]
                 done.add(memlet.connector)
                 pending.remove(memlet)
                 progressed = True
@@ -292,19 +308,44 @@ class _Renderer:
                 raise UnsupportedError(f"indirect memlets {[str(p) for p in pending]} depend on each other")
         return lines
 
-    def _read(self, memlet: Memlet, names) -> str:
+    def _read(self, memlet: Memlet, names, bounds: Mapping[str, tuple[int, int]] | None, target: str) -> list[str]:
+        """Statements loading ``memlet`` into variable ``target``. A read with an ``outside``
+        value (padding, windows) checks and clamps the dims that can leave the container; where
+        the container is static and non-empty the clamped load is always in bounds, so it is done
+        unconditionally and the value selected (a load under a branch does not vectorize)."""
         c = memlet.container
         if c in self.local_var:
-            return self.local_var[c]
+            return [f"{target} = {self.local_var[c]}"]
         if memlet.outside is None:
-            return self._load_expr(c, self._ref(c, memlet, names))
+            return [f"{target} = {self._load_expr(c, self._ref(c, memlet, names))}"]
         idx = [index_text(d, names) for d in memlet.subset]
         var = self.arg_var[c]
-        checks = [f"(0 <= {i} < {var}.shape[{k}])" for k, i in enumerate(idx)]
-        clamped = [f"min(max({i}, 0), {var}.shape[{k}] - 1)" for k, i in enumerate(idx)]
+        inside = self._inside_dims(memlet, bounds)
+        checks = [f"(0 <= {i} < {var}.shape[{k}])" for k, i in enumerate(idx) if k not in inside]
+        clamped = [i if k in inside else f"min(max({i}, 0), {var}.shape[{k}] - 1)" for k, i in enumerate(idx)]
         load = self._load_expr(c, f"{var}[{', '.join(clamped)}]")
+        if not checks:
+            return [f"{target} = {load}"]
         outside = literal(memlet.outside, compute_dtype(self.dtype(c)))
-        return f"({load} if {' and '.join(checks)} else {outside})"
+        shape = self.spec.shapes.get(c)
+        if shape is not None and all(d > 0 for d in shape):
+            return [f"{target}_raw = {load}", f"{target} = ({target}_raw if {' and '.join(checks)} else {outside})"]
+        return [f"{target} = ({load} if {' and '.join(checks)} else {outside})"]
+
+    def _inside_dims(self, memlet: Memlet, bounds: Mapping[str, tuple[int, int]] | None) -> set[int]:
+        """Dims of a guarded read whose index provably stays inside the container: the container's
+        shape is static and every name the index uses is a loop param with constant bounds."""
+        shape = self.spec.shapes.get(memlet.container)
+        if not bounds or shape is None or len(shape) != len(memlet.subset):
+            return set()
+        inside = set()
+        for k, dim in enumerate(memlet.subset):
+            if isinstance(dim, Range) or not dim.names <= bounds.keys():
+                continue
+            lo, hi = dim.bounds(bounds)
+            if 0 <= lo and hi < shape[k]:
+                inside.add(k)
+        return inside
 
     def _store(self, out: Memlet, value: str, names, dtype: str, depth: int, vtype: str | None = None) -> str:
         c = out.container

@@ -296,10 +296,29 @@ def _batch_norm_training(b: LoopBuilder, x: str, y: str, conns: dict, dtype: str
     return b.nodes
 
 
+def _power(q: str, beta: float) -> str:
+    """Tasklet text of ``q ** beta`` for LRN's constant exponent without ``pow`` (a scalar libm
+    call that kept the kernel from vectorizing): square roots for the exponents models use (0.75
+    is the default: sqrt(q) * sqrt(sqrt(q)), each root correctly rounded), else
+    ``exp(beta * log(q))``. Both give pow's results at q = 0, inf, NaN and q < 0 (NaN); q ** 0 is 1."""
+    roots = {0.25: f"sqrt(sqrt({q}))", 0.5: f"sqrt({q})", 0.75: f"(sqrt({q}) * sqrt(sqrt({q})))", 1.0: q}
+    if beta == 0:
+        return "1.0"
+    return roots.get(beta, f"exp({fmt(beta)} * log({q}))")
+
+
+#: Windows up to this many channels are read as that many guarded memlets of one map (the
+#: common LRN sizes 3-5); wider ones sum into a transient through a wcr map.
+LRN_UNROLL = 16
+
+
 @expansion("LRN")
 def lrn(graph, node):
-    """Sum of squares over a window of ``size`` channels (a wcr map, the window innermost, reading
-    0 outside the channels), then scale."""
+    """Sum of squares over a window of ``size`` channels (reads outside the channels are 0), then
+    ``x / (bias + alpha / size * sum) ** beta``. A window of up to :data:`LRN_UNROLL` channels is
+    one map reading each channel of the window (one guarded memlet each, summed in the
+    reference's order), so the innermost loop runs along the contiguous last axis and vectorizes;
+    a wider window is a wcr map into a transient first. The power is :func:`_power`'s."""
     b = LoopBuilder(graph, node)
     x, y = b.input(0), b.output()
     b.require_dtype(x, allowed=FLOATS)
@@ -308,14 +327,29 @@ def lrn(graph, node):
         raise Refused("input of rank < 2")
     size, rank = int(b.attr("size")), len(shape)
     dtype = compute_dtype(b.dtype(x))
+    before = (size - 1) // 2
+    scale, bias, beta = fmt(b.attr("alpha", 1e-4) / size), fmt(b.attr("bias", 1.0)), float(b.attr("beta", 0.75))
+    over_x = Rows(shape, ())
+    lead, rest = over_x.full.split(", ")[:1], over_x.full.split(", ")[2:]
+
+    def scaled(total: str) -> str:
+        return f"q = {bias} + {scale} * ({total})\nout = {widened('a', b.dtype(x))} / {_power('q', beta)}"
+
+    if size <= LRN_UNROLL:
+        reads = [("a", x, over_x.full)]
+        terms = []
+        for k in range(size):
+            reads.append((f"w{k}", x, index([*lead, affine([(1, "i1")], k - before), *rest]), 0.0))
+            terms.append(f"v{k} * v{k}")
+        code = [f"v{k} = {widened(f'w{k}', b.dtype(x))}" for k in range(size)]
+        code.append(f"s = {' + '.join(terms)}")
+        over_x.map(b, "lrn", "\n".join([*code, scaled("s")]), reads, [("out", y, over_x.full)])
+        return b.nodes
     squares = b.transient(shape, dtype, "sqsum")
     window = Rows((*shape, size), (rank,))
-    read = index(["i0", affine([(1, "i1"), (1, f"i{rank}")], -((size - 1) // 2)), *window.full.split(", ")[2:rank]])
-    w = widened("w", b.dtype(x))
-    window.map(b, "window", f"v = {w}\nout = v * v", [("w", x, read, 0.0)],
+    read = index(["i0", affine([(1, "i1"), (1, f"i{rank}")], -before), *window.full.split(", ")[2:rank]])
+    window.map(b, "window", f"v = {widened('w', b.dtype(x))}\nout = v * v", [("w", x, read, 0.0)],
                [("out", squares, window.stat(keepdims=False), "sum")])
-    scale, bias, beta = fmt(b.attr("alpha", 1e-4) / size), fmt(b.attr("bias", 1.0)), fmt(b.attr("beta", 0.75))
-    over_x = Rows(shape, ())
-    over_x.map(b, "normalize", f"out = {widened('a', b.dtype(x))} / pow({bias} + {scale} * s, {beta})",
-               [("a", x, over_x.full), ("s", squares, over_x.full)], [("out", y, over_x.full)])
+    over_x.map(b, "normalize", scaled("s"), [("a", x, over_x.full), ("s", squares, over_x.full)],
+               [("out", y, over_x.full)])
     return b.nodes
