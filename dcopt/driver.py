@@ -3,7 +3,7 @@
     frontend -> Graph -> specialize sizes -> idea patches -> pass pipeline (O3: level 1-3
     decisions on ops) -> select-impl (routines not chosen yet) -> expand (ops become maps,
     reductions and library calls) -> simplify-maps
-    -> fuse-epilogues -> fuse-maps -> form-kernels -> plan-memory -> backend codegen -> build
+    -> fuse-epilogues -> fuse-maps -> form-kernels -> collapse-dims -> plan-memory -> backend codegen -> build
 
 :func:`lower` is every backend-neutral stage; a backend implements ``codegen`` (lowered graph ->
 program) and a runtime, nothing else: the fusion, the kernels' loop structure, the library
@@ -29,6 +29,7 @@ LOWERING = (
     ("fuse-epilogues", {}),
     ("fuse-maps", {}),
     ("form-kernels", {}),
+    ("collapse-dims", {}),
     ("plan-memory", {"inplace": False, "outputs": True, "concat": True}),
 )
 

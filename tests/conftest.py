@@ -10,6 +10,18 @@ from onnx import TensorProto, helper, numpy_helper
 from dcopt.examples import TINY_RESNET
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Every compile in the suite caches under a temporary directory, never the user's
+    ``~/.cache/dcopt`` (tests that need their own cache still set DCOPT_CACHE_DIR themselves)."""
+    patch = pytest.MonkeyPatch()
+    root = tmp_path_factory.mktemp("dcopt-cache")
+    patch.setenv("DCOPT_CACHE_DIR", str(root))
+    patch.setenv("XDG_CACHE_HOME", str(root / "xdg"))
+    yield root
+    patch.undo()
+
+
 @pytest.fixture
 def tiny_resnet_path():
     return TINY_RESNET

@@ -58,7 +58,7 @@ register_pipeline(
     description="levels 1-3 on ops: O2, then stack sibling 1x1 convs into one, drop copies that can be views, "
                 "choose per-op routines, tiles and vector widths (dcopt.* schedule properties), and fuse by the "
                 "bytes-moved cost model. Compiling continues with the loop-level stages of dcopt.driver "
-                "(expand, fuse-epilogues, fuse-maps, form-kernels, plan-memory)",
+                "(expand, fuse-epilogues, fuse-maps, form-kernels, collapse-dims, plan-memory)",
 )
 
 

@@ -181,3 +181,28 @@ def test_col2im_3d_ints(cache):
     x = rand((1, 2 * 8, 27), "int32")
     run(cache, "Col2Im", x, dict(), initializers={"image": np.array([4, 4, 4], np.int64),
                                                   "block": np.array([2, 2, 2], np.int64)}, opset=18, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("shape, attrs", [
+    ((1, 3, 9, 11), dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1])),
+    ((1, 2, 6, 7), dict(kernel_shape=[3, 2], pads=[2, 0, 1, 1], strides=[2, 1])),
+    ((1, 2, 2, 2), dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1])),  # no interior: nothing peeled
+])
+def test_padded_windows_peel_their_borders(cache, shape, attrs):
+    """Generated code splits a padded window's output rows/columns into border and interior
+    segments (map_codegen._outer_levels); interior loads carry no clamp, and every segment agrees
+    with the reference, NaN/inf/-inf at the borders included."""
+    import dcopt
+
+    x = rand(shape) * 100
+    x[0, 0, 0, 0], x[0, 0, -1, -1], x[0, -1, 0, -1] = np.nan, np.inf, -np.inf
+    model = make_model([helper.make_node("MaxPool", ["x"], ["y"], **attrs)], [("x", TensorProto.FLOAT, list(shape))],
+                       [("y", TensorProto.FLOAT, None)], opset=19)
+    run_three_ways(model, {"x": x}, cache_dir=cache)
+    source = (dcopt.compile(model, cache_dir=cache)._current.directory / "kernels.py").read_text()
+    blocks = source.split("for o2 in range(")[1:]  # each column segment up to the next one
+    if shape[-1] > 2:
+        assert len(blocks) >= 3, source
+        assert any("A0[" in b and "min(max(" not in b for b in blocks), source  # the interior
+    else:
+        assert len(blocks) == 1 and "min(max(" in blocks[0], source

@@ -26,6 +26,7 @@ import numpy as np
 from dcopt.backends.cpu import build
 from dcopt.backends.cpu.runtime import CompiledModel
 from dcopt.errors import InputError
+from dcopt.feeds_check import FeedChecker
 from dcopt.ir.dtypes import to_numpy
 
 _ONNX_TYPE = {"float32": "float", "float64": "double", "int64": "int64", "int32": "int32", "bool": "bool",
@@ -77,6 +78,7 @@ class CpuSession:
         self.threads = pool_threads() if threads is None else threads
         self._inputs = _signature_args(signature["inputs"])
         self._input_types = [_value_type(d) for d in signature["inputs"]]
+        self._check_feeds = FeedChecker([(a.name, t) for a, t in zip(self._inputs, self._input_types)])
         #: inputs that are sequences or optionals (fed as lists or None, not arrays)
         self._containers = {d["name"] for d in signature["inputs"] if d.get("kind", "tensor") != "tensor"}
         self._outputs = _signature_args(signature["outputs"])
@@ -100,10 +102,8 @@ class CpuSession:
         return list(self._outputs)
 
     def run(self, output_names: Sequence[str] | None, feeds: Mapping[str, np.ndarray], run_options=None) -> list:
-        from dcopt.feeds_check import check_feeds
-
         # names, arrays (lists and scalars as onnxruntime takes them), native byte order, dtypes, ranks
-        feeds = check_feeds(feeds, [(a.name, t) for a, t in zip(self._inputs, self._input_types)])
+        feeds = self._check_feeds(feeds)
         if self._value_inputs or self._model is None:
             results = self._model_for(feeds).run(feeds)
         else:
@@ -117,14 +117,6 @@ class CpuSession:
             return [results[self._out_index[n]] for n in output_names]
         except KeyError as exc:
             raise InputError(f"unknown output {exc}; the model's outputs are {list(self._out_index)}") from None
-
-    def _check_names(self, feeds: Mapping) -> None:
-        names = [i.name for i in self._inputs]
-        unknown = sorted(set(feeds) - set(names))
-        if unknown:
-            raise InputError(f"unknown input(s) {unknown}; the model's inputs are {names}")
-        missing = [n for n in names if n not in feeds]
-        raise InputError(f"missing input(s) {missing}")
 
     def _feed_key(self, feeds: Mapping[str, np.ndarray]) -> tuple[dict, dict, tuple]:
         """(symbolic dim bindings, specialized values, variant key) of ``feeds``; InputError for

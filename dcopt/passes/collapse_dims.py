@@ -1,0 +1,206 @@
+"""collapse-dims (level 3, loop level): join a kernel's two innermost loops into one when every
+array they index is contiguous along them.
+
+An elementwise kernel over ``[1, 256, 7, 7]`` runs ``for c: for h: for w`` with an innermost loop
+of 7 iterations: too short for one 16-lane vector, so the loop body runs scalar, and even at 56
+(3.5 vectors) every row pays a remainder. When every memlet that uses the two innermost params
+``h, w`` indexes exactly ``[..., h, w]`` of a static container whose dims are their whole ranges,
+the pair is the single index ``h * W + w`` of that container seen as ``[..., H * W]``: the kernel
+reads and writes *views* (Reshape nodes, no copy; :mod:`dcopt.ir.views`) and loops once over
+``H * W``. Memlets that use neither param (per-channel scales ``s[c]``, broadcasts ``b[c, 0, 0]``)
+are unchanged. Repeated while the new innermost pair qualifies, so a plain elementwise kernel
+becomes one flat loop that the runtime splits across threads. (DenseNet's BatchNorm+Relu
+kernels over 14x14 and 7x7 images ran 1.3-2x slower than one flat loop.)
+
+Refused (kernel left as it is): a range that is symbolic; a tasklet that reads the params as
+numbers; a memlet that uses the pair any other way (a window ``h + p``, a transposed read, an
+indirect index, a padded read with an ``outside`` value, an output with an *init* copy); a
+register-resident local or a kernel-internal array indexed by the pair; a pair that straddles
+the kernel's shared outer depth; an empty container (Reshape reads a 0 in its shape as "keep").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dcopt.ir.graph import Graph, Node
+from dcopt.ir.loops import Memlet, Range, loop_spec, make_map
+from dcopt.ir.types import TensorType
+from dcopt.passes.base import Pass, PassResult, register_pass
+from dcopt.passes.kernels import is_kernel, kernel_internals
+
+
+def _constant_extent(spec, j: int) -> int | None:
+    b, e = spec.ranges[j]
+    if b.names or e.names or int(b.evaluate({})) != 0:
+        return None
+    return int(e.evaluate({}))
+
+
+def _pattern(m: Memlet, first: str, second: str) -> int | None | bool:
+    """Dim ``d`` where ``m`` reads ``[..., first, second, ...]`` at ``d, d+1`` and uses neither
+    param elsewhere; None when it uses neither; False when it uses them any other way."""
+    names = [set(d.begin.names | d.end.names) if isinstance(d, Range) else set(d.names) for d in m.subset]
+    if not any({first, second} & n for n in names):
+        return None
+    for d in range(len(m.subset) - 1):
+        a, b = m.subset[d], m.subset[d + 1]
+        if isinstance(a, Range) or isinstance(b, Range) or a.text != first or b.text != second:
+            continue
+        if all(not ({first, second} & n) for k, n in enumerate(names) if k not in (d, d + 1)):
+            return d
+    return False
+
+
+class _Views:
+    """Reshape views made by the pass, one per (container, collapsed dim). A view of a view is
+    made from the original container (one Reshape, however many levels collapse)."""
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.made: dict[tuple[str, int], str] = {}
+        self.origin: dict[str, str] = {}  # view -> the container it reshapes
+        self.before: dict[str, Node] = {}  # input views: Reshape(container) -> view, before the kernel
+        self.after: dict[str, Node] = {}  # output views: Reshape(view) -> container, after it
+
+    def view(self, container: str, d: int, output: bool) -> str:
+        key = (container, d)
+        if key in self.made:
+            return self.made[key]
+        t = self.graph.type_of(container)
+        shape = (*t.shape[:d], t.shape[d] * t.shape[d + 1], *t.shape[d + 2:])
+        origin = self.origin.get(container, container)
+        name = self.graph.fresh_name(f"{origin}_flat")
+        self.graph.add_container(name, TensorType(t.dtype, shape))
+        const = self.graph.fresh_name(f"{name}_shape")
+        target = self.graph.type_of(origin).shape if output else shape
+        self.graph.add_parameter(const, np.array(target, dtype=np.int64))
+        if output:
+            self.after[name] = Node("Reshape", (name, const), (origin,), {}, name=f"{name}/view")
+        else:
+            self.before[name] = Node("Reshape", (origin, const), (name,), {}, name=f"{name}/view")
+        self.origin[name] = origin
+        self.made[key] = name
+        return name
+
+
+def _dims_text(subset, d: int, param: str) -> str:
+    dims = [str(x) for x in subset]
+    return ", ".join([*dims[:d], param, *dims[d + 2:]])
+
+
+def _collapse_once(graph: Graph, node: Node, views: _Views) -> Node | None:
+    """``node`` with its innermost loop pair joined, or None when the pair does not qualify."""
+    body = node.attrs["body"]
+    specs = [loop_spec(n) for n in body.nodes]
+    n = len(specs[0].params)
+    outer = int(node.attrs.get("outer", 0))
+    if n < 2 or any(len(s.params) != n or s.symbols for s in specs) or outer == n - 1:
+        return None
+    extents = [(_constant_extent(s, n - 2), _constant_extent(s, n - 1)) for s in specs]
+    if None in extents[0] or any(e != extents[0] for e in extents):
+        return None
+    blocked = set(node.attrs.get("locals", ())) | set(kernel_internals(node))
+    written = {m.container for s in specs for m in s.outputs}
+    plan: list[list[int | None]] = []  # per spec: the collapsed dim of each memlet (inputs, then outputs)
+    for s in specs:
+        first, second = s.params[n - 2], s.params[n - 1]
+        if {first, second} & s.tasklet.reads:
+            return None
+        dims = []
+        for m in (*s.inputs, *s.outputs):
+            d = _pattern(m, first, second)
+            if d is False or d is not None and (m.container in blocked or m.outside is not None or m.init
+                                                or m.names() & s.connectors):
+                return None
+            if d is not None:
+                shape = graph.type_of(m.container).shape
+                if shape is None or not all(isinstance(x, int) and x > 0 for x in shape) \
+                        or (shape[d], shape[d + 1]) != extents[0]:
+                    return None
+            dims.append(d)
+        plan.append(dims)
+    # a container written here and also read here must be read through the same view
+    for s, dims in zip(specs, plan):
+        for m, d in zip(s.inputs, dims):
+            if m.container in written and d is None:
+                return None
+    new_nodes = []
+    for s, dims, old in zip(specs, plan, body.nodes):
+        first = s.params[n - 2]
+        k = len(s.inputs)
+        reads = [(m.connector, views.view(m.container, d, False) if d is not None and m.container not in written
+                  else views.view(m.container, d, True) if d is not None else m.container,
+                  _dims_text(m.subset, d, first) if d is not None else m.subset_text,
+                  *(() if m.outside is None else (m.outside,)))
+                 for m, d in zip(s.inputs, dims[:k])]
+        writes = [(m.connector, views.view(m.container, d, True) if d is not None else m.container,
+                   _dims_text(m.subset, d, first) if d is not None else m.subset_text, m.wcr)
+                  for m, d in zip(s.outputs, dims[k:])]
+        ranges = [(b.text, e.text) for b, e in s.ranges[:n - 2]] + [("0", str(extents[0][0] * extents[0][1]))]
+        new_nodes.append(make_map(old.name, s.params[:n - 1], ranges, s.tasklet.code, reads, writes,
+                                  s.out_dtypes))
+    return _rebuild(graph, node, new_nodes, outer if outer <= n - 2 else n - 1)
+
+
+def _rebuild(graph: Graph, node: Node, nodes: list[Node], outer: int) -> Node:
+    """The kernel node over ``nodes``: body inputs/outputs renamed to the views they now use."""
+    old_body = node.attrs["body"]
+    written = [o for x in nodes for o in x.outputs if o]
+    inputs = list(dict.fromkeys(i for x in nodes for i in x.present_inputs if i not in written))
+    internal = set(kernel_internals(node))
+    outs = [o for o in written if o not in internal]
+    body = Graph(old_body.name, old_body.opset)
+    for name in inputs:
+        body.add_input(name, graph.type_of(name))
+    for name in written:
+        body.add_container(name, graph.type_of(name) or old_body.containers[name].type)
+    body.nodes = nodes
+    body.outputs = outs
+    return node.replace(inputs=tuple(inputs), outputs=tuple(outs),
+                        attrs={**node.attrs, "body": body, "outer": outer})
+
+
+def collapse_dims(graph: Graph) -> dict:
+    """Collapse every qualifying kernel's innermost loop pairs (in place); statistics."""
+    stats = {"kernels": 0, "levels": 0}
+    made: list[str] = []
+    nodes: list[Node] = []
+    for node in graph.nodes:
+        if not is_kernel(node):
+            nodes.append(node)
+            continue
+        views = _Views(graph)
+        current, levels = node, 0
+        while (joined := _collapse_once(graph, current, views)) is not None:
+            current, levels = joined, levels + 1
+        made += [*views.origin, *(n.inputs[1] for n in (*views.before.values(), *views.after.values()))]
+        if levels:
+            stats["kernels"] += 1
+            stats["levels"] += levels
+            nodes.extend(v for name, v in views.before.items() if name in current.inputs)
+            nodes.append(current)
+            nodes.extend(v for name, v in views.after.items() if name in current.outputs)
+        else:
+            nodes.append(node)
+    if stats["kernels"]:
+        graph.nodes = nodes
+        used = {name for node in nodes for name in (*node.inputs, *node.outputs)}
+        for name in made:  # views of intermediate collapse levels, and their shape constants
+            if name not in used:
+                graph.containers.pop(name, None)
+    return stats
+
+
+@register_pass
+class CollapseDims(Pass):
+    """Join the innermost loop pairs of kernels over contiguous data (see the module docstring);
+    run after form-kernels."""
+
+    name = "collapse-dims"
+    in_place = True
+    description = "level 3 (loops): a kernel's innermost loops over contiguous dims become one loop over views"
+
+    def run(self, graph: Graph, ctx) -> PassResult:
+        stats = collapse_dims(graph)
+        return PassResult(graph, bool(stats["kernels"]), stats)
