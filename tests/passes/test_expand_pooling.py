@@ -202,7 +202,7 @@ def test_padded_windows_peel_their_borders(cache, shape, attrs):
     source = (dcopt.compile(model, cache_dir=cache)._current.directory / "kernels.py").read_text()
     blocks = source.split("for o2 in range(")[1:]  # each column segment up to the next one
     if shape[-1] > 2:
-        assert len(blocks) >= 3, source
-        assert any("A0[" in b and "min(max(" not in b for b in blocks), source  # the interior
+        assert len(blocks) >= 2, source  # interior plus one or two borders
+        assert any("A0[" in b and "min(max(o2" not in b for b in blocks), source  # the interior columns
     else:
-        assert len(blocks) == 1 and "min(max(" in blocks[0], source
+        assert len(blocks) == 1 and "min(max(o2" in blocks[0], source
