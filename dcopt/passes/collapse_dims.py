@@ -27,7 +27,7 @@ from dcopt.ir.graph import Graph, Node
 from dcopt.ir.loops import Memlet, Range, loop_spec, make_map
 from dcopt.ir.types import TensorType
 from dcopt.passes.base import Pass, PassResult, register_pass
-from dcopt.passes.kernels import is_kernel, kernel_internals
+from dcopt.passes.kernels import is_kernel, kernel_body, kernel_internals
 
 
 def _constant_extent(spec, j: int) -> int | None:
@@ -125,40 +125,24 @@ def _collapse_once(graph: Graph, node: Node, views: _Views) -> Node | None:
         for m, d in zip(s.inputs, dims):
             if m.container in written and d is None:
                 return None
+    def target(m: Memlet, d: int | None) -> tuple[str, str]:
+        """(container, subset text) of a memlet after the join (a view where it collapses)."""
+        if d is None:
+            return m.container, m.subset_text
+        return views.view(m.container, d, output=m.container in written), _dims_text(m.subset, d, first)
+
     new_nodes = []
     for s, dims, old in zip(specs, plan, body.nodes):
-        first = s.params[n - 2]
-        k = len(s.inputs)
-        reads = [(m.connector, views.view(m.container, d, False) if d is not None and m.container not in written
-                  else views.view(m.container, d, True) if d is not None else m.container,
-                  _dims_text(m.subset, d, first) if d is not None else m.subset_text,
-                  *(() if m.outside is None else (m.outside,)))
+        first, k = s.params[n - 2], len(s.inputs)
+        reads = [(m.connector, *target(m, d), *(() if m.outside is None else (m.outside,)))
                  for m, d in zip(s.inputs, dims[:k])]
-        writes = [(m.connector, views.view(m.container, d, True) if d is not None else m.container,
-                   _dims_text(m.subset, d, first) if d is not None else m.subset_text, m.wcr)
-                  for m, d in zip(s.outputs, dims[k:])]
+        writes = [(m.connector, *target(m, d), m.wcr) for m, d in zip(s.outputs, dims[k:])]
         ranges = [(b.text, e.text) for b, e in s.ranges[:n - 2]] + [("0", str(extents[0][0] * extents[0][1]))]
         new_nodes.append(make_map(old.name, s.params[:n - 1], ranges, s.tasklet.code, reads, writes,
                                   s.out_dtypes))
-    return _rebuild(graph, node, new_nodes, outer if outer <= n - 2 else n - 1)
-
-
-def _rebuild(graph: Graph, node: Node, nodes: list[Node], outer: int) -> Node:
-    """The kernel node over ``nodes``: body inputs/outputs renamed to the views they now use."""
-    old_body = node.attrs["body"]
-    written = [o for x in nodes for o in x.outputs if o]
-    inputs = list(dict.fromkeys(i for x in nodes for i in x.present_inputs if i not in written))
-    internal = set(kernel_internals(node))
-    outs = [o for o in written if o not in internal]
-    body = Graph(old_body.name, old_body.opset)
-    for name in inputs:
-        body.add_input(name, graph.type_of(name))
-    for name in written:
-        body.add_container(name, graph.type_of(name) or old_body.containers[name].type)
-    body.nodes = nodes
-    body.outputs = outs
-    return node.replace(inputs=tuple(inputs), outputs=tuple(outs),
-                        attrs={**node.attrs, "body": body, "outer": outer})
+    new_body = kernel_body(graph, body.name, new_nodes, set(kernel_internals(node)), previous=body)
+    return node.replace(inputs=tuple(new_body.inputs), outputs=tuple(new_body.outputs),
+                        attrs={**node.attrs, "body": new_body, "outer": outer if outer <= n - 2 else n - 1})
 
 
 def collapse_dims(graph: Graph) -> dict:

@@ -232,16 +232,8 @@ def _make_kernel(graph: Graph, flat, members: list[int], readers, outputs, stats
     internal = _internal(flat, members, readers, outputs)
     k = shared_depth(specs)
     local = {t for t in scalar_locals(specs, k, internal) if _locals_positions_agree(specs, k, t)}
-    written = [o for n in nodes for o in n.outputs if o]
-    inputs = list(dict.fromkeys(i for n in nodes for i in n.present_inputs if i not in written))
-    outs = [o for o in written if o not in internal]
-    body = Graph(f"kernel_{nodes[0].label}", graph.opset)
-    for name in inputs:
-        body.add_input(name, graph.containers[name].type)
-    for name in written:
-        body.add_container(name, graph.containers[name].type)
-    body.nodes = nodes
-    body.outputs = outs
+    body = kernel_body(graph, f"kernel_{nodes[0].label}", nodes, internal)
+    inputs, outs = list(body.inputs), list(body.outputs)
     stats["kernels"] += 1
     stats["maps"] += len(nodes)
     stats["shared_levels"] += k
@@ -251,6 +243,25 @@ def _make_kernel(graph: Graph, flat, members: list[int], readers, outputs, stats
     return Node(GROUP_OP, tuple(inputs), tuple(outs),
                 {"body": body, "kind": KERNEL, "outer": k, "locals": tuple(sorted(local))},
                 name=nodes[0].label if len(nodes) == 1 else f"{nodes[0].label}+{len(nodes) - 1}", domain=GROUP_DOMAIN)
+
+
+def kernel_body(graph: Graph, name: str, nodes: list[Node], internal, previous: Graph | None = None) -> Graph:
+    """A kernel's body graph over ``nodes`` (maps in order): inputs are what they read and do not
+    write, outputs what they write except the ``internal`` intermediates. Types come from
+    ``graph``, or from the ``previous`` body for its register locals (which ``graph`` no longer has)."""
+    def type_of(c: str):
+        found = graph.containers.get(c)
+        return found.type if found is not None else previous.containers[c].type
+
+    written = [o for n in nodes for o in n.outputs if o]
+    body = Graph(name, graph.opset)
+    for c in dict.fromkeys(i for n in nodes for i in n.present_inputs if i not in written):
+        body.add_input(c, type_of(c))
+    for c in written:
+        body.add_container(c, type_of(c))
+    body.nodes = list(nodes)
+    body.outputs = [o for o in written if o not in internal]
+    return body
 
 
 def kernel_internals(node: Node) -> list[str]:

@@ -131,6 +131,12 @@ def _constant_param_bounds(m: LoopSpec) -> dict[str, tuple[int, int]] | None:
     return None if any(hi < lo for lo, hi in bounds.values()) else bounds
 
 
+def _stays_inside(dim: IndexExpr, bounds: Mapping[str, tuple[int, int]], size: int) -> bool:
+    """Whether index ``dim`` lies in ``[0, size)`` for every param value within ``bounds``."""
+    lo, hi = dim.bounds(bounds)
+    return 0 <= lo and hi < size
+
+
 def index_text(expr: IndexExpr, names: Mapping[str, str]) -> str:
     """An index expression as Python source with its names renamed."""
     return ast.unparse(_Renamer(names).visit(ast.parse(expr.text, mode="eval").body))
@@ -247,8 +253,7 @@ class _Renderer:
                         continue
 
                     def inside(v, dim=dim, k=k):
-                        d_lo, d_hi = dim.bounds({**bounds, param: (v, v)})
-                        return 0 <= d_lo and d_hi < shape[k]
+                        return _stays_inside(dim, {**bounds, param: (v, v)}, shape[k])
 
                     a = next((v for v in range(lo, hi + 1) if inside(v)), None)
                     if a is None:
@@ -429,8 +434,7 @@ class _Renderer:
         for k, dim in enumerate(memlet.subset):
             if isinstance(dim, Range) or not dim.names <= bounds.keys():
                 continue
-            lo, hi = dim.bounds(bounds)
-            if 0 <= lo and hi < shape[k]:
+            if _stays_inside(dim, bounds, shape[k]):
                 inside.add(k)
         return inside
 
