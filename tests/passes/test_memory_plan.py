@@ -106,7 +106,7 @@ def test_random_graphs_plans_are_valid_and_execute_correctly(seed):
     expected = run_graph(graph, feeds)
     plan = plan_memory(graph)
     check_plan(graph, plan)
-    assert plan.arena_size <= plan.total_bytes + plan.alignment * len(plan.offsets)
+    assert plan.arena_size <= plan.total_bytes + (plan.alignment + plan.separation) * len(plan.offsets)
     got = run_in_arena(graph, plan, feeds)
     for name in graph.outputs:
         np.testing.assert_array_equal(got[name], expected[name])
@@ -142,7 +142,30 @@ def test_chain_of_elementwise_ops_runs_in_place_in_one_buffer():
     assert (plan.total_bytes, plan.live_peak) == (3072, 2048)  # no reuse; every value its own buffer
     check_plan(graph, plan)
     no_inplace = plan_memory(graph, inplace=False)
-    assert not no_inplace.inplace and no_inplace.arena_size == 2048  # a and c share; b sits beside
+    # a and c share; b sits beside, one cache line (the separation) after them
+    assert not no_inplace.inplace and no_inplace.arena_size == 2048 + 64 and no_inplace.offsets["b"] == (1088, 1024)
+    packed = plan_memory(graph, inplace=False, separation=0)
+    assert packed.arena_size == 2048 and packed.offsets["b"] == (1024, 1024)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_buffers_live_together_are_never_laid_end_to_end(seed):
+    """A kernel reading one buffer and writing the next one in the arena fails LLVM's run-time
+    overlap check and runs its scalar loop; the plan keeps ``separation`` bytes between them."""
+    graph = random_graph(np.random.default_rng(seed), 30)
+    plan = plan_memory(graph, inplace=False)
+    assert plan.separation == 64
+    roots = {}
+    for name, (offset, size) in plan.offsets.items():
+        if name not in plan.aliases and name not in plan.parts:
+            roots[name] = (offset, offset + size)
+    life = plan.lifetimes
+    for a, (start_a, end_a) in roots.items():
+        for b, (start_b, end_b) in roots.items():
+            if a != b and start_a != start_b and life[a][0] <= life[b][1] and life[b][0] <= life[a][1]:
+                assert start_b >= end_a + 64 or end_b + 64 <= start_a, (a, b, roots[a], roots[b])
+    with pytest.raises(DcoptError, match="separation"):
+        plan_memory(graph, separation=-1)
 
 
 def test_in_place_is_refused_when_the_input_is_read_later_or_is_a_graph_input():
@@ -179,7 +202,9 @@ def test_plan_memory_pass_reports_peaks_and_leaves_the_graph_alone(tiny_resnet_p
     result = get_pass("plan-memory", bindings={"N": 1})(graph)
     stats = result.stats
     assert not result.modified
-    assert stats["arena_bytes"] <= stats["live_peak_bytes"] < stats["bytes_no_reuse"]
+    # the live-set peak, plus at most one separating cache line per buffer
+    assert stats["arena_bytes"] <= stats["live_peak_bytes"] + 64 * stats["transients"]
+    assert stats["live_peak_bytes"] < stats["bytes_no_reuse"]
     assert stats["plan"]["arena_size"] == stats["arena_bytes"]
     Fuse()(graph)
     fused = PlanMemory(bindings={"N": 1})(graph).stats

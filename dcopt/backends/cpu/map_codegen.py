@@ -153,6 +153,10 @@ class _Renderer:
         #: outer level -> inclusive (lo, hi) of the peeled segment being written (see _outer_levels)
         self._segment: dict[int, tuple[int, int]] = {}
         self.outer_names = [f"o{j}" for j in range(spec.outer)]
+        #: containers some map of the kernel writes (their reads stay where they are)
+        self.written = {x.container for m in spec.maps for x in m.outputs}
+        #: loop-invariant loads hoisted to the kernel's entry: element reference -> (variable, container)
+        self.hoisted: dict[str, tuple[str, str]] = {}
         for name in sorted(spec.locals):
             self.local_var[name] = f"L{len(self.local_var)}"
         for m in spec.maps:
@@ -179,7 +183,9 @@ class _Renderer:
             body.append(f"{IND}S_{sym} = {self.arg_var[container]}.shape[{axis}]")
         outer = self.spec.outer
         first = self.spec.maps[0]
-        body.extend(self._outer_levels(0, 1, {}))
+        loops = self._outer_levels(0, 1, {})
+        body.extend(f"{IND}{var} = {self._load_expr(c, ref)}" for ref, (var, c) in self.hoisted.items())
+        body.extend(loops)
         if len(body) == sum(1 for line in body if line.strip().startswith("S_")):
             body.append(f"{IND}pass")
         params = ", ".join(["lo", "hi", *(self.arg_var[a] for a in self.args)])
@@ -408,6 +414,9 @@ class _Renderer:
         c = memlet.container
         if c in self.local_var:
             return [f"{target} = {self.local_var[c]}"]
+        if self._invariant(memlet):
+            ref = self._ref(c, memlet, {})
+            return [f"{target} = {self.hoisted.setdefault(ref, (f'H{len(self.hoisted)}', c))[0]}"]
         if memlet.outside is None:
             return [f"{target} = {self._load_expr(c, self._ref(c, memlet, names))}"]
         idx = [index_text(d, names) for d in memlet.subset]
@@ -423,6 +432,16 @@ class _Renderer:
         if shape is not None and all(d > 0 for d in shape):
             return [f"{target}_raw = {load}", f"{target} = ({target}_raw if {' and '.join(checks)} else {outside})"]
         return [f"{target} = ({load} if {' and '.join(checks)} else {outside})"]
+
+    def _invariant(self, memlet: Memlet) -> bool:
+        """A read of one fixed element (a scalar parameter, ``x[0, 3]``) of a non-empty static
+        container no map of the kernel writes: loaded once at the kernel's entry. Loaded in the
+        loop, LLVM must assume a store may change it; with two streamed inputs beside it the loop
+        stayed scalar (a Mish kernel: 23 ms instead of 3.7 ms on 524,288 elements)."""
+        shape = self.spec.shapes.get(memlet.container)
+        return (memlet.outside is None and memlet.container not in self.written and shape is not None
+                and all(d > 0 for d in shape) and not any(self._names_of(d) for d in memlet.subset)
+                and not any(isinstance(d, Range) for d in memlet.subset))
 
     def _inside_dims(self, memlet: Memlet, bounds: Mapping[str, tuple[int, int]] | None) -> set[int]:
         """Dims of a guarded read whose index provably stays inside the container: the container's
