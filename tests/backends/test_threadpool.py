@@ -69,7 +69,7 @@ def test_stopped_pool_still_runs_everything_on_the_caller():
 
 
 def test_bind_checks_the_table_shape():
-    with pytest.raises(ValueError, match=r"\[tasks, calls, 10\]"):
+    with pytest.raises(ValueError, match=r"\[tasks, calls, 11\]"):
         threadpool.pool(1).bind(threadpool.GEMM, parallel.sgemm_function(), np.zeros((2, 3), np.int64))
 
 
@@ -83,7 +83,8 @@ def test_gemv_pieces_and_padding_rows():
     # a task list with an empty row (M = 0) pads shorter tasks: it must be a no-op
     c = np.zeros((16, 8), np.float32)
     a, b = np.ones((16, 4), np.float32), np.ones((4, 8), np.float32)
-    parallel.bind_gemms([[[16, 8, 4, a.ctypes.data, 4, b.ctypes.data, 8, 0, c.ctypes.data, 8]], []], (a, b, c))()
+    one = parallel.alpha_bits(1.0)
+    parallel.bind_gemms([[[16, 8, 4, a.ctypes.data, 4, b.ctypes.data, 8, 0, c.ctypes.data, 8, one]], []], (a, b, c))()
     np.testing.assert_array_equal(c, 4.0)
 
 
@@ -130,3 +131,24 @@ def test_sessions_keep_their_own_thread_count(tmp_path, mlp):
     assert two._model.threads == 2
     assert_matches_reference(mlp, one, {"x": x[:1]})
     assert parallel.set_threads(None) == parallel.available_cores()
+
+
+@pytest.mark.parametrize("shape_a, shape_b", [((4, 40, 24), (4, 24, 33)), ((1, 24), (24, 33)), ((70, 24), (24, 33)),
+                                              ((2, 1, 8, 16), (1, 3, 16, 9))])
+def test_scaled_matmul_runs_as_pool_tasks_with_alpha_in_sgemm(shape_a, shape_b):
+    """Attention's ``alpha * Q @ K^T`` is sgemm tasks with alpha in every row, not numpy's matmul
+    on OpenBLAS's own (spinning) threads followed by a scaling pass."""
+    from dcopt.backends.cpu import gemm
+
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal(shape_a).astype(np.float32), rng.standard_normal(shape_b).astype(np.float32)
+    want = np.matmul(a, b) * np.float32(0.125)
+    out = np.full(want.shape, np.nan, np.float32)
+    parallel.set_threads(2)
+    try:
+        step = gemm.bind_matmul(a, b, out, "2d" if a.ndim == 2 else "batched", alpha=0.125)
+        assert hasattr(step, "buffers") or parallel.sgemm_function() is None  # a pool step
+        step()
+    finally:
+        parallel.set_threads(None)
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6)

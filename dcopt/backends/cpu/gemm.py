@@ -29,40 +29,45 @@ from dcopt.backends.cpu import directconv, library, parallel
 
 def bind_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, mode: str, trans_a: bool = False,
                 trans_b: bool = False, alpha: float = 1.0) -> Callable[[], None]:
-    """MatMul/Gemm as sgemm tasks on the pool (numpy's ``matmul`` where OpenBLAS's 64-bit
-    cblas is missing, the operands are not C arrays, or an operand is used transposed)."""
-    if trans_a or trans_b or alpha != 1.0:
-        at = np.swapaxes(a, -1, -2) if trans_a else a
-        bt = np.swapaxes(b, -1, -2) if trans_b else b
-        matmul, scale, factor = np.matmul, np.multiply, np.float32(alpha)
-        if alpha == 1.0:
-            return lambda: matmul(at, bt, out=out)
-        return lambda: (matmul(at, bt, out=out), scale(out, factor, out=out)) and None
+    """``out = alpha * A @ B`` as sgemm tasks on the pool, alpha passed to sgemm (numpy's
+    ``matmul`` where OpenBLAS's 64-bit cblas is missing, the operands are not C arrays, or an
+    operand is used transposed). The numpy path runs on OpenBLAS's own threads, which keep
+    spinning after the call and slow the pool's next step: attention's scaled Q @ K^T took it,
+    and BERT's softmax after it ran at half speed."""
+    at = np.swapaxes(a, -1, -2) if trans_a else a
+    bt = np.swapaxes(b, -1, -2) if trans_b else b
+    if (trans_a or trans_b or parallel.sgemm_function() is None
+            or not all(v.flags.c_contiguous for v in (a, b, out))):
+        return _numpy_matmul(at, bt, out, alpha)
     parts = parallel.threads()
-    if parallel.sgemm_function() is None or not all(v.flags.c_contiguous for v in (a, b, out)):
-        matmul = np.matmul
-        return lambda: matmul(a, b, out=out)
     k, n = b.shape[-2:]
     if mode == "2d":
         m = a.size // k
-        if m == 1 and parallel.sgemv_function() is not None:
+        if m == 1 and alpha == 1.0 and parallel.sgemv_function() is not None:
             return parallel.bind_gemv(k, n, b.ctypes.data, a.ctypes.data, out.ctypes.data, (a, b, out))
         return parallel.bind_gemms([[t] for t in parallel.gemm_tasks(
-            m, n, k, a.ctypes.data, k, b.ctypes.data, n, out.ctypes.data, n, 0.0, parts)], (a, b, out))
+            m, n, k, a.ctypes.data, k, b.ctypes.data, n, out.ctypes.data, n, 0.0, parts, alpha)], (a, b, out))
     m = a.shape[-2]
     batch = out.shape[:-2]
     try:
         sa = np.broadcast_to(np.arange(int(np.prod(a.shape[:-2]))).reshape(a.shape[:-2]), batch).reshape(-1)
         sb = np.broadcast_to(np.arange(int(np.prod(b.shape[:-2]))).reshape(b.shape[:-2]), batch).reshape(-1)
     except ValueError:
-        matmul = np.matmul
-        return lambda: matmul(a, b, out=out)
+        return _numpy_matmul(a, b, out, alpha)
+    bits = parallel.alpha_bits(alpha)
     calls = [[m, n, k, a.ctypes.data + 4 * int(i) * m * k, k, b.ctypes.data + 4 * int(j) * k * n, n, 0.0,
-              out.ctypes.data + 4 * z * m * n, n] for z, (i, j) in enumerate(zip(sa, sb))]
+              out.ctypes.data + 4 * z * m * n, n, bits] for z, (i, j) in enumerate(zip(sa, sb))]
     if len(calls) >= parts:  # whole products per task
         return parallel.bind_gemms([calls[lo:hi] for lo, hi in parallel.split(len(calls), parts)], (a, b, out))
-    return parallel.bind_gemms(parallel.merge([[[t] for t in parallel.gemm_tasks(*c[:7], c[8], c[9], 0.0, parts)]
-                                               for c in calls]), (a, b, out))
+    return parallel.bind_gemms(parallel.merge([[[t] for t in parallel.gemm_tasks(
+        *c[:7], c[8], c[9], 0.0, parts, alpha)] for c in calls]), (a, b, out))
+
+
+def _numpy_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, alpha: float) -> Callable[[], None]:
+    matmul, scale, factor = np.matmul, np.multiply, np.float32(alpha)
+    if alpha == 1.0:
+        return lambda: matmul(a, b, out=out)
+    return lambda: (matmul(a, b, out=out), scale(out, factor, out=out)) and None
 
 
 # Narrowest output plane and fewest input channels run as shifted GEMMs: the wide grid

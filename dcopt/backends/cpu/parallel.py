@@ -101,15 +101,21 @@ def split(n: int, parts: int, align: int = 1) -> list[tuple[int, int]]:
     return [(lo, hi) for lo, hi in zip(cuts, cuts[1:]) if hi > lo]
 
 
+def alpha_bits(alpha: float) -> int:
+    """A GEMM row's alpha field: the float32's bits (rows hold only int64 fields)."""
+    return int(np.array(alpha, np.float32).view(np.int32))
+
+
 def gemm_tasks(m: int, n: int, k: int, a: int, lda: int, b: int, ldb: int, c: int, ldc: int, beta: float,
-               parts: int) -> list[list[int]]:
-    """One call row per task for ``C[m, n] (+)= A[m, k] @ B[k, n]`` (float32 pointers), cut
-    along m -- the rows the parallel epilogue after it gives each thread, so the thread finds
-    them in its own cache -- unless m has fewer than 16 rows per task."""
+               parts: int, alpha: float = 1.0) -> list[list[int]]:
+    """One call row per task for ``C[m, n] (+)= alpha * A[m, k] @ B[k, n]`` (float32 pointers),
+    cut along m -- the rows the parallel epilogue after it gives each thread, so the thread
+    finds them in its own cache -- unless m has fewer than 16 rows per task."""
+    bits = alpha_bits(alpha)
     if m >= 16 * parts or m >= n:
-        return [[hi - lo, n, k, a + 4 * lo * lda, lda, b, ldb, beta, c + 4 * lo * ldc, ldc]
+        return [[hi - lo, n, k, a + 4 * lo * lda, lda, b, ldb, beta, c + 4 * lo * ldc, ldc, bits]
                 for lo, hi in split(m, parts, 16)]
-    return [[m, hi - lo, k, a, lda, b + 4 * lo, ldb, beta, c + 4 * lo, ldc] for lo, hi in split(n, parts, 16)]
+    return [[m, hi - lo, k, a, lda, b + 4 * lo, ldb, beta, c + 4 * lo, ldc, bits] for lo, hi in split(n, parts, 16)]
 
 
 def grid_tasks(groups: int, rows: int, parts: int) -> list[list[tuple[int, int, int, int]]]:

@@ -32,7 +32,7 @@ import numpy as np
 #: the ``[lo, hi)`` range it covers (an empty range is padding).
 CONV, GEMM, GEMV, ROWS = 0, 1, 2, 3
 #: int64 fields per table row of each kind (ROWS: any width, at least the range).
-FIELDS = {CONV: 9, GEMM: 10, GEMV: 6}
+FIELDS = {CONV: 9, GEMM: 11, GEMV: 6}
 # Idle spin (pause instructions, ~20-40 ns each on znver5) before a worker sleeps on the futex:
 # long enough to bridge the serial steps between two parallel ones, short enough not to steal a
 # core from other processes for long.
@@ -92,12 +92,14 @@ conv.call:
   call void %fn(i64 %c0, i64 %c1, i64 %c2, i64 %c3, i64 %c4, i64 %c5, i64 %c6, i64 %c7, i64 %c8)
   br label %done
 gemm:
-{_load_fields(["m", "n", "k", "a", "lda", "b", "ldb", "betai", "c", "ldc"])}
+{_load_fields(["m", "n", "k", "a", "lda", "b", "ldb", "betai", "c", "ldc", "alphab"])}
   %beta = sitofp i64 %betai to float
+  %alphaw = trunc i64 %alphab to i32
+  %alpha = bitcast i32 %alphaw to float
   %mok = icmp sgt i64 %m, 0
   br i1 %mok, label %gemm.call, label %done
 gemm.call:
-  call void %fn(i32 101, i32 111, i32 111, i64 %m, i64 %n, i64 %k, float 1.0, i64 %a, i64 %lda, i64 %b, i64 %ldb,
+  call void %fn(i32 101, i32 111, i32 111, i64 %m, i64 %n, i64 %k, float %alpha, i64 %a, i64 %lda, i64 %b, i64 %ldb,
                 float %beta, i64 %c, i64 %ldc)
   br label %done
 gemv:
