@@ -104,3 +104,27 @@ def test_half_and_bfloat16_conversions_round_to_nearest_even():
     back(h, b, fh, fb)
     np.testing.assert_array_equal(fh, h.view(np.float16).astype(np.float32))
     np.testing.assert_array_equal(fb, b.view(ml_dtypes.bfloat16).astype(np.float32))
+
+
+def test_maxnum_minnum_reductions_with_a_nan_flag_match_numpy():
+    """The register max/min reduction generated kernels use (map_codegen): maxnum/minnum ignore
+    NaN, a maxnum of 0/1 flags brings it back, as np.max/np.min propagate it."""
+    from dcopt.backends.cpu.mathlib import fmaxnum, fminnum
+
+    @njit(fastmath=FASTMATH)
+    def reduce_rows(x, hi, lo):
+        for r in range(x.shape[0]):
+            big, small, flag = np.float32(-np.inf), np.float32(np.inf), np.float32(0)
+            for p in range(x.shape[1]):
+                v = x[r, p]
+                big, small = fmaxnum(big, v), fminnum(small, v)
+                flag = fmaxnum(flag, np.float32(1) if v != v else np.float32(0))
+            hi[r] = np.float32(np.nan) if flag > 0 else big
+            lo[r] = np.float32(np.nan) if flag > 0 else small
+
+    x = np.random.default_rng(0).standard_normal((6, 37)).astype(np.float32) * 1e30
+    x[1, 5], x[2, 0], x[3, -1], x[4, :] = np.nan, np.inf, -np.inf, np.nan
+    hi, lo = np.empty(6, np.float32), np.empty(6, np.float32)
+    reduce_rows(x, hi, lo)
+    np.testing.assert_array_equal(hi, x.max(axis=1))
+    np.testing.assert_array_equal(lo, x.min(axis=1))

@@ -308,8 +308,9 @@ class _Renderer:
                 acc = f"acc{mi}_{k}"
                 lines.append(f"{IND * depth}{acc} = {_identity(out.wcr, cdt)}")
                 if _split_nan(out.wcr, cdt):
-                    lines.append(f"{IND * depth}{acc}_nan = False")
-                    after.append(f"{IND * depth}{acc} = ({literal(math.nan, cdt)} if {acc}_nan else {acc})")
+                    lines.append(f"{IND * depth}{acc}_nan = {literal(0, cdt)}")
+                    after.append(f"{IND * depth}{acc} = ({literal(math.nan, cdt)} if {acc}_nan > {literal(0, cdt)} "
+                                 f"else {acc})")
                 stores.append(("acc", out, cdt, acc))
                 after.append(self._store(out, acc, names, dtype, depth))
             else:
@@ -337,11 +338,13 @@ class _Renderer:
             if kind == "direct":
                 lines.append(self._store(out, value, names, dtype, d, vtype))
             elif kind == "acc" and _split_nan(out.wcr, dtype):
-                # a plain compare-and-select (vectorizes as a max/min reduction) and an or-reduced
-                # NaN flag, where a NaN-propagating select in the loop did not vectorize (2.4x)
+                # LLVM's maxnum/minnum (NaN-ignoring) and a maxnum of 0/1 NaN flags: both vectorize
+                # as reductions, where a NaN-propagating select, or a compare-and-select beside an
+                # or-reduced bool flag, kept the loop scalar (4x on BERT's softmax rows)
+                one, zero = literal(1, dtype), literal(0, dtype)
                 lines += [f"{IND * d}{acc}_v = {self._cast(value, vtype, dtype)}",
-                          f"{IND * d}{acc} = ({acc}_v if {acc}_v {'>' if out.wcr == 'max' else '<'} {acc} else {acc})",
-                          f"{IND * d}{acc}_nan = {acc}_nan | ({acc}_v != {acc}_v)"]
+                          f"{IND * d}{acc} = {'fmaxnum' if out.wcr == 'max' else 'fminnum'}({acc}, {acc}_v)",
+                          f"{IND * d}{acc}_nan = fmaxnum({acc}_nan, ({one} if {acc}_v != {acc}_v else {zero}))"]
             elif kind == "acc":
                 lines.append(f"{IND * d}{acc} = {_combine(out.wcr, acc, self._cast(value, vtype, dtype), dtype)}")
             else:

@@ -9,10 +9,9 @@ it melts into the caller's loop body.
 
 Edges are part of the contract (the reference executor is numpy, and compiled results must match
 it at large magnitudes, not only on randn): ``fexp`` overflows to ``inf`` above ~88.72, returns
-the exact subnormal results down to ~-103.97 and 0 below, and propagates NaN. It scales by two
-powers of two (``2**n1 * 2**n2``) so neither factor leaves the normal exponent range -- an
-earlier version clamped its argument to [-87, 88] and returned finite values where numpy gives
-inf (Softplus(100) came out as 88.0).
+the exact subnormal results down to ~-103.97 and 0 below, and propagates NaN. It scales by 2**n through the exponent bits, building subnormal results
+with integer operations (:func:`_scale`) -- an earlier version clamped its argument to [-87, 88]
+and returned finite values where numpy gives inf (Softplus(100) came out as 88.0).
 
 ``fmaxp``/``fminp`` are ``np.maximum``/``np.minimum``: NaN in either argument gives NaN (Python's
 ``max`` in numba keeps whichever operand the comparison picks, so ``max(nan, 0)`` was 0).
@@ -243,6 +242,32 @@ def ferf(x):
     y = _ONE - (((((_ERF_A[4] * t + _ERF_A[3]) * t + _ERF_A[2]) * t + _ERF_A[1]) * t + _ERF_A[0]) * t) * fexp(-a * a)
     y = y if x >= _ZERO else -y
     return y if x == x else x
+
+
+def _float_minmax(name: str):
+    """LLVM's ``maxnum``/``minnum`` on two floats of one width: the larger/smaller operand, the
+    other one if an operand is NaN. A register max/min reduction written with them vectorizes
+    (a compare-and-select one does not without ``nnan``: 0.053 -> 0.013 ms on 512 rows of 128);
+    the reduction tracks NaN with a second ``maxnum`` of 0/1 flags."""
+
+    @intrinsic
+    def minmax(typingctx, a, b):
+        if a not in (types.float32, types.float64) or a != b:
+            return None
+        sig = a(a, a)
+
+        def codegen(context, builder, signature, args):
+            t = args[0].type
+            fn = builder.module.declare_intrinsic(f"llvm.{name}", [t], ir.FunctionType(t, [t, t]))
+            return builder.call(fn, args)
+
+        return sig, codegen
+
+    return minmax
+
+
+fmaxnum = _float_minmax("maxnum")
+fminnum = _float_minmax("minnum")
 
 
 @njit(inline="always")
