@@ -9,13 +9,14 @@ nothing: it writes what the IR says, mechanically.
 
     def k_<hash>(lo, hi, A0, A1, A2):           # arrays: every container the maps touch
         S0 = A0.shape[1]                         # symbols from the shapes they are bound to
+        H0 = A2[0]                               # fixed elements of read-only arrays, loaded once
         for o0 in range(lo, hi):                 # outer level 0: split across pool tasks
             # map 0 (reduction into a local): acc, inner loops, store
             acc0 = -np.inf
             for p0_1 in range(0, S0):
-                c0_a = A0[o0, p0_1]
-                t0_out = c0_a
-                acc0 = fmaxp(acc0, t0_out)
+                c0_a = A0[_ix(o0), _ix(p0_1)]   # subscripts unsigned (see subscript())
+                t0_out = c0_a * H0
+                acc0 = fmaxnum(acc0, t0_out)     # plus a NaN flag (maxnum ignores NaN)
             L0 = acc0
             # map 1 reads L0 as a scalar ...
 
@@ -135,6 +136,15 @@ def _stays_inside(dim: IndexExpr, bounds: Mapping[str, tuple[int, int]], size: i
     """Whether index ``dim`` lies in ``[0, size)`` for every param value within ``bounds``."""
     lo, hi = dim.bounds(bounds)
     return 0 <= lo and hi < size
+
+
+def subscript(var: str, idx: Sequence[str]) -> str:
+    """``A3[i, _ix(o0 + 1)]``: index expressions cast to unsigned. Every index a memlet produces
+    is in bounds and non-negative (guarded reads clamp), but numba wraps a negative signed index
+    (``i < 0 ? i + n : i``) and LLVM could not drop that select for a loop starting at the run-time
+    ``lo`` of a pool task: contiguous loads became gathers (a GELU kernel 0.25 -> 0.16 ms).
+    Literal non-negative integers stay as they are (numba folds their check)."""
+    return f"{var}[{', '.join(i if i.isdigit() else f'_ix({i})' for i in idx)}]"
 
 
 def index_text(expr: IndexExpr, names: Mapping[str, str]) -> str:
@@ -379,7 +389,7 @@ class _Renderer:
         idx = [index_text(d, names) for d in memlet.subset]
         if self.rank(container) == 0:
             idx = ["0"]
-        return f"{self.arg_var[container]}[{', '.join(idx)}]"
+        return subscript(self.arg_var[container], idx)
 
     def _load_expr(self, container: str, ref: str) -> str:
         if container in self.local_var:
@@ -427,7 +437,7 @@ class _Renderer:
         inside = self._inside_dims(memlet, bounds)
         checks = [f"(0 <= {i} < {var}.shape[{k}])" for k, i in enumerate(idx) if k not in inside]
         clamped = [i if k in inside else f"min(max({i}, 0), {var}.shape[{k}] - 1)" for k, i in enumerate(idx)]
-        load = self._load_expr(c, f"{var}[{', '.join(clamped)}]")
+        load = self._load_expr(c, subscript(var, clamped))
         if not checks:
             return [f"{target} = {load}"]
         outside = literal(memlet.outside, compute_dtype(self.dtype(c)))

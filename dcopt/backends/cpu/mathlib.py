@@ -121,15 +121,15 @@ def _scale(p, k):
     """p * 2**k for p in [0.5, 2) by adding k to the exponent bits: a float product chain
     (``p * 2**64 * 2**64``) was reassociated under fast-math into ``p * inf``. Exponents past
     254 give inf. A result below the normal range is built without a float operation that
-    underflows: its significand is placed at exponent ``e + 149`` (a normal float between 0.5 and
-    2**24 whose value is the subnormal's integer bits), rounded to nearest even by ``rint``, and
-    reinterpreted. A multiply that underflows costs a microcode assist on Intel cores (about 150
-    cycles per vector): a masked softmax, whose exp(-1e30) lanes took that path, ran 9x slower."""
+    underflows: the significand placed at exponent ``k + 149`` (a normal float, since ``fexp``
+    clamps k >= -150, whose value is the subnormal's integer bits) is rounded to nearest even by
+    ``rint`` and reinterpreted. A multiply that underflows costs a microcode assist on Intel
+    cores (about 150 cycles per vector): a masked softmax, whose exp(-1e30) lanes took that path,
+    ran 9x slower."""
     pb = _I(_f32_to_bits(p))
     e = ((pb >> _I(23)) & _I(255)) + k
     normal = _bits_to_f32(pb + (k << _I(23)))
-    placed = _bits_to_f32((pb & _I(0x007FFFFF)) | (min(max(e + _I(149), _I(1)), _I(150)) << _I(23)))
-    tiny = _bits_to_f32(_I(np.rint(placed)))
+    tiny = _bits_to_f32(_I(np.rint(_bits_to_f32(pb + ((k + _I(149)) << _I(23))))))
     y = normal if e >= _I(1) else tiny
     return y if e < _I(255) else f32(np.inf)
 

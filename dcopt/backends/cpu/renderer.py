@@ -17,6 +17,7 @@ from dcopt.backends.cpu.tasks import POINTERS as _POINTERS
 globals().update({f"_ptr_{name}": fn for name, fn in _POINTERS.items()})
 
 _OPTS = dict(fastmath=FASTMATH, nogil=True, error_model="numpy", boundscheck=False)
+_ix = np.uint64  # array subscripts: unsigned, so numba adds no negative-index wraparound (map_codegen)
 '''
 
 
