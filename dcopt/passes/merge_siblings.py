@@ -9,6 +9,10 @@ contiguous byte range of it, so the memory plan makes them views (:mod:`dcopt.ir
 copies. When every branch is followed only by a Relu, the Relu moves before the Split (it
 commutes with slicing), so the merged conv absorbs it as its epilogue.
 
+A branch whose output (or its sole Relu's) goes only into a Concat stays out of the group: the
+memory plan lets it write straight into the Concat's output, which a Split view of the merged
+buffer cannot (it would be copied: Inception's 1x1 branches, 0.14 ms per GoogLeNet run).
+
 Candidates: Conv nodes with a 1x1 kernel, unit strides and dilations, no padding, one group,
 constant weights (and bias), float32, reading the same 4-D input whose batch is 1.
 """
@@ -51,6 +55,19 @@ def _sole_relu(graph: Graph, name: str, consumers) -> Node | None:
     return None
 
 
+def _concat_part(graph: Graph, node: Node, consumers) -> str | None:
+    """Why ``node`` stays out of its sibling group because it feeds a Concat (None if not)."""
+    out = node.outputs[0]
+    relu = _sole_relu(graph, out, consumers)
+    if relu is not None:
+        out = relu.outputs[0]
+    readers = consumers.get(out, [])
+    if readers and out not in graph.outputs and all(r.op == "Concat" for r in readers) and len(
+            {id(r) for r in readers}) == 1:
+        return "its output goes into a Concat, which it writes in place"
+    return None
+
+
 def merge_siblings(graph: Graph) -> tuple[int, list[tuple[str, str]]]:
     """Merge every group of sibling pointwise convs (in place); (groups merged, refusals)."""
     consumers = graph.consumer_map()
@@ -59,7 +76,7 @@ def merge_siblings(graph: Graph) -> tuple[int, list[tuple[str, str]]]:
     for node in graph.nodes:
         if node.op != "Conv":
             continue
-        why = pointwise_refusal(graph, node)
+        why = pointwise_refusal(graph, node) or _concat_part(graph, node, consumers)
         if why is None:
             groups.setdefault(node.inputs[0], []).append(node)
         elif why != "not a Conv":

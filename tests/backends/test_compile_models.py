@@ -104,27 +104,31 @@ def test_concat_inputs_written_in_place():
 
 
 def test_sibling_pointwise_convs_run_as_one_gemm():
-    """Inception-like: three 1x1 convs (bias + ReLU epilogues) on one input, a 3x3 after one
-    of them, all concatenated; the siblings share one GEMM and the result still matches."""
+    """An Inception module: three 1x1 convs (bias + ReLU epilogues) on one input, a 3x3 after two
+    of them, all concatenated. The two reduce convs share one GEMM whose outputs are views; the
+    branch that goes straight into the Concat stays alone and writes into the Concat's buffer."""
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
     inits, nodes = [], []
-    for i, m in enumerate((6, 4, 5)):
-        inits += [numpy_helper.from_array(rng.standard_normal((m, 8, 1, 1)).astype(np.float32), f"w{i}"),
+    for i, m in enumerate((16, 8, 8)):
+        inits += [numpy_helper.from_array(rng.standard_normal((m, 16, 1, 1)).astype(np.float32), f"w{i}"),
                   numpy_helper.from_array(rng.standard_normal(m).astype(np.float32), f"b{i}")]
         nodes += [helper.make_node("Conv", ["x", f"w{i}", f"b{i}"], [f"c{i}"]),
                   helper.make_node("Relu", [f"c{i}"], [f"r{i}"])]
-    inits.append(numpy_helper.from_array(rng.standard_normal((3, 4, 3, 3)).astype(np.float32), "w3"))
-    nodes += [helper.make_node("Conv", ["r1", "w3"], ["c3"], pads=[1, 1, 1, 1]),
-              helper.make_node("Concat", ["r0", "c3", "r2"], ["y"], axis=1)]
-    graph = helper.make_graph(nodes, "mixed", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 9, 9])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 14, 9, 9])], inits)
+    for i, m in ((1, 8), (2, 8)):
+        inits.append(numpy_helper.from_array(rng.standard_normal((3, m, 3, 3)).astype(np.float32), f"w{i}3"))
+        nodes.append(helper.make_node("Conv", [f"r{i}", f"w{i}3"], [f"c{i}3"], pads=[1, 1, 1, 1]))
+    nodes.append(helper.make_node("Concat", ["r0", "c13", "c23"], ["y"], axis=1))
+    graph = helper.make_graph(nodes, "mixed", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 14, 14])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 22, 14, 14])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     sess = dc.compile(model)
-    x = np.random.default_rng(1).standard_normal((1, 8, 9, 9)).astype(np.float32)
+    x = np.random.default_rng(1).standard_normal((1, 16, 14, 14)).astype(np.float32)
     assert_matches_reference(model, sess, {"x": x})
-    steps = sess._model.program.steps
-    convs = [s for s in steps if s.kind == "conv"]
-    assert len(convs) == 2  # the three 1x1 convs as one, then the 3x3
-    assert [s.kind for s in steps if s.label.endswith("/split")] == ["view"]  # branches are views of it
+    program = sess._model.program
+    convs = [s for s in program.steps if s.kind == "conv"]
+    assert len(convs) == 4  # the two reduce convs as one, the concat branch, the two 3x3
+    assert [s.kind for s in program.steps if s.label.endswith("/split")] == ["view"]  # reduce outputs are views
+    parts = program.memory["parts"]
+    assert {n for n in parts if parts[n][0] == "y"} == {"r0", "c13", "c23"}  # no Concat copy
