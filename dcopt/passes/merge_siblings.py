@@ -62,8 +62,7 @@ def _concat_part(graph: Graph, node: Node, consumers) -> str | None:
     if relu is not None:
         out = relu.outputs[0]
     readers = consumers.get(out, [])
-    if readers and out not in graph.outputs and all(r.op == "Concat" for r in readers) and len(
-            {id(r) for r in readers}) == 1:
+    if out not in graph.outputs and len({id(r) for r in readers}) == 1 and readers[0].op == "Concat":
         return "its output goes into a Concat, which it writes in place"
     return None
 
