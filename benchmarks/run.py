@@ -55,7 +55,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--model-file", action="append", default=[], metavar="PATH",
                    help="also benchmark this ONNX file (random feeds); repeatable")
     p.add_argument("--runtimes", default=None,
-                   help="comma-separated subset of dcopt,onnxruntime,torch,openvino; default: all installed")
+                   help="comma-separated subset of dcopt,onnxruntime,torch,openvino,dcopt-torch (torch.compile with "
+                        "backend='dcopt'),inductor (torch.compile); default: the first four that are installed")
     p.add_argument("--threads", type=int, default=2, help="intra-op threads for every runtime")
     p.add_argument("--warmup", type=int, default=1, help="discarded interleaved rounds")
     p.add_argument("--reps", type=int, default=50, help="timed calls per runtime (max)")

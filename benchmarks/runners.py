@@ -21,7 +21,9 @@ import numpy as np
 
 from benchmarks.models import BenchModel
 
-RUNTIMES = ("dcopt", "onnxruntime", "torch", "openvino")
+RUNTIMES = ("dcopt", "onnxruntime", "torch", "openvino", "dcopt-torch", "inductor")
+#: Run only when named (``--runtimes``): each compiles through torch.compile, which takes long.
+OPT_IN = ("dcopt-torch", "inductor")
 REFERENCE_RUNTIME = "onnxruntime"  # correctness reference and the peer every model has
 
 
@@ -88,7 +90,8 @@ def prepare_onnxruntime(model: BenchModel, threads: int) -> Prepared:
                      "execution_mode": "sequential", "graph_optimization_level": "ALL"})
 
 
-def prepare_torch(model: BenchModel, threads: int) -> Prepared:
+def _torch_setup(model: BenchModel, threads: int):
+    """The model's torch twin (eval mode) and its feeds as tensors, with torch's threads set."""
     if model.torch_factory is None:
         raise NotApplicable("not a torch model")
     import torch
@@ -100,16 +103,50 @@ def prepare_torch(model: BenchModel, threads: int) -> Prepared:
         pass
     module = model.torch_factory()
     module.eval()
-    args = tuple(torch.from_numpy(model.feeds[n]) for n in model.torch_input_names)
+    return module, tuple(torch.from_numpy(model.feeds[n]) for n in model.torch_input_names)
+
+
+def _torch_prepared(runtime: str, backend: str, function, args) -> Prepared:
+    import torch
 
     def call():
         with torch.inference_mode():
-            out = module(*args)
+            out = function(*args)
         outs = out if isinstance(out, (tuple, list)) else (out,)
         return [o.numpy() for o in outs]
 
-    return Prepared("torch", f"torch {torch.__version__} eager (inference_mode)", call,
+    return Prepared(runtime, backend, call,
                     {"num_threads": torch.get_num_threads(), "num_interop_threads": torch.get_num_interop_threads()})
+
+
+def prepare_torch(model: BenchModel, threads: int) -> Prepared:
+    import torch
+
+    module, args = _torch_setup(model, threads)
+    return _torch_prepared("torch", f"torch {torch.__version__} eager (inference_mode)", module, args)
+
+
+def prepare_torch_dcopt(model: BenchModel, threads: int) -> Prepared:
+    """``torch.compile(module, backend="dcopt")``: the PyTorch user's path into dcopt (no ONNX)."""
+    import torch
+
+    import dcopt.frontends.torch_backend  # noqa: F401  (registers backend="dcopt")
+
+    module, args = _torch_setup(model, threads)
+    torch._dynamo.reset()
+    return _torch_prepared("dcopt-torch", f"torch.compile(backend='dcopt') on torch {torch.__version__} "
+                           "(inference_mode)", torch.compile(module, backend="dcopt"), args)
+
+
+def prepare_inductor(model: BenchModel, threads: int) -> Prepared:
+    """``torch.compile(module)``: PyTorch's own compiler (C++/OpenMP codegen), the peer for the
+    torch.compile path."""
+    import torch
+
+    module, args = _torch_setup(model, threads)
+    torch._dynamo.reset()
+    return _torch_prepared("inductor", f"torch.compile (inductor) on torch {torch.__version__} (inference_mode)",
+                           torch.compile(module), args)
 
 
 def prepare_openvino(model: BenchModel, threads: int) -> Prepared:
@@ -136,8 +173,11 @@ PREPARERS: dict[str, Callable[[BenchModel, int], Prepared]] = {
     "onnxruntime": prepare_onnxruntime,
     "torch": prepare_torch,
     "openvino": prepare_openvino,
+    "dcopt-torch": prepare_torch_dcopt,
+    "inductor": prepare_inductor,
 }
-_MODULES = {"dcopt": "dcopt", "onnxruntime": "onnxruntime", "torch": "torch", "openvino": "openvino"}
+_MODULES = {"dcopt": "dcopt", "onnxruntime": "onnxruntime", "torch": "torch", "openvino": "openvino",
+            "dcopt-torch": "torch", "inductor": "torch"}
 
 
 def available(runtime: str) -> bool:
@@ -146,4 +186,4 @@ def available(runtime: str) -> bool:
 
 
 def default_runtimes() -> list[str]:
-    return [r for r in RUNTIMES if available(r)]
+    return [r for r in RUNTIMES if r not in OPT_IN and available(r)]

@@ -4,10 +4,11 @@
   through the ``torch_dynamo_backends`` entry point). Dynamo captures FX graphs; AOTAutograd
   turns each into a functional core-ATen graph, which :func:`dcopt_backend` imports and runs. A
   graph dcopt cannot import runs eagerly instead, with a warning naming the unsupported ops.
-  Parameters reach these graphs as runtime inputs (Dynamo passes them in), so weight updates
-  after compiling are seen. dcopt compiles *inference*: a graph that needs gradients (grad mode
-  on and an input, parameters included, that requires grad) runs eagerly, untouched by
-  AOTAutograd, with one warning (see :func:`needs_gradients`).
+  Dynamo passes parameters and buffers in as runtime inputs; dcopt bakes them in as constants
+  (packed GEMM/conv weights, folding) under a guard, :class:`FrozenWeights`, that recompiles
+  when one changes, so weight updates after compiling are seen. dcopt compiles *inference*: a
+  graph that needs gradients (grad mode on and an input, parameters included, that requires
+  grad) runs eagerly, untouched by AOTAutograd, with one warning (see :func:`needs_gradients`).
 * :func:`compile_module` — exports a module once (``torch.export``) and returns an
   ``nn.Module`` whose forward runs the dcopt graph. Its weights are a *snapshot* taken at
   compile time: changing the original module's parameters afterwards does not affect it.
@@ -15,12 +16,13 @@
 Both exchange CPU tensors with the executor without copies where numpy allows
 (``Tensor.numpy()`` in, ``torch.from_numpy`` out). Neither records autograd history.
 
-How an imported Graph executes is decided in exactly one place, :func:`make_runner` (today the
-reference executor; later the compiled CPU backend).
+How an imported Graph executes is decided in exactly one place, :func:`make_runner` (the
+compiled CPU backend).
 """
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Any, Callable, Mapping, Sequence
 
@@ -126,18 +128,71 @@ def _aot_decompositions() -> dict:
     return table
 
 
-def _compile_forward(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
-    """AOTAutograd forward compiler: every placeholder is a runtime input (params included).
-    A graph that does not convert (unsupported ops, or a dcopt bug) runs eagerly with a warning."""
+def _compile_forward(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], *,
+                     weights: Mapping[int, torch.Tensor] | None = None) -> Callable:
+    """AOTAutograd inference compiler. Placeholders are runtime inputs, except the positions in
+    ``weights`` (parameters and buffers, with their real tensors): those are baked in as
+    constants, so weight packing and constant folding apply, under a :class:`FrozenWeights`
+    guard that recompiles when one changes. ``get_attr`` constants are imported too. A graph
+    that does not convert (unsupported ops, or a dcopt bug) runs eagerly with a warning."""
     from functorch.compile import make_boxed_func  # AOTAutograd calls compiled graphs with one list
 
     names = [n.name for n in gm.graph.nodes if n.op == "placeholder"]
+    frozen = sorted(weights or {}) if len(names) == len(example_inputs) else []
+
+    def build(values: Mapping[int, torch.Tensor]) -> GraphFunction:
+        from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+        with unset_fake_temporarily():  # AOTAutograd compiles under fake mode; weights are real tensors
+            specs = {n: Placeholder(n, to_numpy(values[i]) if i in values else None) for i, n in enumerate(names)}
+            imported = convert_fx_graph(gm.graph, specs, name="torch_compile", owner=gm)
+        return GraphFunction(imported, [n if n in imported.graph.inputs else None for n in names])
+
     try:
-        imported = convert_fx_graph(gm.graph, {n: Placeholder(n) for n in names}, name="torch_compile")
-        return make_boxed_func(GraphFunction(imported, [n if n in imported.graph.inputs else None for n in names]))
+        function = build({i: weights[i] for i in frozen})
     except Exception as exc:  # any failure to convert means: run this graph eagerly, loudly
         _warn_fallback(exc)
         return make_boxed_func(gm.forward)
+    if not frozen:
+        return make_boxed_func(function)
+    return make_boxed_func(FrozenWeights(function, build, frozen, [weights[i] for i in frozen]))
+
+
+class FrozenWeights:
+    """A compiled graph with parameters and buffers baked in as constants, and the guard that
+    keeps it honest: before every call, each frozen argument must still be the same storage with
+    no in-place write since (``data_ptr`` and the autograd version counter, which every in-place
+    op bumps: ``optimizer.step()``, ``weight.mul_(2)``, ``load_state_dict``). A change rebuilds
+    the graph from the new values, with one warning (rebuilding costs a compile)."""
+
+    def __init__(self, function: GraphFunction, build: Callable, positions: Sequence[int],
+                 tensors: Sequence[torch.Tensor]):
+        self.function, self.build, self.positions = function, build, list(positions)
+        self.stamp = self._stamp(tensors)
+
+    @staticmethod
+    def _stamp(tensors: Sequence[torch.Tensor]) -> list[tuple[int, int]]:
+        return [(t.data_ptr(), t._version) for t in tensors]
+
+    def __call__(self, *args: Any) -> list[Any]:
+        current = [args[i] for i in self.positions]
+        stamp = self._stamp(current)
+        if stamp != self.stamp:
+            warnings.warn("dcopt: parameters or buffers changed since this graph was compiled; recompiling it "
+                          "with the new values", stacklevel=2)
+            self.function = self.build(dict(zip(self.positions, current)))
+            self.stamp = stamp
+        return self.function(*args)
+
+
+def frozen_weight_positions(example_inputs: Sequence[Any]) -> dict[int, torch.Tensor]:
+    """The inputs of a Dynamo graph that are a module's parameters or buffers (Dynamo marks
+    them as static inputs), on CPU and not inference tensors (which have no version counter to
+    guard): these may be baked into an inference graph as constants."""
+    return {i: x for i, x in enumerate(example_inputs)
+            if isinstance(x, torch.Tensor) and (isinstance(x, torch.nn.Parameter)
+                                                or getattr(x, "_dynamo_static_input_type", None) is not None)
+            and x.device.type == "cpu" and not x.is_inference()}
 
 
 def _not_for_training(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
@@ -172,8 +227,9 @@ def dcopt_backend(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], **kwa
                       "torch.no_grad() or torch.inference_mode() to use dcopt's compiled code.", stacklevel=2)
         return gm.forward
     try:
+        inference = functools.partial(_compile_forward, weights=frozen_weight_positions(example_inputs))
         compiler = aot_autograd(fw_compiler=_not_for_training, bw_compiler=_not_for_training,
-                                inference_compiler=_compile_forward, decompositions=_aot_decompositions())
+                                inference_compiler=inference, decompositions=_aot_decompositions())
         return compiler(gm, example_inputs)
     except DcoptError as exc:  # not Exception: Dynamo steers itself with exceptions raised through here
         _warn_fallback(exc)

@@ -121,12 +121,14 @@ class _Problems:
 def convert_fx_graph(fx_graph: torch.fx.Graph, placeholders: Mapping[str, Placeholder], *,
                      name: str = "torch_graph", opset: int = DEFAULT_OPSET,
                      symbol_names: Mapping[str, str] | None = None, user_outputs: Sequence[int] | None = None,
-                     file: str | None = None) -> Imported:
+                     file: str | None = None, owner: torch.nn.Module | None = None) -> Imported:
     """Lower an ATen-level FX graph to a dcopt Graph.
 
     ``placeholders`` says, per placeholder name, whether it is an input or a parameter (with
     data). ``user_outputs`` picks which entries of the output node are graph outputs (default:
-    all) — export appends buffer mutations there, which inference does not write back."""
+    all) — export appends buffer mutations there, which inference does not write back.
+    ``owner`` is the GraphModule whose attributes ``get_attr`` nodes read (tensors a forward
+    builds with ``torch.tensor(...)``, lifted by AOTAutograd): they become parameters."""
     from dcopt.frontends.torch_lowering import LOWERINGS
 
     ctx = LoweringContext(name, opset, symbol_names)
@@ -139,7 +141,9 @@ def convert_fx_graph(fx_graph: torch.fx.Graph, placeholders: Mapping[str, Placeh
             _lower_node(ctx, fx_node, LOWERINGS, problems)
         elif fx_node.op == "output":
             layout = _add_outputs(ctx, fx_node, user_outputs)
-        else:  # get_attr (export lifts attributes to inputs, so only hand-made graphs have them)
+        elif fx_node.op == "get_attr" and owner is not None:
+            _add_attribute(ctx, fx_node, owner, problems)
+        else:  # export lifts attributes to inputs; a graph without its owner cannot resolve them
             problems.add(fx_node, fx_node.op, f"FX '{fx_node.op}' nodes are not supported")
             _stand_in(ctx, fx_node)
     problems.raise_if_any(file)
@@ -148,6 +152,18 @@ def convert_fx_graph(fx_graph: torch.fx.Graph, placeholders: Mapping[str, Placeh
     ctx.graph.remove_unused_containers()
     verify(ctx.graph, file=file)
     return Imported(ctx.graph, layout)
+
+
+def _add_attribute(ctx: LoweringContext, fx_node: torch.fx.Node, owner: torch.nn.Module, problems: _Problems) -> None:
+    """A ``get_attr`` node: the owner's tensor attribute, copied in as a parameter."""
+    value = owner
+    for part in str(fx_node.target).split("."):
+        value = getattr(value, part, None)
+    if not isinstance(value, torch.Tensor):
+        problems.add(fx_node, "get_attr", f"attribute '{fx_node.target}' is {type(value).__name__}, not a tensor")
+        _stand_in(ctx, fx_node)
+        return
+    _add_placeholder(ctx, fx_node, Placeholder(fx_node.name, to_numpy(value, copy=True)))
 
 
 def _add_placeholder(ctx: LoweringContext, fx_node: torch.fx.Node, spec: Placeholder) -> None:

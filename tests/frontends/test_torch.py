@@ -315,6 +315,39 @@ def test_torch_compile_under_no_grad_compiles_with_dcopt(models, dcopt_runs):
     assert dcopt_runs
 
 
+class WithConstant(nn.Module):
+    """A linear layer, a BatchNorm's buffers and a tensor built in forward (an FX get_attr)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.bn = nn.Linear(8, 8), nn.BatchNorm1d(8)
+        with torch.no_grad():
+            self.bn.running_mean.uniform_(-1, 1)
+
+    def forward(self, x):
+        return self.bn(self.fc(x)) * torch.tensor([0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0])
+
+
+def test_torch_compile_bakes_weights_in_and_recompiles_when_they_change(dcopt_runs):
+    torch.manual_seed(0)
+    model, x = WithConstant().eval(), torch.randn(4, 8)
+    compiled = torch.compile(model, backend="dcopt")
+    with torch.no_grad():
+        assert_matches(compiled(x), model(x))
+        (graph,) = dcopt_runs
+        assert len(graph.inputs) == 1  # x only: weights, buffers and the get_attr constant are parameters
+        assert len(graph.parameters) >= 5
+        model.fc.weight.mul_(2.0)  # an in-place update (what optimizer.step() does)
+        with pytest.warns(UserWarning, match="parameters or buffers changed"):
+            assert_matches(compiled(x), model(x))
+        assert len(dcopt_runs) == 2
+        assert_matches(compiled(x), model(x))  # no further change: no further compile
+        assert len(dcopt_runs) == 2
+        model.bn.running_var.fill_(4.0)  # buffers are guarded too
+        with pytest.warns(UserWarning, match="parameters or buffers changed"):
+            assert_matches(compiled(x), model(x))
+
+
 # ---------------------------------------------------------------------------------------------
 # Unsupported ops, fallback, .pt2 files
 
