@@ -19,7 +19,8 @@ intermediate stored as float32) the value is converted with ``as_<dtype>`` exact
 store would have converted it, so the fused map computes what the pair did.
 
 Refused, with the reason reported: several readers or a graph output (the value must exist in
-memory), a read with an ``outside`` value or an indirect subset, a consumer reading ``t`` at
+memory), a read with an ``outside`` value or an indirect subset, ``t`` holding the indices of
+another of the consumer's memlets (a Gather's indices: loaded before the tasklet runs), a consumer reading ``t`` at
 other positions than its iteration (a broadcast read would recompute ``P`` per read), iteration
 counts that differ, or maps in different kernels-to-be (fusion runs per node list: the graph and
 each group body separately).
@@ -80,6 +81,9 @@ def fusion_refusal(graph: Graph, nodes: list[Node], producer: Node, consumer: No
     conn_names = {m.connector for m in c.inputs}
     if any(d.names & conn_names for m in reads for d in m.subset if not isinstance(d, Range)):
         return f"the consumer reads '{t}' indirectly"
+    t_conns = {m.connector for m in reads}
+    if any(d.names & t_conns for m in (*c.inputs, *c.outputs) for d in m.subset if not isinstance(d, Range)):
+        return f"'{t}' holds indices the consumer loads through (Gather/Scatter): they must be in memory first"
     writes = p.outputs[0].subset
     mapping = _substitution(p, writes, reads[0].subset)
     if mapping is None:
@@ -167,7 +171,7 @@ def fuse_pair(graph: Graph, producer: Node, consumer: Node) -> Node:
     reads = [(fresh[m.connector], m.container, ", ".join(substitute(_dim_text(d), renames) for d in m.subset),
               m.outside) for m in p.inputs]
     reads += [(m.connector, m.container, m.subset_text, m.outside) for m in c.inputs if m.container != t]
-    writes = [(m.connector, m.container, m.subset_text, m.wcr) for m in c.outputs]
+    writes = [(m.connector, m.container, m.subset_text, m.wcr, m.init) for m in c.outputs]  # init: a scatter's data
     symbols = list(dict.fromkeys([*c.symbols, *p.symbols]))
     symbols = [s for s in symbols if s[1] != t]
     parse_tasklet(code)

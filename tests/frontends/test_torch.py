@@ -494,6 +494,22 @@ OPS = {
                                      nn.functional.interpolate(x, size=(6, 10), mode="bilinear", align_corners=False),
                                      nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True),
                                      torch.topk(x, 2, dim=-1)), (_x(1, 2, 3, 5),)),
+    "group_norm": (lambda x, w, b: (nn.functional.group_norm(x, 2, w, b, eps=1e-3), nn.functional.group_norm(x, 4),
+                                    nn.functional.group_norm(x[:, :, 0], 1, w, b)),
+                   (_x(2, 4, 3, 5), _x(4), _x(4))),
+    "vector_norms": (lambda x: (torch.linalg.vector_norm(x, dim=-1), x.norm(dim=1, keepdim=True),
+                                nn.functional.normalize(x, dim=-1), torch.linalg.vector_norm(x, 1),
+                                torch.linalg.vector_norm(x, float("inf"), dim=0),
+                                torch.linalg.vector_norm(x, float("-inf"), dim=(0, 1)),
+                                torch.linalg.vector_norm(x, 3, dim=1), torch.linalg.vector_norm(x.round(), 0, dim=2)),
+                     (_x(2, 3, 4),)),
+    "slice_scatter": (lambda x, y: (torch.slice_scatter(x, y, dim=1, start=1, end=3),
+                                    torch.slice_scatter(x, y, dim=1, start=0, step=2),
+                                    torch.slice_scatter(x, y[:, :1], dim=1, start=-1)), (_x(3, 4), _x(3, 2))),
+    "batch_norm_batch_statistics": (lambda x, w, b: (nn.functional.batch_norm(x, None, None, w, b, training=True,
+                                                                               momentum=0.0, eps=1e-5),
+                                                     nn.functional.batch_norm(x[:, :, :, 0], None, None, training=True)),
+                                    (_x(2, 3, 4, 5) * 3 + 1, _x(3), _x(3))),
     "embedding_dropout": (lambda i, w: nn.functional.dropout(nn.functional.embedding(i, w), 0.5, training=False),
                           (torch.tensor([[1, 0, 3]]), _x(4, 6))),
 }
@@ -521,6 +537,14 @@ def _onnxruntime_outputs(graph, args):
     return run_onnxruntime(export_model(graph), {name: a.numpy() for name, a in zip(graph.inputs, args)})
 
 
+def _compiled_outputs(graph, args):
+    """The graph through dcopt's compiled CPU backend (fusion, generated kernels)."""
+    from dcopt.compiled import compile as compile_graph
+
+    feeds = {name: a.numpy() for name, a in zip(graph.inputs, args)}
+    return compile_graph(graph, example_feeds=feeds).run(None, feeds)
+
+
 @pytest.mark.parametrize("case", list(OPS))
 def test_op_coverage(case):
     fn, args = OPS[case]
@@ -533,6 +557,9 @@ def test_op_coverage(case):
         assert a.dtype == e.dtype, case
         np.testing.assert_allclose(a.numpy().astype(np.float64), e.numpy().astype(np.float64), rtol=RTOL, atol=ATOL)
     for a, e in zip(_onnxruntime_outputs(graph, args) or [], expected):
+        np.testing.assert_allclose(a.astype(np.float64), e.numpy().astype(np.float64), rtol=RTOL, atol=ATOL)
+    for a, e in zip(_compiled_outputs(graph, args), expected):  # the product: generated code
+        assert a.dtype == e.numpy().dtype, case
         np.testing.assert_allclose(a.astype(np.float64), e.numpy().astype(np.float64), rtol=RTOL, atol=ATOL)
 
 

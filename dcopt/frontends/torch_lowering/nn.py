@@ -8,6 +8,7 @@ import numpy as np
 from dcopt.frontends.torch_context import LoweringError
 from dcopt.frontends.torch_lowering import lower
 from dcopt.frontends.torch_lowering._helpers import _ints_list
+from dcopt.frontends.torch_lowering.reductions import _reduce_named
 
 
 # ---------------------------------------------------------------------------------------------
@@ -54,6 +55,49 @@ def batch_norm_no_training(ctx, x, weight, bias, running_mean, running_var, mome
 @lower("aten._native_batch_norm_legit.default", "aten.native_batch_norm.default")
 def native_batch_norm(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps):
     return _batch_norm(ctx, x, weight, bias, running_mean, running_var, training, eps), None, None
+
+
+@lower("aten._native_batch_norm_legit.no_stats")
+def batch_norm_batch_stats(ctx, x, weight, bias, training, momentum, eps):
+    """Batch norm with the input's own statistics and no running buffers (BiT's weight
+    standardization: ``F.batch_norm(w, None, None, training=True)``): per channel (dim 1),
+    mean and biased variance over every other dim. Returns (out, mean, rstd) like ATen."""
+    dt = ctx.dtype(x)
+    rank = ctx.rank(x)
+    axes = [0] + list(range(2, rank))
+    xs = ctx.tensor(x)
+    mean = _reduce_named(ctx, "ReduceMean", xs, rank, axes, True)
+    centered = ctx.emit("Sub", [xs, mean])
+    var = _reduce_named(ctx, "ReduceMean", ctx.emit("Mul", [centered, centered]), rank, axes, True)
+    rstd = ctx.emit("Reciprocal", [ctx.emit("Sqrt", [ctx.emit("Add", [var, ctx.const(float(eps), dt)])])])
+    out = ctx.emit("Mul", [centered, rstd])
+    channel_shape = ctx.const([-1] + [1] * (rank - 2), "int64")
+    if weight is not None:
+        out = ctx.emit("Mul", [out, ctx.emit("Reshape", [ctx.tensor(weight, dt), channel_shape])])
+    if bias is not None:
+        out = ctx.emit("Add", [out, ctx.emit("Reshape", [ctx.tensor(bias, dt), channel_shape])])
+    flat = ctx.const([-1], "int64")
+    return out, ctx.emit("Reshape", [mean, flat]), ctx.emit("Reshape", [rstd, flat])
+
+
+@lower("aten.native_group_norm.default")
+def native_group_norm(ctx, x, weight, bias, n, c, hxw, group, eps):
+    """GroupNorm as a LayerNormalization over [N, G, C/G * spatial] (one normalization per
+    group), then the per-channel affine; returns (out, mean, rstd) with mean/rstd [N, G]."""
+    dt = ctx.dtype(x)
+    rank = ctx.rank(x)
+    group = ctx.static_int(group, "group count")
+    grouped = ctx.emit("Reshape", [ctx.tensor(x), ctx.ints([n, group, -1])])
+    one = ctx.const(np.ones(1), dt)
+    normed, mean, rstd = ctx.emit("LayerNormalization", [grouped, one], outputs=3, axis=-1, epsilon=float(eps))
+    out = ctx.emit("Reshape", [normed, ctx.emit("Shape", [ctx.tensor(x)], dtype="int64", shape=(rank,))])
+    channel_shape = ctx.const([-1] + [1] * (rank - 2), "int64")
+    if weight is not None:
+        out = ctx.emit("Mul", [out, ctx.emit("Reshape", [ctx.tensor(weight, dt), channel_shape])])
+    if bias is not None:
+        out = ctx.emit("Add", [out, ctx.emit("Reshape", [ctx.tensor(bias, dt), channel_shape])])
+    stats_shape = ctx.ints([n, group])
+    return out, ctx.emit("Reshape", [mean, stats_shape]), ctx.emit("Reshape", [rstd, stats_shape])
 
 
 @lower("aten.batch_norm.default")

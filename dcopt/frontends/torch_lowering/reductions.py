@@ -102,6 +102,29 @@ def var_std(ctx, x, dim=None, unbiased=None, keepdim=False, *, correction=None):
     return ctx.emit("Sqrt", [out]) if ".std." in str(ctx.node.target) else out
 
 
+@lower("aten.linalg_vector_norm.default")
+def linalg_vector_norm(ctx, x, ord=2, dim=None, keepdim=False, *, dtype=None):  # noqa: A002
+    """``torch.linalg.vector_norm`` (``Tensor.norm``, ``F.normalize``, weight norm): 2 and 1 are
+    ReduceL2/ReduceL1, +-inf the max/min of |x|, 0 the count of non-zeros, any other p
+    ``sum(|x|^p)^(1/p)``."""
+    dt = ctx.out_dtype()
+    rank = ctx.rank(x)
+    xs = ctx.tensor(x, dt)
+    p = float(ord)
+    if p == 2:
+        return _reduce_named(ctx, "ReduceL2", xs, rank, dim, keepdim)
+    if p == 1:
+        return _reduce_named(ctx, "ReduceL1", xs, rank, dim, keepdim)
+    magnitude = ctx.emit("Abs", [xs])
+    if p in (float("inf"), float("-inf")):
+        return _reduce_named(ctx, "ReduceMax" if p > 0 else "ReduceMin", magnitude, rank, dim, keepdim)
+    if p == 0:
+        nonzero = ctx.cast(ctx.emit("Not", [ctx.emit("Equal", [xs, ctx.const(0, dt)], dtype="bool")]), dt)
+        return _reduce_named(ctx, "ReduceSum", nonzero, rank, dim, keepdim)
+    powered = ctx.emit("Pow", [magnitude, ctx.const(p, dt)])
+    return ctx.emit("Pow", [_reduce_named(ctx, "ReduceSum", powered, rank, dim, keepdim), ctx.const(1.0 / p, dt)])
+
+
 @lower("aten.cumsum.default")
 def cumsum(ctx, x, dim, *, dtype=None):
     return ctx.emit("CumSum", [ctx.tensor(x, ctx.out_dtype()), ctx.const(_axis(dim, ctx.rank(x)), "int64")])

@@ -102,6 +102,25 @@ def slice_(ctx, x, dim=0, start=None, end=None, step=1):
                               ctx.const([axis], "int64"), ctx.const([step], "int64")])
 
 
+@lower("aten.slice_scatter.default")
+def slice_scatter(ctx, x, src, dim=0, start=None, end=None, step=1):
+    """``x`` with ``x[..., start:end:step, ...] = src`` along ``dim`` (what an in-place slice
+    assignment becomes once functionalized): a ScatterElements whose indices are the slice's
+    positions broadcast to ``src``'s shape. Sizes must be static."""
+    rank = ctx.rank(x)
+    axis = _axis(dim, rank)
+    size = ctx.static_int(ctx.shape(x)[axis], "scattered dim")
+    positions = list(range(size))[slice(start, end, step)]
+    src_shape = ctx.static_shape(src, "scattered source shape")
+    if len(positions) != src_shape[axis]:
+        raise LoweringError(f"slice_scatter: the slice has {len(positions)} positions, the source {src_shape[axis]}")
+    view = [1] * rank
+    view[axis] = len(positions)
+    indices = np.broadcast_to(np.array(positions, np.int64).reshape(view), src_shape)
+    return ctx.emit("ScatterElements", [ctx.tensor(x), ctx.const(np.ascontiguousarray(indices), "int64"),
+                                        ctx.tensor(src, ctx.dtype(x))], axis=axis)
+
+
 @lower("aten.select.int", "aten.select_copy.int")
 def select(ctx, x, dim, index):
     return ctx.emit("Gather", [ctx.tensor(x), ctx.scalar_int(index)], axis=_axis(dim, ctx.rank(x)))
