@@ -12,8 +12,13 @@ are valid, and every op that ran as a fallback or dynamic step (the compiled pat
 An architecture that cannot be built or exported here is listed as such (a transformers/torch
 limitation, not a dcopt result). Exports are cached by torch/transformers version.
 
-    python -m benchmarks.sweep                       # every architecture below
+    python -m benchmarks.sweep                       # every architecture below, all three paths
     python -m benchmarks.sweep --only llama,vit --reps 20 --json sweep.json
+    python -m benchmarks.sweep --paths torch.compile,torch.export   # the PyTorch paths only
+
+Besides the ONNX path, the sweep runs the PyTorch user's two paths on the same module
+(:mod:`benchmarks.torch_paths`): ``torch.compile(backend="dcopt")`` and ``torch.export`` ->
+dcopt, each checked against eager PyTorch and timed beside it.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ import sys
 import time
 import warnings
 from pathlib import Path
+
+from benchmarks import torch_paths
 
 SEQ = 32
 IMAGE = 64
@@ -90,14 +97,10 @@ def tiny_config(model_type: str):
     return config
 
 
-def export(model_type: str, kind: str, cache: Path) -> Path:
-    """The architecture's ONNX file (cached), or an exception saying why it cannot be built."""
+def build_module(model_type: str, kind: str):
+    """The architecture as a seeded random-weight module returning its first output tensor, and
+    its example inputs (a batch of 1: SEQ tokens or an IMAGE x IMAGE picture)."""
     import torch
-    import transformers
-
-    path = cache / f"{model_type}_torch{torch.__version__}_tf{transformers.__version__}.onnx".replace("+", "_")
-    if path.exists():
-        return path
     from transformers import AutoModel
 
     torch.manual_seed(0)
@@ -115,13 +118,20 @@ def export(model_type: str, kind: str, cache: Path) -> Path:
                 out = self.core(input_ids=args[0], attention_mask=args[1], return_dict=False)
             return out[0]
 
-    wrapper = FirstOutput(core).eval()
-    if kind == "vision":
-        example = (torch.randn(1, 3, IMAGE, IMAGE),)
-        names = ["pixel_values"]
-    else:
-        example = (torch.randint(0, 1000, (1, SEQ)), torch.ones(1, SEQ, dtype=torch.int64))
-        names = ["input_ids", "attention_mask"]
+    feeds = _feeds(kind)
+    return FirstOutput(core).eval(), tuple(torch.from_numpy(v) for v in feeds.values())
+
+
+def export(model_type: str, kind: str, cache: Path) -> Path:
+    """The architecture's ONNX file (cached), or an exception saying why it cannot be built."""
+    import torch
+    import transformers
+
+    path = cache / f"{model_type}_torch{torch.__version__}_tf{transformers.__version__}.onnx".replace("+", "_")
+    if path.exists():
+        return path
+    wrapper, example = build_module(model_type, kind)
+    names = list(_feeds(kind))
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -131,26 +141,33 @@ def export(model_type: str, kind: str, cache: Path) -> Path:
     return path
 
 
-def feeds_for(path: Path, kind: str) -> dict:
+def _feeds(kind: str) -> dict:
     """Seeded feeds: token ids in the tiny vocabulary (a random int64 would index out of range)."""
     import numpy as np
-    import onnx
 
     rng = np.random.default_rng(1)
+    if kind == "vision":
+        return {"pixel_values": rng.standard_normal((1, 3, IMAGE, IMAGE)).astype(np.float32)}
+    return {"input_ids": rng.integers(0, 1000, (1, SEQ)).astype(np.int64),
+            "attention_mask": np.ones((1, SEQ), np.int64)}
+
+
+def feeds_for(path: Path, kind: str) -> dict:
+    """The feeds the exported file takes (the exporter drops inputs the model ignores)."""
+    import onnx
+
     model = onnx.load(str(path), load_external_data=False)
     inits = {t.name for t in model.graph.initializer}
     wanted = [i.name for i in model.graph.input if i.name not in inits]
-    if kind == "vision":
-        all_feeds = {"pixel_values": rng.standard_normal((1, 3, IMAGE, IMAGE)).astype(np.float32)}
-    else:
-        all_feeds = {"input_ids": rng.integers(0, 1000, (1, SEQ)).astype(np.int64),
-                     "attention_mask": np.ones((1, SEQ), np.int64)}
-    return {k: all_feeds[k] for k in wanted}
+    return {k: v for k, v in _feeds(kind).items() if k in wanted}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.sweep", description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", help="comma-separated model types (default: all)")
+    parser.add_argument("--paths", default="onnx," + ",".join(torch_paths.PATHS),
+                        help="which ways into dcopt to run: onnx (export, then dcopt.compile, timed against "
+                             "onnxruntime), torch.compile and torch.export (checked and timed against eager)")
     parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--time-budget", type=float, default=8.0, help="seconds of timed rounds per model")
     parser.add_argument("--threads", type=int, default=2)
@@ -162,50 +179,101 @@ def main(argv=None) -> int:
     if args.unset_openblas_env:
         for key in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
             os.environ.pop(key, None)
-    from benchmarks import measure
-    from benchmarks.models import BenchModel
+    paths = [p.strip() for p in args.paths.split(",") if p.strip()]
+    unknown = sorted(set(paths) - {"onnx", *torch_paths.PATHS})
+    if unknown:
+        parser.error(f"unknown path(s) {unknown}: choose from onnx, {', '.join(torch_paths.PATHS)}")
+    import torch
 
+    torch.set_num_threads(args.threads)
     cache = Path(args.cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
     wanted = args.only.split(",") if args.only else list(ARCHITECTURES)
     rows, results = [], []
     for model_type in wanted:
         kind = ARCHITECTURES.get(model_type, "text")
-        t0 = time.perf_counter()
-        try:
-            path = export(model_type, kind, cache)
-        except Exception as exc:  # noqa: BLE001 - reported, not fatal
-            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
-            _log(f"[{model_type}] not built here: {reason}")
-            rows.append((model_type, "not exported", "", "", reason))
-            continue
-        _log(f"[{model_type}] exported in {time.perf_counter() - t0:.1f}s")
-        model = BenchModel(model_type, path, feeds_for(path, kind), "sweep", f"{model_type} tiny config")
-        entry = measure.bench_one(model, ["dcopt", "onnxruntime"], threads=args.threads, warmup=1, reps=args.reps,
-                                  burst=5, time_budget_s=args.time_budget, log=_log)
-        results.append(entry)
-        ours = entry["runtimes"].get("dcopt", {})
-        speed = (entry.get("speedups", {}).get("onnxruntime") or {}).get("speedup")
-        gaps = ", ".join(f"{k}={v}" for k, v in ((ours.get("settings") or {}).get("not_native") or {}).items())
-        valid = (ours.get("correctness") or {}).get("valid")
-        status = "ok" if valid else ours.get("error") or "INVALID"
-        compile_s = ours.get("prepare_s")
-        rows.append((model_type, status, "" if speed is None else f"{speed:.2f}x",
-                     "" if compile_s is None else f"{compile_s:.1f}s", gaps))
-    print(f"{'architecture':16} {'dcopt':14} {'vs ORT':>7} {'compile':>8}  not native")
-    for name, status, speed, compile_s, gaps in rows:
-        print(f"{name:16} {str(status)[:14]:14} {speed:>7} {compile_s:>8}  {gaps}")
-    speeds = [e["speedups"]["onnxruntime"]["speedup"] for e in results
-              if (e.get("speedups", {}).get("onnxruntime") or {}).get("valid")]
-    if speeds:
-        import numpy as np
-
-        print(f"\n{len(speeds)} architectures timed; geomean {float(np.exp(np.mean(np.log(speeds)))):.2f}x, "
-              f"median {float(np.median(speeds)):.2f}x; slower than onnxruntime: {sum(s < 1 for s in speeds)}; "
-              f"with a not-native step: {sum(1 for r in rows if r[4] and r[1] != 'not exported')}")
+        row = {"architecture": model_type}
+        rows.append(row)
+        if "onnx" in paths:
+            row.update(_onnx_path(model_type, kind, cache, args, results))
+        torch_wanted = [p for p in paths if p in torch_paths.PATHS]
+        if torch_wanted:
+            try:
+                module, example = build_module(model_type, kind)
+            except Exception as exc:  # noqa: BLE001 - a transformers limitation, reported
+                row["torch"] = {p: {"status": f"not built: {type(exc).__name__}"} for p in torch_wanted}
+                continue
+            row["torch"] = torch_paths.check_paths(module, example, paths=torch_wanted, reps=args.reps,
+                                                   time_budget_s=args.time_budget)
+            for p, entry in row["torch"].items():
+                _log(f"[{model_type}] {p}: {entry['status']}"
+                     + (f", {entry['speedup_vs_eager']:.2f}x eager" if "speedup_vs_eager" in entry else ""))
+    _print_summary(rows, paths)
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "results": results}, indent=1, default=str))
     return 0
+
+
+def _onnx_path(model_type: str, kind: str, cache: Path, args, results: list) -> dict:
+    """Export, then dcopt.compile beside onnxruntime: the row's ONNX columns."""
+    from benchmarks import measure
+    from benchmarks.models import BenchModel
+
+    t0 = time.perf_counter()
+    try:
+        path = export(model_type, kind, cache)
+    except Exception as exc:  # noqa: BLE001 - reported, not fatal
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
+        _log(f"[{model_type}] not built here: {reason}")
+        return {"onnx": "not exported", "gaps": reason}
+    _log(f"[{model_type}] exported in {time.perf_counter() - t0:.1f}s")
+    model = BenchModel(model_type, path, feeds_for(path, kind), "sweep", f"{model_type} tiny config")
+    entry = measure.bench_one(model, ["dcopt", "onnxruntime"], threads=args.threads, warmup=1, reps=args.reps,
+                              burst=5, time_budget_s=args.time_budget, log=_log)
+    results.append(entry)
+    ours = entry["runtimes"].get("dcopt", {})
+    speed = (entry.get("speedups", {}).get("onnxruntime") or {}).get("speedup")
+    valid = (ours.get("correctness") or {}).get("valid")
+    return {"onnx": "ok" if valid else ours.get("error") or "INVALID", "vs_ort": speed,
+            "compile_s": ours.get("prepare_s"), "valid": bool(valid),
+            "gaps": ", ".join(f"{k}={v}" for k, v in ((ours.get("settings") or {}).get("not_native") or {}).items())}
+
+
+def _print_summary(rows: list[dict], paths: list[str]) -> None:
+    import numpy as np
+
+    torch_cols = [p for p in torch_paths.PATHS if p in paths]
+    header = f"{'architecture':16}"
+    if "onnx" in paths:
+        header += f" {'onnx':14} {'vs ORT':>7} {'compile':>8}"
+    for p in torch_cols:
+        header += f" {p:14} {'vs eager':>8}"
+    print(header + ("  not native (onnx)" if "onnx" in paths else ""))
+    for row in rows:
+        line = f"{row['architecture']:16}"
+        if "onnx" in paths:
+            speed, compile_s = row.get("vs_ort"), row.get("compile_s")
+            line += (f" {str(row.get('onnx', ''))[:14]:14} {'' if speed is None else f'{speed:.2f}x':>7}"
+                     f" {'' if compile_s is None else f'{compile_s:.1f}s':>8}")
+        for p in torch_cols:
+            entry = row.get("torch", {}).get(p, {})
+            ratio = entry.get("speedup_vs_eager")
+            line += f" {str(entry.get('status', ''))[:14]:14} {'' if ratio is None else f'{ratio:.2f}x':>8}"
+        print(line + (f"  {row.get('gaps', '')}" if "onnx" in paths else ""))
+    print()
+    if "onnx" in paths:
+        speeds = [r["vs_ort"] for r in rows if r.get("valid") and r.get("vs_ort")]
+        if speeds:
+            print(f"onnx: {len(speeds)} architectures timed; geomean {float(np.exp(np.mean(np.log(speeds)))):.2f}x "
+                  f"onnxruntime, median {float(np.median(speeds)):.2f}x; slower than onnxruntime: "
+                  f"{sum(s < 1 for s in speeds)}; with a not-native step: "
+                  f"{sum(1 for r in rows if r.get('gaps') and r.get('onnx') != 'not exported')}")
+    for p in torch_cols:
+        entries = [r.get("torch", {}).get(p, {}) for r in rows]
+        ok = [e for e in entries if e.get("status") == "ok"]
+        ratios = [e["speedup_vs_eager"] for e in ok if e.get("speedup_vs_eager")]
+        geo = f"; geomean {float(np.exp(np.mean(np.log(ratios)))):.2f}x eager" if ratios else ""
+        print(f"{p}: {len(ok)}/{len(entries)} pass (all graphs through dcopt, output within tolerance){geo}")
 
 
 if __name__ == "__main__":

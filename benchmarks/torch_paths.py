@@ -1,0 +1,108 @@
+"""The PyTorch user's two ways into dcopt, checked and timed against eager PyTorch.
+
+* ``torch.compile``: ``torch.compile(module, backend="dcopt")`` under ``torch.inference_mode()``
+  (Dynamo graphs, parameters baked in as guarded constants);
+* ``torch.export``: :func:`dcopt.frontends.torch_backend.compile_module` (one exported program,
+  imported without an ONNX round trip).
+
+A path *passes* when it ran every graph through dcopt (no "running this graph eagerly" warning)
+and its output matches eager PyTorch at the harness tolerance (fp32 rtol 1e-4, atol 1e-5, on the
+same seeded inputs). A path that fell back is reported with the reason dcopt gave. Timings are
+interleaved rounds of the paths and eager, as the harness times runtimes (medians, p10-p90).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from benchmarks import measure
+
+PATHS = ("torch.compile", "torch.export")
+_EAGER_WARNING = "dcopt: running this graph eagerly"
+
+
+def _first_tensor(value: Any):
+    import torch
+
+    leaves = [t for t in torch.utils._pytree.tree_leaves(value) if isinstance(t, torch.Tensor)]
+    return leaves[0]
+
+
+def _build(path: str, module, example: Sequence[Any]) -> Callable[[], Any]:
+    import torch
+
+    if path == "torch.compile":
+        import dcopt.frontends.torch_backend  # noqa: F401  (registers backend="dcopt")
+
+        torch._dynamo.reset()
+        function = torch.compile(module, backend="dcopt")
+    else:
+        from dcopt.frontends.torch_backend import compile_module
+
+        function = compile_module(module, tuple(example))
+
+    def call():
+        with torch.inference_mode():
+            return _first_tensor(function(*example)).numpy()
+
+    return call
+
+
+def check_paths(module, example: Sequence[Any], *, paths: Sequence[str] = PATHS, reps: int = 20,
+                time_budget_s: float = 6.0) -> dict[str, dict]:
+    """Per path: ``status`` ("ok", "eager: <reason>", "WRONG: <what>" or "error: <what>"),
+    ``correctness`` (:func:`benchmarks.measure.compare_outputs` against eager), ``compile_s`` (first
+    call included), and when it ran: ``median_ms``, ``p10_ms``, ``p90_ms``, ``eager_median_ms`` and
+    ``speedup_vs_eager`` (eager median / path median, > 1: faster) from one interleaved run."""
+    import torch
+
+    module.eval()
+
+    def eager():
+        with torch.inference_mode():
+            return _first_tensor(module(*example)).numpy()
+
+    expected = eager()
+    results: dict[str, dict] = {}
+    calls: dict[str, Callable[[], Any]] = {"eager": eager}
+    for path in paths:
+        entry: dict[str, Any] = {}
+        results[path] = entry
+        t0 = time.perf_counter()
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                call = _build(path, module, example)
+                got = call()
+        except Exception as exc:  # noqa: BLE001 - reported per path, not fatal to the sweep
+            entry["status"] = f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+            continue
+        entry["compile_s"] = time.perf_counter() - t0
+        fell_back = [str(w.message) for w in caught if _EAGER_WARNING in str(w.message)]
+        entry["correctness"] = measure.compare_outputs([got], [expected])
+        if fell_back:
+            entry["status"] = "eager: " + fell_back[0].removeprefix(_EAGER_WARNING + ": ").splitlines()[0][:160]
+        elif not entry["correctness"]["valid"]:
+            entry["status"] = "WRONG: " + "; ".join(entry["correctness"].get("problems", []))[:160]
+        else:
+            entry["status"] = "ok"
+            calls[path] = call
+    if len(calls) > 1:
+        times, errors = measure.interleaved_times(calls, warmup=1, reps=reps, time_budget_s=time_budget_s)
+        eager_ms = np.median([t for rnd in times["eager"] for t in rnd]) * 1e3
+        for path in calls:
+            if path == "eager":
+                continue
+            if path in errors:
+                results[path]["status"] = f"error: {errors[path]}"
+                continue
+            samples = np.array([t for rnd in times[path] for t in rnd]) * 1e3
+            median = float(np.median(samples))
+            results[path].update(median_ms=median, p10_ms=float(np.percentile(samples, 10)),
+                                 p90_ms=float(np.percentile(samples, 90)), eager_median_ms=float(eager_ms),
+                                 speedup_vs_eager=float(eager_ms / median))
+    return results
