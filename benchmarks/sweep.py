@@ -208,10 +208,16 @@ def main(argv=None) -> int:
             for p, entry in row["torch"].items():
                 _log(f"[{model_type}] {p}: {entry['status']}"
                      + (f", {entry['speedup_vs_eager']:.2f}x eager" if "speedup_vs_eager" in entry else ""))
+        if args.json:  # after every architecture: a long sweep cut short keeps what it measured
+            _write_json(Path(args.json), rows, results)
     _print_summary(rows, paths)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "results": results}, indent=1, default=str))
     return 0
+
+
+def _write_json(path: Path, rows: list, results: list) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"rows": rows, "results": results}, indent=1, default=str))
+    os.replace(tmp, path)
 
 
 def _onnx_path(model_type: str, kind: str, cache: Path, args, results: list) -> dict:

@@ -19,7 +19,7 @@ def test_save_load_round_trip(tmp_path, mlp):
     sess = dc.compile(mlp)
     path = sess.save(tmp_path / "mlp.dcopt")
     assert {p.name for p in path.iterdir()} == {"manifest.json", "program.json", "kernels.py", "kernels.ll",
-                                                "weights.npz", "model.onnx"}
+                                                "weights.bin", "model.onnx"}
     manifest = json.loads((path / "manifest.json").read_text())
     assert manifest["target"] == "cpu" and manifest["pipeline"] == "O3" and manifest["patches"] == []
     assert len(manifest["model"]["sha256"]) == 64 and manifest["toolchain"]["numba"]
@@ -33,10 +33,33 @@ def test_save_load_round_trip(tmp_path, mlp):
     np.testing.assert_array_equal(loaded.run(None, {"x": x})[0], sess.run(None, {"x": x})[0])
 
 
+def test_weights_load_memory_mapped_and_writes_never_reach_the_file(tmp_path, mlp):
+    path = dc.compile(mlp).save(tmp_path / "m.dcopt")
+    before = (path / "weights.bin").read_bytes()
+    built = dc.load(path)._built()
+    for array in built.program.params.values():
+        base = array
+        while base is not None and not isinstance(base, np.memmap):
+            base = base.base
+        assert isinstance(base, np.memmap) and array.flags.writeable  # numba's signatures take writable arrays
+    next(iter(built.program.params.values())).reshape(-1)[0] += 1.0  # copy-on-write: a private page
+    assert (path / "weights.bin").read_bytes() == before
+    index = json.loads((path / "program.json").read_text())["weights"]
+    assert all(entry["offset"] % 64 == 0 for entry in index.values())
+
+
+def test_build_of_an_older_format_says_how_to_rebuild(tmp_path, mlp):
+    path = dc.compile(mlp).save(tmp_path / "m.dcopt")
+    manifest = json.loads((path / "manifest.json").read_text())
+    (path / "manifest.json").write_text(json.dumps({**manifest, "format_version": 1}))
+    with pytest.raises(ModelLoadError, match=r"build format 1; this dcopt reads 2\); rebuild it .*dcopt compile"):
+        dc.load(path)
+
+
 def test_damaged_build_names_the_problem(tmp_path, mlp):
     path = dc.compile(mlp).save(tmp_path / "m.dcopt")
-    (path / "weights.npz").unlink()
-    with pytest.raises(ModelLoadError, match="weights.npz is missing"):
+    (path / "weights.bin").unlink()
+    with pytest.raises(ModelLoadError, match="weights.bin is missing"):
         dc.load(path)
     assert not dc.is_build_dir(tmp_path)
 

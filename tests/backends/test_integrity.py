@@ -31,7 +31,7 @@ def test_tampered_cache_entry_is_rebuilt_not_run(tmp_path, mlp_model):
     assert (_cached_build(cache) / "kernels.py").read_text() == source  # rebuilt from the model
 
 
-@pytest.mark.parametrize("victim", ["program.json", "weights.npz", "kernels.py", "model.onnx"])
+@pytest.mark.parametrize("victim", ["program.json", "weights.bin", "kernels.py", "model.onnx"])
 def test_tampered_build_directory_is_refused_naming_the_file(tmp_path, mlp_model, victim):
     cache = tmp_path / "cache"
     path = dcopt.compile(mlp_model, cache_dir=cache).save(tmp_path / "m.dcopt")
@@ -69,9 +69,9 @@ def test_second_load_trusts_unchanged_files_without_rehashing(tmp_path, mlp_mode
     monkeypatch.setattr(integrity, "sha256_file", lambda p: hashed.append(p) or real(p))
     dcopt.load(path, cache_dir=cache)
     assert hashed == []
-    weights = path / "weights.npz"
+    weights = path / "weights.bin"
     data = bytearray(weights.read_bytes())
     data[-1] ^= 1  # same size, other bytes
     weights.write_bytes(bytes(data))
-    with pytest.raises(ModelLoadError, match="weights.npz"):
+    with pytest.raises(ModelLoadError, match="weights.bin"):
         dcopt.load(path, cache_dir=cache)

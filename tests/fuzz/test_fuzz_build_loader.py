@@ -22,7 +22,7 @@ from tests.fuzz.budget import fuzz_settings
 from tests.fuzz.models import seeds
 from tests.fuzz.mutations import json_edit
 
-FILES = ["manifest.json", "program.json", "kernels.py", "kernels.ll", "weights.npz", "model.onnx"]
+FILES = ["manifest.json", "program.json", "kernels.py", "kernels.ll", "weights.bin", "model.onnx"]
 
 
 @pytest.fixture(scope="module")

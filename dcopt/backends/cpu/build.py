@@ -6,7 +6,8 @@ Layout of ``model.dcopt/``::
     program.json    the step list and buffer types (the run-time schedule)
     kernels.py      generated kernel source (numba)
     kernels.ll      generated LLVM IR kernels (direct convolutions), when the model has any
-    weights.npz     parameters as the steps read them (packed/transposed/folded)
+    weights.bin     parameters as the steps read them (packed/transposed/folded), raw and
+                    64-byte aligned, loaded memory-mapped (:mod:`.weights_file`)
     model.onnx      the source model, so a run at new sizes can recompile
 
 Every compile is itself keyed (model bytes, pipeline, patches, sizes, toolchain, backend
@@ -32,9 +33,11 @@ import onnx
 from dcopt.backends.cpu import compiler
 from dcopt.backends.cpu.program import Program, Step
 from dcopt.backends.cpu.renderer import render_module
+from dcopt.backends.cpu.weights_file import read_weights, write_weights
 from dcopt.errors import ModelLoadError
 
-FORMAT, FORMAT_VERSION = "dcopt-build", 1
+FORMAT, FORMAT_VERSION = "dcopt-build", 2
+WEIGHTS = "weights.bin"
 
 
 @dataclass
@@ -223,13 +226,12 @@ def _write(directory: Path, program: Program, source: str, native_ir: str | None
         (staging / "kernels.py").write_text(source)
         if native_ir is not None:
             (staging / "kernels.ll").write_text(native_ir)
+        weights = write_weights(staging / WEIGHTS, program.params, sorted(program.params))
         prog = {"inputs": program.inputs, "outputs": program.outputs, "opset": program.opset,
                 "types": {n: [None if s is None else list(s), d] for n, (s, d) in program.types.items()},
-                "steps": [s.to_dict() for s in program.steps], "params": sorted(program.params),
+                "steps": [s.to_dict() for s in program.steps], "weights": weights,
                 "signatures": program.signatures, "memory": program.memory}
         (staging / "program.json").write_text(json.dumps(prog))
-        with open(staging / "weights.npz", "wb") as f:
-            np.savez(f, **{f"p{i}": program.params[n] for i, n in enumerate(prog["params"])})
         if model is not None:
             model.save(staging)
         from dcopt.integrity import file_records
@@ -247,9 +249,11 @@ def load(directory: Path, cache_dir=None) -> Build:
         manifest = json.loads((directory / "manifest.json").read_text())
         if manifest.get("format") != FORMAT:
             raise ModelLoadError("not a dcopt build directory (manifest format)", file=str(directory))
-        if "files" not in manifest:
-            raise ModelLoadError("this build was written by an older dcopt without file hashes; recompile the model "
-                                 "(dcopt compile MODEL -o DIR --force)", file=str(directory))
+        if "files" not in manifest or manifest.get("format_version") != FORMAT_VERSION:
+            raise ModelLoadError(f"this build was written by another dcopt (build format "
+                                 f"{manifest.get('format_version', '1, without file hashes')}; this dcopt reads "
+                                 f"{FORMAT_VERSION}); rebuild it from its model: dcopt compile MODEL -o DIR --force",
+                                 file=str(directory))
         problems = verify_files(directory, manifest["files"], TrustCache(cache_root(cache_dir)),
                                 expected_extra=frozenset({"manifest.json"}))
         if problems:
@@ -258,8 +262,7 @@ def load(directory: Path, cache_dir=None) -> Build:
         prog = json.loads((directory / "program.json").read_text())
         source = (directory / "kernels.py").read_text()
         native_ir = (directory / "kernels.ll").read_text() if manifest.get("native_key") else None
-        with np.load(directory / "weights.npz") as w:
-            params = {n: w[f"p{i}"] for i, n in enumerate(prog["params"])}
+        params = read_weights(directory / WEIGHTS, prog["weights"])
     except ModelLoadError:
         raise
     except FileNotFoundError as exc:
