@@ -28,10 +28,12 @@ from dcopt.errors import ArgumentError
 
 def compile(model, *, pipeline="O3", target: str = "cpu", threads: int | None = None,  # noqa: A001
             dims: Mapping[str, int] | None = None, patches: Sequence[str] = (), cache_dir=None,
-            example_feeds=None):
+            example_feeds=None, warm: bool = True):
     """Compile ``model`` (path, ModelProto or dcopt Graph) into a session with ``run``/``get_inputs``/
     ``get_outputs``. ``example_feeds``: real inputs to specialize sizes with (else random ones).
-    Every argument is checked first: a wrong one is an :class:`~dcopt.errors.ArgumentError` naming it."""
+    ``warm``: load every kernel before returning (else on the first run; a caller that only
+    saves the build skips it). Every argument is checked first: a wrong one is an
+    :class:`~dcopt.errors.ArgumentError` naming it."""
     check_model_argument(model)
     pipeline = check_pipeline(pipeline)
     if not isinstance(target, str):
@@ -52,13 +54,14 @@ def compile(model, *, pipeline="O3", target: str = "cpu", threads: int | None = 
 
     try:
         return compile_model(model, pipeline=pipeline, target=target, threads=threads, dims=dims, patches=patches,
-                             cache_dir=cache_dir, example_feeds=example_feeds)
+                             cache_dir=cache_dir, example_feeds=example_feeds, warm=bool(warm))
     except DcoptError as exc:  # name the model file where the error does not name another one
         raise exc.at(file=os.fspath(model)) if isinstance(model, (str, os.PathLike)) else exc
 
 
-def load(path: str | os.PathLike, *, threads: int | None = None, cache_dir=None):
-    """Load a build directory written by ``dcopt compile`` / ``session.save``."""
+def load(path: str | os.PathLike, *, threads: int | None = None, cache_dir=None, warm: bool = True):
+    """Load a build directory written by ``dcopt compile`` / ``session.save``. ``warm``: load
+    every kernel now (one run on zeros) rather than on the first run."""
     from dcopt.errors import DcoptError, ModelLoadError
 
     if not isinstance(path, (str, os.PathLike)):
@@ -71,7 +74,7 @@ def load(path: str | os.PathLike, *, threads: int | None = None, cache_dir=None)
     from dcopt.backends.cpu.session import load_build
 
     try:
-        return load_build(path, cache_dir=cache_dir, threads=threads)
+        return load_build(path, cache_dir=cache_dir, threads=threads, warm=bool(warm))
     except DcoptError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
@@ -91,18 +94,18 @@ def is_build_dir(path: str | os.PathLike) -> bool:
 
 # -- argument checks (each names the argument) -----------------------------------------------------
 def check_model_argument(model) -> None:
-    import onnx
+    if isinstance(model, (str, os.PathLike)):
+        text = os.fspath(model)
+        if not str(text).strip() or "\0" in str(text):
+            raise ArgumentError(f"'{text}' is not a usable model path", argument="model")
+        return
+    import onnx  # a path needs no onnx (a warm hit never parses it); other arguments are checked by type
 
     from dcopt.ir.graph import Graph
 
-    if isinstance(model, (onnx.ModelProto, Graph)):
-        return
-    if not isinstance(model, (str, os.PathLike)):
+    if not isinstance(model, (onnx.ModelProto, Graph)):
         raise ArgumentError(f"expected a model file path, an onnx.ModelProto or a dcopt Graph, got "
                             f"{type(model).__name__}", argument="model")
-    text = os.fspath(model)
-    if not str(text).strip() or "\0" in str(text):
-        raise ArgumentError(f"'{text}' is not a usable model path", argument="model")
 
 
 def check_pipeline(pipeline):
@@ -118,6 +121,8 @@ def check_pipeline(pipeline):
         return ",".join(pipeline)
     if isinstance(pipeline, tuple) and len(pipeline) == 2 and isinstance(pipeline[0], (list, tuple)) \
             and isinstance(pipeline[1], str):
+        if all(isinstance(s, str) for s in pipeline[0]):  # names: checked when the pipeline is built
+            return (list(pipeline[0]), pipeline[1])
         from dcopt.passes.base import Pass
 
         bad = [s for s in pipeline[0] if not isinstance(s, (str, Pass))]
@@ -170,6 +175,8 @@ def check_patches(patches):
         items = list(patches)
     except TypeError:
         raise ArgumentError(f"expected a list of patch URIs, got {type(patches).__name__}", argument="patches") from None
+    if not items:
+        return ()
     from dcopt.passes.patches import parse_uri
 
     for item in items:

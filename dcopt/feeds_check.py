@@ -137,4 +137,4 @@ def check_feeds(feeds: Any, expected_inputs: Sequence[Any], *, argument: str = "
 def _numpy_dtype(dtype: str):
     from dcopt.ir import dtypes
 
-    return dtypes.to_numpy(dtype) if dtype in dtypes.DTYPE_NAMES else dtype
+    return dtypes.to_numpy(dtype) if dtypes.is_dtype_name(dtype) else dtype

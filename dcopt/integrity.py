@@ -70,6 +70,24 @@ class TrustCache:
             return False
         return row is not None and row[0] == sig and row[1] == sha256
 
+    def digest(self, path: Path) -> str:
+        """sha256 of ``path``: remembered while its stat signature is unchanged, else hashed (and
+        remembered). What a warm compile keys on, without rereading a 435 MB model each time."""
+        path = Path(path)
+        if self.path is not None and self.path.is_file():
+            try:
+                sig = _signature(path.stat())
+                with contextlib.closing(self._connect()) as db:
+                    row = db.execute("SELECT signature, sha256 FROM verified WHERE path = ?",
+                                     (str(path.resolve()),)).fetchone()
+                if row is not None and row[0] == sig:
+                    return row[1]
+            except (OSError, sqlite3.Error):
+                pass
+        digest = sha256_file(path)
+        self.remember([(path, digest)])
+        return digest
+
     def remember(self, entries: list[tuple[Path, str]]) -> None:
         if self.path is None or not entries:
             return

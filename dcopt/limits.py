@@ -125,7 +125,7 @@ def itemsize(dtype) -> int:
     sub-byte types take one byte each, strings a pointer."""
     from dcopt.ir import dtypes
 
-    if isinstance(dtype, str) and dtype in dtypes.DTYPE_NAMES:
+    if dtypes.is_dtype_name(dtype):
         return int(dtypes.to_numpy(dtype).itemsize) or 1
     return int(np.dtype(dtype).itemsize) or 1
 

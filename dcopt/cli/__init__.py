@@ -16,7 +16,22 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class DcoptGroup(click.Group):
-    """A click group that reports errors as one line (``--verbose`` for the traceback)."""
+    """A click group that reports errors as one line (``--verbose`` for the traceback) and
+    imports a subcommand's module only when that subcommand runs (``dcopt compile`` on a warm
+    hit must not pay for the modules of ``bench`` or ``report``)."""
+
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(COMMANDS))
+
+    def get_command(self, ctx, name):
+        command = super().get_command(ctx, name)
+        if command is None and name in COMMANDS:
+            import importlib
+
+            module, attr = COMMANDS[name]
+            command = getattr(importlib.import_module(f"dcopt.cli.{module}"), attr)
+            self.add_command(command, name)
+        return command
 
     def invoke(self, ctx):
         verbose = bool(ctx.params.get("verbose"))
@@ -66,23 +81,13 @@ def app(verbose: bool) -> None:
     """dcopt: a data-centric optimizing compiler for ML models."""
 
 
-#: The subcommands: (module under dcopt.cli, command object). ``dcopt --help`` sorts them.
-COMMANDS = [
-    ("inspect_cmd", "inspect"), ("run_cmd", "run"), ("compile_cmd", "compile_cmd"), ("opt_cmd", "opt"),
-    ("report_cmd", "report"), ("patch_cmd", "patch_command"), ("patch_cmd", "patches_group"),
-    ("convert_cmd", "convert"), ("bench_cmd", "bench"), ("kernels_cmd", "kernels"), ("builds_cmd", "builds"),
-    ("ops_cmd", "ops"),
-]
-
-
-def _register() -> None:
-    import importlib
-
-    for module, command in COMMANDS:
-        app.add_command(getattr(importlib.import_module(f"dcopt.cli.{module}"), command))
-
-
-_register()
+#: The subcommands: name -> (module under dcopt.cli, command object), imported on first use.
+COMMANDS = {
+    "inspect": ("inspect_cmd", "inspect"), "run": ("run_cmd", "run"), "compile": ("compile_cmd", "compile_cmd"),
+    "opt": ("opt_cmd", "opt"), "report": ("report_cmd", "report"), "patch": ("patch_cmd", "patch_command"),
+    "patches": ("patch_cmd", "patches_group"), "convert": ("convert_cmd", "convert"), "bench": ("bench_cmd", "bench"),
+    "kernels": ("kernels_cmd", "kernels"), "builds": ("builds_cmd", "builds"), "ops": ("ops_cmd", "ops"),
+}
 
 
 def main() -> None:

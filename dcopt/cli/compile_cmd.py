@@ -42,7 +42,7 @@ def compile_cmd(model, output, pipeline, target, threads, dims, patches, force):
     check_target(output, replaceable=is_build, force=force, what="dcopt build")  # before compiling
     start = time.perf_counter()
     sess = dc.compile(model, pipeline=_keyed(pipeline), target=target, threads=threads, dims=parse_dims(dims),
-                      patches=patches)
+                      patches=patches, warm=False)
     path = sess.save(output, force=force)
     m = sess.manifest
     not_native = m.get("not_native", {})

@@ -58,15 +58,16 @@ def pipeline_options(default_level: str = "2"):
 
 
 def resolve_pipeline(passes: str | None, level: str | None, pipeline_file: str | None) -> tuple[list, str]:
-    """(steps for a PassManager, a label naming the pipeline for reports and manifests)."""
-    from dcopt.passes.pipelines import parse_spec
-
+    """(steps for a PassManager, a label naming the pipeline for reports and manifests). A level
+    is only named here: the passes load when a compile needs them, not on a warm hit."""
     if pipeline_file is not None:
         from dcopt.passes.user_files import load_pipeline_file
 
         steps = load_pipeline_file(pipeline_file)
         return steps, f"file:{pipeline_file}"
     if passes is not None:
+        from dcopt.passes.pipelines import parse_spec
+
         return parse_spec(passes), passes
     name = f"O{level}"
     return ([] if level == "0" else [name]), name

@@ -103,10 +103,12 @@ def run(model, inputs, random_inputs, seed, dims, backend, output_dir):
     output_directory(output_dir)  # before running: a bad path costs nothing
     if compiled.is_build_dir(model) or backend == "cpu":
         backend = "cpu"
-        sess = compiled.load(model) if compiled.is_build_dir(model) else compiled.compile(model, dims=bindings)
+        sess = compiled.load(model, warm=False) if compiled.is_build_dir(model) else \
+            compiled.compile(model, dims=bindings, warm=False)  # one run only: the real one
         if random_inputs:
             generated = sess.random_feeds(seed=seed, dims=bindings)
             feeds = {**{k: v for k, v in generated.items() if k not in feeds}, **feeds}
+        sess.prepare()  # kernels loaded before the clock starts: the time shown is the run's
         start = time.perf_counter()
         outputs = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
     else:

@@ -109,8 +109,10 @@ def check_external_data(model: onnx.ModelProto, base_dir: Path, file: str) -> No
                                  f"{list(tensor.dims)} need {expected}", file=file)
 
 
-def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
-    """Load an ONNX model with its external data; raise ModelLoadError on any bad input."""
+def load_onnx(path: str | os.PathLike, external: list | None = None) -> onnx.ModelProto:
+    """Load an ONNX model with its external data; raise ModelLoadError on any bad input.
+    ``external``, when given, receives the external data files' locations (relative to the
+    model), which loading folds into the tensors and so no longer names."""
     path = Path(path)
     file = str(path)
     try:
@@ -132,6 +134,8 @@ def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
     if not model.HasField("graph") or (not model.graph.node and not model.graph.output):
         raise ModelLoadError("not a valid ONNX model: it has no graph (truncated or another file type?)", file=file)
     check_external_data(model, path.parent, file)
+    if external is not None:
+        external.extend(sorted({_external_entries(t, file)[0] for t in _tensors_with_external_data(model)}))
     try:
         external_data_helper.load_external_data_for_model(model, str(path.parent))
     except Exception as exc:

@@ -43,7 +43,7 @@ def concrete_int(value: Any) -> int | None:
 def dtype_name(dtype: torch.dtype) -> str:
     """torch dtype -> dcopt dtype name (``torch.float32`` -> ``"float32"``)."""
     name = str(dtype).removeprefix("torch.")
-    if name not in dtypes.DTYPE_NAMES:
+    if not dtypes.is_dtype_name(name):
         raise LoweringError(f"dtype {dtype} has no dcopt equivalent")
     return name
 

@@ -31,6 +31,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from dcopt.errors import DcoptError
+from dcopt.ir import dtypes
 
 
 class TaskletError(DcoptError):
@@ -57,10 +58,16 @@ def _variadic(ufunc):
 
 
 def _numpy_cast(dtype: str):
-    import ml_dtypes  # noqa: F401  (registers bfloat16 with numpy)
+    """``x.astype(dtype)``; the target dtype resolves on first use, so that importing this module
+    does not import ml_dtypes (~0.6 s) for bfloat16 before anything casts to it."""
+    target = []
 
-    target = np.dtype("bfloat16") if dtype == "bfloat16" else np.dtype(dtype)
-    return lambda x: np.asarray(x).astype(target)
+    def cast(x):
+        if not target:
+            target.append(dtypes.to_numpy(dtype))
+        return np.asarray(x).astype(target[0])
+
+    return cast
 
 
 def _scalar_cast(dtype: str):

@@ -25,7 +25,7 @@ class TensorType:
     shape: tuple[Dim, ...] | None = None
 
     def __post_init__(self):
-        if self.dtype not in dtypes.DTYPE_NAMES:
+        if not dtypes.is_dtype_name(self.dtype):
             raise ValueError(f"unknown dtype {self.dtype!r}")
         if self.shape is not None:
             object.__setattr__(self, "shape", tuple(self.shape))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -28,66 +29,154 @@ from types import ModuleType
 from typing import Mapping, Sequence
 
 import numpy as np
-import onnx
 
 from dcopt.backends.cpu import compiler
 from dcopt.backends.cpu.program import Program, Step
 from dcopt.backends.cpu.renderer import render_module
 from dcopt.backends.cpu.weights_file import read_weights, write_weights
 from dcopt.errors import ModelLoadError
+from dcopt.kernels.compile_index import CompileIndex
 
 FORMAT, FORMAT_VERSION = "dcopt-build", 2
+CACHE_BUILDS = "cpu-builds"
 WEIGHTS = "weights.bin"
 
 
 @dataclass
 class Build:
     program: Program
-    module: ModuleType
     manifest: dict
     bindings: dict[str, int]
     directory: Path
-    native: object = None  # MCJIT engine holding the generated LLVM kernels (None: there are none)
+    cache_dir: object = None
+
+    sources: tuple = ("", None)  # (kernels.py, kernels.ll or None) as verified at load
+
+    @functools.cached_property
+    def kernels(self) -> tuple[ModuleType, object]:
+        """(numba module, MCJIT engine or None): compiled, or loaded from the kernel store, on
+        first use, so a command that only copies or inspects a build never imports numba."""
+        return _load_kernels(self)
+
+    @property
+    def module(self) -> ModuleType:
+        return self.kernels[0]
+
+    @property
+    def native(self):
+        return self.kernels[1]
 
 
-@dataclass
 class Source:
-    """The model a build comes from: its IR, the bytes its build key hashes, and the file a build
-    directory keeps so a run at new sizes can recompile (ONNX when the model came as ONNX, else
-    dcopt's lossless IR JSON)."""
+    """The model a build comes from: its digest (what build keys hash), its IR, and the file a
+    build directory keeps so a run at new sizes can recompile (ONNX when the model came as ONNX,
+    else dcopt's lossless IR JSON).
 
-    graph: object  # dcopt.ir.Graph
-    digest_bytes: bytes
-    proto: onnx.ModelProto | None = None
+    An ``.onnx`` path is read lazily: its digest is the sha256 of the file's bytes, computed
+    before anything is parsed, so a warm hit (:func:`cached_build`) never imports onnx, infers a
+    shape or builds an IR."""
 
-    def save(self, directory: Path) -> None:
-        if self.proto is not None:
-            onnx.save_model(self.proto, str(directory / "model.onnx"))
+    def __init__(self, digest: str | None, loader, *, path: Path | None = None, json_bytes: bytes | None = None):
+        if digest is not None:
+            self.digest = digest  # else hashed from ``path`` when first asked for
+        self._loader = loader
+        self.path = path
+        self._json = json_bytes
+        self.known_external: list[str] | None = None  # set by the warm-hit index, which recorded them
+        self.cache_dir = None  # where the digest of an unchanged file is remembered (load_source sets it)
+
+    @functools.cached_property
+    def digest(self) -> str:
+        from dcopt.integrity import TrustCache
+
+        try:
+            return TrustCache(cache_root(self.cache_dir)).digest(self.path)
+        except OSError as exc:
+            raise ModelLoadError(f"cannot read the model: {exc.strerror or exc}", file=str(self.path)) from None
+
+    @classmethod
+    def of_graph(cls, graph) -> "Source":
+        from dcopt.ir import serialize
+
+        data = serialize.dumps(graph).encode()
+        return cls(hashlib.sha256(data).hexdigest(), lambda: (graph, None), json_bytes=data)
+
+    @functools.cached_property
+    def _loaded(self):
+        return self._loader()
+
+    @property
+    def graph(self):
+        return self._loaded[0]
+
+    @property
+    def proto(self):
+        return self._loaded[1]
+
+    def content_digest(self) -> str:
+        """The model's identity for build keys: the file's digest, combined with its external
+        data files' digests when it has any (same .onnx bytes, other weights: another build)."""
+        external = self.external_files()
+        if not external:
+            return self.digest
+        from dcopt.integrity import TrustCache
+
+        trust = TrustCache(cache_root(self.cache_dir))
+        parts = [self.digest] + [f"{name}:{trust.digest(Path(self.path).parent / name)}" for name in external]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+    def external_files(self) -> list[str]:
+        """Files beside an ONNX model that hold its weights (external data), relative to it:
+        recorded when the model was loaded, or by the warm-hit index that found it."""
+        if self.known_external is None and self.path is not None:
+            self._loaded  # noqa: B018  (loading records them)
+        return list(self.known_external or [])
+
+    def save(self, directory: Path) -> str:
+        """Write the model into ``directory``; returns the file name."""
+        if self._json is not None:
+            (directory / "model.json").write_bytes(self._json)
+            return "model.json"
+        if self.path is not None and not self.external_files():
+            shutil.copyfile(self.path, directory / "model.onnx")  # the user's bytes, not a re-serialization
         else:
-            (directory / "model.json").write_bytes(self.digest_bytes)
+            import onnx
+
+            onnx.save_model(self.proto, str(directory / "model.onnx"))
+        return "model.onnx"
 
 
-def load_source(model) -> Source:
-    """A model given as a path (.onnx through the safe loader, .json, .pt2), an onnx.ModelProto
-    or a dcopt Graph (e.g. from the PyTorch frontend: no ONNX round trip)."""
-    from dcopt.frontends.onnx_import import import_model
-    from dcopt.ir import serialize
+def load_source(model, cache_dir=None) -> Source:
+    """A model given as a path (.onnx through the safe loader, lazily; .json, .pt2), an
+    onnx.ModelProto or a dcopt Graph (e.g. from the PyTorch frontend: no ONNX round trip)."""
     from dcopt.ir.graph import Graph
 
-    if isinstance(model, onnx.ModelProto):
-        return Source(import_model(model), model.SerializeToString(), model)
     if isinstance(model, Graph):
-        return Source(model, serialize.dumps(model).encode())
+        return Source.of_graph(model)
+    if not isinstance(model, (str, Path)) and hasattr(model, "SerializeToString"):  # an onnx.ModelProto
+        from dcopt.frontends.onnx_import import import_model
+
+        data = model.SerializeToString()
+        return Source(hashlib.sha256(data).hexdigest(), lambda: (import_model(model), model))
     path = Path(model)
     if path.suffix.lower() in (".pt2", ".json"):
         from dcopt.api import load_graph
 
-        graph = load_graph(path)
-        return Source(graph, serialize.dumps(graph).encode())
-    from dcopt.frontends.onnx_load import load_onnx
+        return Source.of_graph(load_graph(path))
+    def loader():  # onnx is imported only here: a warm hit never calls it
+        from dcopt.frontends.onnx_import import import_model
+        from dcopt.frontends.onnx_load import load_onnx
 
-    proto = load_onnx(path)
-    return Source(import_model(proto, file=str(path)), proto.SerializeToString(), proto)
+        external: list[str] = []
+        proto = load_onnx(path, external)
+        source.known_external = external
+        return import_model(proto, file=str(path)), proto
+
+    source = Source(None, loader, path=path)
+    if not path.is_file():
+        loader()  # raises ModelLoadError naming the file and what is wrong
+    source.cache_dir = cache_dir
+    return source
 
 
 def pipeline_label(pipeline) -> str:
@@ -107,15 +196,20 @@ def source_signature(graph) -> dict:
     return {"inputs": [arg(n) for n in graph.inputs], "outputs": [arg(n) for n in graph.outputs]}
 
 
-def build_key(model_bytes: bytes, pipeline, patches, bindings, values=None) -> str:
+def build_key(model_digest: str, pipeline, patches, bindings, values=None) -> str:
     from dcopt.ir.specialization import value_key
 
-    h = hashlib.sha256(hashlib.sha256(model_bytes).digest())
+    h = hashlib.sha256(bytes.fromhex(model_digest))
     h.update(json.dumps([pipeline_label(pipeline), list(patches), sorted(bindings.items()), FORMAT_VERSION]).encode())
     h.update(repr(value_key(values or {})).encode())
-    h.update(json.dumps(compiler.toolchain(), sort_keys=True).encode())  # includes the backend's source hash
-    h.update(_optimizer_version().encode())
+    h.update(_versions().encode())
     return h.hexdigest()[:24]
+
+
+def _versions() -> str:
+    """Everything besides the model and the options that decides a build: the toolchain and
+    host CPU, the backend's source and the optimizer's source."""
+    return json.dumps(compiler.toolchain(), sort_keys=True) + _optimizer_version()
 
 
 @functools.lru_cache(maxsize=None)
@@ -128,8 +222,9 @@ def _optimizer_version() -> str:
 
 
 def cache_root(cache_dir=None) -> Path:
-    """Compile cache: ``<root>/kernels`` (the kernel store) and ``<root>/cpu-builds`` (whole builds);
-    default root: the parent of :func:`dcopt.kernels.default_root`."""
+    """Compile cache: ``<root>/kernels`` (the kernel store), ``<root>/cpu-builds`` (whole builds)
+    and ``<root>/compile-index.sqlite`` (warm hits); default root: the parent of
+    :func:`dcopt.kernels.default_root`."""
     from dcopt.kernels import default_root
 
     return Path(cache_dir) if cache_dir is not None else default_root().parent
@@ -138,16 +233,37 @@ def cache_root(cache_dir=None) -> Path:
 def build(source: Source, *, dims: Mapping[str, int] | None = None, values: Mapping[str, np.ndarray] | None = None,
           pipeline="O3", patches: Sequence[str] = (), cache_dir=None, example_feeds=None) -> Build:
     """Compile ``source`` (cached): the driver's lowering, then code generation and compilation."""
-    from dcopt import driver
-    from dcopt.backends.cpu.codegen import generate
     from dcopt.backends.cpu.specialize import input_bindings
 
     graph = source.graph
     bindings = input_bindings(graph, dims)
-    model_bytes = source.digest_bytes
     root = cache_root(cache_dir)
     values = {k: np.asarray(v) for k, v in (values or {}).items()}
-    directory = root / "cpu-builds" / build_key(model_bytes, pipeline, patches, bindings, values)
+    directory = root / CACHE_BUILDS / build_key(source.content_digest(), pipeline, patches, bindings, values)
+    built = _cached(directory, cache_dir)
+    if built is None:
+        built = _compile(source, directory, bindings, values, pipeline, patches, cache_dir, example_feeds)
+    if not values:
+        CompileIndex(root).remember(_request(source, dims, pipeline, patches), directory.name, source)
+    return built
+
+
+def cached_build(source: Source, *, dims=None, pipeline="O3", patches: Sequence[str] = (), cache_dir=None) -> Build | None:
+    """The cached build a compile of ``source`` with these options made before, found from the
+    model file's digest and the options alone (no import, no shape work), verified; None on a miss."""
+    root = cache_root(cache_dir)
+    key = CompileIndex(root).lookup(_request(source, dims, pipeline, patches), source)
+    return None if key is None else _cached(root / CACHE_BUILDS / key, cache_dir)
+
+
+def _request(source: Source, dims, pipeline, patches) -> str:
+    """What a compile call asks for, as one digest: the warm-hit index's key."""
+    data = json.dumps([source.digest, pipeline_label(pipeline), list(patches), sorted((dims or {}).items()),
+                       FORMAT_VERSION, _versions()])
+    return hashlib.sha256(data.encode()).hexdigest()
+
+
+def _cached(directory: Path, cache_dir) -> Build | None:
     if (directory / "manifest.json").is_file():
         try:
             return load(directory, cache_dir=cache_dir)
@@ -155,24 +271,33 @@ def build(source: Source, *, dims: Mapping[str, int] | None = None, values: Mapp
             pass
     if directory.exists():  # damaged, tampered or half-written: an entry of dcopt's own cache
         shutil.rmtree(directory, ignore_errors=True)
+    return None
+
+
+def _compile(source: Source, directory: Path, bindings, values, pipeline, patches, cache_dir, example_feeds) -> Build:
+    from dcopt import driver
+    from dcopt.backends.cpu.codegen import generate
+    from dcopt.limits import check_graph_sizes
+
+    graph = source.graph
+    root = cache_root(cache_dir)
     start = time.perf_counter()
     lowered = driver.lower(graph, bindings=bindings, values=values, pipeline=pipeline, patches=patches,
                            example_feeds=example_feeds)
-    from dcopt.limits import check_graph_sizes
-
     check_graph_sizes(lowered.graph)  # every size now known: nothing beyond int64 or the memory cap
-    applied = lowered.pipeline
     program = generate(lowered.graph)
-    source = render_module(program.kernels)
-    module, key = compiler.compile_module(source, program.signatures, root / "kernels",
+    kernel_source = render_module(program.kernels)
+    module, key = compiler.compile_module(kernel_source, program.signatures, root / "kernels",
                                           {"model": graph.name, "bindings": bindings})
     native_ir = _native_ir(program)
     native, native_key = (None, None) if native_ir is None else compiler.compile_llvm(
         native_ir, root / "kernels", {"model": graph.name, "bindings": bindings})
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
-        "model": {"name": graph.name, "sha256": hashlib.sha256(model_bytes).hexdigest()},
-        "pipeline": pipeline_label(pipeline), "pipeline_applied": applied, "patches": list(patches),
+        "model": {"name": graph.name, "sha256": source.content_digest()},
+        "dcopt": _dcopt_version(),
+        "pipeline": pipeline_label(pipeline), "pipeline_applied": lowered.pipeline, "patches": list(patches),
+        "passes": _pass_summary(lowered.reports),
         "target": "cpu", "bindings": bindings,
         "toolchain": compiler.toolchain(), "module_key": key, "native_key": native_key,
         "kernels": [{"name": n, "sha256": hashlib.sha256(s.encode()).hexdigest()}
@@ -182,13 +307,37 @@ def build(source: Source, *, dims: Mapping[str, int] | None = None, values: Mapp
         "steps": dict(sorted(_count(s.kind for s in program.steps).items())),
         "not_native": dict(sorted(_count(f"{s.params['op']} ({s.kind})" for s in program.steps
                                          if s.kind in ("fallback", "dynamic")).items())),
-        "memory": {"arena_bytes": program.memory.get("arena_size", 0)},
+        "memory": {"arena_bytes": program.memory.get("arena_size", 0),
+                   "weights_bytes": int(sum(np.asarray(a).nbytes for a in program.params.values()))},
         "signature": source_signature(graph),
         "values": {k: {"value": v.tolist(), "dtype": str(v.dtype)} for k, v in values.items()},
         "compile_seconds": round(time.perf_counter() - start, 3),  # to here; numba compiles on first run
     }
-    _write(directory, program, source, native_ir, manifest, None)
-    return Build(program, module, manifest, bindings, directory, native)
+    manifest = _write(directory, program, kernel_source, native_ir, manifest, None)
+    built = Build(program, manifest, bindings, directory, cache_dir)
+    built.kernels = (module, native)  # just compiled: no second load
+    return built
+
+
+def _pass_summary(reports) -> list[dict]:
+    """Per pass run: whether it changed the graph, node counts, scalar stats, refusal count:
+    what ``dcopt builds diff`` compares to say which pass decided differently."""
+    out = []
+    for report in reports:
+        for r in getattr(report, "records", []) if report is not None else []:
+            out.append({"name": r.name, "modified": r.modified, "nodes": [r.nodes_before, r.nodes_after],
+                        "stats": {k: v for k, v in r.stats.items() if isinstance(v, (int, float, str, bool))},
+                        "refusals": len(r.refusals)})
+    return out
+
+
+def _dcopt_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("dcopt")
+    except PackageNotFoundError:
+        return "source tree"
 
 
 def _native_ir(program: Program) -> str | None:
@@ -217,9 +366,11 @@ def is_build(path: Path) -> bool:
 
 
 def _write(directory: Path, program: Program, source: str, native_ir: str | None, manifest: dict,
-           model: Source | None, force: bool = True) -> None:
+           model: Source | None, force: bool = True) -> dict:
     """Write a build directory atomically (a staging sibling, then rename; see :mod:`dcopt.outputs`).
-    An existing path is replaced only if it is a build and ``force`` is set."""
+    An existing path is replaced only if it is a build and ``force`` is set. Returns the
+    manifest as written (with its file records)."""
+    from dcopt.integrity import file_records
     from dcopt.outputs import staged_directory
 
     with staged_directory(directory, replaceable=is_build, force=force, what="dcopt build") as staging:
@@ -234,35 +385,53 @@ def _write(directory: Path, program: Program, source: str, native_ir: str | None
         (staging / "program.json").write_text(json.dumps(prog))
         if model is not None:
             model.save(staging)
-        from dcopt.integrity import file_records
-
         manifest = {**manifest, "files": file_records(staging)}  # every file that is loaded or run
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+
+def read_manifest(directory: Path) -> dict:
+    """A build's manifest, checked for format: ModelLoadError for anything else (an older build
+    format says how to rebuild)."""
+    try:
+        manifest = json.loads((Path(directory) / "manifest.json").read_text())
+    except FileNotFoundError:
+        raise ModelLoadError("not a dcopt build directory (no manifest.json)", file=str(directory)) from None
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"unreadable manifest.json: {exc}", file=str(directory)) from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ModelLoadError("not a dcopt build directory (manifest format)", file=str(directory))
+    if "files" not in manifest or manifest.get("format_version") != FORMAT_VERSION:
+        raise ModelLoadError(f"this build was written by another dcopt (build format "
+                             f"{manifest.get('format_version', '1, without file hashes')}; this dcopt reads "
+                             f"{FORMAT_VERSION}); rebuild it from its model: dcopt compile MODEL -o DIR --force",
+                             file=str(directory))
+    return manifest
 
 
 def load(directory: Path, cache_dir=None) -> Build:
     """Read a build directory after verifying every file against the sha256 its manifest records
-    (:mod:`dcopt.integrity`); ModelLoadError says which part is missing, damaged or changed."""
+    (:mod:`dcopt.integrity`); ModelLoadError says which part is missing, damaged or changed.
+    Kernel sources are read now (what was verified is what runs); they are compiled, or loaded
+    from the kernel store, on first use (:attr:`Build.kernels`)."""
     from dcopt.integrity import TrustCache, verify_files
 
+    directory = Path(directory)
     try:
-        manifest = json.loads((directory / "manifest.json").read_text())
-        if manifest.get("format") != FORMAT:
-            raise ModelLoadError("not a dcopt build directory (manifest format)", file=str(directory))
-        if "files" not in manifest or manifest.get("format_version") != FORMAT_VERSION:
-            raise ModelLoadError(f"this build was written by another dcopt (build format "
-                                 f"{manifest.get('format_version', '1, without file hashes')}; this dcopt reads "
-                                 f"{FORMAT_VERSION}); rebuild it from its model: dcopt compile MODEL -o DIR --force",
-                                 file=str(directory))
+        manifest = read_manifest(directory)
         problems = verify_files(directory, manifest["files"], TrustCache(cache_root(cache_dir)),
                                 expected_extra=frozenset({"manifest.json"}))
         if problems:
             raise ModelLoadError("refusing to load a build whose files changed since it was written: "
                                  + "; ".join(problems), file=str(directory))
         prog = json.loads((directory / "program.json").read_text())
-        source = (directory / "kernels.py").read_text()
-        native_ir = (directory / "kernels.ll").read_text() if manifest.get("native_key") else None
+        sources = ((directory / "kernels.py").read_text(),
+                   (directory / "kernels.ll").read_text() if manifest.get("native_key") else None)
         params = read_weights(directory / WEIGHTS, prog["weights"])
+        program = Program(prog["inputs"], prog["outputs"],
+                          {n: (None if s is None else tuple(s), d) for n, (s, d) in prog["types"].items()},
+                          params, [Step.from_dict(s) for s in prog["steps"]], {}, prog["signatures"], prog["opset"],
+                          memory=prog.get("memory", {}))
     except ModelLoadError:
         raise
     except FileNotFoundError as exc:
@@ -270,22 +439,49 @@ def load(directory: Path, cache_dir=None) -> Build:
                              file=str(directory)) from None
     except Exception as exc:
         raise ModelLoadError(f"damaged build directory: {type(exc).__name__}: {exc}", file=str(directory)) from None
-    program = Program(prog["inputs"], prog["outputs"], {n: (None if s is None else tuple(s), d) for n, (s, d) in prog["types"].items()},
-                      params, [Step.from_dict(s) for s in prog["steps"]], {}, prog["signatures"], prog["opset"],
-                      memory=prog.get("memory", {}))
-    provenance = {"model": manifest["model"]["name"], "build": str(directory)}
-    module, key = compiler.compile_module(source, program.signatures, cache_root(cache_dir) / "kernels", provenance)
-    native = None
-    if native_ir is not None:
-        native, _ = compiler.compile_llvm(native_ir, cache_root(cache_dir) / "kernels", provenance)
-    return Build(program, module, manifest, dict(manifest["bindings"]), directory, native)
+    built = Build(program, manifest, dict(manifest["bindings"]), directory, cache_dir)
+    built.sources = sources
+    return built
+
+
+def _load_kernels(built: Build):
+    """(numba module, LLVM engine or None) of a loaded build, from its verified sources."""
+    source, native_ir = built.sources
+    root = cache_root(built.cache_dir) / "kernels"
+    provenance = {"model": built.manifest["model"]["name"], "build": str(built.directory)}
+    module, _ = compiler.compile_module(source, built.program.signatures, root, provenance)
+    native = None if native_ir is None else compiler.compile_llvm(native_ir, root, provenance)[0]
+    return module, native
 
 
 def copy_build(built: Build, target: Path, model: Source | None, force: bool = False) -> Path:
     """Write ``built`` as a user-visible build directory at ``target`` (with its source model);
-    an existing build there is replaced only with ``force``, anything else never."""
-    source = (built.directory / "kernels.py").read_text()
-    native = built.directory / "kernels.ll"
-    _write(Path(target), built.program, source, native.read_text() if native.is_file() else None, built.manifest,
-           model, force)
+    an existing build there is replaced only with ``force``, anything else never. The files are
+    copied as they are (verified when ``built`` was loaded), not regenerated; only the model
+    file is added and hashed."""
+    from dcopt.integrity import file_records
+    from dcopt.outputs import staged_directory
+
+    files = {name: record for name, record in built.manifest["files"].items() if not name.startswith("model.")}
+    with staged_directory(Path(target), replaceable=is_build, force=force, what="dcopt build") as staging:
+        for name in files:
+            _link_or_copy(built.directory / name, staging / name)
+        if model is not None:
+            name = model.save(staging)
+            if model.path is not None and name == "model.onnx" and not model.external_files():
+                files[name] = {"size": (staging / name).stat().st_size, "sha256": model.digest}  # hashed already
+            else:
+                files.update(file_records(staging, [name]))
+        manifest = {**built.manifest, "files": dict(sorted(files.items()))}
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return Path(target)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """A hard link where the filesystem allows (build files are never written in place: an edit
+    changes the shared inode's ctime, and both builds re-verify their hashes before use), else a
+    copy."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)

@@ -15,8 +15,6 @@ import functools
 from types import ModuleType
 from typing import Mapping, Sequence
 
-from dcopt.backends.cpu.mathlib import FASTMATH
-
 #: numba signature spelling of the element types generated kernels read and write.
 NUMBA_TYPES = {"float32": "float32", "bool": "boolean"}
 
@@ -52,6 +50,8 @@ def compile_module(source: str, signatures: Mapping[str, Sequence[str]], store_r
     sigs = {name: sorted(set(s)) for name, s in sorted(signatures.items())}
     if not sigs:  # nothing to compile (e.g. every conv's epilogue went into its generated kernel)
         return ModuleType("dcopt_no_numba_kernels"), None
+    from dcopt.backends.cpu.mathlib import FASTMATH  # imports numba: only when kernels are compiled or loaded
+
     key = KernelKey.make(source, codegen_version=codegen_version(),
                          options={"fastmath": sorted(FASTMATH), "signatures": sigs})
     cached = _LOADED.get(key.digest)

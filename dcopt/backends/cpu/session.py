@@ -19,15 +19,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
 from dcopt.backends.cpu import build
-from dcopt.backends.cpu.runtime import CompiledModel
 from dcopt.errors import InputError
 from dcopt.feeds_check import FeedChecker
 from dcopt.ir.dtypes import to_numpy
+
+if TYPE_CHECKING:
+    from dcopt.backends.cpu.runtime import CompiledModel
 
 _ONNX_TYPE = {"float32": "float", "float64": "double", "int64": "int64", "int32": "int32", "bool": "bool",
               "float16": "float16", "uint8": "uint8", "int8": "int8"}
@@ -68,14 +70,12 @@ class CpuSession:
     def __init__(self, source: build.Source | None, signature: dict, *, cache_dir=None, pipeline="O3",
                  patches: Sequence[str] = (), value_inputs: Mapping[str, list[str]] | None = None,
                  threads: int | None = None):
-        from dcopt.backends.cpu.parallel import threads as pool_threads
-
         self._source = source
         self._cache_dir = cache_dir
         self._pipeline = pipeline
         self._patches = list(patches)
         self._value_inputs = dict(value_inputs or {})
-        self.threads = pool_threads() if threads is None else threads
+        self._threads = threads  # applied to the pool when something first runs (no numba before)
         self._inputs = _signature_args(signature["inputs"])
         self._input_types = [_value_type(d) for d in signature["inputs"]]
         self._check_feeds = FeedChecker([(a.name, t) for a, t in zip(self._inputs, self._input_types)])
@@ -90,11 +90,29 @@ class CpuSession:
 
     def _adopt(self, key: tuple, built: build.Build) -> None:
         if key not in self._variants:
-            self._variants[key] = (built, CompiledModel(built.program, built.module, built.native, self.threads))
+            self._variants[key] = (built, None)
         self._current, self._model = self._variants[key]
         self._key = key
 
+    def _runnable(self) -> CompiledModel:
+        """The current variant's runtime, bound on first use (kernels loaded then)."""
+        if self._model is None:
+            from dcopt.backends.cpu.runtime import CompiledModel  # numba: imported when something runs
+
+            built = self._current
+            set_threads(self._threads)
+            self._model = CompiledModel(built.program, built.module, built.native, self.threads)
+            self._variants[self._key] = (built, self._model)
+        return self._model
+
     # -- onnxruntime-like API ------------------------------------------------------------
+    @property
+    def threads(self) -> int:
+        """Threads of the backend's pool this session runs on (default: every usable core)."""
+        from dcopt.backends.cpu.parallel import threads as pool_threads
+
+        return pool_threads() if self._threads is None else self._threads
+
     def get_inputs(self) -> list[NodeArg]:
         return list(self._inputs)
 
@@ -104,11 +122,11 @@ class CpuSession:
     def run(self, output_names: Sequence[str] | None, feeds: Mapping[str, np.ndarray], run_options=None) -> list:
         # names, arrays (lists and scalars as onnxruntime takes them), native byte order, dtypes, ranks
         feeds = self._check_feeds(feeds)
-        if self._value_inputs or self._model is None:
+        if self._value_inputs or self._current is None:
             results = self._model_for(feeds).run(feeds)
         else:
             try:
-                results = self._model.run(feeds)
+                results = self._runnable().run(feeds)
             except InputError:  # other sizes (or a genuinely bad input: _model_for says which)
                 results = self._model_for(feeds).run(feeds)
         if output_names is None:
@@ -149,7 +167,7 @@ class CpuSession:
         """The variant ``feeds`` match (compiled now if there is none yet)."""
         bindings, values, key = self._feed_key(feeds)
         if key == self._key:
-            return self._model
+            return self._runnable()
         if key not in self._variants:
             if self._source is None:
                 what = f"sizes {bindings}" + (f" and input values {sorted(values)}" if values else "")
@@ -161,7 +179,7 @@ class CpuSession:
         else:
             self._current, self._model = self._variants[key]
             self._key = key
-        return self._model
+        return self._runnable()
 
     @property
     def manifest(self) -> dict:
@@ -174,13 +192,20 @@ class CpuSession:
                              f"{names}; run it once, or compile with example_feeds= (CLI: --input NAME=FILE.npy)")
         return self._current
 
+    def prepare(self) -> None:
+        """Load the current variant's kernels and bind its buffers, without running it (what a
+        caller that times the first run wants done before the clock starts)."""
+        if self._current is not None:
+            self._runnable()
+
     def warm_up(self) -> None:
         """One run on zero inputs: numba compiles (or loads from its cache) every kernel now,
         so compile time is paid by ``compile``/``load``, not by the first ``run``."""
-        if self._model is None:
+        if self._current is None:
             return
+        model = self._runnable()
         try:
-            self._model.run({n: buf for n, buf in self._model.input_buffers})
+            model.run({n: buf for n, buf in model.input_buffers})
         except Exception:  # noqa: BLE001 - an op that rejects all-zero inputs; the real run reports it
             pass
 
@@ -219,30 +244,39 @@ class CpuSession:
 
 def compile_model(model, *, pipeline="O3", target: str = "cpu", threads: int | None = None,
                   dims: Mapping[str, int] | None = None, patches: Sequence[str] = (),
-                  cache_dir=None, example_feeds=None) -> CpuSession:
+                  cache_dir=None, example_feeds=None, warm: bool = True) -> CpuSession:
     """Compile a model (path, ModelProto or dcopt Graph) for the cpu target; see :mod:`build`.
 
     Inputs whose values decide sizes (:mod:`dcopt.ir.specialization`) are compiled for their
-    values in ``example_feeds``; without those, compilation waits for the first run."""
+    values in ``example_feeds``; without those, compilation waits for the first run. ``warm``:
+    load every kernel now (one run on zeros) so the first ``run`` pays nothing; ``dcopt
+    compile``, which only writes the build, skips it."""
     from dcopt.errors import UnsupportedError
-    from dcopt.ir.specialization import value_inputs
+    from dcopt.ir.specialization import value_inputs, value_key
 
     if target != "cpu":
         raise UnsupportedError(f"unknown target '{target}' (available: cpu)")
-    source = build.load_source(model)
-    set_threads(threads)
+    source = build.load_source(model, cache_dir)
+    if example_feeds is None:  # a warm hit: found from the file's digest, no import or shape work
+        hit = build.cached_build(source, dims=dims, pipeline=pipeline, patches=patches, cache_dir=cache_dir)
+        if hit is not None:
+            session = CpuSession(source, hit.manifest["signature"], cache_dir=cache_dir, pipeline=pipeline,
+                                 patches=patches, threads=threads)
+            session._adopt((tuple(sorted(hit.bindings.items())), value_key({})), hit)
+            if warm:
+                session.warm_up()
+            return session
     wanted = value_inputs(source.graph)
     session = CpuSession(source, build.source_signature(source.graph), cache_dir=cache_dir, pipeline=pipeline,
-                         patches=patches, value_inputs=wanted)
+                         patches=patches, value_inputs=wanted, threads=threads)
     if wanted and (example_feeds is None or any(n not in example_feeds for n in wanted)):
         return session  # compiled by the first run, for the values it brings
     values = {n: np.asarray(example_feeds[n]) for n in wanted}
     built = build.build(source, dims=dims, values=values, pipeline=pipeline, patches=patches, cache_dir=cache_dir,
                         example_feeds=example_feeds)
-    from dcopt.ir.specialization import value_key
-
     session._adopt((tuple(sorted(built.bindings.items())), value_key(values)), built)
-    session.warm_up()
+    if warm:
+        session.warm_up()
     return session
 
 
@@ -256,21 +290,22 @@ def set_threads(threads: int | None) -> None:
     set_pool_threads(threads)
 
 
-def load_build(path: str | os.PathLike, cache_dir=None, threads: int | None = None) -> CpuSession:
+def load_build(path: str | os.PathLike, cache_dir=None, threads: int | None = None, warm: bool = True) -> CpuSession:
     import numpy as np
 
     from dcopt.ir.specialization import value_key
 
-    set_threads(threads)
     built = build.load(Path(path), cache_dir=cache_dir)
-    source = None
+    source = None  # read only if a run asks for other sizes (load_source is lazy for .onnx)
     for name in ("model.onnx", "model.json"):
         if (Path(path) / name).is_file():
             source = build.load_source(Path(path) / name)
     values = {k: np.asarray(v["value"], dtype=v["dtype"]) for k, v in built.manifest.get("values", {}).items()}
     session = CpuSession(source, built.manifest["signature"], cache_dir=cache_dir,
                          pipeline=built.manifest["pipeline"], patches=built.manifest["patches"],
-                         value_inputs={k: built.manifest.get("value_reasons", {}).get(k, []) for k in values})
+                         value_inputs={k: built.manifest.get("value_reasons", {}).get(k, []) for k in values},
+                         threads=threads)
     session._adopt((tuple(sorted(built.bindings.items())), value_key(values)), built)
-    session.warm_up()
+    if warm:
+        session.warm_up()
     return session
