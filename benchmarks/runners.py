@@ -13,7 +13,6 @@ The one seam the lead re-points when the compiled backend lands is :func:`dcopt_
 from __future__ import annotations
 
 import importlib.util
-import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 

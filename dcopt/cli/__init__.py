@@ -3,7 +3,6 @@ and turns every :class:`~dcopt.errors.DcoptError` into one clear line and a non-
 
 from __future__ import annotations
 
-import sys
 import traceback
 
 import click

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import click
-from rich.console import Console
+from dcopt.cli.console import stdout_console
 
 from dcopt.cli.pipeline_options import parse_dims, pipeline_options
 
@@ -48,7 +48,7 @@ def compile_cmd(model, output, pipeline, target, threads, dims, patches, force):
     not_native = m.get("not_native", {})
     native = ("every op native" if not not_native else
               "not native: " + ", ".join(f"{op} x{n}" for op, n in not_native.items()))
-    Console().print(f"{path}: {step_summary(m['steps'])} ({native}); pipeline {m['pipeline_applied']}; "
+    stdout_console().print(f"{path}: {step_summary(m['steps'])} ({native}); pipeline {m['pipeline_applied']}; "
                     f"sizes {m['bindings'] or '-'}; {time.perf_counter() - start:.2f} s", markup=False, highlight=False)
 
 

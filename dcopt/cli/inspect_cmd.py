@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import click
-from rich.console import Console
+from dcopt.cli.console import stdout_console
 from rich.table import Table
 
 from dcopt.cli.pipeline_options import parse_dims
@@ -55,7 +55,7 @@ def inspect_report(graph, file: str, bindings: dict[str, int], per_node: bool) -
 
 
 def _print_report(report: dict, per_node: bool, top: int) -> None:
-    console = Console()
+    console = stdout_console()
     cost = report["cost"]
     opsets = ", ".join(f"{d or 'ai.onnx'} {v}" for d, v in sorted(report["opset"].items()))
     console.print(f"[bold]{report['file']}[/]  graph '{report['graph']}', {report['nodes']} nodes, opset {opsets}")

@@ -7,7 +7,7 @@ import time
 from datetime import datetime
 
 import click
-from rich.console import Console
+from dcopt.cli.console import stdout_console
 from rich.table import Table
 
 from dcopt.errors import InputError
@@ -77,7 +77,7 @@ def ls(store_dir, as_json):
         table.add_column(col, justify="right" if col == "size" else "left", no_wrap=col != "provenance")
     for e in entries:
         table.add_row(e.key[:12], e.target, _when(e.created), human_size(e.size), _provenance(e))
-    Console().print(table)
+    stdout_console().print(table)
 
 
 @kernels.command("show")
@@ -94,7 +94,7 @@ def show(key_prefix, store_dir, no_source, as_json):
         click.echo(json.dumps({"path": str(entry.path), "integrity": problem or "ok", **entry.meta}, indent=1,
                               sort_keys=True))
         return
-    console = Console(highlight=False, soft_wrap=True)
+    console = stdout_console(highlight=False, soft_wrap=True)
     console.print(f"kernel {entry.key}", markup=False)
     console.print(f"  path       {entry.path}", markup=False)
     console.print(f"  created    {entry.meta.get('created', '?')} (built in {entry.meta.get('build_seconds', 0):.3f} s)",

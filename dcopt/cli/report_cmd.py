@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import click
-from rich.console import Console
+from dcopt.cli.console import stdout_console
 from rich.table import Table
 
 from dcopt.cli.inspect_cmd import collect_symbols, human
@@ -51,7 +51,7 @@ def build_report(graph, steps, label: str, bindings: dict[str, int]) -> dict:
 
 
 def _print(report: dict, top: int) -> None:
-    console = Console()
+    console = stdout_console()
     passes = Table(title=f"data movement through pipeline {report['pipeline']}", title_justify="left")
     for col in ("after", "kernels", "FLOPs", "bytes moved", "between kernels", "change"):
         passes.add_column(col, justify="left" if col == "after" else "right")

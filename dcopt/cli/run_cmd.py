@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 import numpy as np
-from rich.console import Console
+from dcopt.cli.console import stdout_console
 from rich.table import Table
 
 from dcopt.cli.pipeline_options import parse_dims
@@ -130,4 +130,4 @@ def run(model, inputs, random_inputs, seed, dims, backend, output_dir):
         path = out_dir / f"{safe}.npy"
         write_npy(path, value)
         table.add_row(name, str(value.dtype), str(list(value.shape)), *_stats(value), str(path))
-    Console().print(table)
+    stdout_console().print(table)

@@ -34,28 +34,25 @@ Explaining a recompile: ``store.explain_miss(key)`` lists the nearest stored ent
 key components differ (``codegen_version``, ``toolchain.numba``, ``options.tile`` ...); with the
 ``dcopt.kernels`` logger at DEBUG, :meth:`KernelStore.get_or_build` logs it on every miss.
 
-Builds (a compiled model as a directory)::
+Builds (a compiled model as a directory, written by :mod:`dcopt.backends.cpu.build`)::
 
-    from dcopt.kernels import write_build, read_build, diff_builds
-    write_build("model.dcopt", {"model": {"name": "bert", "hash": model_hash},
-                                "pipeline": [...], "patches": [...], "target": "cpu",
-                                "benchmark": {"latency_ms": 4.1}},
-                kernels={"fused_3": fetched.entry}, weights=params, store=store)
-    build = read_build("model.dcopt")     # ModelLoadError naming what is damaged
-    print("\\n".join(diff_builds("old.dcopt", "model.dcopt").lines()))
+    from dcopt.kernels import BuildCatalog, diff_builds
+    catalog = BuildCatalog(cache_root)               # the cache's builds + recorded outputs
+    for b in catalog.all(): print(b.key, b.model, b.size)
+    print("\n".join(diff_builds("old.dcopt", "model.dcopt").lines()))
+    catalog.gc(max_bytes=2 << 30)                     # LRU, never a build a process holds
 
 Where the store lives: ``KernelStore(root)``; with ``root=None``, ``$DCOPT_CACHE_DIR/kernels``,
 else ``$XDG_CACHE_HOME/dcopt/kernels``, else ``~/.cache/dcopt/kernels`` (:func:`default_root`).
-CLI: ``dcopt kernels ls|show|gc`` and ``dcopt builds ls|diff``, each with ``--store DIR``.
+CLI: ``dcopt kernels ls|show|gc`` and ``dcopt builds ls|show|diff|gc``.
 """
 
-from dcopt.kernels.builds import Build, BuildKernel, BuildRecord, list_builds, read_build, write_build
+from dcopt.kernels.builds import BuildCatalog, BuildInfo
 from dcopt.kernels.diff import BuildDiff, diff_builds
 from dcopt.kernels.keys import KernelKey, host_cpu_features, source_hash, toolchain_versions
 from dcopt.kernels.store import Fetched, KernelEntry, KernelStore, Removal, default_root
 
 __all__ = [
-    "Build", "BuildDiff", "BuildKernel", "BuildRecord", "Fetched", "KernelEntry", "KernelKey", "KernelStore",
-    "Removal", "default_root", "diff_builds", "host_cpu_features", "list_builds", "read_build", "source_hash",
-    "toolchain_versions", "write_build",
+    "BuildCatalog", "BuildDiff", "BuildInfo", "Fetched", "KernelEntry", "KernelKey", "KernelStore", "Removal",
+    "default_root", "diff_builds", "host_cpu_features", "source_hash", "toolchain_versions",
 ]

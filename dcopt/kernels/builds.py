@@ -1,228 +1,245 @@
-"""Builds: a compiled model as one self-contained, verifiable directory (e.g. ``model.dcopt/``).
+"""The catalog of builds: the cache's builds and the build directories ``dcopt compile`` wrote.
 
-::
+There is one build format (written by :mod:`dcopt.backends.cpu.build`): a directory with
+``manifest.json`` (provenance: model digest, pipeline, patches, pass summary, toolchain and CPU
+features, dcopt version; every file's size and sha256), ``program.json`` (the schedule and the
+weights index), ``kernels.py`` / ``kernels.ll`` (generated source), ``weights.bin`` (raw,
+memory-mapped) and, outside the cache, the source model. This module finds and describes them:
 
-    model.dcopt/
-      manifest.json      what was built, how, with what (see below), plus every file's sha256
-      kernels/<name>.py  each kernel's generated source (.ll for LLVM IR kernels)
-      weights.npz        the model's parameters (uncompressed: loads at disk speed)
-
-``manifest.json`` holds what the caller passes — ``model`` (a dict with at least ``hash``),
-``pipeline`` (pass names in order), ``patches``, ``target``, optional ``benchmark`` (metric ->
-number) and anything else JSON-able — and what :func:`write_build` adds: ``format``, ``created``,
-``toolchain``, ``kernels`` (name, key, file) and ``files`` (path -> size and sha256).
-
-A build is written into a sibling temp directory and renamed into place, so no reader ever sees
-half a build; replacing an existing build renames the old one away first (never a non-build
-directory). :func:`read_build` checks every file against the manifest and raises one
-:class:`~dcopt.errors.ModelLoadError` naming the build and what is wrong.
-
-Builds written with ``store=`` are recorded in ``<store root>/builds.sqlite`` (path, model,
-target, time): ``dcopt builds ls`` lists them. The record is an index, not the truth — the
-directory is; ``ls`` says when a recorded build is gone or was rewritten.
+* cache builds live in ``<cache root>/cpu-builds/<key>/``; they are dcopt's own, so ``gc``
+  removes them (least recently used first, never one a running process has loaded: loading
+  takes a shared lock, gc asks for an exclusive one and skips what it cannot get);
+* an output build (``dcopt compile -o DIR``, ``session.save``) is recorded in
+  ``<cache root>/builds.sqlite`` when written. The record is an index, the directory is the
+  truth: ``ls`` says when a recorded build is gone or was replaced. gc never deletes an output
+  build (it is the user's); ``ls --prune`` forgets records of vanished ones.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import shutil
 import sqlite3
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
 
-import numpy as np
+from dcopt.errors import InputError
 
-from dcopt.errors import ModelLoadError
-from dcopt.kernels.keys import sha256_hex, toolchain_versions
-from dcopt.kernels.store import KernelEntry, KernelStore, now_iso
-from dcopt.outputs import staged_directory
-
-MANIFEST = "manifest.json"
-WEIGHTS = "weights.npz"
-FORMAT = 1
-REQUIRED = ("model", "pipeline", "patches", "target")
+FORMAT = "dcopt-build"
+CACHE_BUILDS = "cpu-builds"
 REGISTRY = "builds.sqlite"
+LOCKS = "locks"
 
 
-@dataclass(frozen=True)
-class BuildKernel:
-    """A kernel as a build stores it: its key digest and generated source."""
-
-    key: str
-    source: str
-    suffix: str = ".py"
-
-    @classmethod
-    def from_entry(cls, entry: KernelEntry) -> "BuildKernel":
-        suffix = Path(entry.meta.get("source") or "source.py").suffix
-        return cls(entry.key, entry.source(), suffix)
-
-
-@dataclass(frozen=True)
-class Build:
-    """A build read from disk and verified: its directory and manifest."""
+@dataclass
+class BuildInfo:
+    """One build as the catalog sees it."""
 
     path: Path
-    manifest: dict
+    kind: str  # "cache" or "output"
+    manifest: dict = field(default_factory=dict)
+    size: int = 0
+    last_used: float = 0.0
+    status: str = "ok"  # ok | missing | replaced | unreadable
 
     @property
-    def kernels(self) -> dict[str, dict]:
-        return {k["name"]: k for k in self.manifest["kernels"]}
+    def key(self) -> str:
+        """A cache build's key (its directory name); an output build's path."""
+        return self.path.name if self.kind == "cache" else str(self.path)
 
-    def kernel_source(self, name: str) -> str:
-        return (self.path / self.kernels[name]["file"]).read_text()
+    @property
+    def model(self) -> str:
+        return (self.manifest.get("model") or {}).get("name", "?")
 
-    def weights(self) -> dict[str, np.ndarray]:
-        if WEIGHTS not in self.manifest["files"]:
-            return {}
-        with np.load(self.path / WEIGHTS, allow_pickle=False) as npz:
-            return {name: npz[name] for name in npz.files}
+    @property
+    def model_sha(self) -> str:
+        return (self.manifest.get("model") or {}).get("sha256", "")
 
-
-def _write_json(path: Path, value: Any) -> None:
-    path.write_text(json.dumps(value, indent=1, sort_keys=True) + "\n")
-
-
-def _record(path: Path) -> dict:
-    data = path.read_bytes()
-    return {"size": len(data), "sha256": sha256_hex(data)}
+    def to_json(self) -> dict:
+        m = self.manifest
+        return {"path": str(self.path), "kind": self.kind, "key": self.key, "status": self.status,
+                "model": self.model, "model_sha256": self.model_sha, "pipeline": m.get("pipeline"),
+                "patches": m.get("patches", []), "bindings": m.get("bindings", {}), "size": self.size,
+                "last_used": self.last_used, "steps": m.get("steps", {}), "dcopt": m.get("dcopt")}
 
 
-def write_build(path: str | os.PathLike, manifest: Mapping[str, Any], kernels: Mapping[str, BuildKernel | KernelEntry],
-                weights: Mapping[str, np.ndarray] | None = None, *, store: KernelStore | None = None) -> Build:
-    """Write a build directory atomically and return it (as :func:`read_build` would).
-
-    ``manifest`` must hold ``model`` (dict with ``hash``), ``pipeline``, ``patches`` and ``target``.
-    ``kernels`` maps kernel names to :class:`BuildKernel` or store :class:`KernelEntry` objects.
-    An existing *build* at ``path`` is replaced; any other existing path is refused.
-    """
-    path = Path(path)
-    missing = [k for k in REQUIRED if k not in manifest]
-    if missing:
-        raise ValueError(f"write_build: manifest lacks {', '.join(missing)}")
-    if not isinstance(manifest["model"], Mapping) or "hash" not in manifest["model"]:
-        raise ValueError("write_build: manifest['model'] must be a dict with a 'hash'")
-    with staged_directory(path, replaceable=_replaceable, force=True, what="dcopt build") as staging:
-        body = {"toolchain": toolchain_versions(), **manifest, "format": FORMAT, "created": now_iso()}
-        body["kernels"] = []
-        (staging / "kernels").mkdir()
-        for name in sorted(kernels):
-            k = kernels[name]
-            k = BuildKernel.from_entry(k) if isinstance(k, KernelEntry) else k
-            if not name or "/" in name or name.startswith("."):
-                raise ValueError(f"write_build: bad kernel name {name!r}")
-            file = f"kernels/{name}{k.suffix}"
-            (staging / file).write_text(k.source)
-            body["kernels"].append({"name": name, "key": k.key, "file": file})
-        if weights:
-            np.savez(staging / WEIGHTS, **{n: np.asarray(a) for n, a in weights.items()})
-        body["files"] = {p.relative_to(staging).as_posix(): _record(p)
-                         for p in sorted(staging.rglob("*")) if p.is_file()}
-        _write_json(staging / MANIFEST, body)
-    if store is not None:
-        _register(store, path, body)
-    return Build(path, body)
-
-
-def _replaceable(path: Path) -> bool:
-    """A build (it has a manifest) or an empty directory may be replaced; nothing else."""
-    return (path / MANIFEST).is_file() or not any(path.iterdir())
-
-
-def read_build(path: str | os.PathLike, *, verify: bool = True) -> Build:
-    """Read and validate a build; a :class:`ModelLoadError` says what is wrong with it.
-
-    ``verify`` re-hashes every file (weights included: ~1 s per GB); turn it off only for listing.
-    """
-    path = Path(path)
-    where = {"file": str(path)}
-    if not path.is_dir():
-        raise ModelLoadError("not a dcopt build: no such directory" if not path.exists() else
-                             "not a dcopt build: not a directory", **where)
+def read_manifest(path: Path) -> dict:
+    """A build directory's manifest; InputError naming the directory if it is not a build."""
     try:
-        manifest = json.loads((path / MANIFEST).read_text())
+        manifest = json.loads((Path(path) / "manifest.json").read_text())
     except FileNotFoundError:
-        raise ModelLoadError(f"damaged build: {MANIFEST} is missing", **where) from None
+        raise InputError(f"{path} is not a dcopt build (no manifest.json)") from None
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"damaged build: {MANIFEST} is unreadable ({exc})", **where) from None
-    if not isinstance(manifest, dict):
-        raise ModelLoadError(f"damaged build: {MANIFEST} is not an object", **where)
-    if manifest.get("format") != FORMAT:
-        raise ModelLoadError(f"unsupported build format {manifest.get('format')!r} (this dcopt reads {FORMAT})", **where)
-    missing = [k for k in (*REQUIRED, "kernels", "files") if k not in manifest]
-    if missing:
-        raise ModelLoadError(f"damaged build: {MANIFEST} lacks {', '.join(missing)}", **where)
-    problems = []
-    files = manifest["files"]
-    for kernel in manifest["kernels"]:
-        if not isinstance(kernel, dict) or not {"name", "key", "file"} <= set(kernel):
-            problems.append(f"malformed kernel record {kernel!r}")
-        elif kernel["file"] not in files:
-            problems.append(f"kernel '{kernel['name']}': {kernel['file']} is not in the file list")
-    for name, want in files.items():
-        file = path / name
-        if not file.is_file():
-            problems.append(f"{name} is missing")
-        elif file.stat().st_size != want.get("size"):
-            problems.append(f"{name} has {file.stat().st_size} bytes, manifest says {want.get('size')}")
-        elif verify and _record(file)["sha256"] != want.get("sha256"):
-            problems.append(f"{name} does not match its sha256 in the manifest")
-    if problems:
-        raise ModelLoadError("damaged build:\n  " + "\n  ".join(problems), **where)
-    return Build(path, manifest)
+        raise InputError(f"{path}: unreadable manifest.json ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise InputError(f"{path} is not a dcopt build (manifest format {manifest.get('format')!r})"
+                         if isinstance(manifest, dict) else f"{path} is not a dcopt build")
+    return manifest
 
 
-# -- the record of builds --------------------------------------------------------------------------
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
-@dataclass(frozen=True)
-class BuildRecord:
-    path: Path
-    created: str
-    model: str
-    model_hash: str
-    target: str
-    n_kernels: int
-    manifest_sha256: str
 
-    def status(self) -> str:
-        """"ok", "missing" (directory gone) or "replaced" (rewritten without recording)."""
+class BuildCatalog:
+    """The builds under one cache root (see the module docstring)."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    # -- output builds ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _db(self):
+        self.root.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.root / REGISTRY, timeout=30)
         try:
-            current = sha256_hex((self.path / MANIFEST).read_bytes())
-        except OSError:
-            return "missing"
-        return "ok" if current == self.manifest_sha256 else "replaced"
+            db.execute("CREATE TABLE IF NOT EXISTS outputs (path TEXT PRIMARY KEY, manifest_sha TEXT, "
+                       "model TEXT, created REAL)")
+            with db:
+                yield db
+        finally:
+            db.close()
 
+    def record_output(self, path: Path) -> None:
+        """Remember a build directory dcopt just wrote (``ls`` lists it)."""
+        import hashlib
 
-def _connect(store: KernelStore) -> sqlite3.Connection:
-    store.root.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(store.root / REGISTRY, timeout=30)
-    db.execute("CREATE TABLE IF NOT EXISTS builds (path TEXT PRIMARY KEY, created TEXT, model TEXT, "
-               "model_hash TEXT, target TEXT, n_kernels INTEGER, manifest_sha256 TEXT)")
-    return db
+        path = Path(path).resolve()
+        data = (path / "manifest.json").read_bytes()
+        model = (json.loads(data).get("model") or {}).get("name", "")
+        with self._db() as db:
+            db.execute("INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?)",
+                       (str(path), hashlib.sha256(data).hexdigest(), model, time.time()))
 
+    def outputs(self, *, prune: bool = False) -> list[BuildInfo]:
+        import hashlib
 
-def _register(store: KernelStore, path: Path, manifest: Mapping) -> None:
-    model = manifest["model"]
-    target = manifest["target"] if isinstance(manifest["target"], str) else json.dumps(manifest["target"], sort_keys=True)
-    row = (str(path.resolve()), manifest["created"], str(model.get("name", "")), str(model["hash"]), target,
-           len(manifest["kernels"]), sha256_hex((path / MANIFEST).read_bytes()))
-    with contextlib.closing(_connect(store)) as db, db:
-        db.execute("INSERT OR REPLACE INTO builds VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+        if not (self.root / REGISTRY).is_file():
+            return []
+        with self._db() as db:
+            rows = db.execute("SELECT path, manifest_sha, created FROM outputs").fetchall()
+        found, gone = [], []
+        for path, sha, created in rows:
+            path = Path(path)
+            try:
+                data = (path / "manifest.json").read_bytes()
+                manifest = json.loads(data)
+            except FileNotFoundError:
+                gone.append(str(path))
+                found.append(BuildInfo(path, "output", {}, 0, created, "missing"))
+                continue
+            except (OSError, ValueError):
+                found.append(BuildInfo(path, "output", {}, 0, created, "unreadable"))
+                continue
+            status = "ok" if hashlib.sha256(data).hexdigest() == sha else "replaced"
+            found.append(BuildInfo(path, "output", manifest, _size(path), created, status))
+        if prune and gone:
+            with self._db() as db:
+                db.executemany("DELETE FROM outputs WHERE path = ?", [(g,) for g in gone])
+            found = [b for b in found if b.status != "missing"]
+        return found
 
+    # -- cache builds ----------------------------------------------------------------------------
+    def cached(self) -> list[BuildInfo]:
+        base = self.root / CACHE_BUILDS
+        if not base.is_dir():
+            return []
+        out = []
+        for path in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            try:
+                manifest = json.loads((path / "manifest.json").read_text())
+                status = "ok"
+            except (OSError, ValueError):
+                manifest, status = {}, "unreadable"
+            out.append(BuildInfo(path, "cache", manifest, _size(path), self._last_used(path), status))
+        return out
 
-def list_builds(store: KernelStore, *, prune: bool = False) -> list[BuildRecord]:
-    """Recorded builds, newest first; ``prune`` forgets those whose directory is gone."""
-    if not (store.root / REGISTRY).is_file():
-        return []
-    with contextlib.closing(_connect(store)) as db, db:
-        rows = db.execute("SELECT path, created, model, model_hash, target, n_kernels, manifest_sha256 "
-                          "FROM builds ORDER BY created DESC").fetchall()
-        records = [BuildRecord(Path(r[0]), *r[1:]) for r in rows]
-        if prune:
-            gone = [(str(r.path),) for r in records if r.status() == "missing"]
-            db.executemany("DELETE FROM builds WHERE path = ?", gone)
-            records = [r for r in records if r.status() != "missing"]
-    return records
+    def _last_used(self, path: Path) -> float:
+        lock = self.root / LOCKS / f"build-{path.name}.lock"
+        stamps = [path.stat().st_mtime]
+        if lock.is_file():
+            stamps.append(lock.stat().st_mtime)
+        return max(stamps)
 
+    def all(self, *, prune: bool = False) -> list[BuildInfo]:
+        builds = self.cached() + self.outputs(prune=prune)
+        return sorted(builds, key=lambda b: b.last_used, reverse=True)
+
+    def find(self, ref: str) -> BuildInfo:
+        """A build by path (a directory), or a cache build by key prefix."""
+        if os.path.isdir(ref):
+            path = Path(ref)
+            manifest = read_manifest(path)
+            cache = (self.root / CACHE_BUILDS).resolve()
+            kind = "cache" if path.resolve().parent == cache else "output"
+            return BuildInfo(path, kind, manifest, _size(path), path.stat().st_mtime)
+        matches = [b for b in self.cached() if b.key.startswith(ref)]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise InputError(f"no build directory '{ref}' and no cache build with key prefix '{ref}' "
+                             f"(dcopt builds ls lists them)")
+        raise InputError(f"key prefix '{ref}' matches {len(matches)} cache builds: "
+                         f"{', '.join(b.key[:12] for b in matches[:5])}; give more characters")
+
+    # -- use and collection ----------------------------------------------------------------------
+    def hold(self, key: str):
+        """A shared lock on cache build ``key`` for as long as the returned file stays open:
+        what keeps ``gc`` from deleting a build a process is running. Touches its use time."""
+        locks = self.root / LOCKS
+        locks.mkdir(parents=True, exist_ok=True)
+        handle = open(locks / f"build-{key}.lock", "a+")  # noqa: SIM115 - held by the caller
+        fcntl.flock(handle, fcntl.LOCK_SH)
+        os.utime(handle.fileno())
+        return handle
+
+    def gc(self, *, max_bytes: int | None = None, older_than_days: float | None = None,
+           dry_run: bool = False) -> list[tuple[BuildInfo, str]]:
+        """Remove cache builds unused for ``older_than_days``, then least recently used ones
+        until the cache's builds take at most ``max_bytes``; unreadable ones always. A build a
+        process holds (:meth:`hold`) is skipped. Output builds are never touched."""
+        from dcopt.kernels.compile_index import CompileIndex
+
+        now = time.time()
+        builds = sorted(self.cached(), key=lambda b: b.last_used)
+        chosen: list[tuple[BuildInfo, str]] = []
+        kept = []
+        for b in builds:
+            if b.status != "ok":
+                chosen.append((b, "unreadable manifest"))
+            elif older_than_days is not None and now - b.last_used > older_than_days * 86400:
+                chosen.append((b, f"unused for {(now - b.last_used) / 86400:.1f} days"))
+            else:
+                kept.append(b)
+        if max_bytes is not None:
+            total = sum(b.size for b in kept)
+            for b in kept:
+                if total <= max_bytes:
+                    break
+                total -= b.size
+                chosen.append((b, "over the size limit (least recently used)"))
+        if dry_run:
+            return chosen
+        done = []
+        for b, why in chosen:
+            if self._remove_if_idle(b):
+                done.append((b, why))
+        CompileIndex(self.root).forget_builds({b.key for b, _ in done})
+        return done
+
+    def _remove_if_idle(self, build: BuildInfo) -> bool:
+        locks = self.root / LOCKS
+        locks.mkdir(parents=True, exist_ok=True)
+        with open(locks / f"build-{build.key}.lock", "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return False  # loaded by a running process
+            trash = build.path.with_name(f".gc-{build.key}-{os.getpid()}")
+            os.replace(build.path, trash)  # out of sight first: no reader finds half a build
+            shutil.rmtree(trash, ignore_errors=True)
+        return True

@@ -5,7 +5,7 @@ Layout (``root`` defaults to :func:`default_root`)::
     <root>/<digest[:2]>/<digest>/   one entry: source.py (or .ll), compiled artifacts, meta.json
     <root>/locks/<digest>.lock      per-key lock file (flock); zero bytes, never deleted
     <root>/tmp/                     staging directories, renamed into place when complete
-    <root>/builds.sqlite            the record of written builds (see dcopt.kernels.builds)
+    (the builds catalog, compile index and trust cache live one level up, in the cache root)
 
 How it stays correct (the torch._inductor codecache recipe, plus verification):
 

@@ -35,10 +35,10 @@ from dcopt.backends.cpu.program import Program, Step
 from dcopt.backends.cpu.renderer import render_module
 from dcopt.backends.cpu.weights_file import read_weights, write_weights
 from dcopt.errors import ModelLoadError
+from dcopt.kernels.builds import CACHE_BUILDS, FORMAT, BuildCatalog
 from dcopt.kernels.compile_index import CompileIndex
 
-FORMAT, FORMAT_VERSION = "dcopt-build", 2
-CACHE_BUILDS = "cpu-builds"
+FORMAT_VERSION = 2
 WEIGHTS = "weights.bin"
 
 
@@ -51,6 +51,7 @@ class Build:
     cache_dir: object = None
 
     sources: tuple = ("", None)  # (kernels.py, kernels.ll or None) as verified at load
+    held: object = None  # a cache build's shared lock (BuildCatalog.hold): gc leaves it alone
 
     @functools.cached_property
     def kernels(self) -> tuple[ModuleType, object]:
@@ -266,7 +267,9 @@ def _request(source: Source, dims, pipeline, patches) -> str:
 def _cached(directory: Path, cache_dir) -> Build | None:
     if (directory / "manifest.json").is_file():
         try:
-            return load(directory, cache_dir=cache_dir)
+            built = load(directory, cache_dir=cache_dir)
+            built.held = BuildCatalog(cache_root(cache_dir)).hold(directory.name)  # gc skips it while loaded
+            return built
         except ModelLoadError:
             pass
     if directory.exists():  # damaged, tampered or half-written: an entry of dcopt's own cache
@@ -315,6 +318,7 @@ def _compile(source: Source, directory: Path, bindings, values, pipeline, patche
     }
     manifest = _write(directory, program, kernel_source, native_ir, manifest, None)
     built = Build(program, manifest, bindings, directory, cache_dir)
+    built.held = BuildCatalog(root).hold(directory.name)
     built.kernels = (module, native)  # just compiled: no second load
     return built
 
@@ -474,6 +478,7 @@ def copy_build(built: Build, target: Path, model: Source | None, force: bool = F
                 files.update(file_records(staging, [name]))
         manifest = {**built.manifest, "files": dict(sorted(files.items()))}
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    BuildCatalog(cache_root(built.cache_dir)).record_output(Path(target))  # dcopt builds ls lists it
     return Path(target)
 
 
