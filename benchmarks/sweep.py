@@ -276,10 +276,12 @@ def _print_summary(rows: list[dict], paths: list[str]) -> None:
                   f"{sum(1 for r in rows if r.get('gaps') and r.get('onnx') != 'not exported')}")
     for p in torch_cols:
         entries = [r.get("torch", {}).get(p, {}) for r in rows]
-        ok = [e for e in entries if e.get("status") == "ok"]
+        ok = [e for e in entries if e.get("status") in ("ok", torch_paths.ROUNDING)]
+        rounding = sum(e.get("status") == torch_paths.ROUNDING for e in entries)
         ratios = [e["speedup_vs_eager"] for e in ok if e.get("speedup_vs_eager")]
         geo = f"; geomean {float(np.exp(np.mean(np.log(ratios)))):.2f}x eager" if ratios else ""
-        print(f"{p}: {len(ok)}/{len(entries)} pass (all graphs through dcopt, output within tolerance){geo}")
+        print(f"{p}: {len(ok)}/{len(entries)} pass (all graphs through dcopt, output within tolerance"
+              f"{f'; {rounding} of them at fp32 rounding, see benchmarks.torch_paths' if rounding else ''}){geo}")
 
 
 if __name__ == "__main__":

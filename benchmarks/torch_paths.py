@@ -7,7 +7,10 @@
 
 A path *passes* when it ran every graph through dcopt (no "running this graph eagerly" warning)
 and its output matches eager PyTorch at the harness tolerance (fp32 rtol 1e-4, atol 1e-5, on the
-same seeded inputs). A path that fell back is reported with the reason dcopt gave. Timings are
+same seeded inputs), or -- for models whose fp32 rounding eager PyTorch itself does not keep
+within that tolerance -- when it is at most twice as far from the float64 result as eager fp32
+is ("ok (fp32 rounding)", both errors reported). A path that fell back is reported with the
+reason dcopt gave. Timings are
 interleaved rounds of the paths and eager, as the harness times runtimes (medians, p10-p90).
 """
 
@@ -52,6 +55,33 @@ def _build(path: str, module, example: Sequence[Any]) -> Callable[[], Any]:
     return call
 
 
+ROUNDING = "ok (fp32 rounding)"
+#: How much further from the float64 truth than eager fp32 a path may be and still be rounding.
+ROUNDING_FACTOR = 2.0
+
+
+def _rounding_only(entry: dict, module, example, expected, got) -> bool:
+    """Whether a result outside the fp32 tolerance is rounding: some random-weight models
+    (deep ResNets, BiT) amplify fp32 rounding past rtol 1e-4 in eager PyTorch itself. Then the
+    float64 eager result is the truth, and the path passes when its error from it is at most
+    :data:`ROUNDING_FACTOR` times eager fp32's own (both figures kept in ``entry["float64"]``)."""
+    import copy
+
+    import torch
+
+    try:
+        wide = copy.deepcopy(module).double()
+        args = [a.double() if a.is_floating_point() else a for a in example]
+        with torch.inference_mode():
+            truth = _first_tensor(wide(*args)).numpy()
+    except Exception:  # noqa: BLE001 - a model that cannot run in float64: no verdict beyond fp32
+        return False
+    eager_err = measure.compare_outputs([expected.astype(np.float64)], [truth])["tol_ratio"]
+    path_err = measure.compare_outputs([got.astype(np.float64)], [truth])["tol_ratio"]
+    entry["float64"] = {"eager_fp32_tol_ratio": eager_err, "path_tol_ratio": path_err}
+    return eager_err > 1.0 and path_err <= ROUNDING_FACTOR * eager_err
+
+
 def check_paths(module, example: Sequence[Any], *, paths: Sequence[str] = PATHS, reps: int = 20,
                 time_budget_s: float = 6.0) -> dict[str, dict]:
     """Per path: ``status`` ("ok", "eager: <reason>", "WRONG: <what>" or "error: <what>"),
@@ -90,11 +120,14 @@ def check_paths(module, example: Sequence[Any], *, paths: Sequence[str] = PATHS,
         entry["correctness"] = measure.compare_outputs([got], [expected])
         if fell_back:
             entry["status"] = "eager: " + fell_back[0].removeprefix(_EAGER_WARNING + ": ").splitlines()[0][:160]
-        elif not entry["correctness"]["valid"]:
-            entry["status"] = "WRONG: " + "; ".join(entry["correctness"].get("problems", []))[:160]
-        else:
+        elif entry["correctness"]["valid"]:
             entry["status"] = "ok"
             calls[path] = call
+        elif _rounding_only(entry, module, example, expected, got):
+            entry["status"] = ROUNDING
+            calls[path] = call
+        else:
+            entry["status"] = "WRONG: " + "; ".join(entry["correctness"].get("problems", []))[:160]
     if len(calls) > 1:
         times, errors = measure.interleaved_times(calls, warmup=1, reps=reps, time_budget_s=time_budget_s)
         eager_ms = np.median([t for rnd in times["eager"] for t in rnd]) * 1e3
