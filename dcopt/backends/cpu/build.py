@@ -459,18 +459,20 @@ def _load_kernels(built: Build):
 
 
 def copy_build(built: Build, target: Path, model: Source | None, force: bool = False) -> Path:
-    """Write ``built`` as a user-visible build directory at ``target`` (with its source model);
-    an existing build there is replaced only with ``force``, anything else never. The files are
-    copied as they are (verified when ``built`` was loaded), not regenerated; only the model
-    file is added and hashed."""
-    from dcopt.integrity import file_records
+    """Write ``built`` as a user-visible build directory at ``target``; an existing build there
+    is replaced only with ``force``, anything else never. The files are linked or copied as they
+    are (verified when ``built`` was loaded), not regenerated. The source model is added only
+    when a run may need to recompile (:func:`needs_source`: symbolic dims or value inputs); a
+    build of a fully static model cannot run at other sizes, and copying VGG-19's 548 MB for
+    nothing was most of a warm compile."""
+    from dcopt.integrity import TrustCache, file_records
     from dcopt.outputs import staged_directory
 
     files = {name: record for name, record in built.manifest["files"].items() if not name.startswith("model.")}
     with staged_directory(Path(target), replaceable=is_build, force=force, what="dcopt build") as staging:
         for name in files:
             _link_or_copy(built.directory / name, staging / name)
-        if model is not None:
+        if model is not None and needs_source(built.manifest):
             name = model.save(staging)
             if model.path is not None and name == "model.onnx" and not model.external_files():
                 files[name] = {"size": (staging / name).stat().st_size, "sha256": model.digest}  # hashed already
@@ -478,8 +480,23 @@ def copy_build(built: Build, target: Path, model: Source | None, force: bool = F
                 files.update(file_records(staging, [name]))
         manifest = {**built.manifest, "files": dict(sorted(files.items()))}
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    # a new link changes the shared inode's ctime: re-remember both names of each file, whose
+    # bytes were verified at load and which linking did not change, so neither is rehashed
+    TrustCache(cache_root(built.cache_dir)).remember(
+        [(Path(target) / n, r["sha256"]) for n, r in files.items()]
+        + [(built.directory / n, r["sha256"]) for n, r in built.manifest["files"].items()
+           if (built.directory / n).is_file()])
     BuildCatalog(cache_root(built.cache_dir)).record_output(Path(target))  # dcopt builds ls lists it
     return Path(target)
+
+
+def needs_source(manifest: dict) -> bool:
+    """Whether a build's model may be recompiled for a run: an input with a symbolic or unknown
+    size, or inputs whose values the build was specialized for."""
+    if manifest.get("values"):
+        return True
+    return any(arg.get("shape") is None or any(not isinstance(d, int) for d in arg["shape"])
+               for arg in (manifest.get("signature") or {}).get("inputs", []))
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
