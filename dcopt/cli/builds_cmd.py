@@ -133,7 +133,8 @@ def diff(a, b, cache_dir, show_source, as_json):
 @builds.command("gc")
 @cache_option
 @click.option("--max-size", type=float, default=None, metavar="MB",
-              help="Remove least recently used cache builds until they take at most MB megabytes.")
+              help="Remove least recently used cache builds (then kernel-store entries) until together "
+                   "they take at most MB megabytes.")
 @click.option("--older-than", type=float, default=None, metavar="DAYS", help="Remove cache builds unused for DAYS days.")
 @click.option("--kernels/--no-kernels", default=True, show_default=True,
               help="Apply the same limits to the kernel store (its own least-recently-used order).")
@@ -153,13 +154,14 @@ def gc(cache_dir, max_size, older_than, kernels, dry_run):
     for b, why in removed:
         click.echo(f"{verb} build {b.key[:16]} ({b.model}, {human_size(b.size)}): {why}")
     freed = sum(b.size for b, _ in removed)
+    left = sum(b.size for b in catalog.cached()) - (freed if dry_run else 0)
     kernel_freed, kernel_count = 0, 0
-    if kernels:
+    if kernels:  # one budget for both: the kernel store gets what the builds left of it
         store = KernelStore(catalog.root / "kernels")
-        for r in store.gc(older_than_days=older_than, max_bytes=max_bytes, dry_run=dry_run):
+        budget = None if max_bytes is None else max(0, max_bytes - left)
+        for r in store.gc(older_than_days=older_than, max_bytes=budget, dry_run=dry_run):
             kernel_freed += r.size
             kernel_count += 1
-    left = sum(b.size for b in catalog.cached()) - (freed if dry_run else 0)
     click.echo(f"{verb} {len(removed)} build(s), {human_size(freed)}"
                + (f"; {kernel_count} kernel entr(ies), {human_size(kernel_freed)}" if kernels else "")
                + f"; cache builds now {human_size(left)} ({time.perf_counter() - start:.2f} s)")
