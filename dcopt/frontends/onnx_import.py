@@ -102,16 +102,24 @@ def _sparse_to_dense(sparse: onnx.SparseTensorProto) -> np.ndarray:
 
 
 class _Importer:
-    def __init__(self, model: onnx.ModelProto, file: str | None):
+    """Walks a model's graphs into dcopt Graphs. ``weights``: the full model whose top-level
+    initializers ``model`` (a shape-inferred :func:`~dcopt.frontends.validate.skeleton`) lists
+    as typed inputs instead: those become parameters with the full model's data."""
+
+    def __init__(self, model: onnx.ModelProto, file: str | None, weights: onnx.ModelProto | None = None):
         self.model = model
         self.file = file
         self.opset = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import}
+        self.moved = {} if weights is None else {t.name: t for t in weights.graph.initializer}
 
     def graph(self, gp: onnx.GraphProto, value_types: dict[str, TensorType], top: bool) -> Graph:
         g = Graph(gp.name or "graph", self.opset)
         g.doc = gp.doc_string
         init_names = set()
-        for init in gp.initializer:
+        moved = [self.moved[vi.name] for vi in gp.input if vi.name in self.moved] if top else []
+        for init in list(gp.initializer) + moved:
+            if init.name in init_names:
+                continue
             try:
                 data = numpy_helper.to_array(init)
             except Exception as exc:
@@ -240,14 +248,17 @@ def import_model(model: onnx.ModelProto | str | os.PathLike, file: str | None = 
             model = onnx.inliner.inline_local_functions(model)
         except Exception as exc:
             raise UnsupportedError(f"could not inline model-local functions: {exc}", file=file) from None
-    if shape_inference:
-        model = infer_shapes(model, file, opsets)
+    weights = None
+    if shape_inference:  # on the skeleton: the weights are not copied through onnx's C++ again
+        from dcopt.frontends.validate import skeleton
+
+        weights, model = model, infer_shapes(skeleton(model, placeholder_shapes=False), file, opsets)
         if validate:
             from dcopt.frontends.validate import check_inference, check_reshapes
 
             check_inference(model, file, check_memory)
             check_reshapes(model, opsets, file)
-    importer = _Importer(model, file)
+    importer = _Importer(model, file, weights)
     graph = importer.graph(model.graph, {}, top=True)
     for prop in model.metadata_props:
         graph.metadata[prop.key] = prop.value

@@ -300,10 +300,12 @@ def check_graph_io(graph: onnx.GraphProto, file: str | None, limit: int) -> None
 
 
 # -- onnx.checker on a skeleton ----------------------------------------------------------------
-def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The model without its large weights (typed graph inputs instead) and with unranked top-level
-    inputs/outputs given a placeholder shape: what onnx.checker needs, at a fraction of the copy.
-    (The checker insists on shapes for top-level inputs/outputs; dcopt accepts unranked ones.)"""
+def skeleton(model: onnx.ModelProto, placeholder_shapes: bool = True) -> onnx.ModelProto:
+    """The model without its large weights (typed graph inputs instead): what onnx.checker and
+    shape inference need, at a fraction of the copy (both serialize the model they are given;
+    on BERT-base that was two more copies of 435 MB each). With ``placeholder_shapes``, unranked
+    top-level inputs/outputs get a placeholder shape (the checker insists on shapes for them;
+    dcopt accepts unranked ones); shape inference needs them as they are."""
     skel = onnx.ModelProto(ir_version=model.ir_version, producer_name=model.producer_name,
                            producer_version=model.producer_version, domain=model.domain,
                            model_version=model.model_version)
@@ -312,6 +314,7 @@ def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     skel.functions.extend(model.functions)
     src, dst = model.graph, skel.graph
     dst.name = src.name
+    dst.doc_string = src.doc_string
     dst.node.extend(src.node)
     dst.input.extend(src.input)
     dst.output.extend(src.output)
@@ -323,9 +326,10 @@ def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
             dst.initializer.add().CopyFrom(tensor)
         elif tensor.name not in listed:
             dst.input.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
-    for vi in list(dst.input) + list(dst.output):
-        if vi.type.WhichOneof("value") == "tensor_type" and not vi.type.tensor_type.HasField("shape"):
-            vi.type.tensor_type.shape.SetInParent()
+    if placeholder_shapes:
+        for vi in list(dst.input) + list(dst.output):
+            if vi.type.WhichOneof("value") == "tensor_type" and not vi.type.tensor_type.HasField("shape"):
+                vi.type.tensor_type.shape.SetInParent()
     return skel
 
 

@@ -110,6 +110,12 @@ class Source:
     def graph(self):
         return self._loaded[0]
 
+    def release(self) -> None:
+        """Drop the IR of a model read from a file (its weights: hundreds of MB) once a build
+        has it; a later recompile (new sizes) reads the file again."""
+        if self.path is not None and self._json is None:
+            self.__dict__.pop("_loaded", None)
+
     @property
     def proto(self):
         return self._loaded[1]
@@ -143,7 +149,12 @@ class Source:
         else:
             import onnx
 
-            onnx.save_model(self.proto, str(directory / "model.onnx"))
+            proto = self.proto
+            if proto is None:  # a file with external data: one self-contained copy
+                from dcopt.frontends.onnx_load import load_onnx
+
+                proto = load_onnx(self.path)
+            onnx.save_model(proto, str(directory / "model.onnx"))
         return "model.onnx"
 
 
@@ -171,7 +182,7 @@ def load_source(model, cache_dir=None) -> Source:
         external: list[str] = []
         proto = load_onnx(path, external)
         source.known_external = external
-        return import_model(proto, file=str(path)), proto
+        return import_model(proto, file=str(path)), None  # the proto goes now: the file is the source
 
     source = Source(None, loader, path=path)
     if not path.is_file():
@@ -246,6 +257,8 @@ def build(source: Source, *, dims: Mapping[str, int] | None = None, values: Mapp
         built = _compile(source, directory, bindings, values, pipeline, patches, cache_dir, example_feeds)
     if not values:
         CompileIndex(root).remember(_request(source, dims, pipeline, patches), directory.name, source)
+    del graph
+    source.release()  # the build has what it needs; the weights need not stay twice in memory
     return built
 
 

@@ -56,8 +56,10 @@ def _gemm(gen, node: Node, conn, out, options) -> None:
     relu = options.get("activation") == "relu"
     alpha = float(options.get("alpha", 1.0))
     if impl in ("matvec", "generated"):
-        bw = gen.const(b).astype(np.float32)
-        weights = (bw.T if options.get("transB") else bw) * np.float32(alpha)
+        bw = gen.const(b).astype(np.float32, copy=False)  # packing below makes the one copy
+        weights = bw.T if options.get("transB") else bw
+        if alpha != 1.0:
+            weights = weights * np.float32(alpha)
         bias = None
         if c is not None:
             bias = (gen.const(c).astype(np.float32) * np.float32(options.get("beta", 1.0))).reshape(-1)
@@ -90,7 +92,8 @@ def _gemm(gen, node: Node, conn, out, options) -> None:
     trans_b = bool(options.get("transB"))
     if bw is not None and (trans_b or alpha != 1.0):
         bw = np.swapaxes(bw, -1, -2) if trans_b else bw
-        b, trans_b = gen.add_param(np.ascontiguousarray(bw * np.float32(alpha)), "gemm_b"), False
+        bw = bw * np.float32(alpha) if alpha != 1.0 else bw
+        b, trans_b = gen.add_param(np.ascontiguousarray(bw), "gemm_b"), False
         alpha = 1.0
     mode = "2d" if len(gen.shape(b)) == 2 and not options.get("transA") and not trans_b else "batched"
     gen.emit("matmul", node, [a, b], [out], mode=mode, transA=int(bool(options.get("transA"))),

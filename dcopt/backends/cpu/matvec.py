@@ -57,10 +57,15 @@ def plan(k: int, n: int, bias: bool, relu: bool) -> MatvecPlan | None:
 
 
 def pack_weights(w: np.ndarray, plan: MatvecPlan) -> np.ndarray:
-    """``W [k, n]`` -> ``[block][k][BLOCK]`` (zero columns past ``n``), flat float32."""
-    padded = np.zeros((plan.k, plan.blocks * BLOCK), np.float32)
-    padded[:, : plan.n] = np.asarray(w, np.float32).reshape(plan.k, plan.n)
-    return np.ascontiguousarray(padded.reshape(plan.k, plan.blocks, BLOCK).transpose(1, 0, 2)).reshape(-1)
+    """``W [k, n]`` -> ``[block][k][BLOCK]`` (zero columns past ``n``), flat float32, written
+    block by block into the result: one copy of the weights (VGG-19's fc6 is 411 MB; a padded
+    intermediate and a transposed copy made three)."""
+    w = np.asarray(w).reshape(plan.k, plan.n)
+    packed = np.zeros((plan.blocks, plan.k, BLOCK), np.float32)
+    for j in range(plan.blocks):
+        cols = w[:, j * BLOCK:(j + 1) * BLOCK]
+        packed[j, :, : cols.shape[1]] = cols
+    return packed.reshape(-1)
 
 
 def pack_bias(b: np.ndarray, plan: MatvecPlan) -> np.ndarray:
