@@ -96,3 +96,18 @@ def test_cli_compile_twice_writes_the_same_build_from_the_cache(tmp_path, model_
     assert a["files"] == b["files"] and a["files"]["model.onnx"]["size"] == os.path.getsize(model_file)
     assert (out_b / "model.onnx").read_bytes() == model_file.read_bytes()  # the user's bytes, not re-serialized
     np.testing.assert_array_equal(dc.load(out_b).run(None, {"x": _x()})[0], dc.load(out_a).run(None, {"x": _x()})[0])
+
+
+def test_a_recompile_refuses_a_model_file_changed_since(tmp_path, model_file):
+    """The session dropped the model's IR after building; a run at new sizes reads the file again
+    and must not build other bytes under the first digest."""
+    from dcopt.errors import ModelLoadError
+
+    sess = dc.compile(model_file, cache_dir=tmp_path / "cache")
+    sess.run(None, {"x": _x()})
+    model = onnx.load(str(model_file))
+    model.graph.initializer[0].CopyFrom(numpy_helper.from_array(
+        numpy_helper.to_array(model.graph.initializer[0]) + 1, model.graph.initializer[0].name))
+    onnx.save_model(model, str(model_file))
+    with pytest.raises(ModelLoadError, match="changed after this session compiled it"):
+        sess.run(None, {"x": np.zeros((3, 64), np.float32)})  # N=3: a recompile

@@ -104,6 +104,14 @@ class Source:
 
     @functools.cached_property
     def _loaded(self):
+        if self.path is not None and self._json is None and "digest" in self.__dict__:
+            from dcopt.integrity import TrustCache
+
+            # read again after release(): builds are keyed by the digest taken first, so the
+            # file must still be that model (else a build of new bytes would sit under the old key)
+            if TrustCache(cache_root(self.cache_dir)).digest(self.path) != self.digest:
+                raise ModelLoadError("the model file changed after this session compiled it; compile it again",
+                                     file=str(self.path))
         return self._loader()
 
     @property
