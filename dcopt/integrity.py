@@ -59,33 +59,29 @@ class TrustCache:
         db.execute("CREATE TABLE IF NOT EXISTS verified (path TEXT PRIMARY KEY, signature TEXT, sha256 TEXT)")
         return db
 
-    def trusted(self, path: Path, sha256: str) -> bool:
+    def _remembered(self, path: Path) -> str | None:
+        """The sha256 remembered for ``path`` if its stat signature is unchanged since."""
         if self.path is None or not self.path.is_file():
-            return False
+            return None
         try:
             sig = _signature(path.stat())
             with contextlib.closing(self._connect()) as db:
                 row = db.execute("SELECT signature, sha256 FROM verified WHERE path = ?", (str(path.resolve()),)).fetchone()
         except (OSError, sqlite3.Error):
-            return False
-        return row is not None and row[0] == sig and row[1] == sha256
+            return None
+        return row[1] if row is not None and row[0] == sig else None
+
+    def trusted(self, path: Path, sha256: str) -> bool:
+        return self._remembered(Path(path)) == sha256
 
     def digest(self, path: Path) -> str:
         """sha256 of ``path``: remembered while its stat signature is unchanged, else hashed (and
         remembered). What a warm compile keys on, without rereading a 435 MB model each time."""
         path = Path(path)
-        if self.path is not None and self.path.is_file():
-            try:
-                sig = _signature(path.stat())
-                with contextlib.closing(self._connect()) as db:
-                    row = db.execute("SELECT signature, sha256 FROM verified WHERE path = ?",
-                                     (str(path.resolve()),)).fetchone()
-                if row is not None and row[0] == sig:
-                    return row[1]
-            except (OSError, sqlite3.Error):
-                pass
-        digest = sha256_file(path)
-        self.remember([(path, digest)])
+        digest = self._remembered(path)
+        if digest is None:
+            digest = sha256_file(path)
+            self.remember([(path, digest)])
         return digest
 
     def remember(self, entries: list[tuple[Path, str]]) -> None:

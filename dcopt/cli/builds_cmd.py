@@ -10,7 +10,7 @@ import click
 from dcopt.cli.console import stdout_console
 from rich.table import Table
 
-from dcopt.cli.kernels_cmd import human_size
+from dcopt.cli.kernels_cmd import _when, human_size
 from dcopt.errors import InputError
 
 cache_option = click.option(
@@ -19,16 +19,10 @@ cache_option = click.option(
 
 
 def _catalog(cache_dir):
-    from dcopt.backends.cpu.build import cache_root
+    from dcopt.backends.cpu.source import cache_root
     from dcopt.kernels.builds import BuildCatalog
 
     return BuildCatalog(cache_root(cache_dir))
-
-
-def _when(ts: float) -> str:
-    from datetime import datetime
-
-    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if ts else "?"
 
 
 def _steps(manifest: dict) -> str:

@@ -27,9 +27,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dcopt.errors import InputError
+from dcopt.errors import InputError, ModelLoadError
 
 FORMAT = "dcopt-build"
+FORMAT_VERSION = 2
 CACHE_BUILDS = "cpu-builds"
 REGISTRY = "builds.sqlite"
 LOCKS = "locks"
@@ -67,17 +68,22 @@ class BuildInfo:
                 "last_used": self.last_used, "steps": m.get("steps", {}), "dcopt": m.get("dcopt")}
 
 
-def read_manifest(path: Path) -> dict:
-    """A build directory's manifest; InputError naming the directory if it is not a build."""
+def read_manifest(directory: Path) -> dict:
+    """A build's manifest, checked for format: ModelLoadError for anything else (an older build
+    format says how to rebuild)."""
     try:
-        manifest = json.loads((Path(path) / "manifest.json").read_text())
+        manifest = json.loads((Path(directory) / "manifest.json").read_text())
     except FileNotFoundError:
-        raise InputError(f"{path} is not a dcopt build (no manifest.json)") from None
+        raise ModelLoadError("not a dcopt build directory (no manifest.json)", file=str(directory)) from None
     except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: unreadable manifest.json ({exc})") from None
+        raise ModelLoadError(f"unreadable manifest.json: {exc}", file=str(directory)) from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise InputError(f"{path} is not a dcopt build (manifest format {manifest.get('format')!r})"
-                         if isinstance(manifest, dict) else f"{path} is not a dcopt build")
+        raise ModelLoadError("not a dcopt build directory (manifest format)", file=str(directory))
+    if "files" not in manifest or manifest.get("format_version") != FORMAT_VERSION:
+        raise ModelLoadError(f"this build was written by another dcopt (build format "
+                             f"{manifest.get('format_version', '1, without file hashes')}; this dcopt reads "
+                             f"{FORMAT_VERSION}); rebuild it from its model: dcopt compile MODEL -o DIR --force",
+                             file=str(directory))
     return manifest
 
 

@@ -44,7 +44,7 @@ class CompileIndex:
 
     def lookup(self, request: str, source) -> str | None:
         """The build key recorded for ``request``, if the model's external data still matches."""
-        from dcopt.integrity import TrustCache, sha256_file
+        from dcopt.integrity import TrustCache
         from dcopt.kernels.store import now_iso
 
         if not self.path.is_file():
@@ -58,25 +58,24 @@ class CompileIndex:
                 if source.path is None:
                     return None
                 trust = TrustCache(self.root)
-                for name, digest in external.items():
-                    path = Path(source.path).parent / name
-                    try:
-                        if not (trust.trusted(path, digest) or sha256_file(path) == digest):
-                            return None
-                    except OSError:
+                try:
+                    if any(trust.digest(Path(source.path).parent / name) != digest for name, digest in external.items()):
                         return None
+                except OSError:
+                    return None
             db.execute("UPDATE hits SET used = ? WHERE request = ?", (now_iso(), request))
         source.known_external = sorted(external)  # what saving the model needs to know, without parsing it
         return build
 
     def remember(self, request: str, build: str, source) -> None:
         """Record that ``request`` is answered by cached build ``build``."""
-        from dcopt.integrity import sha256_file
+        from dcopt.integrity import TrustCache
         from dcopt.kernels.store import now_iso
 
         external = {}
         if source.path is not None:
-            external = {name: sha256_file(Path(source.path).parent / name) for name in source.external_files()}
+            trust = TrustCache(self.root)
+            external = {name: trust.digest(Path(source.path).parent / name) for name in source.external_files()}
         now = now_iso()
         with self._db() as db:
             db.execute("INSERT OR REPLACE INTO hits VALUES (?, ?, ?, ?, ?, ?)",

@@ -25,8 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dcopt.ir import dtypes
+import numpy as np
+
 from dcopt.kernels.builds import read_manifest
+from dcopt.kernels.weights import WEIGHTS, read_weights
 
 
 def _program(path: Path) -> dict:
@@ -37,22 +39,19 @@ def _program(path: Path) -> dict:
 
 
 def _weight_digests(path: Path, program: dict) -> dict[str, tuple]:
-    """name -> (dtype, shape, sha256 of its bytes), from the build's weights index."""
-    out = {}
+    """name -> (dtype, shape, sha256 of its bytes), read through the build's weights index
+    (memory-mapped: a 548 MB weights file is not read into memory to be compared)."""
     index = program.get("weights", {})
     try:
-        data = (path / "weights.bin").read_bytes()
-    except OSError:
-        data = b""
-    for name, e in index.items():
-        if e.get("dtype") == "string":
-            blob = json.dumps(e.get("values")).encode()
-        else:
-            count = 1
-            for d in e["shape"]:
-                count *= d
-            blob = data[e["offset"]:e["offset"] + count * dtypes.to_numpy(e["dtype"]).itemsize]
-        out[name] = (e["dtype"], tuple(e["shape"]), hashlib.sha256(blob).hexdigest())
+        arrays = read_weights(path / WEIGHTS, index)
+    except (OSError, ValueError):
+        arrays = {}
+    out = {}
+    for name, entry in index.items():
+        array = arrays.get(name)
+        blob = b"" if array is None else (json.dumps(array.tolist()).encode() if array.dtype == object
+                                          else memoryview(np.ascontiguousarray(array)).cast("B"))
+        out[name] = (entry["dtype"], tuple(entry["shape"]), hashlib.sha256(blob).hexdigest())
     return out
 
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 import numpy as np
 
 from dcopt.backends.cpu import build
+from dcopt.backends.cpu.source import Source, load_source
 from dcopt.errors import InputError
 from dcopt.feeds_check import FeedChecker
 from dcopt.ir.dtypes import to_numpy
@@ -67,7 +68,7 @@ class CpuSession:
     (:mod:`dcopt.ir.specialization`). A run picks the variant its feeds match and compiles one
     on the first feed that matches none (when the session still has its source model)."""
 
-    def __init__(self, source: build.Source | None, signature: dict, *, cache_dir=None, pipeline="O3",
+    def __init__(self, source: Source | None, signature: dict, *, cache_dir=None, pipeline="O3",
                  patches: Sequence[str] = (), value_inputs: Mapping[str, list[str]] | None = None,
                  threads: int | None = None):
         self._source = source
@@ -139,8 +140,6 @@ class CpuSession:
     def _feed_key(self, feeds: Mapping[str, np.ndarray]) -> tuple[dict, dict, tuple]:
         """(symbolic dim bindings, specialized values, variant key) of ``feeds``; InputError for
         feeds that match the signature in no way (dtype, rank, a static dim, inconsistent symbols)."""
-        from dcopt.ir.specialization import value_key
-
         bindings: dict[str, int] = {}
         for arg in self._inputs:
             value = feeds[arg.name]
@@ -161,7 +160,7 @@ class CpuSession:
                     raise InputError(f"symbolic dim '{want}' is {bindings[want]} elsewhere but {got} here",
                                      input=arg.name)
         values = {name: np.array(feeds[name]) for name in self._value_inputs}
-        return bindings, values, (tuple(sorted(bindings.items())), value_key(values))
+        return bindings, values, variant_key(bindings, values)
 
     def _model_for(self, feeds: Mapping[str, np.ndarray]) -> CompiledModel:
         """The variant ``feeds`` match (compiled now if there is none yet)."""
@@ -252,32 +251,38 @@ def compile_model(model, *, pipeline="O3", target: str = "cpu", threads: int | N
     load every kernel now (one run on zeros) so the first ``run`` pays nothing; ``dcopt
     compile``, which only writes the build, skips it."""
     from dcopt.errors import UnsupportedError
-    from dcopt.ir.specialization import value_inputs, value_key
+    from dcopt.ir.specialization import value_inputs
 
     if target != "cpu":
         raise UnsupportedError(f"unknown target '{target}' (available: cpu)")
-    source = build.load_source(model, cache_dir)
-    if example_feeds is None:  # a warm hit: found from the file's digest, no import or shape work
-        hit = build.cached_build(source, dims=dims, pipeline=pipeline, patches=patches, cache_dir=cache_dir)
-        if hit is not None:
-            session = CpuSession(source, hit.manifest["signature"], cache_dir=cache_dir, pipeline=pipeline,
-                                 patches=patches, threads=threads)
-            session._adopt((tuple(sorted(hit.bindings.items())), value_key({})), hit)
-            if warm:
-                session.warm_up()
-            return session
-    wanted = value_inputs(source.graph)
-    session = CpuSession(source, build.source_signature(source.graph), cache_dir=cache_dir, pipeline=pipeline,
-                         patches=patches, value_inputs=wanted, threads=threads)
-    if wanted and (example_feeds is None or any(n not in example_feeds for n in wanted)):
-        return session  # compiled by the first run, for the values it brings
-    values = {n: np.asarray(example_feeds[n]) for n in wanted}
-    built = build.build(source, dims=dims, values=values, pipeline=pipeline, patches=patches, cache_dir=cache_dir,
-                        example_feeds=example_feeds)
-    session._adopt((tuple(sorted(built.bindings.items())), value_key(values)), built)
+    source = load_source(model, cache_dir)
+    # a warm hit is found from the file's digest alone: no import or shape work
+    built = None if example_feeds is not None else build.cached_build(source, dims=dims, pipeline=pipeline,
+                                                                      patches=patches, cache_dir=cache_dir)
+    values: dict = {}
+    if built is not None:
+        session = CpuSession(source, built.manifest["signature"], cache_dir=cache_dir, pipeline=pipeline,
+                             patches=patches, threads=threads)
+    else:
+        wanted = value_inputs(source.graph)
+        session = CpuSession(source, build.source_signature(source.graph), cache_dir=cache_dir, pipeline=pipeline,
+                             patches=patches, value_inputs=wanted, threads=threads)
+        if wanted and (example_feeds is None or any(n not in example_feeds for n in wanted)):
+            return session  # compiled by the first run, for the values it brings
+        values = {n: np.asarray(example_feeds[n]) for n in wanted}
+        built = build.build(source, dims=dims, values=values, pipeline=pipeline, patches=patches,
+                            cache_dir=cache_dir, example_feeds=example_feeds)
+    session._adopt(variant_key(built.bindings, values), built)
     if warm:
         session.warm_up()
     return session
+
+
+def variant_key(bindings: Mapping[str, int], values: Mapping[str, np.ndarray]) -> tuple:
+    """What a session's compiled variants are keyed by: symbolic dim sizes and specialized values."""
+    from dcopt.ir.specialization import value_key
+
+    return tuple(sorted(bindings.items())), value_key(values)
 
 
 def set_threads(threads: int | None) -> None:
@@ -291,21 +296,17 @@ def set_threads(threads: int | None) -> None:
 
 
 def load_build(path: str | os.PathLike, cache_dir=None, threads: int | None = None, warm: bool = True) -> CpuSession:
-    import numpy as np
-
-    from dcopt.ir.specialization import value_key
-
     built = build.load(Path(path), cache_dir=cache_dir)
     source = None  # read only if a run asks for other sizes (load_source is lazy for .onnx)
     for name in ("model.onnx", "model.json"):
         if (Path(path) / name).is_file():
-            source = build.load_source(Path(path) / name)
+            source = load_source(Path(path) / name, cache_dir)
     values = {k: np.asarray(v["value"], dtype=v["dtype"]) for k, v in built.manifest.get("values", {}).items()}
     session = CpuSession(source, built.manifest["signature"], cache_dir=cache_dir,
                          pipeline=built.manifest["pipeline"], patches=built.manifest["patches"],
                          value_inputs={k: built.manifest.get("value_reasons", {}).get(k, []) for k in values},
                          threads=threads)
-    session._adopt((tuple(sorted(built.bindings.items())), value_key(values)), built)
+    session._adopt(variant_key(built.bindings, values), built)
     if warm:
         session.warm_up()
     return session

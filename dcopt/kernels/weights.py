@@ -21,6 +21,7 @@ import numpy as np
 from dcopt.ir import dtypes
 
 ALIGN = 64
+WEIGHTS = "weights.bin"
 
 
 def write_weights(path: Path, params: Mapping[str, np.ndarray], names: Sequence[str]) -> dict[str, dict]:
