@@ -19,6 +19,10 @@ The model is deliberately simple and reproducible, computed from the container t
   functions (Exp, Tanh, Erf, ...) cost :data:`TRANSCENDENTAL` each. Pure data movement
   (Reshape, Gather, Concat, ...) is 0 FLOPs. An op with no formula gets the elementwise default
   (1 per output element) and ``modelled=False`` so a report can flag it.
+* **Fusion groups** (``dcopt.FusedGroup``) do the arithmetic of their members: their FLOPs are the
+  sum of their body's nodes' FLOPs. Their bytes are what crosses the group's boundary (inputs
+  read once, live outputs written once); ``fusion_bytes_saved`` says how many bytes the members
+  would have moved on their own beyond that -- what fusing them saved.
 * **Symbolic dims.** ``bindings`` specializes named dims (``{"N": 1}``). A node whose sizes are
   still not static gets ``known=False``; it is left out of the totals and counted in
   ``GraphCost.unknown_nodes``.
@@ -44,6 +48,7 @@ from dcopt.ir.cost_formulas import (  # noqa: F401 (the formula API is re-export
     _Unknown, _View, flops, has_formula, per_input_element, per_output_element,
 )
 from dcopt.ir.graph import Graph, Kind, Node
+from dcopt.ir.groups import is_group
 from dcopt.ir.types import TensorType
 
 #: Ops whose outputs are not constant even when their inputs are.
@@ -66,6 +71,7 @@ class OpCost:
     known: bool
     modelled: bool = True  # False: no formula for this op, the elementwise default was used
     constant: bool = False  # constant-producing: folded away at compile time
+    fusion_bytes_saved: int | None = None  # fusion groups: members' own bytes moved minus the group's
 
     @property
     def bytes_moved(self) -> int | None:
@@ -235,6 +241,8 @@ class _Costing:
     def node_cost(self, node: Node) -> OpCost:
         if node.domain == "dcopt.loop":
             return self._loop_node_cost(node)
+        if is_group(node):
+            return self._group_cost(node)
         flop_count, modelled = self.flops_of(node)
         read = self.nbytes(reads(node))
         written = self.nbytes(o for o in node.outputs if self.is_live(o))
@@ -256,6 +264,19 @@ class _Costing:
         known = None not in (flop_count, read, written)
         return OpCost(node.label, f"{node.domain}.{node.op}", flop_count, read, written, params, known, True,
                       _is_constant_node(node, self.constants))
+
+    def _group_cost(self, node: Node) -> OpCost:
+        """A fusion group: its members' FLOPs, the bytes crossing its boundary, and what the members
+        would have moved beyond that on their own (their intermediate results, re-read inputs)."""
+        members = _Costing(node.attrs["body"], self.bindings, outer=self).graph_cost()
+        flop_count = members.total_flops if members.complete else None
+        read = self.nbytes(reads(node))
+        written = self.nbytes(o for o in node.outputs if self.is_live(o))
+        params = self.nbytes(i for i in reads(node) if self.is_constant(i))
+        known = None not in (flop_count, read, written)
+        saved = members.total_bytes - read - written if known and members.complete else None
+        return OpCost(node.label, f"{node.domain}.{node.op}", flop_count, read, written, params, known, True,
+                      _is_constant_node(node, self.constants), saved)
 
     def graph_cost(self) -> GraphCost:
         costs = [self.node_cost(n) for n in self.graph.nodes]

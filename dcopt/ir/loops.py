@@ -420,13 +420,17 @@ def loop_flops(graph: Graph, node: Node, bindings: Mapping[str, int] | None = No
         return iterations * per
     conn = {m.connector: shapes[m.container] for m in (*spec.inputs, *spec.outputs)}
     out = conn["Y"]
+    opts = dict(spec.options)
+    # epilogues, one FLOP per output element each (as the op-level Add/Relu they replace):
+    # bias (gemm C, conv B), residual (conv R), activation
+    bias_and_residual = ("C",) if spec.kind == "gemm" else ("B", "R")
+    epilogue = math.prod(out) * (sum(c in conn for c in bias_and_residual) + bool(opts.get("activation")))
     if spec.kind == "gemm":
-        opts = dict(spec.options)
         a = conn["A"]
         k = a[-2] if opts.get("transA") and len(a) > 1 else a[-1]
-        return 2 * math.prod(out) * k + (2 * math.prod(out) if "C" in conn else 0)
+        return 2 * math.prod(out) * k + epilogue
     # conv: each output element is a dot product over C/group input channels times the kernel
-    return 2 * math.prod(out) * math.prod(conn["W"][1:]) + (math.prod(out) if "B" in conn else 0)
+    return 2 * math.prod(out) * math.prod(conn["W"][1:]) + epilogue
 
 
 # ------------------------------------------------------------------------------ printing
