@@ -18,6 +18,7 @@ def _private_cache(tmp_path_factory):
     root = tmp_path_factory.mktemp("dcopt-cache")
     patch.setenv("DCOPT_CACHE_DIR", str(root))
     patch.setenv("XDG_CACHE_HOME", str(root / "xdg"))
+    patch.setenv("DCOPT_HOME", str(root / "home"))  # recorded runs (dcopt runs)
     yield root
     patch.undo()
 

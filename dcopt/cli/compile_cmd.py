@@ -12,6 +12,7 @@ import click
 from dcopt.cli.console import stdout_console
 
 from dcopt.cli.pipeline_options import parse_dims, pipeline_options
+from dcopt.cli.recorded import recorded
 
 
 def _keyed(pipeline: tuple[list, str]) -> tuple[list, str]:
@@ -24,6 +25,7 @@ def _keyed(pipeline: tuple[list, str]) -> tuple[list, str]:
 
 
 @click.command("compile")
+@recorded("compile")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Build directory to write.")
 @pipeline_options(default_level="3")
@@ -38,6 +40,7 @@ def compile_cmd(model, output, pipeline, target, threads, dims, patches, force):
     import dcopt.compiled as dc
     from dcopt.backends.cpu.build import is_build
     from dcopt.outputs import check_target
+    from dcopt.runs.record import current_run
 
     check_target(output, replaceable=is_build, force=force, what="dcopt build")  # before compiling
     start = time.perf_counter()
@@ -45,6 +48,7 @@ def compile_cmd(model, output, pipeline, target, threads, dims, patches, force):
                       patches=patches, warm=False)
     path = sess.save(output, force=force)
     m = sess.manifest
+    current_run().log_build(m, key=sess.build_key, output=path)
     not_native = m.get("not_native", {})
     native = ("every op native" if not not_native else
               "not native: " + ", ".join(f"{op} x{n}" for op, n in not_native.items()))

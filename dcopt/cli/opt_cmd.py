@@ -5,9 +5,11 @@ from __future__ import annotations
 import click
 
 from dcopt.cli.pipeline_options import pipeline_options
+from dcopt.cli.recorded import recorded
 
 
 @click.command()
+@recorded("opt")
 @click.argument("model", type=click.Path(dir_okay=False))
 @pipeline_options()
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the result (.onnx or IR .json).")
@@ -19,6 +21,7 @@ def opt(model, pipeline, output, verify, check, dump_dir, explain):
     """Optimize MODEL with a pass pipeline; print what each pass did."""
     from dcopt import api
     from dcopt.passes.manager import PassManager
+    from dcopt.runs.record import current_run
 
     steps, label = pipeline
     if output:
@@ -29,6 +32,9 @@ def opt(model, pipeline, output, verify, check, dump_dir, explain):
     result = manager(graph)
     click.echo(result.report.format(refusals=explain))
     click.echo(f"{label}: {before} -> {len(result.graph.nodes)} nodes")
+    current_run().log_output("pass-report.txt", result.report.format(refusals=True))
+    current_run().log_params(pipeline=label)
+    current_run().log_metrics(nodes_before=before, nodes_after=len(result.graph.nodes))
     if output:
         api.save_graph(result.graph, output)
         click.echo(f"wrote {output}")

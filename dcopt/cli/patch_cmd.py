@@ -18,6 +18,7 @@ from pathlib import Path
 
 import click
 
+from dcopt.cli.recorded import recorded
 from dcopt.errors import DcoptError
 
 _FILE_HELP = "A Python file whose @patch functions are registered first (repeatable)."
@@ -31,6 +32,7 @@ def _load_files(patch_files) -> None:
 
 
 @click.command("patch")
+@recorded("patch")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--patch", "-p", "uris", multiple=True, required=True, metavar="URI",
               help="A patch as name?param=value&...; repeat to chain (applied in order).")
@@ -45,6 +47,7 @@ def patch_command(model, uris, output, patch_files, explain, no_validate, strict
     """Apply patches (URIs) to MODEL, in order; show where they matched and what changed."""
     from dcopt import api
     from dcopt.passes.patches import apply_patches, parse_uri
+    from dcopt.runs.record import current_run
 
     _load_files(patch_files)
     calls = [parse_uri(u) for u in uris]
@@ -58,6 +61,8 @@ def patch_command(model, uris, output, patch_files, explain, no_validate, strict
         click.echo(json.dumps({"model": str(model), "output": output, **report.to_dict()}, indent=2, default=str))
     else:
         click.echo(report.format(explain=explain, max_lines=max_lines))
+    current_run().log_output("patch-report.json", {"model": str(model), **report.to_dict()})
+    current_run().log_metrics(nodes_after=len(report.graph.nodes), patches_modified=sum(s.modified for s in report.steps))
     unchanged = [s.uri for s in report.steps if not s.modified]
     if strict and unchanged:
         raise DcoptError(f"patch(es) changed nothing: {', '.join(unchanged)} (run with --explain to see why)",

@@ -184,6 +184,12 @@ class CpuSession:
     def manifest(self) -> dict:
         return self._built().manifest
 
+    @property
+    def build_key(self) -> str:
+        """The current variant's build key (its directory name in the compile cache): what a run
+        record keeps to say two compiles made the same build or not."""
+        return self._built().directory.name
+
     def _built(self) -> build.Build:
         if self._current is None:
             names = ", ".join(f"'{n}' ({'; '.join(why[:2])})" for n, why in self._value_inputs.items())

@@ -1,0 +1,58 @@
+"""Naming runs (index, range, id prefix, label), the compare table, and the run diff."""
+
+from __future__ import annotations
+
+import pytest
+
+from dcopt.errors import InputError
+from dcopt.runs.compare import compare, default_columns
+from dcopt.runs.diff import diff_runs
+from dcopt.runs.select import list_runs, select_one, select_runs
+from tests.runs.conftest import fake_run
+
+
+@pytest.fixture
+def three(home):
+    ids = [fake_run(options={"threads": lvl, "reps": 20}, metrics={"latency_ms": ms, "speedup.onnxruntime": sp},
+                    home=home, label=label)
+           for lvl, ms, sp, label in (("2", 2.0, 0.9, "slow"), ("3", 1.5, 1.2, "fast"), ("3", 1.8, 1.0, ""))]
+    return ids  # oldest first
+
+
+def test_select_by_index_range_prefix_label(home, three):
+    rows = list_runs(home)
+    assert [r.id for r in rows] == three[::-1]  # 1 = latest
+    assert select_one("1", rows).id == three[2]
+    assert [r.id for r in select_runs(["2:3"], rows)] == three[1::-1]
+    assert select_one(three[0][:6], rows).id == three[0]
+    assert select_one("fast", rows).id == three[1]
+    with pytest.raises(InputError, match="there are 3 run"):
+        select_one("9", rows)
+    with pytest.raises(InputError, match="no run 'nope'"):
+        select_one("nope", rows)
+
+
+def test_compare_filters_sorts_and_shows_what_varied(home, three):
+    rows = list_runs(home)
+    positions = {r.id: i for i, r in enumerate(rows, 1)}
+    assert "option:threads" in default_columns(rows) and "option:reps" not in default_columns(rows)
+    headers, cells = compare(rows, positions, minimize="latency", top=2, columns=["label", "latency_ms"])
+    assert headers == ["#", "label", "latency_ms"]
+    assert cells == [[2, "fast", 1.5], [1, "", 1.8]]
+    _, cells = compare(rows, positions, wheres=["threads=3", "speedup.onnxruntime>1.1"], columns=["id"])
+    assert cells == [[2, three[1][:8]]]
+    _, cells = compare(rows, positions, maximize="speedup", columns=["speedup.onnxruntime"])
+    assert [c[1] for c in cells] == [1.2, 1.0, 0.9]
+    with pytest.raises(InputError, match="no column 'nonsense'.*latency_ms"):
+        compare(rows, positions, columns=["nonsense"])
+    with pytest.raises(InputError, match="NAME OP VALUE"):
+        compare(rows, positions, wheres=["level"])
+
+
+def test_diff_says_which_was_faster_and_what_differed(home, three):
+    d = diff_runs(home, three[0], three[1])
+    assert d.verdict() == "b is 25.0% faster than a (latency_ms 2 -> 1.5)"
+    assert d.options == [("threads", "2", "3")]
+    text = "\n".join(d.lines())
+    assert "option threads: \"2\" -> \"3\"" in text and "speedup.onnxruntime" in text
+    assert d.to_json()["metrics"][0]["name"] == "latency_ms"
