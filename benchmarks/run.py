@@ -72,6 +72,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--unset-openblas-env", action=argparse.BooleanOptionalAction, default=True,
                    help="unset OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE in this process before numpy loads")
     p.add_argument("--list", action="store_true", help="list model names and installed runtimes, then exit")
+    p.add_argument("--dcopt-pipeline", default="O3", metavar="SPEC",
+                   help="pipeline the dcopt runtime compiles with (O0..O3 or a pass spec such as 'fold,cse')")
+    p.add_argument("--dcopt-patch", action="append", default=[], metavar="URI",
+                   help="idea patch the dcopt runtime applies before compiling (repeatable)")
+    p.add_argument("--plot", default=None, metavar="DIR",
+                   help="also write charts (latency distributions, speedups) as PNG into DIR")
     p.add_argument("--baseline", metavar="REF", default=None,
                    help="also time the dcopt of git ref REF (or of the source tree at path REF) as runtime "
                         "dcopt@REF, in its own process: old and new code side by side in one run")
@@ -169,6 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     for change in env_changes:
         _log(f"env: {change}")
     preparers, tree = dict(runners.PREPARERS), None
+    if args.dcopt_pipeline != "O3" or args.dcopt_patch:
+        import functools
+
+        preparers["dcopt"] = functools.partial(runners.prepare_dcopt, pipeline=args.dcopt_pipeline,
+                                               patches=tuple(args.dcopt_patch))
     if args.baseline:
         from benchmarks.baseline import BaselineTree, baseline_preparer
 
@@ -194,6 +205,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         report.write_json(result, args.json)
         _log(f"wrote {args.json}")
+    if args.plot:
+        from dcopt.runs.plot import bench_charts
+
+        for path in bench_charts(result, args.plot):
+            _log(f"wrote {path}")
     return 0
 
 

@@ -49,23 +49,25 @@ class DcoptSession:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
-def dcopt_session(model_path, threads: int) -> DcoptSession:
-    """Compile ``model_path`` with dcopt's CPU backend (O3) and return a session that runs it.
+def dcopt_session(model_path, threads: int, pipeline: str = "O3", patches=()) -> DcoptSession:
+    """Compile ``model_path`` with dcopt's CPU backend (``pipeline``, default O3; idea ``patches``)
+    and return a session that runs it.
 
     BLAS is the backend's one thread pool and gets ``threads`` threads (the generated kernels are
     serial); ``--dcopt-blas-threads`` in ``benchmarks.run`` may override it (see its help).
     """
     import dcopt.compiled as dc
 
-    sess = dc.compile(str(model_path), threads=threads)
-    return DcoptSession(f"dcopt cpu backend (O3, numba kernels + OpenBLAS, {threads} BLAS thread(s))",
+    sess = dc.compile(str(model_path), threads=threads, pipeline=pipeline, patches=list(patches))
+    patched = f", patches {', '.join(patches)}" if patches else ""
+    return DcoptSession(f"dcopt cpu backend ({pipeline}{patched}, numba kernels + OpenBLAS, {threads} BLAS thread(s))",
                         lambda feeds: sess.run(None, feeds),
                         {"blas_threads": threads, "steps": sess.manifest.get("steps"),
                          "not_native": sess.manifest.get("not_native")})
 
 
-def prepare_dcopt(model: BenchModel, threads: int) -> Prepared:
-    session = dcopt_session(model.path, threads)
+def prepare_dcopt(model: BenchModel, threads: int, pipeline: str = "O3", patches=()) -> Prepared:
+    session = dcopt_session(model.path, threads, pipeline, patches)
     feeds = dict(model.feeds)
     return Prepared("dcopt", session.backend, lambda: session.run(feeds), dict(session.settings))
 

@@ -293,3 +293,118 @@ def rm_cmd(refs, yes):
     for r in chosen:
         remove_run(_home(), r.id)
     click.echo(f"deleted {len(chosen)} run(s)")
+
+
+def print_compare(run_ids) -> None:
+    """The compare table of the runs ``run_ids`` (what ``dcopt bench --matrix`` ends with)."""
+    from dcopt.runs.compare import compare
+
+    rows = _rows()
+    wanted = set(run_ids)
+    headers, cells = compare([r for r in rows if r.id in wanted], _positions(rows), minimize="latency_ms"
+                             if any("latency_ms" in r.metrics for r in rows if r.id in wanted) else None)
+    _print_table(headers, cells)
+
+
+@runs.command("plot")
+@click.argument("refs", nargs=-1)
+@click.option("--chart", type=click.Choice(["latency", "speedup", "metric"]), default="latency", show_default=True,
+              help="latency: distributions per runtime (bench runs); speedup: bars vs peers per run; "
+                   "metric: one metric over runs.")
+@click.option("--metric", default="latency_ms", show_default=True, help="The metric of --chart metric.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Chart file (.png or .svg).")
+def plot_cmd(refs, chart, metric, output):
+    """Draw a chart of runs REFS (default: the latest run for latency, every run otherwise)."""
+    from dcopt.errors import InputError
+    from dcopt.runs import plot
+    from dcopt.runs.home import runs_dir
+    from dcopt.runs.record import OUTPUTS, read_json
+    from dcopt.runs.select import select_runs
+
+    rows = _rows()
+    positions = _positions(rows)
+    chosen = select_runs(refs or (["1"] if chart == "latency" else []), rows)
+    name = lambda r: f"#{positions[r.id]} {r.label or r.short_id}"  # noqa: E731
+    if chart == "latency":
+        models = []
+        for r in chosen:
+            path = runs_dir(_home()) / r.id / OUTPUTS / "bench.json"
+            if not path.is_file():
+                raise InputError(f"run {r.short_id} ({r.kind}) has no benchmark result to plot latencies from")
+            for m in read_json(path)["models"]:
+                models.append({**m, "name": f"{name(r)}: {m['name']}"})
+        written = plot.latency_chart(models, output)
+    elif chart == "speedup":
+        groups = {name(r): {k.split(".", 1)[1]: v for k, v in r.metrics.items() if k.startswith("speedup.")}
+                  for r in reversed(chosen)}
+        written = plot.speedup_chart(groups, output)
+    else:
+        from dcopt.runs.compare import resolve_column
+
+        column = resolve_column(metric, chosen)
+        points = [(name(r), float(column.get(r))) for r in reversed(chosen)
+                  if isinstance(column.get(r), (int, float)) and not isinstance(column.get(r), bool)]
+        written = plot.metric_chart(points, column.name, output)
+    click.echo(f"wrote {written}")
+
+
+@runs.command("push")
+@click.argument("remote")
+@click.argument("refs", nargs=-1)
+def push_cmd(remote, refs):
+    """Send finished runs (REFS, default all) to REMOTE: a directory, s3://BUCKET/PREFIX or HOST:PATH.
+
+    Idempotent and resumable: runs already there (same content hash) are skipped."""
+    from dcopt.runs.remote import open_remote, push
+    from dcopt.runs.select import select_runs
+
+    target = open_remote(remote)
+    sent, skipped = push(_home(), select_runs(refs, _rows()), target, log=click.echo)
+    click.echo(f"{target.name}: pushed {sent} run(s), {skipped} already there or unfinished")
+
+
+@runs.command("pull")
+@click.argument("remote")
+@click.argument("ids", nargs=-1)
+def pull_cmd(remote, ids):
+    """Fetch runs from REMOTE (IDS: id prefixes; default all) into $DCOPT_HOME, verified file by file."""
+    from dcopt.runs.remote import open_remote, pull
+
+    source = open_remote(remote)
+    fetched, skipped = pull(_home(), source, set(ids) if ids else None, log=click.echo)
+    click.echo(f"{source.name}: pulled {fetched} run(s), {skipped} already here")
+
+
+@runs.command("export")
+@click.argument("refs", nargs=-1)
+@click.option("-o", "--output", "directory", type=click.Path(file_okay=False), help="Directory to copy runs into.")
+@click.option("--mlflow", "mlflow_uri", metavar="URI", help="MLflow tracking URI to log runs to (e.g. sqlite:///mlflow.db).")
+@click.option("--experiment", default="dcopt", show_default=True, help="MLflow experiment name.")
+def export_cmd(refs, directory, mlflow_uri, experiment):
+    """Export runs REFS (default all) to a directory (-o) or an MLflow tracking store (--mlflow)."""
+    from dcopt.errors import InputError
+    from dcopt.runs.select import select_runs
+
+    if (directory is None) == (mlflow_uri is None):
+        raise InputError("give one of -o DIR and --mlflow URI")
+    chosen = select_runs(refs, _rows())
+    if mlflow_uri:
+        from dcopt.runs.mlflow_export import export_runs
+
+        done, skipped = export_runs(_home(), chosen, mlflow_uri, experiment, log=click.echo)
+        click.echo(f"{mlflow_uri}: exported {done} run(s), {skipped} already there or unfinished")
+        return
+    from dcopt.runs.remote import DirRemote, push
+
+    sent, skipped = push(_home(), chosen, DirRemote(directory), log=click.echo)
+    click.echo(f"{directory}: exported {sent} run(s), {skipped} already there or unfinished")
+
+
+@runs.command("import")
+@click.argument("directory", type=click.Path(file_okay=False, exists=True))
+def import_cmd(directory):
+    """Import the runs of DIRECTORY (written by dcopt runs export or push) into $DCOPT_HOME."""
+    from dcopt.runs.remote import DirRemote, pull
+
+    fetched, skipped = pull(_home(), DirRemote(directory), log=click.echo)
+    click.echo(f"{directory}: imported {fetched} run(s), {skipped} already here")

@@ -146,7 +146,8 @@ class Run:
 
     recording = True
 
-    def __init__(self, kind: str, argv: list[str], options: dict, home: Path | None = None, model=None):
+    def __init__(self, kind: str, argv: list[str], options: dict, home: Path | None = None, model=None,
+                 label: str = ""):
         from dcopt.runs.host import host_info
 
         self.home = Path(home) if home is not None else dcopt_home()
@@ -162,9 +163,9 @@ class Run:
         if model is not None:
             self.set_model(model)
         (self.path / OUTPUTS).mkdir(parents=True)
-        write_json(self.path / ANNOTATIONS, {"label": "", "tags": []})
+        write_json(self.path / ANNOTATIONS, {"label": label, "tags": []})
         write_json(self.path / RUN_JSON, self.record)
-        self.index.put(RunRow.from_record(self.record, {}))
+        self.index.put(RunRow.from_record(self.record, {"label": label}))
 
     # -- what commands log -----------------------------------------------------------------------
     def set_model(self, path) -> None:
@@ -265,7 +266,7 @@ def recording_disabled() -> bool:
 
 @contextlib.contextmanager
 def record_run(kind: str, argv: list[str] | None = None, options: dict | None = None, *, model=None,
-               home: Path | None = None, record: bool = True, capture_output: bool = True):
+               home: Path | None = None, record: bool = True, capture_output: bool = True, label: str = ""):
     """Record the body as run ``kind``; yields the :class:`Run` (or a :class:`NullRun` when
     ``record`` is false or ``$DCOPT_NO_RECORD`` is set). Exceptions pass through after the run
     is marked ``error``, ``terminated`` (KeyboardInterrupt, SIGTERM) or, for an exit with code 0,
@@ -273,7 +274,7 @@ def record_run(kind: str, argv: list[str] | None = None, options: dict | None = 
     if not record or recording_disabled():
         yield NullRun()
         return
-    run = Run(kind, sys.argv if argv is None else argv, options or {}, home, model)
+    run = Run(kind, sys.argv if argv is None else argv, options or {}, home, model, label)
     stack = contextlib.ExitStack()
     reason = {"signal": None}
     if threading.current_thread() is threading.main_thread():

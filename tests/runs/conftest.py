@@ -13,14 +13,13 @@ def home(tmp_path, monkeypatch):
     return path
 
 
-def fake_run(kind="bench", options=None, metrics=None, model=None, home=None, label=None):
+def fake_run(kind="bench", options=None, metrics=None, model=None, home=None, label=None, outputs=None):
     """Record a run through the real API (no command behind it)."""
     from dcopt.runs.record import record_run
 
-    with record_run(kind, ["dcopt", kind], options or {}, model=model, home=home, capture_output=False) as run:
+    with record_run(kind, ["dcopt", kind], options or {}, model=model, home=home, capture_output=False,
+                    label=label or "") as run:
         run.log_metrics(metrics or {})
-    if label:
-        from dcopt.runs.index import RunIndex
-
-        RunIndex(home).update(run.id, label=label)
+        for name, text in (outputs or {}).items():
+            run.log_output(name, text)
     return run.id

@@ -56,3 +56,25 @@ def test_diff_says_which_was_faster_and_what_differed(home, three):
     text = "\n".join(d.lines())
     assert "option threads: \"2\" -> \"3\"" in text and "speedup.onnxruntime" in text
     assert d.to_json()["metrics"][0]["name"] == "latency_ms"
+
+
+def test_a_thousand_runs_list_and_compare_quickly(home):
+    import time
+
+    from click.testing import CliRunner
+
+    from dcopt.cli import app
+    from dcopt.runs.index import RunIndex, RunRow
+
+    now = time.time()
+    RunIndex(home).put_many([RunRow(id=f"{i:032x}", started=now - i, finished=now - i, kind="bench", model="m",
+                                    status="completed", options={"threads": i % 3}, sha="x",
+                                    metrics={"latency_ms": 1 + (i * 7919) % 1000 / 1000})
+                             for i in range(1000)])
+    for args in (["runs", "ls"], ["runs", "compare"], ["runs", "compare", "--min", "latency", "--top", "5"]):
+        start = time.perf_counter()
+        result = CliRunner().invoke(app, args)
+        elapsed = time.perf_counter() - start
+        assert result.exit_code == 0, result.output
+        assert elapsed < 1.0, f"dcopt {' '.join(args)} took {elapsed:.2f} s"
+    assert len(CliRunner().invoke(app, ["runs", "ls"]).output.splitlines()) == 1002  # header, rule, 1000 rows
