@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
-import platform
 import subprocess
 from pathlib import Path
 
@@ -20,34 +19,9 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.measure import geomean_speedups
+from dcopt.runs.host import host_info  # noqa: F401 - the harness header reads it from here
 
 VERSIONED = ("dcopt", "numpy", "onnx", "onnxruntime", "torch", "transformers", "openvino", "rich")
-
-
-def _cpuinfo() -> dict:
-    info = {"model": platform.processor() or "unknown", "flags": []}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return info
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "model name" and info["model"] in ("unknown", "x86_64", ""):
-            info["model"] = value.strip()
-        elif key.strip() == "flags" and not info["flags"]:
-            info["flags"] = sorted(f for f in value.split() if f.startswith(("avx", "fma", "amx")))
-    return info
-
-
-def host_info() -> dict:
-    cpu = _cpuinfo()
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except AttributeError:
-        affinity = os.cpu_count()
-    return {"cpu_model": cpu["model"], "simd_flags": cpu["flags"], "cpu_count": os.cpu_count(),
-            "usable_cpus": affinity, "platform": platform.platform(), "python": platform.python_version(),
-            "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
 
 
 def versions() -> dict:

@@ -324,7 +324,15 @@ def plot_cmd(refs, chart, metric, output):
     rows = _rows()
     positions = _positions(rows)
     chosen = select_runs(refs or (["1"] if chart == "latency" else []), rows)
-    name = lambda r: f"#{positions[r.id]} {r.label or r.short_id}"  # noqa: E731
+    from dcopt.runs.compare import cell, varied_options
+
+    varied = varied_options(chosen)
+
+    def name(r) -> str:
+        """#N, label or id, and the values of the options the plotted runs varied."""
+        values = " ".join(cell(r.options.get(o)) for o in varied if o in r.options)
+        return f"#{positions[r.id]} {r.label or r.short_id}" + (f" ({values})" if values else "")
+
     if chart == "latency":
         models = []
         for r in chosen:

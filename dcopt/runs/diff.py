@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dcopt.kernels.diff import _pass_lines
-from dcopt.runs.compare import _NOT_VARIED, cell
+from dcopt.runs.compare import _NOT_VARIED, _PIPELINE_ASKED, cell
 from dcopt.runs.home import runs_dir
 from dcopt.runs.record import OUTPUTS, RUN_JSON, read_json
 
@@ -131,7 +131,10 @@ def diff_runs(home: Path, a_id: str, b_id: str, labels=("a", "b")) -> RunDiff:
     if ma.get("sha256") != mb.get("sha256") or ma.get("name") != mb.get("name"):
         d.model = f"{ma.get('name', '-')} ({(ma.get('sha256') or '-')[:12]}) -> " \
                   f"{mb.get('name', '-')} ({(mb.get('sha256') or '-')[:12]})"
-    d.options = _changed(a.get("options", {}), b.get("options", {}), skip=_NOT_VARIED)
+    oa, ob = a.get("options", {}), b.get("options", {})
+    # patches get their own line; how the pipeline was asked (-O, --passes) is said by the effective one
+    asked = _PIPELINE_ASKED if "pipeline" in oa and "pipeline" in ob else set()
+    d.options = _changed(oa, ob, skip=_NOT_VARIED | asked | {"patches"})
     ba, bb = a.get("build") or {}, b.get("build") or {}
     d.patches = (tuple(ba.get("patches", a["options"].get("patches", ()))),
                  tuple(bb.get("patches", b["options"].get("patches", ()))))

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +26,8 @@ from dcopt.runs.home import INDEX, dcopt_home
 _COLUMNS = ("id", "started", "finished", "kind", "model", "status", "pid", "pid_start", "host", "label", "tags",
             "options", "metrics", "build_key", "sha")
 _JSON = ("tags", "options", "metrics")
+#: Open connections by (index path, thread, process); see :meth:`RunIndex._connect`.
+_CONNECTIONS: dict[tuple, sqlite3.Connection] = {}
 _SCHEMA = ("CREATE TABLE IF NOT EXISTS runs (id TEXT PRIMARY KEY, started REAL, finished REAL, kind TEXT, "
            "model TEXT, status TEXT, pid INTEGER, pid_start TEXT, host TEXT, label TEXT, tags TEXT, options TEXT, "
            "metrics TEXT, build_key TEXT, sha TEXT)")
@@ -80,25 +84,35 @@ class RunIndex:
         self.home = Path(home) if home is not None else dcopt_home()
         self.path = self.home / INDEX
 
-    @contextlib.contextmanager
-    def _db(self, write: bool = False):
-        self.home.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        try:
+    def _connect(self) -> sqlite3.Connection:
+        """This thread's connection to the index, opened once: closing the last connection to a
+        WAL database checkpoints it with an fsync (10+ ms on a busy disk), which a run would pay
+        twice (start, finish) if every operation opened its own."""
+        key = (str(self.path), threading.get_ident(), os.getpid())
+        db = _CONNECTIONS.get(key)
+        if db is None or not self.path.exists():
+            self.home.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             db.execute("PRAGMA busy_timeout = 30000")
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
-            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            try:
-                db.execute(_SCHEMA)
-                db.execute("CREATE INDEX IF NOT EXISTS runs_started ON runs (started)")
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+            db.execute("BEGIN IMMEDIATE")
+            db.execute(_SCHEMA)
+            db.execute("CREATE INDEX IF NOT EXISTS runs_started ON runs (started)")
             db.execute("COMMIT")
-        finally:
-            db.close()
+            _CONNECTIONS[key] = db
+        return db
+
+    @contextlib.contextmanager
+    def _db(self, write: bool = False):
+        db = self._connect()
+        db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
     def put(self, row: RunRow) -> None:
         with self._db(write=True) as db:
