@@ -81,10 +81,17 @@ def runs():
 @click.option("--tag", help="Only runs with this tag.")
 @click.option("-n", "--limit", type=click.IntRange(1), default=None, help="Show at most N runs (latest first).")
 @click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON.")
-def ls_cmd(refs, kind, status, label, tag, limit, as_json):
+@click.option("--reindex", is_flag=True, help="First rebuild the index from the run directories.")
+def ls_cmd(refs, kind, status, label, tag, limit, as_json, reindex):
     """List runs, latest first (# is the index that names a run: 1 = latest)."""
     from dcopt.runs.compare import when
     from dcopt.runs.select import select_runs
+
+    if reindex:
+        from dcopt.runs.select import reindex as rebuild
+
+        indexed, dropped = rebuild(_home())
+        click.echo(f"reindexed {indexed} run(s), dropped {dropped} whose directory is gone", err=True)
 
     rows = _rows()
     positions = _positions(rows)

@@ -27,7 +27,13 @@ def lower_is_better(metric: str) -> bool:
 
 
 def load_record(home: Path, run_id: str) -> dict:
-    return read_json(runs_dir(home) / run_id / RUN_JSON)
+    from dcopt.errors import InputError
+
+    try:
+        return read_json(runs_dir(home) / run_id / RUN_JSON)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"run {run_id[:8]}: its record is unreadable or gone ({exc}); "
+                         f"dcopt runs ls --reindex forgets runs whose directory is gone") from None
 
 
 def _manifest(home: Path, run_id: str) -> dict:

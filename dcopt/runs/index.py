@@ -2,8 +2,8 @@
 
 The run directory is the truth (``run.json``, ``annotations.json``); the index holds a copy of
 what listing, selecting and comparing need (status, kind, model, options, metrics, label, tags)
-so a thousand runs are listed without opening a thousand files. :meth:`RunIndex.rebuild` makes it
-again from the directories.
+so a thousand runs are listed without opening a thousand files. :func:`dcopt.runs.select.reindex`
+(``dcopt runs ls --reindex``) makes it again from the directories.
 
 Several processes record at once (a benchmark matrix, two terminals), so the database runs in
 WAL mode (readers never block the writer) and every write is one short ``BEGIN IMMEDIATE``

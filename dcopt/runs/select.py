@@ -8,7 +8,7 @@ from pathlib import Path
 
 from dcopt.errors import InputError
 from dcopt.runs.index import RunIndex, RunRow
-from dcopt.runs.record import settle_stale
+from dcopt.runs.record import ANNOTATIONS, FINISHED, RUN_JSON, content_hash, read_json, settle_stale
 
 _RANGE = re.compile(r"^(\d*):(\d*)$")
 
@@ -17,6 +17,32 @@ def list_runs(home: Path | None = None) -> list[RunRow]:
     """Every run, latest first, with dead ``running`` ones settled as ``terminated``."""
     index = RunIndex(home)
     return settle_stale(index, index.rows())
+
+
+def reindex(home: Path | None = None) -> tuple[int, int]:
+    """Make the index again from the run directories (the truth): rows for every readable run,
+    none for a run whose directory is gone. Returns (runs indexed, rows dropped)."""
+    from dcopt.runs.home import dcopt_home, runs_dir
+
+    home = Path(home) if home is not None else dcopt_home()
+    index = RunIndex(home)
+    rows = []
+    base = runs_dir(home)
+    for path in sorted(base.iterdir()) if base.is_dir() else []:
+        if path.name.startswith(".") or not (path / RUN_JSON).is_file():
+            continue
+        try:
+            record = read_json(path / RUN_JSON)
+            finished = record.get("status") in FINISHED
+            rows.append(RunRow.from_record(record, read_json(path / ANNOTATIONS, {}),
+                                           content_hash(path) if finished else ""))
+        except (OSError, ValueError, KeyError):
+            continue
+    kept = {r.id for r in rows}
+    dropped = [r.id for r in index.rows() if r.id not in kept]
+    index.remove(dropped)
+    index.put_many(rows)
+    return len(rows), len(dropped)
 
 
 def _match(ref: str, rows: list[RunRow]) -> list[RunRow]:

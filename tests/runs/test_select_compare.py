@@ -78,3 +78,20 @@ def test_a_thousand_runs_list_and_compare_quickly(home):
         assert result.exit_code == 0, result.output
         assert elapsed < 1.0, f"dcopt {' '.join(args)} took {elapsed:.2f} s"
     assert len(CliRunner().invoke(app, ["runs", "ls"]).output.splitlines()) == 1002  # header, rule, 1000 rows
+
+
+def test_reindex_rebuilds_from_the_directories(home, three):
+    import shutil
+
+    from dcopt.runs.home import INDEX, runs_dir
+    from dcopt.runs.select import reindex
+
+    before = [(r.id, r.label, r.metrics, r.sha) for r in list_runs(home)]
+    shutil.rmtree(runs_dir(home) / three[0])  # a run deleted by hand
+    (home / INDEX).unlink()
+    assert reindex(home) == (2, 0)
+    assert [(r.id, r.label, r.metrics, r.sha) for r in list_runs(home)] == before[:2]
+    from dcopt.runs.index import RunIndex, RunRow
+
+    RunIndex(home).put(RunRow(id="f" * 32, started=0.0, status="completed"))  # a row without a directory
+    assert reindex(home) == (2, 1)
