@@ -12,7 +12,7 @@ run: the run's content hash (:func:`~dcopt.runs.record.content_hash`), written *
 
 Remotes: a directory path; ``s3://bucket/prefix`` through boto3 (endpoint from
 ``$DCOPT_S3_ENDPOINT_URL`` or ``$AWS_ENDPOINT_URL``, credentials the usual AWS way);
-``[user@]host:path`` through ``rsync`` over ssh. Only finished runs travel.
+``[user@]host:path`` through ``ssh`` (a tar stream per run). Only finished runs travel.
 """
 
 from __future__ import annotations
@@ -153,31 +153,58 @@ class S3Remote:
 
 
 class SshRemote:
-    """``host:path`` through rsync over ssh (needs rsync on both ends)."""
+    """``[user@]host:path`` through ``ssh``: a run travels as a tar stream (``tar`` on the remote
+    side, Python's tarfile here, extracted with the ``data`` filter: no links or paths out of the
+    run directory); the marker is written by the same remote command, only after tar succeeded."""
 
     def __init__(self, host: str, path: str):
-        if shutil.which("rsync") is None:
-            raise InputError("ssh remotes need rsync installed")
+        if shutil.which("ssh") is None:
+            raise InputError("ssh remotes need the ssh client installed")
         self.host, self.path = host, path.rstrip("/") or "."
         self.name = f"{host}:{self.path}"
 
-    def _run(self, *args) -> str:
-        result = subprocess.run(args, capture_output=True, text=True)
+    def _ssh(self, command: str, data: bytes | None = None) -> bytes:
+        result = subprocess.run(["ssh", self.host, command], input=data, capture_output=True)
         if result.returncode != 0:
-            raise InputError(f"{self.name}: {' '.join(args[:2])} failed: {result.stderr.strip()[:300]}")
+            raise InputError(f"{self.name}: ssh failed: {result.stderr.decode(errors='replace').strip()[:300]}")
         return result.stdout
 
+    def _dir(self, *parts) -> str:
+        import shlex
+
+        return shlex.quote("/".join([self.path, "runs", *parts]))
+
     def listing(self) -> dict[str, str]:
-        out = self._run("ssh", self.host, f"cd {self.path}/runs 2>/dev/null && grep -H . */{MARKER} || true")
-        return {line.split("/")[0]: line.rsplit(":", 1)[1] for line in out.splitlines() if ":" in line}
+        out = self._ssh(f"cd {self._dir()} 2>/dev/null && grep -H . */{MARKER}; true").decode()
+        return {line.split("/")[0]: line.rsplit(":", 1)[1].strip() for line in out.splitlines() if ":" in line}
 
     def push(self, run_dir: Path, sha: str) -> None:
-        self._run("ssh", self.host, f"mkdir -p {self.path}/runs && rm -f {self.path}/runs/{run_dir.name}/{MARKER}")
-        self._run("rsync", "-a", "--partial", "--exclude", MARKER, f"{run_dir}/", f"{self.name}/runs/{run_dir.name}/")
-        self._run("ssh", self.host, f"printf %s {sha} > {self.path}/runs/{run_dir.name}/{MARKER}")
+        import io
+        import tarfile
+
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            for rel in _files(run_dir):
+                tar.add(run_dir / rel, arcname=rel)
+        target, marker = self._dir(run_dir.name), self._dir(run_dir.name, MARKER)
+        self._ssh(f"mkdir -p {target} && rm -f {marker} && tar -C {target} -xf - && printf %s {sha} > {marker}",
+                  buffer.getvalue())
 
     def fetch(self, run_id: str, staged: Path) -> None:
-        self._run("rsync", "-a", f"{self.name}/runs/{run_id}/", f"{staged}/")
+        import io
+        import tarfile
+
+        data = self._ssh(f"tar -C {self._dir(run_id)} -cf - .")
+        staged.mkdir(parents=True)
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(staged, filter="data")
+            else:  # Python before 3.10.12/3.11.4: plain files with relative paths only
+                members = tar.getmembers()
+                if any(not (m.isfile() or m.isdir()) or m.name.startswith("/") or ".." in m.name.split("/")
+                       for m in members):
+                    raise InputError(f"{self.name}: run {run_id[:8]} holds links or paths outside its directory")
+                tar.extractall(staged, members)
 
 
 def open_remote(spec: str):

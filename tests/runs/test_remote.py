@@ -117,3 +117,23 @@ def test_mlflow_export_reads_back(two_runs, tmp_path, monkeypatch):
     assert got["compile"].data.params["level"] == "2" and got["compile"].data.metrics == {"compile_s": 1.0}
     artifacts = {a.path for a in client.list_artifacts(got["compile"].info.run_id)}
     assert "run.json" in artifacts and (tmp_path / "mlartifacts").is_dir()
+
+
+def test_push_pull_over_ssh(two_runs, tmp_path, monkeypatch):
+    """The ssh remote's commands, run by a stand-in ``ssh`` that executes them here (this machine
+    has no sshd): what reaches the remote shell and what comes back are the real thing."""
+    import os
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ssh").write_text('#!/bin/sh\nshift\nexec sh -c "$*"\n')
+    (bin_dir / "ssh").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    before = _ls(two_runs, monkeypatch)
+    remote = f"somehost:{tmp_path / 'remote dir'}"
+    assert "pushed 2 run(s)" in dcopt("runs", "push", remote)
+    assert "pushed 0 run(s), 2 already there" in dcopt("runs", "push", remote)
+    monkeypatch.setenv("DCOPT_HOME", str(tmp_path / "fresh"))
+    assert "pulled 2 run(s)" in dcopt("runs", "pull", remote)
+    assert "pulled 0 run(s), 2 already here" in dcopt("runs", "pull", remote)
+    assert _ls(tmp_path / "fresh", monkeypatch) == before
