@@ -29,6 +29,11 @@ def test_diff_text_and_json(tmp_path):
     assert text.returncode == 0, text.stderr
     assert "model: weights only" in text.stdout and "~ w1  float32[32, 64]" in text.stdout
     assert "rank 2" in text.stdout and "3 unchanged" in text.stdout
+    built = dcopt("diff", f["base"], f["tuned"], "--compile")  # weights only: the second build reuses every kernel
+    assert built.returncode == 0, built.stderr
+    line = next(x for x in built.stdout.splitlines() if x.startswith("builds:"))
+    reused, total = line.split()[1], line.split()[3]
+    assert reused == total and ", 0 changed" in line, line
     result = dcopt("diff", f["base"], f["sigmoid"], "--json")
     report = json.loads(result.stdout)
     assert report["model"] == "structure" and report["nodes"][0]["details"] == ["op Relu -> Sigmoid"]
