@@ -52,7 +52,6 @@ def lower(graph: Graph, *, bindings: Mapping[str, int] | None = None, values=Non
 
     from dcopt.backends.cpu.specialize import input_bindings, specialize, unknown_to_dynamic
 
-    from dcopt.passes.base import get_pass
     from dcopt.passes.manager import PassManager
 
     if values:
@@ -62,12 +61,18 @@ def lower(graph: Graph, *, bindings: Mapping[str, int] | None = None, values=Non
     graph = specialize(graph, bindings, example_feeds)                     # every size known
     graph, label, report = optimize(graph, pipeline, patches)              # patches, then O0..O3
     unknown_to_dynamic(graph)                                               # data-sized values
-    options = {"expand": {"dtypes": target_dtypes(target)}, "fuse-epilogues": {"target": target},
-               "select-impl": {"target": target}}
-    stages = PassManager([get_pass(name, **{**extra, **options.get(name, {})}) for name, extra in LOWERING],
-                         name="lower", verify=verify)
+    stages = PassManager(lowering_passes(target), name="lower", verify=verify)
     result = stages(graph)                                                  # the loop level
     return Lowered(result.graph, label, [report, result.report])
+
+
+def lowering_passes(target: str = "cpu") -> list:
+    """The :data:`LOWERING` stages as passes configured for ``target`` (``dcopt view`` shows each)."""
+    from dcopt.passes.base import get_pass
+
+    options = {"expand": {"dtypes": target_dtypes(target)}, "fuse-epilogues": {"target": target},
+               "select-impl": {"target": target}}
+    return [get_pass(name, **{**extra, **options.get(name, {})}) for name, extra in LOWERING]
 
 
 def target_dtypes(target: str):

@@ -214,6 +214,13 @@ class CpuSession:
         except Exception:  # noqa: BLE001 - an op that rejects all-zero inputs; the real run reports it
             pass
 
+    def profile(self, feeds: Mapping[str, np.ndarray] | None = None, reps: int = 20) -> list[dict]:
+        """Median seconds of every step of the program ``feeds`` run (random ones by default):
+        ``[{label, kind, seconds}]`` in run order; ``dcopt view --profile`` shows them per node."""
+        feeds = self._check_feeds(feeds if feeds is not None else self.random_feeds())
+        self.run(None, feeds)  # picks (or compiles) the variant these feeds need
+        return self._runnable().profile(feeds, reps)
+
     def random_feeds(self, seed: int = 0, dims: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
         """Random inputs of this model's signature (symbolic dims: ``dims``, else the compiled
         sizes); what ``dcopt run --random-inputs`` feeds a build directory. Inputs whose values

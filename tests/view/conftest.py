@@ -1,0 +1,87 @@
+"""Fixtures of the viewer tests: a live ``dcopt view`` server on real models, and a headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import urllib.request
+
+import pytest
+
+from dcopt.testing import export_transformer, light_zoo_path
+from dcopt.view.api import ViewerAPI
+from dcopt.view.server import ViewServer
+from dcopt.view.session import ViewSession
+
+RESNET50 = str(light_zoo_path("resnet50"))
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+class Client:
+    """JSON over HTTP to a running server, as the page talks to it."""
+
+    def __init__(self, url: str):
+        self.url = url
+
+    def raw(self, path: str, body: dict | None = None) -> tuple[int, bytes]:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path.lstrip("/"), data=data,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=120) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def get(self, path: str):
+        status, body = self.raw(path)
+        assert status == 200, body
+        return json.loads(body)
+
+    def post(self, path: str, body: dict | None = None):
+        status, out = self.raw(path, body or {})
+        assert status == 200, out
+        return json.loads(out)
+
+
+def serve(model: str):
+    server = ViewServer(ViewerAPI(ViewSession(model))).start()
+    return server, Client(server.url)
+
+
+@pytest.fixture(scope="module")
+def resnet_server():
+    server, client = serve(RESNET50)
+    yield server, client
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def bert_path(tmp_path_factory):
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    return str(export_transformer("bert", tmp_path_factory.mktemp("bert") / "bert.onnx", hidden=64, layers=2,
+                                  heads=4, seq=32))
+
+
+def chromium_executable() -> str | None:
+    """Debian's chromium (``apt-get install chromium``), or one named by $DCOPT_CHROMIUM."""
+    for candidate in (os.environ.get("DCOPT_CHROMIUM"), shutil.which("chromium"), shutil.which("chromium-browser"),
+                      shutil.which("google-chrome")):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (in dcopt[test])")
+    executable = chromium_executable()
+    if executable is None:
+        pytest.skip("no Chromium executable found (apt-get install chromium, or set DCOPT_CHROMIUM)")
+    with playwright_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield b
+        b.close()

@@ -1,0 +1,127 @@
+"""``dcopt view`` driven in a real headless Chromium (Playwright): open ResNet-50 and a BERT, step
+through the passes, select a node, preview and apply a patch, undo, export the pipeline and replay
+it with ``dcopt opt --pipeline``; the static export opens with no server. Screenshots of the main
+views go to the test's tmp dir (``pytest --basetemp DIR`` keeps them)."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from dcopt.cli import app
+from dcopt.ir import serialize
+
+from tests.view.conftest import RESNET50, serve
+
+RENDERED = "n => Number(document.body.dataset.rendered || 0) >= n"
+
+
+def open_page(browser, url: str):
+    page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("dialog", lambda d: (errors.append(d.message), d.dismiss()))
+    page.goto(url)
+    page.wait_for_function(RENDERED, arg=1, timeout=60_000)
+    return page, errors
+
+
+def click_stage(page, index: int) -> None:
+    page.click(f".stage[data-index='{index}']")
+    page.wait_for_function(f"document.body.dataset.stage === '{index}'", timeout=60_000)
+
+
+def tap(page, node_id: str) -> None:
+    page.evaluate("id => { window.dcoptCy.getElementById(id).emit('tap'); }", node_id)  # returns nothing: no element graph to serialize
+    page.wait_for_function("id => document.body.dataset.detail === id", arg=node_id, timeout=60_000)
+
+
+def test_resnet50_passes_node_patch_undo_and_replay(browser, resnet_server, tmp_path):
+    _, client = resnet_server
+    page, errors = open_page(browser, client.url)
+    first_paint = page.evaluate("window.dcoptTimings.firstPaint")
+    assert page.locator(".stage").count() == 21 and page.locator(".stage.selected .name").inner_text() == "fuse"
+    page.screenshot(path=str(tmp_path / "1-after-fuse.png"))
+
+    for index in range(13):  # every op-level stage, in order
+        click_stage(page, index)
+        assert page.evaluate("window.dcoptCy.nodes().length") > 50
+    click_stage(page, 4)
+    assert "+53 added" in page.locator("#tab-report").inner_text()
+    page.select_option("#side", "before")
+    page.wait_for_function("window.dcoptCy.nodes('.removed').length === 106")
+    page.screenshot(path=str(tmp_path / "2-fold-batchnorm-before.png"))
+    page.select_option("#side", "after")
+
+    click_stage(page, 12)
+    tap(page, "conv_Conv__211")
+    node = page.locator("#tab-node").inner_text()
+    assert "237.63 M" in node and "bytes fusion saved" in node and "LLVM IR" in node and "max(a, 0)" in node
+    page.screenshot(path=str(tmp_path / "3-node-details.png"))
+
+    click_stage(page, 11)
+    page.fill("#search", "Relu")
+    assert int(page.locator("#search-count").inner_text().split()[0]) == 49
+    tap(page, "n2")
+    page.click(".tabs button[data-tab='edit']")
+    page.wait_for_selector(".cand[data-spec='swap_activation']", timeout=60_000)
+    page.screenshot(path=str(tmp_path / "4-candidates.png"))
+    page.click(".cand[data-spec='swap_activation'] button.preview")
+    page.wait_for_function("document.body.dataset.preview === 'swap_activation'", timeout=60_000)
+    assert page.evaluate("window.dcoptCy.nodes('.added').length") > 0
+    page.screenshot(path=str(tmp_path / "5-preview.png"))
+    page.click("#preview-apply")
+    page.wait_for_function("document.body.dataset.edits === '1'", timeout=60_000)
+    assert page.locator(".stage.user .name").inner_text() == "✎ patch:swap_activation"
+
+    pipeline = tmp_path / "pipeline.py"
+    with page.expect_download() as download:
+        page.click("#export-pipeline")
+    download.value.save_as(pipeline)
+    edited = tmp_path / "edited.json"
+    with page.expect_download() as download:
+        page.click("#export-json")
+    download.value.save_as(edited)
+    replayed = tmp_path / "replayed.json"
+    result = CliRunner().invoke(app, ["opt", RESNET50, "--pipeline", str(pipeline), "-o", str(replayed)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(serialize.dumps(serialize.load(replayed))) == json.loads(serialize.dumps(serialize.load(edited)))
+
+    page.click("#undo")
+    page.wait_for_function("document.body.dataset.edits === '0'", timeout=60_000)
+    assert page.locator(".stage.user").count() == 0 and not page.locator("#redo").is_disabled()
+    assert errors == []
+    print(f"ResNet-50 first paint {first_paint:.0f} ms, stage switches (ms): "
+          f"{[round(t) for t in page.evaluate('window.dcoptTimings.switches')]}")
+    page.close()
+
+
+def test_bert_steps_through_its_passes(browser, bert_path, tmp_path):
+    server, client = serve(bert_path)
+    try:
+        page, errors = open_page(browser, client.url)
+        stages = page.locator(".stage").count()
+        for index in range(stages):
+            click_stage(page, index)
+        page.check("#expand-groups")
+        page.wait_for_function("window.dcoptCy.nodes(':parent').length > 0")
+        page.screenshot(path=str(tmp_path / "bert-last-stage-expanded.png"))
+        assert errors == []
+        page.close()
+    finally:
+        server.stop()
+
+
+def test_static_export_opens_without_a_server(browser, tmp_path):
+    out = tmp_path / "resnet50.html"
+    result = CliRunner().invoke(app, ["view", RESNET50, "--export", str(out)])
+    assert result.exit_code == 0, result.output
+    page, errors = open_page(browser, out.as_uri())
+    assert page.locator(".live-only").first.is_hidden()
+    click_stage(page, 12)
+    tap(page, "conv_Conv__211")
+    assert "LLVM IR" in page.locator("#tab-node").inner_text()
+    page.screenshot(path=str(tmp_path / "static-export.png"))
+    assert errors == []
+    page.close()
