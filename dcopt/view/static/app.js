@@ -140,9 +140,11 @@
     // a long model fitted whole is unreadable: start at its top at a zoom where labels read
     cy.fit(undefined, 20);
     if (cy.zoom() >= 0.6) return;
-    const box = cy.elements().boundingBox();
+    // the model's first input (else its topmost node) at the top centre
+    const inputs = cy.nodes("[kind = 'io']").filter((n) => n.id().startsWith("in:"));
+    const first = (inputs.length ? inputs : cy.nodes()).min((n) => n.position("y")).ele;
     cy.zoom(0.9);
-    cy.pan({ x: cy.width() / 2 - 0.9 * (box.x1 + box.x2) / 2, y: 20 - 0.9 * box.y1 });
+    cy.pan({ x: cy.width() / 2 - 0.9 * first.position("x"), y: 40 - 0.9 * first.position("y") });
   }
 
   function toggleGroup(id) {
@@ -178,7 +180,9 @@
         onclick: () => selectStage(st.index),
       }, el("span", { class: "idx" }, st.index),
         el("span", { class: "name" }, (origin === "user" ? "✎ " : "") + st.name,
-          el("span", { class: "figures" }, `${human(st.flops)}FLOPs · ${human(st.bytes, "B")} · ${human(st.transient_bytes, "B")} between`),
+          el("span", { class: "figures", title: st.unknown_nodes ? `${st.unknown_nodes} nodes not sized yet (left out)` : "" },
+            `${human(st.flops)}FLOPs · ${human(st.bytes, "B")} · ${human(st.transient_bytes, "B")} between` +
+            (st.unknown_nodes ? ` · ${st.unknown_nodes} unsized` : "")),
           el("span", { class: "bar", title: "bytes moved by all kernels (light) and between kernels (dark)" },
             el("span", { class: "all", style: `width:${(100 * st.bytes / peak).toFixed(1)}%` }),
             el("span", { class: "between", style: `width:${(100 * st.transient_bytes / peak).toFixed(1)}%` }))),
