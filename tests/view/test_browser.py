@@ -41,7 +41,7 @@ def test_resnet50_passes_node_patch_undo_and_replay(browser, resnet_server, tmp_
     _, client = resnet_server
     page, errors = open_page(browser, client.url)
     first_paint = page.evaluate("window.dcoptTimings.firstPaint")
-    assert page.locator(".stage").count() == 21 and page.locator(".stage.selected .name").inner_text() == "fuse"
+    assert page.locator(".stage").count() == 21 and page.locator(".stage.selected .label").inner_text() == "fuse"
     page.screenshot(path=str(tmp_path / "1-after-fuse.png"))
 
     for index in range(13):  # every op-level stage, in order
@@ -73,7 +73,7 @@ def test_resnet50_passes_node_patch_undo_and_replay(browser, resnet_server, tmp_
     page.screenshot(path=str(tmp_path / "5-preview.png"))
     page.click("#preview-apply")
     page.wait_for_function("document.body.dataset.edits === '1'", timeout=60_000)
-    assert page.locator(".stage.user .name").inner_text() == "✎ patch:swap_activation"
+    assert page.locator(".stage.user .label").inner_text() == "✎ patch:swap_activation"
 
     pipeline = tmp_path / "pipeline.py"
     with page.expect_download() as download:

@@ -179,7 +179,7 @@
         "data-index": st.index, title: st.error || (st.modified || !st.index ? "" : "changed nothing"),
         onclick: () => selectStage(st.index),
       }, el("span", { class: "idx" }, st.index),
-        el("span", { class: "name" }, (origin === "user" ? "✎ " : "") + st.name,
+        el("span", { class: "name" }, el("span", { class: "label" }, (origin === "user" ? "✎ " : "") + st.name),
           el("span", { class: "figures", title: st.unknown_nodes ? `${st.unknown_nodes} nodes not sized yet (left out)` : "" },
             `${human(st.flops)}FLOPs · ${human(st.bytes, "B")} · ${human(st.transient_bytes, "B")} between` +
             (st.unknown_nodes ? ` · ${st.unknown_nodes} unsized` : "")),
