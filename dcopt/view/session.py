@@ -6,8 +6,9 @@ is then exactly one more line of a pipeline, so the sequence exports as a file t
 re-running the steps after the edit (earlier stages are kept).
 
 The op-level stages run on the model as loaded (what ``dcopt opt`` sees); the lowering stages after
-them specialize sizes (symbolic dims at 1 unless bound) and apply ``dcopt compile``'s loop-level
-passes, so a node's loop expansion and generated kernel can be shown.
+them are what ``dcopt compile`` lowers: sizes specialized (symbolic dims at 1 unless bound) before
+the steps, then its loop-level passes, so a node's loop expansion and generated kernel (and its
+measured time, whose step names are the build's) are the ones a build has.
 """
 
 from __future__ import annotations
@@ -70,9 +71,22 @@ class ViewSession:
         for i in range(start, len(self.steps) + 1):
             stages.append(run_step(self.steps[i - 1], stages[-1].graph, i))
         if self.lower:
-            stages.extend(lowering_stages(stages[-1].graph, len(stages), self.bindings))
+            stages.extend(lowering_stages(self._lowering_input(stages[-1].graph), len(stages), self.bindings))
         self.stages = stages
         self.version += 1
+
+    def _lowering_input(self, final: Graph) -> Graph:
+        """What the lowering starts from. ``dcopt compile`` specializes sizes *before* the pipeline
+        (implementation choices depend on them), so a model with symbolic dims runs the steps again
+        on its specialized copy; a static model's final stage is that graph already."""
+        if not self.bindings:
+            return final
+        from dcopt.backends.cpu.specialize import specialize
+
+        graph = specialize(self.input, self.bindings)
+        for step in self.steps:
+            graph = run_step(step, graph, 0).graph
+        return graph
 
     # -- edits ----------------------------------------------------------------------------------
     def check_editable(self, index: int) -> None:

@@ -50,3 +50,14 @@ def test_export_path_errors_name_the_path(tmp_path):
     assert result.exit_code != 0 and "must end in .html" in result.output
     result = CliRunner().invoke(app, ["view", str(TINY_RESNET), "--dim", "Q=2", "--export", str(tmp_path / "v.html")])
     assert result.exit_code != 0 and "no symbolic dim 'Q'" in result.output and not (tmp_path / "v.html").exists()
+
+
+def test_profile_times_the_kernels_a_node_ended_in():
+    """--profile compiles the model (sizes specialized first, as dcopt compile does) and each node
+    shows the measured time of the build steps it ended in."""
+    from dcopt.cli.view_cmd import open_session
+
+    api = open_session(str(TINY_RESNET), (["O3"], "O3"), (), lower=True, profile=True)
+    kernels = api.node(12, "conv_Conv__7")["kernels"]  # conv + residual add + relu, fused
+    assert [k["step"] for k in kernels] == ["Conv__7/conv", "block1/relu/map"]
+    assert all(k["seconds"] and k["seconds"] > 0 for k in kernels)
