@@ -3,6 +3,7 @@ and turns every :class:`~dcopt.errors.DcoptError` into one clear line and a non-
 
 from __future__ import annotations
 
+import os
 import traceback
 
 import click
@@ -29,13 +30,28 @@ class DcoptGroup(click.Group):
 
             module, attr = COMMANDS[name]
             command = getattr(importlib.import_module(f"dcopt.cli.{module}"), attr)
+            _add_display_options(command)
             self.add_command(command, name)
         return command
 
+    def format_commands(self, ctx, formatter):
+        """The command list with each command's whole first sentence (click cuts it to fit 80
+        columns, which is what a pipe gets: 'Benchmark MODELS (.onnx) with dcopt and...');
+        the formatter wraps long ones instead."""
+        rows = [(name, self.get_command(ctx, name).get_short_help_str(limit=1000)) for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
     def invoke(self, ctx):
+        from dcopt.cli.progress_display import LiveSteps
+        from dcopt.progress import reporting
+
         verbose = bool(ctx.params.get("verbose"))
+        display = LiveSteps(err_console, lambda: ctx.meta.get(PROGRESS_KEY))
         try:
-            return super().invoke(ctx)
+            with reporting(display):
+                return super().invoke(ctx)
         except DcoptError as exc:
             if verbose:
                 traceback.print_exc()
@@ -47,6 +63,8 @@ class DcoptGroup(click.Group):
             err_console.print("interrupted", markup=False)
             ctx.exit(130)
         except SystemExit as exc:  # dcopt exits through click; this is user code (a patch, a pass)
+            if _from_rich(exc):  # rich exits 1 when the reader of a pipe went away (`dcopt ... | head`)
+                ctx.exit(1)
             if verbose:
                 traceback.print_exc()
             err_console.print(f"error: {_exit_origin(exc)}called sys.exit({exc.code!r}) while dcopt was running it; "
@@ -63,6 +81,44 @@ class DcoptGroup(click.Group):
             err_console.print(f"internal error: {type(exc).__name__}: {exc} (run with --verbose for the traceback)",
                               markup=False)
             ctx.exit(2)
+        finally:
+            display.close()
+
+
+#: Where ``-q``/``--progress``/``--no-progress`` leave their choice (root context's meta):
+#: False (off), True (on), or absent (on when stderr is a terminal).
+PROGRESS_KEY = "dcopt.progress"
+
+
+def _set_progress(value):
+    def callback(ctx, _param, given):
+        if given:
+            ctx.find_root().meta[PROGRESS_KEY] = value
+    return callback
+
+
+def _display_options() -> list[click.Option]:
+    return [click.Option(["--quiet", "-q"], is_flag=True, expose_value=False, callback=_set_progress(False),
+                         help="No progress display."),
+            click.Option(["--progress"], is_flag=True, expose_value=False, callback=_set_progress(True),
+                         help="Show progress even when stderr is not a terminal.")]
+
+
+def _add_display_options(command: click.Command) -> None:
+    """Every subcommand (and each of a group's) takes ``-q``/``--progress`` after its name, where
+    users type them (``dcopt compile m.onnx -o b -q``), declared once here."""
+    commands = command.commands.values() if isinstance(command, click.Group) else [command]
+    for cmd in commands:
+        taken = {opt for p in cmd.params for opt in getattr(p, "opts", [])}
+        cmd.params.extend(o for o in _display_options() if not taken & set(o.opts))
+
+
+def _from_rich(exc: SystemExit) -> bool:
+    """Whether rich's console raised this exit (its broken-pipe handling)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and f"{os.sep}rich{os.sep}" in tb.tb_frame.f_code.co_filename
 
 
 def _exit_origin(exc: SystemExit) -> str:
@@ -86,6 +142,8 @@ COMMANDS = {
     "opt": ("opt_cmd", "opt"), "report": ("report_cmd", "report"), "patch": ("patch_cmd", "patch_command"),
     "patches": ("patch_cmd", "patches_group"), "convert": ("convert_cmd", "convert"), "bench": ("bench_cmd", "bench"),
     "kernels": ("kernels_cmd", "kernels"), "builds": ("builds_cmd", "builds"), "ops": ("ops_cmd", "ops"),
+    "diff": ("diff_cmd", "diff_cmd"), "merge": ("merge_cmd", "merge"), "git": ("git_cmd", "git_group"),
+    "runs": ("runs_cmd", "runs"), "view": ("view_cmd", "view"),
 }
 
 

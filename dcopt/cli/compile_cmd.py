@@ -33,7 +33,7 @@ def _keyed(pipeline: tuple[list, str]) -> tuple[list, str]:
 @click.option("--threads", type=click.IntRange(1, 4096), default=None,
               help="Threads at run time (default: every core this process may use).")
 @click.option("--dim", "dims", multiple=True, metavar="SYMBOL=N", help="Size of a symbolic input dim (default 1).")
-@click.option("--patch", "patches", multiple=True, metavar="URI", help="Idea patch to apply (repeatable).")
+@click.option("--patch", "-p", "patches", multiple=True, metavar="URI", help="Idea patch to apply (repeatable).")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it is an existing dcopt build (never anything else).")
 def compile_cmd(model, output, pipeline, target, threads, dims, patches, force):
     """Compile MODEL (.onnx, IR .json or torch.export .pt2) into a build directory of generated kernels and weights."""

@@ -14,7 +14,7 @@ import click
 from dcopt.cli.console import stdout_console
 from rich.table import Table
 
-from dcopt.cli.pipeline_options import parse_dims
+from dcopt.cli.pipeline_options import checked_dims
 
 
 def human(n: float | None, unit: str = "") -> str:
@@ -129,7 +129,7 @@ def inspect(model, dims, per_node, top, as_json):
 
     graph = api.load_graph(model, check_memory=False)  # describing allocates nothing: only int64 limits
     bindings = {sym: 1 for sym in sorted(collect_symbols(graph))}
-    bindings.update(parse_dims(dims))
+    bindings.update(checked_dims(dims, bindings))
     report = inspect_report(graph, str(Path(model)), bindings, per_node)
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))

@@ -32,6 +32,9 @@ def opt(model, pipeline, output, verify, check, dump_dir, explain):
     result = manager(graph)
     click.echo(result.report.format(refusals=explain))
     click.echo(f"{label}: {before} -> {len(result.graph.nodes)} nodes")
+    ctx = manager.context
+    for line in result.report.checks_summary(verify, check, ctx.rtol, ctx.atol):
+        click.echo(line)
     current_run().log_output("pass-report.txt", result.report.format(refusals=True))
     current_run().log_params(pipeline=label)
     current_run().log_metrics(nodes_before=before, nodes_after=len(result.graph.nodes))

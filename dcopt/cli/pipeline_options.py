@@ -34,6 +34,15 @@ def parse_dims(dims: tuple[str, ...]) -> dict[str, int]:
     return bindings
 
 
+def checked_dims(dims: tuple[str, ...], known) -> dict[str, int]:
+    """:func:`parse_dims`, and each symbol must be one of ``known`` (the model's)."""
+    from dcopt.backends.cpu.specialize import check_dim_names
+
+    bindings = parse_dims(dims)
+    check_dim_names(bindings, known)
+    return bindings
+
+
 def pipeline_options(default_level: str = "2"):
     """Decorator adding the three mutually exclusive pipeline options to a click command."""
 

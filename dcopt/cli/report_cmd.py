@@ -1,5 +1,6 @@
 """``dcopt report``: FLOPs, bytes moved and arithmetic intensity per kernel, and how each pass
-changed them -- as a terminal table, JSON (``--json``) and a self-contained HTML page (``--html``)."""
+changed them -- as a terminal table, JSON (``--json``) and, with ``--html``, the pipeline as ``dcopt view``
+shows it, in one self-contained HTML file (every stage's graph, pass reports, node details)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from dcopt.cli.console import stdout_console
 from rich.table import Table
 
 from dcopt.cli.inspect_cmd import collect_symbols, human
-from dcopt.cli.pipeline_options import parse_dims, pipeline_options
+from dcopt.cli.pipeline_options import checked_dims, pipeline_options
 
 
 def build_report(graph, steps, label: str, bindings: dict[str, int]) -> dict:
@@ -80,51 +81,14 @@ def _print(report: dict, top: int) -> None:
                   f"kernels: {t['before']['kernels']} -> {t['after']['kernels']}")
 
 
-def _html_kernel_row(k: dict) -> str:
-    import html
-
-    ai = k["arithmetic_intensity"]
-    cells = [html.escape(k["node"]), html.escape(k["op"]), human(k["flops"]), human(k["bytes_moved"], "B"),
-             "" if ai is None else f"{ai:.2f}"]
-    return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
-
-
-def render_html(report: dict, title: str) -> str:
-    """A self-contained page: an SVG bar chart of bytes moved after each pass, and the tables."""
-    import html
-
-    bars = report["passes"]
-    peak = max((b["bytes_moved"] for b in bars), default=1) or 1
-    width, bar_h, gap, label_w = 720, 22, 8, 260
-    rows = []
-    for i, b in enumerate(bars):
-        y = i * (bar_h + gap)
-        total = (width - label_w) * b["bytes_moved"] / peak
-        between = (width - label_w) * b["transient_bytes"] / peak
-        rows.append(
-            f'<text x="0" y="{y + 15}" font-size="12">{html.escape(b["after"])}</text>'
-            f'<rect x="{label_w}" y="{y}" width="{total:.1f}" height="{bar_h}" fill="#9ecae1"/>'
-            f'<rect x="{label_w}" y="{y + 5}" width="{between:.1f}" height="{bar_h - 10}" fill="#3182bd"/>'
-            f'<text x="{label_w + total + 4:.1f}" y="{y + 15}" font-size="11">{human(b["bytes_moved"], "B")}</text>')
-    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width + 80}" height="{len(bars) * (bar_h + gap)}">'
-           + "".join(rows) + "</svg>")
-    kernel_rows = "".join(_html_kernel_row(k) for k in sorted(report["kernels"], key=lambda k: -(k["bytes_moved"] or 0)))
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 8px;text-align:right}"
-            "td:first-child,th:first-child{text-align:left}</style></head><body>"
-            f"<h1>{html.escape(title)}</h1><p>pipeline {html.escape(report['pipeline'])}; light bars: bytes moved by "
-            "all kernels; dark bars: bytes moved between kernels</p>"
-            f"{svg}<h2>kernels</h2><table><tr><th>kernel</th><th>op</th><th>FLOPs</th><th>bytes moved</th>"
-            f"<th>FLOP/byte</th></tr>{kernel_rows}</table></body></html>")
-
-
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @pipeline_options()
 @click.option("--dim", "dims", multiple=True, metavar="SYMBOL=N", help="Bind a symbolic dim (default 1).")
 @click.option("--top", default=15, show_default=True, help="How many kernels the table lists.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the report as JSON.")
-@click.option("--html", "html_path", type=click.Path(dir_okay=False), help="Also write an HTML page with a plot.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False),
+              help="Also write the dcopt view of the pipeline as one self-contained HTML file.")
 def report(model, pipeline, dims, top, json_path, html_path):
     """Data-movement report of MODEL: per kernel, in total, and per pass."""
     from dcopt import api
@@ -132,12 +96,15 @@ def report(model, pipeline, dims, top, json_path, html_path):
     steps, label = pipeline
     graph = api.load_graph(model)
     bindings = {sym: 1 for sym in sorted(collect_symbols(graph))}
-    bindings.update(parse_dims(dims))
+    bindings.update(checked_dims(dims, bindings))
     data = build_report(graph, steps, label, bindings)
     _print(data, top)
     if json_path:
         Path(json_path).write_text(json.dumps(data, indent=2, default=str))
         click.echo(f"wrote {json_path}")
-    if html_path:
-        Path(html_path).write_text(render_html(data, Path(model).name))
+    if html_path:  # the same views as `dcopt view MODEL --export FILE`
+        from dcopt.cli.view_cmd import open_session, write_html
+        from dcopt.view.page import static_page
+
+        write_html(html_path, static_page(open_session(model, pipeline, dims, lower=True, profile=False)))
         click.echo(f"wrote {html_path}")

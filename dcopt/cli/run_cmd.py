@@ -97,6 +97,7 @@ def run(model, inputs, random_inputs, seed, dims, backend, output_dir):
     """Run MODEL (a .dcopt build, .onnx, IR .json or .pt2) and write its outputs as .npy files."""
     from dcopt import api
     import dcopt.compiled as compiled
+    from dcopt.backends.cpu.specialize import check_dim_names
 
     feeds = parse_input_specs(inputs)
     bindings = parse_dims(dims)
@@ -105,6 +106,7 @@ def run(model, inputs, random_inputs, seed, dims, backend, output_dir):
         backend = "cpu"
         sess = compiled.load(model, warm=False) if compiled.is_build_dir(model) else \
             compiled.compile(model, dims=bindings, warm=False)  # one run only: the real one
+        check_dim_names(bindings, {d for i in sess.get_inputs() for d in i.shape or () if isinstance(d, str)})
         if random_inputs:
             generated = sess.random_feeds(seed=seed, dims=bindings)
             feeds = {**{k: v for k, v in generated.items() if k not in feeds}, **feeds}
@@ -114,6 +116,8 @@ def run(model, inputs, random_inputs, seed, dims, backend, output_dir):
     else:
         backend = backend or "reference"
         graph = api.load_graph(model)
+        check_dim_names(bindings, {d for i in graph.inputs for d in graph.containers[i].type.shape or ()
+                                   if isinstance(d, str)})
         if random_inputs:
             generated = api.random_inputs(graph, seed=seed, bindings=bindings)
             feeds = {**{k: v for k, v in generated.items() if k not in feeds}, **feeds}

@@ -93,17 +93,21 @@ def _import(path: Path, digest: str) -> ModuleType:
 
 def _compile(module: ModuleType, signatures: Mapping[str, Sequence[str]], read_only: bool) -> dict[str, int]:
     """Attach an entry cache to each listed dispatcher, compile its signatures; -> misses per name."""
+    from dcopt.progress import step
+
     cache_class = _entry_cache_class(read_only)
     misses = {}
-    for name, sigs in signatures.items():
-        if len(sigs) == 1 and sigs[0].startswith(CFUNC_PREFIX):
-            misses[name] = _compile_cfunc(module, name, sigs[0][len(CFUNC_PREFIX):], cache_class)
-            continue
-        dispatcher = getattr(module, name)
-        dispatcher._cache = cache_class(dispatcher.py_func)
-        for sig in sigs:
-            dispatcher.compile(sig)
-        misses[name] = sum(dispatcher.stats.cache_misses.values())
+    with step("load kernels" if read_only else f"compile {len(signatures)} kernel(s)", total=len(signatures)) as done:
+        for name, sigs in signatures.items():
+            if len(sigs) == 1 and sigs[0].startswith(CFUNC_PREFIX):
+                misses[name] = _compile_cfunc(module, name, sigs[0][len(CFUNC_PREFIX):], cache_class)
+            else:
+                dispatcher = getattr(module, name)
+                dispatcher._cache = cache_class(dispatcher.py_func)
+                for sig in sigs:
+                    dispatcher.compile(sig)
+                misses[name] = sum(dispatcher.stats.cache_misses.values())
+            done.advance()
     return misses
 
 
@@ -181,6 +185,13 @@ def emit_llvm_object(staging: Path, llvm_ir: str, name: str = "kernel", opt_leve
     generator: no loop or scalar optimisation of the IR)."""
     import llvmlite.binding as llvm
 
+    from dcopt.progress import step
+
+    with step("compile native conv kernels (LLVM -O%d)" % opt_level):
+        return _emit_llvm_object(llvm, staging, llvm_ir, name, opt_level)
+
+
+def _emit_llvm_object(llvm, staging: Path, llvm_ir: str, name: str, opt_level: int) -> dict:
     module = llvm.parse_assembly(llvm_ir)
     module.verify()
     machine = _target_machine()

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
+from dcopt import progress
 from dcopt.ir.graph import Graph
 from dcopt.passes.base import Pass, PassResult
 from dcopt.passes.context import Instrument, PassContext
@@ -69,6 +70,22 @@ class Report:
                 lines.extend(f"  {r.name}: kept '{node}': {why}" for node, why in r.refusals)
         return "\n".join(lines)
 
+    def checks_summary(self, verify: bool, equivalence: bool, rtol: float, atol: float) -> list[str]:
+        """What ``--verify``/``--check`` checked and what they found, one line each (a failed
+        check raises, so reaching here means every check made passed)."""
+        lines = []
+        if verify:
+            n = sum("verified" in r.checks for r in self.records)
+            lines.append(f"verify: the IR is valid after all {n} of {len(self.records)} passes (and before the first)")
+        if equivalence:
+            modified = [r for r in self.records if r.modified]
+            same = sum("equivalent" in r.checks for r in modified)
+            skipped = sorted({c for r in self.records for c in r.checks if c.startswith("equivalence skipped")})
+            lines.append(f"check: outputs on the reference executor equal before and after each of the {same} "
+                         f"modifying passes (rtol {rtol:g}, atol {atol:g}; same random inputs)" if not skipped else
+                         f"check: {'; '.join(skipped)}")
+        return lines
+
     def to_dict(self) -> dict[str, Any]:
         return {"converged": self.converged, "records": [r.to_dict() for r in self.records]}
 
@@ -108,7 +125,8 @@ class PassManager(Pass):
         return super().__call__(graph, ctx or self.context)
 
     def run(self, graph: Graph, ctx: PassContext) -> PipelineResult:
-        return self._run(graph, ctx, _instruments_for(ctx))
+        with progress.step(self.name):
+            return self._run(graph, ctx, _instruments_for(ctx))
 
     def _run(self, graph: Graph, ctx: PassContext, hooks: list[Instrument]) -> PipelineResult:
         if self._copy_input:  # mixed steps: never let an in-place step touch the input
@@ -131,7 +149,8 @@ class PassManager(Pass):
 
     def _run_step(self, step: Pass, graph: Graph, ctx, hooks, iteration: int, report: Report) -> PassResult:
         if isinstance(step, PassManager):  # shares this run's instruments (and their caches)
-            result = step._run(graph, ctx, hooks)
+            with progress.step(step.name):
+                result = step._run(graph, ctx, hooks)
             for r in result.report.records:
                 r.name = f"{step.name}/{r.name}"
             report.records.extend(result.report.records)
@@ -142,7 +161,8 @@ class PassManager(Pass):
             hook.before_pass(step, graph, ctx)
         source = user_source(step)
         start = time.perf_counter()
-        result = step(graph, ctx) if source is None else run_user_pass(step, graph, ctx, source)
+        with progress.step(step.name):
+            result = step(graph, ctx) if source is None else run_user_pass(step, graph, ctx, source)
         elapsed = time.perf_counter() - start
         record = PassRecord(step.name, iteration, result.modified, elapsed, nodes_before, len(result.graph.nodes),
                             dict(result.stats), list(result.refusals))

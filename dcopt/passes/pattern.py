@@ -160,7 +160,9 @@ class Const(Pattern):
         data = s.index.constant(value)
         what = self._what(value)
         if data is None:
-            return s.fail(m, f"expected a constant for {what}, but it is computed", m.at)
+            producer = s.index.producer(value)
+            by = f" by '{producer.label}' ({producer.op})" if producer is not None else " (a graph input)"
+            return s.fail(m, f"expected a constant for {what}, but it is computed{by}", m.at)
         m = m._copy(depth=m.depth + 1)  # being a constant is progress: a wrong value is a nearer miss
         if self.value is not None and not self._equal(data):
             return s.fail(m, f"constant {what}: expected {short(np.asarray(self.value))}, got {short(data)}", m.at)

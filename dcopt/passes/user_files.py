@@ -98,4 +98,10 @@ def load_pipeline_file(path: str | Path) -> list:
     if bad:
         raise DcoptError(f"PIPELINE holds {type(bad[0]).__name__} {bad[0]!r}; its items must be pass names or Pass "
                          "objects", file=str(path))
+    from dcopt.passes.pipelines import build_steps
+
+    try:  # names resolve now, so a typo is reported against this file, before any compile
+        build_steps([s for s in pipeline if isinstance(s, str)])
+    except DcoptError as exc:
+        raise exc.at(file=str(path))
     return list(pipeline)

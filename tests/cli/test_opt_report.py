@@ -72,7 +72,7 @@ def test_report_table_json_and_html(tmp_path):
     assert data["totals"]["after"]["kernels"] == len(data["kernels"])
     assert all(k["flops"] is not None for k in data["kernels"])
     page = (tmp_path / "r.html").read_text()
-    assert page.startswith("<!doctype html>") and "<svg" in page and "Conv" in page
+    assert page.startswith("<!doctype html>") and "window.DCOPT_DATA" in page and "cytoscape" in page and "Conv" in page
 
 
 def test_bench_runs_dcopt_beside_onnxruntime(tmp_path, tiny_resnet_path):

@@ -38,6 +38,7 @@ from dcopt.kernels.weights import WEIGHTS, read_weights, write_weights
 from dcopt.errors import ModelLoadError
 from dcopt.kernels.builds import CACHE_BUILDS, FORMAT, FORMAT_VERSION, BuildCatalog, read_manifest
 from dcopt.kernels.compile_index import CompileIndex
+from dcopt.progress import step
 
 
 
@@ -168,7 +169,8 @@ def _compile(source: Source, directory: Path, bindings, values, pipeline, patche
     lowered = driver.lower(graph, bindings=bindings, values=values, pipeline=pipeline, patches=patches,
                            example_feeds=example_feeds)
     check_graph_sizes(lowered.graph)  # every size now known: nothing beyond int64 or the memory cap
-    program = generate(lowered.graph)
+    with step("generate code"):
+        program = generate(lowered.graph)
     kernel_source = render_module(program.kernels)
     module, key = compiler.compile_module(kernel_source, program.signatures, root / "kernels",
                                           {"model": graph.name, "bindings": bindings})

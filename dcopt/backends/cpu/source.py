@@ -140,11 +140,13 @@ def load_source(model, cache_dir=None) -> Source:
     def loader():  # onnx is imported only here: a warm hit never calls it
         from dcopt.frontends.onnx_import import import_model
         from dcopt.frontends.onnx_load import load_onnx
+        from dcopt.progress import step
 
-        external: list[str] = []
-        proto = load_onnx(path, external)
-        source.known_external = external
-        return import_model(proto, file=str(path)), None  # the proto goes now: the file is the source
+        with step(f"import {path.name}"):
+            external: list[str] = []
+            proto = load_onnx(path, external)
+            source.known_external = external
+            return import_model(proto, file=str(path)), None  # the proto goes now: the file is the source
 
     source = Source(None, loader, path=path, cache_dir=cache_dir)
     if not path.is_file():

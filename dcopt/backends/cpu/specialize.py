@@ -23,13 +23,26 @@ from dcopt.ir.graph import Graph
 from dcopt.ir.types import TensorType
 
 def input_bindings(graph: Graph, dims: Mapping[str, int] | None = None) -> dict[str, int]:
-    """Symbol -> size for every symbolic input dim (unbound symbols default to 1: batch 1)."""
+    """Symbol -> size for every symbolic input dim (unbound symbols default to 1: batch 1). A
+    size given for a symbol no input has is an error (a typo would silently compile batch 1)."""
     bindings = {}
     for name in graph.inputs:
         for d in graph.containers[name].type.shape or ():
             if isinstance(d, str):
                 bindings[d] = int((dims or {}).get(d, 1))
+    check_dim_names(dims or {}, bindings)
     return bindings
+
+
+def check_dim_names(given: Mapping[str, int], known) -> None:
+    """ArgumentError naming each given dim that is not one of ``known`` and listing the model's."""
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        from dcopt.errors import ArgumentError
+
+        have = f"its symbolic dims are {', '.join(sorted(known))}" if known else "it has no symbolic dims"
+        raise ArgumentError(f"the model has no symbolic dim {', '.join(repr(u) for u in unknown)}; {have}",
+                            argument="dims")
 
 
 def concrete_input_shapes(graph: Graph, bindings: Mapping[str, int]) -> dict[str, tuple[int, ...]]:

@@ -50,6 +50,16 @@ def _keyed(graph: Graph) -> dict[tuple[str, int], Node]:
     return keyed
 
 
+def node_changes(before: Graph, after: Graph) -> tuple[list[str], list[str], list[str]]:
+    """(added, removed, rewired) node labels from ``before`` to ``after``; rewired: the same label
+    with another op, inputs, outputs or attributes. In node order (removed: in ``before``'s)."""
+    old, new = _keyed(before), _keyed(after)
+    order = {k: i for i, k in enumerate(new)}
+    rewired = [k[0] for k in old.keys() & new.keys() if (old[k].key, old[k].outputs) != (new[k].key, new[k].outputs)]
+    return ([k[0] for k in new if k not in old], [k[0] for k in old if k not in new],
+            sorted(rewired, key=lambda label: order.get((label, 0), 0)))
+
+
 def _totals(graph: Graph) -> tuple[int, int, int, int]:
     """Parameter count and bytes, FLOPs, and how many nodes have sizes too unknown to cost."""
     from dcopt.ir.cost import graph_cost
@@ -81,17 +91,13 @@ class StructuralDiff:
 
     @classmethod
     def between(cls, before: Graph, after: Graph) -> "StructuralDiff":
-        old, new = _keyed(before), _keyed(after)
-        rewired = [k[0] for k in old.keys() & new.keys()
-                   if (old[k].key, old[k].outputs) != (new[k].key, new[k].outputs)]
+        added, removed, rewired = node_changes(before, after)
         hist_old, hist_new = Counter(before.op_histogram()), Counter(after.op_histogram())
         delta = {op: hist_new[op] - hist_old[op] for op in sorted(hist_old.keys() | hist_new.keys())
                  if hist_new[op] != hist_old[op]}
         p0, b0, f0, _ = _totals(before)
         p1, b1, f1, u1 = _totals(after) if after is not before else _totals(before)
-        order = {k: i for i, k in enumerate(new)}
-        return cls([k[0] for k in new if k not in old], [k[0] for k in old if k not in new],
-                   sorted(rewired, key=lambda label: order.get((label, 0), 0)), len(before.nodes), len(after.nodes),
+        return cls(added, removed, rewired, len(before.nodes), len(after.nodes),
                    p0, p1, b0, b1, f0, f1, u1, before.opset_of(""), after.opset_of(""), delta)
 
     @property
@@ -275,6 +281,10 @@ def _validate(call: PatchCall, before: Graph, after: Graph) -> str:
 
 
 def _run(call: PatchCall, graph: Graph, explain: bool) -> PatchOutcome:
+    if call.patch.needs_constants:
+        from dcopt.passes.base import get_pass
+
+        graph = get_pass("fold-constants")(graph).graph
     try:
         return call.patch.run(graph, call.args, explain=explain)
     except PatchError:

@@ -163,7 +163,7 @@ def _zero(edits: dict, index: GraphIndex, node: Node, slot: int, cols: slice, ro
         data[:, cols] = 0
 
 
-@patch("prune_attention_heads", kind="idea", params=[
+@patch("prune_attention_heads", kind="idea", needs_constants=True, params=[
     Param("ratio", float, 0.25, "fraction of each attention's heads to zero (rounded down; one head is always kept)",
           check=Predicate(lambda r: 0 < r < 1, "0 < ratio < 1")),
 ])

@@ -16,7 +16,7 @@ from dcopt.passes.rewrite import RuleSet
 __all__ = ["fold_batchnorm"]
 
 
-@patch("fold_batchnorm", kind="exact")
+@patch("fold_batchnorm", kind="exact", needs_constants=True)
 def fold_batchnorm(graph):
     """Fold inference BatchNormalization into the Conv, Gemm or MatMul(+Add) before it.
 

@@ -53,7 +53,7 @@ class CastTolerance(NumericallyEquivalent):
         return TOLERANCES[args["dtype"]]
 
 
-@patch("cast_weights", kind="approximate", validator=CastTolerance(), params=[
+@patch("cast_weights", kind="approximate", validator=CastTolerance(), needs_constants=True, params=[
     Param("dtype", str, "fp16", "storage precision of the weights", choices=tuple(LOW)),
     Param("min_elements", int, 1024, "cast only float32 weights with at least this many elements",
           check=Predicate(lambda n: n >= 1, ">= 1")),

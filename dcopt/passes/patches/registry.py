@@ -119,6 +119,7 @@ class Patch:
     sweeps: int = 10  # how many rewrite sweeps when ``fn`` returns rules (1 for additive idea patches)
     check_args: Callable[[dict], str | None] | None = None  # cross-parameter check: a reason or None
     source: str = ""
+    needs_constants: bool = False  # its rules match constant operands: fold computed constants first
 
     @property
     def summary(self) -> str:
@@ -198,9 +199,12 @@ _discovered = False
 
 def patch(name: str, *, params: Iterable[Param] = (), kind: str = "exact", validator: Any = None,
           sweeps: int | None = None, check_args: Callable[[dict], str | None] | None = None,
-          replace: bool = False):
+          replace: bool = False, needs_constants: bool = False):
     """Decorator: register ``fn(graph, **params)`` as a patch called ``name``; returns the
-    :class:`Patch`. The function's docstring is the patch's documentation (first line: summary)."""
+    :class:`Patch`. The function's docstring is the patch's documentation (first line: summary).
+    ``needs_constants``: the patch matches weights as constants, so computed constants (weights
+    built by ``ConstantOfShape``/``Reshape`` of constants, as exporters and the ONNX zoo emit
+    them) are folded before it runs."""
     if kind not in KINDS:
         raise ValueError(f"patch '{name}': kind must be one of {', '.join(KINDS)}, not {kind!r}")
 
@@ -209,7 +213,7 @@ def patch(name: str, *, params: Iterable[Param] = (), kind: str = "exact", valid
         _check_signature(name, fn, declared)
         p = Patch(name, fn, declared, kind, inspect.getdoc(fn) or "", validator,
                   sweeps if sweeps is not None else (1 if kind == "idea" else 10), check_args,
-                  getattr(fn, "__module__", "") or "")
+                  getattr(fn, "__module__", "") or "", needs_constants)
         return register_patch(p, replace=replace)
 
     return register
