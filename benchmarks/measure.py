@@ -21,7 +21,6 @@ Why it is built this way:
 from __future__ import annotations
 
 import gc
-import hashlib
 import time
 import traceback
 from typing import Callable, Mapping, Sequence
@@ -29,6 +28,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from benchmarks.models import BenchModel
+from dcopt.integrity import sha256_file
 from benchmarks.runners import PREPARERS, REFERENCE_RUNTIME, NotApplicable, Prepared
 
 RTOL, ATOL = 1e-4, 1e-5
@@ -165,14 +165,6 @@ def interleaved_times(calls: Mapping[str, Callable[[], object]], warmup: int, re
     return times, errors
 
 
-def file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _short_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
 
@@ -188,7 +180,7 @@ def bench_one(model: BenchModel, runtimes: Sequence[str], *, threads: int = 2, w
     """
     preparers = dict(PREPARERS if preparers is None else preparers)
     entry = {"name": model.name, "family": model.family, "description": model.description,
-             "path": str(model.path), "sha256": file_sha256(model.path),
+             "path": str(model.path), "sha256": sha256_file(model.path),
              "feeds": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in model.feeds.items()},
              "runtimes": {}}
     prepared: dict[str, Prepared] = {}

@@ -136,3 +136,36 @@ def replace_directory(staging: Path, target: Path) -> None:
     """Move a complete ``staging`` directory to ``target`` inside a store dcopt owns (no user path
     checks: the caller created both)."""
     _swap_into_place(staging, target)
+
+
+@contextlib.contextmanager
+def staged_file(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary sibling of file ``path`` to write (by path, for writers such as
+    ``onnx.save_model`` that want one), renamed onto ``path`` when the block succeeds and
+    removed when it fails: readers see the old file or the whole new one, never half of it. It
+    gets the permissions any new file gets under the user's umask (``mkstemp``'s are 0600,
+    which would hide an exported model from the user's group). The one atomic file write of
+    dcopt: every file a user names and every store object goes through it."""
+    import tempfile
+
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise OutputPathError(f"cannot write '{path}': {exc.strerror or exc}") from None
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+    finally:
+        os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_file(path: str | os.PathLike, data: bytes | str) -> None:
+    """Write ``data`` (text as UTF-8) to ``path`` atomically (:func:`staged_file`)."""
+    with staged_file(path) as tmp:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)

@@ -158,3 +158,24 @@ def test_cli_compile_refuses_user_dirs_and_cwd(tmp_path, tiny_resnet_path):
     again = dcopt_cli("compile", tiny_resnet_path, "-o", out, env=env)
     assert again.returncode == 1 and "--force" in again.stderr
     assert dcopt_cli("compile", tiny_resnet_path, "-o", out, "--force", env=env).returncode == 0
+
+
+def test_staged_file_is_all_or_nothing_with_umask_permissions(tmp_path):
+    import os
+
+    from dcopt.outputs import staged_file, write_file
+
+    target = tmp_path / "model.onnx"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with staged_file(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("interrupted")
+    assert target.read_bytes() == b"old" and sorted(os.listdir(tmp_path)) == ["model.onnx"]
+    old = os.umask(0o022)
+    try:
+        write_file(target, "new")
+    finally:
+        os.umask(old)
+    assert target.read_text() == "new"
+    assert (target.stat().st_mode & 0o777) == 0o644  # not mkstemp's 0600

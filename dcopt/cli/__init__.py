@@ -62,6 +62,9 @@ class DcoptGroup(click.Group):
         except KeyboardInterrupt:
             err_console.print("interrupted", markup=False)
             ctx.exit(130)
+        except BrokenPipeError:  # the reader of our output went away (`dcopt diff a b | head`)
+            _silence_stdout()
+            ctx.exit(1)
         except SystemExit as exc:  # dcopt exits through click; this is user code (a patch, a pass)
             if _from_rich(exc):  # rich exits 1 when the reader of a pipe went away (`dcopt ... | head`)
                 ctx.exit(1)
@@ -111,6 +114,16 @@ def _add_display_options(command: click.Command) -> None:
     for cmd in commands:
         taken = {opt for p in cmd.params for opt in getattr(p, "opts", [])}
         cmd.params.extend(o for o in _display_options() if not taken & set(o.opts))
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so Python's flush at exit does not fail on the closed pipe again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+    except OSError:
+        pass
 
 
 def _from_rich(exc: SystemExit) -> bool:

@@ -69,7 +69,7 @@ def merge(base, ours, theirs, output, strategy, weights, density, check):
     from dcopt.cli.diff_cmd import read_version
     from dcopt.outputs import check_output_path
     from dcopt.versions.merge import merge_models, strategy as find_strategy
-    from dcopt.versions.store import write_atomic
+    from dcopt.outputs import write_file
 
     out = check_output_path(output)
     if out.is_dir():
@@ -80,7 +80,7 @@ def merge(base, ours, theirs, output, strategy, weights, density, check):
         find_strategy(strategy)  # a wrong name fails before any work
     models = [read_version(p, arg) for p, arg in ((base, "BASE"), (ours, "OURS"), (theirs, "THEIRS"))]
     result = merge_models(*models, strategy, _weights(weights), density)
-    write_atomic(out, result.data)
+    write_file(out, result.data)
     click.echo(f"wrote {output}: " + "; ".join(result.lines()))
     if check:
         if models[0].format.name != "onnx":

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -59,20 +57,13 @@ def output_directory(path: str, create: bool = False) -> Path:
 
 def write_npy(path: Path, array: np.ndarray) -> None:
     """Atomic .npy write: no half-written outputs if the process dies."""
+    from dcopt.outputs import staged_file
+
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise DcoptError(f"cannot write '{path}': {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
+        with staged_file(path) as tmp, open(tmp, "wb") as f:
             np.save(f, array, allow_pickle=False)
-        os.replace(tmp, path)
     except OSError as exc:
-        os.unlink(tmp)
         raise DcoptError(f"cannot write '{path}': {exc.strerror or exc}") from None
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def _stats(a: np.ndarray) -> tuple[str, str, str]:

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,14 +28,9 @@ def write_html(path: str | os.PathLike, text: str) -> Path:
     if target.is_dir() or not target.parent.is_dir():
         raise DcoptError(f"cannot write '{path}': " + ("it is a directory" if target.is_dir() else
                                                         f"directory '{target.parent}' does not exist"))
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    from dcopt.outputs import write_file
+
+    write_file(target, text)
     return target
 
 

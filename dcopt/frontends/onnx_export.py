@@ -9,7 +9,6 @@ supports the graph's opsets (so onnxruntime accepts it).
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -165,15 +164,10 @@ def save_onnx(graph: Graph, path: str | os.PathLike, *, check: bool = True) -> N
     """Export and write atomically (temp file then rename), so no half-written model is left.
     Models over 2 GB are written with external data next to the model."""
     model = export_model(graph, check=check)
+    from dcopt.outputs import staged_file
+
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with staged_file(path) as tmp:
         large = model.ByteSize() > 2**31 - 2**20 if hasattr(model, "ByteSize") else False
-        onnx.save_model(model, tmp, save_as_external_data=large,
+        onnx.save_model(model, str(tmp), save_as_external_data=large,
                         location=f"{path.name}.data" if large else None)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

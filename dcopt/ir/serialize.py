@@ -159,19 +159,9 @@ def loads(text: str, file: str | None = None) -> Graph:
 
 def save(graph: Graph, path) -> None:
     """Write atomically: a half-written file never replaces a good one."""
-    import os
-    import tempfile
-    from pathlib import Path
+    from dcopt.outputs import write_file
 
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(dumps(graph))
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_file(path, dumps(graph))
 
 
 def load(path) -> Graph:

@@ -11,7 +11,6 @@ Each writes PNG or SVG by the path's suffix, atomically, and returns the path.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from dcopt.errors import InputError
@@ -35,9 +34,10 @@ def _save(fig, path) -> Path:
     if path.suffix.lower() not in FORMATS:
         raise InputError(f"chart file '{path}': expected a .png or .svg name, got '{path.suffix or 'no suffix'}'")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=130, bbox_inches="tight")
-    os.replace(tmp, path)
+    from dcopt.outputs import staged_file
+
+    with staged_file(path) as tmp:
+        fig.savefig(tmp, dpi=130, bbox_inches="tight", format=path.suffix.lower()[1:])
     import matplotlib.pyplot as plt
 
     plt.close(fig)

@@ -31,6 +31,8 @@ import time
 import uuid
 from pathlib import Path
 
+from dcopt.integrity import sha256_file
+from dcopt.outputs import write_file
 from dcopt.runs.home import dcopt_home, runs_dir
 from dcopt.runs.index import RunIndex, RunRow
 
@@ -43,9 +45,7 @@ NO_RECORD_ENV = "DCOPT_NO_RECORD"
 
 def write_json(path: Path, data) -> None:
     """Write JSON atomically: a temporary sibling renamed into place."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    write_file(path, json.dumps(data, indent=1, sort_keys=True, default=str))
 
 
 def read_json(path: Path, default=None):
@@ -78,14 +78,6 @@ def is_alive(pid: int | None, pid_start: str | None) -> bool:
         pass
     now = process_start(pid)
     return pid_start is None or now is None or now == pid_start
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def content_hash(run_dir: Path) -> str:
@@ -202,9 +194,7 @@ class Run:
         if isinstance(data, (dict, list)):
             write_json(path, data)
         else:
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_bytes(data if isinstance(data, bytes) else str(data).encode())
-            os.replace(tmp, path)
+            write_file(path, data if isinstance(data, bytes) else str(data))
         return path
 
     def log_build(self, manifest: dict, key: str | None = None, output=None) -> None:
@@ -232,7 +222,7 @@ class Run:
         for p in sorted(self.path.rglob("*")):
             rel = p.relative_to(self.path).as_posix()
             if p.is_file() and rel not in (RUN_JSON, ANNOTATIONS) and not p.name.endswith(".tmp"):
-                files[rel] = _sha256(p)
+                files[rel] = sha256_file(p)
         self.record["files"] = files
         write_json(self.path / RUN_JSON, self.record)
         for p in self.path.rglob("*"):

@@ -28,7 +28,9 @@ from pathlib import Path
 from dcopt.errors import InputError
 from dcopt.runs.home import runs_dir
 from dcopt.runs.index import RunIndex, RunRow
-from dcopt.runs.record import ANNOTATIONS, FINISHED, FORMAT, RUN_JSON, _sha256, content_hash, read_json
+from dcopt.integrity import sha256_file
+from dcopt.outputs import staged_file
+from dcopt.runs.record import ANNOTATIONS, FINISHED, FORMAT, RUN_JSON, content_hash, read_json
 
 MARKER = ".dcopt-sha"
 
@@ -52,7 +54,7 @@ def install_run(home: Path, staged: Path) -> str:
                          file=str(staged))
     for rel, digest in (record.get("files") or {}).items():
         path = staged / rel
-        if not path.is_file() or _sha256(path) != digest:
+        if not path.is_file() or sha256_file(path) != digest:
             raise InputError(f"run {record['id'][:8]}: file {rel} is missing or does not match its sha256",
                              file=str(staged))
     (staged / MARKER).unlink(missing_ok=True)
@@ -90,12 +92,11 @@ class DirRemote:
         (target / MARKER).unlink(missing_ok=True)
         for rel in _files(run_dir):
             dst = target / rel
-            if dst.is_file() and _sha256(dst) == _sha256(run_dir / rel):
+            if dst.is_file() and sha256_file(dst) == sha256_file(run_dir / rel):
                 continue  # already there (an interrupted push resumes)
             dst.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dst.with_name(f".{dst.name}.tmp")
-            shutil.copyfile(run_dir / rel, tmp)
-            os.replace(tmp, dst)
+            with staged_file(dst) as tmp:
+                shutil.copyfile(run_dir / rel, tmp)
         (target / MARKER).write_text(sha)
 
     def fetch(self, run_id: str, staged: Path) -> None:

@@ -25,7 +25,8 @@ from pathlib import Path
 
 from dcopt.errors import DcoptError, ModelLoadError
 from dcopt.versions import manifest as manifests
-from dcopt.versions.store import ObjectStore, write_atomic
+from dcopt.outputs import write_file
+from dcopt.versions.store import ObjectStore
 
 ATTRIBUTES = "filter=dcopt diff=dcopt merge=dcopt -text"
 
@@ -101,7 +102,7 @@ def track(pattern: str, cwd=None) -> tuple[Path, bool]:
     line = f"{pattern} {ATTRIBUTES}"
     if any(existing.split()[:1] == [pattern] and "filter=dcopt" in existing for existing in text.splitlines()):
         return path, False
-    write_atomic(path, (text + ("" if not text or text.endswith("\n") else "\n") + line + "\n").encode())
+    write_file(path, (text + ("" if not text or text.endswith("\n") else "\n") + line + "\n").encode())
     return path, True
 
 
@@ -308,7 +309,7 @@ def merge_driver(base_file: str, ours_file: str, theirs_file: str, path: str, st
     previous = manifests.parse(texts[1], path) if manifests.is_manifest(texts[1]) else None
     merged = ModelFile(result.data, path)
     manifest = manifests.build(merged, repo_store(cwd), previous, _config_float("dcopt.tolerance", cwd))
-    write_atomic(ours_file, manifests.dumps(manifest))
+    write_file(ours_file, manifests.dumps(manifest))
     return f"dcopt merge {path}: " + "; ".join(result.lines())
 
 

@@ -14,31 +14,16 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import zlib
 from pathlib import Path
 from typing import Iterator
 
+from dcopt.outputs import write_file
 from dcopt.versions.errors import StoreError
 
 
 def sha256(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``path`` through a temporary sibling renamed into place: readers see the old file or
-    the whole new one, never half of it."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide a checked-out model from the user's group
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class ObjectStore:
@@ -75,7 +60,7 @@ class ObjectStore:
         if compressed:
             target = target.with_name(target.name + ".z")
         target.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(target, packed if compressed else data)
+        write_file(target, packed if compressed else data)
         return digest
 
     def get(self, digest: str, what: str = "object") -> bytes:
