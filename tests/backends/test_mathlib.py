@@ -128,3 +128,22 @@ def test_maxnum_minnum_reductions_with_a_nan_flag_match_numpy():
     reduce_rows(x, hi, lo)
     np.testing.assert_array_equal(hi, x.max(axis=1))
     np.testing.assert_array_equal(lo, x.min(axis=1))
+
+
+@pytest.mark.parametrize("n", [72, 120, 191, 4096])
+def test_max_reductions_hide_their_trip_count_and_stay_exact(n):
+    """A maxnum reduction over a constant count in 72..191 aborted the process inside LLVM's
+    vectorizer (an assertion of llvmlite's LLVM, on znver4); generated code hides the count."""
+    from onnx import TensorProto, helper
+
+    import dcopt
+    from tests.conftest import make_model
+
+    model = make_model([helper.make_node("ReduceMax", ["x"], ["y"], keepdims=0, axes=[1])],
+                       [("x", TensorProto.FLOAT, [3, n])], [("y", TensorProto.FLOAT, [3])], opset=17)
+    sess = dcopt.compile(model)
+    assert "opaque_count(" in sess._built().program.kernels[next(iter(sess._built().program.kernels))]
+    x = np.random.default_rng(0).standard_normal((3, n)).astype(np.float32)
+    x[1, n // 2] = np.nan
+    got = sess.run(None, {"x": x})[0]
+    np.testing.assert_array_equal(got, np.max(x, axis=1))

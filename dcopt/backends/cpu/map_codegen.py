@@ -345,12 +345,16 @@ class _Renderer:
             else:
                 lines.extend(self._init_region(m, out, names, cdt, depth))
                 stores.append(("update", out, cdt, None))
-        # the inner loop nest
+        # the inner loop nest; a maxnum/minnum register reduction's innermost trip count is hidden
+        # from LLVM (mathlib.opaque_count says why: an assertion in llvmlite's LLVM aborts on some)
+        hide = window is None and any(kind == "acc" and _split_nan(out.wcr, cdt) for kind, out, cdt, _ in stores)
         d = depth
         for j in inner:
             b, e = m.ranges[j]
-            lines.append(f"{IND * d}for {names[m.params[j]]} in range({index_text(b, names)}, "
-                         f"{index_text(e, names)}):")
+            end = index_text(e, names)
+            if hide and j == inner[-1]:
+                end = f"opaque_count({end})"
+            lines.append(f"{IND * d}for {names[m.params[j]]} in range({index_text(b, names)}, {end}):")
             d += 1
         lines.extend(self._loads(m, names, conn, d))
         types = {conn_name: compute_dtype(self._conn_dtype(m, conn_name)) for conn_name in conn}

@@ -11,7 +11,7 @@ import numpy as np
 from numba import carray, njit
 import math
 from dcopt.backends.cpu.mathlib import (FASTMATH, bf2f, f2bf, f2h, f32, fexp, ferf, flog, flog1p, fmaxnum, fmaxp, fminnum,
-                                        fminp, fpow_pos, ftanh, h2f)
+                                        fminp, fpow_pos, ftanh, h2f, opaque_count)
 from dcopt.backends.cpu.tasks import TASK_OPTIONS as CFUNC_OPTIONS
 from dcopt.backends.cpu.tasks import POINTERS as _POINTERS
 globals().update({f"_ptr_{name}": fn for name, fn in _POINTERS.items()})
