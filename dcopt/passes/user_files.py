@@ -100,8 +100,10 @@ def load_pipeline_file(path: str | Path) -> list:
                          "objects", file=str(path))
     from dcopt.passes.pipelines import build_steps
 
+    names = [s for s in pipeline if isinstance(s, str)]
     try:  # names resolve now, so a typo is reported against this file, before any compile
-        build_steps([s for s in pipeline if isinstance(s, str)])
+        if names:
+            build_steps(names)
     except DcoptError as exc:
         raise exc.at(file=str(path))
     return list(pipeline)

@@ -281,10 +281,25 @@ def _validate(call: PatchCall, before: Graph, after: Graph) -> str:
 
 
 def _run(call: PatchCall, graph: Graph, explain: bool) -> PatchOutcome:
-    if call.patch.needs_constants:
+    """Apply ``call`` to ``graph`` (in place). A patch that matches weights as constants and finds
+    no site is tried once more with computed constants folded (weights built by
+    ``ConstantOfShape``/``Reshape`` of constants, as the ONNX zoo emits them): folding only when
+    it is what stands between the patch and its sites keeps every other graph as it was."""
+    original = graph.copy() if call.patch.needs_constants else None
+    outcome = _call(call, graph, explain)
+    if original is not None and not outcome.applications:
         from dcopt.passes.base import get_pass
 
-        graph = get_pass("fold-constants")(graph).graph
+        folded = get_pass("fold-constants")(original)
+        if folded.modified:
+            retry = _call(call, folded.graph, explain)
+            if retry.applications:
+                retry.notes.append("computed constants were folded first: its sites need constant weights")
+                return retry
+    return outcome
+
+
+def _call(call: PatchCall, graph: Graph, explain: bool) -> PatchOutcome:
     try:
         return call.patch.run(graph, call.args, explain=explain)
     except PatchError:
