@@ -13,6 +13,8 @@ built-in formats, in entry-point name order.
 
 from __future__ import annotations
 
+import abc
+
 import functools
 from dataclasses import dataclass, field
 from typing import Mapping
@@ -78,32 +80,38 @@ class Structure:
         return out + [n.line() for n in self.nodes]
 
 
-class ModelFormat:
+class ModelFormat(abc.ABC):
     """A model file format. Subclasses set ``name`` and implement the methods; ``sniff`` must be
-    cheap (it sees the first 4 KiB)."""
+    cheap (it sees the first 4 KiB). A plugin that leaves one out cannot be instantiated, so it
+    fails when it is loaded, naming the missing method, not halfway through a commit."""
 
     name = "?"
 
+    @abc.abstractmethod
     def sniff(self, head: bytes) -> bool:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def payloads(self, data: bytes, file: str) -> list[Payload]:
         """The parameters whose bytes can be stored apart from the file, in file order,
         non-overlapping. Parameters left out stay in the file's skeleton."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def arrays(self, data: bytes, file: str, path=None) -> dict[str, np.ndarray]:
         """Every parameter as an array (including ones not in :meth:`payloads`, e.g. ONNX
         external data, read relative to ``path``)."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def structure(self, data: bytes, file: str) -> Structure:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def replace(self, data: bytes, arrays: Mapping[str, np.ndarray], file: str) -> bytes:
         """The same model with the parameters in ``arrays`` set to new values (same names,
         dtypes and shapes)."""
-        raise NotImplementedError
+        ...
 
 
 def _builtin() -> list[ModelFormat]:
