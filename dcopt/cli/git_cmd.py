@@ -38,12 +38,19 @@ def install(strategy, tolerance):
 @git_group.command("track")
 @click.argument("patterns", nargs=-1, required=True)
 def track(patterns):
-    """Route files matching PATTERNS (e.g. "*.onnx") through dcopt (.gitattributes)."""
+    """Route files matching PATTERNS (e.g. "*.onnx") through dcopt (.gitattributes). For ONNX
+    patterns, the external data files of matching models (and the usual *.onnx.data, *.onnx_data
+    names) are tracked too, so they are stored per tensor rather than whole."""
     from dcopt.versions import git
 
     for pattern in patterns:
         path, added = git.track(pattern)
         click.echo(f"{'tracking' if added else 'already tracked'}: {pattern} ({path})")
+        for side in git.side_file_patterns(pattern):
+            path, added = git.track(side)
+            if added:
+                click.echo(f"tracking: {side} (ONNX external data) ({path})")
+    click.echo("files git already has keep their stored form until 'git add --renormalize .'")
 
 
 @git_group.command("clean")
@@ -108,25 +115,44 @@ def merge_driver(base, ours, theirs, path, strategy):
     click.echo(git.merge_driver(base, ours, theirs, path, strategy), err=True)
 
 
+_TRANSPORT = click.option(
+    "--transport", type=click.Choice(["ref", "files"]), default="ref", show_default=True,
+    help="ref: store objects travel as blobs on refs/dcopt/objects with git push/fetch (any remote git "
+         "reaches); files: copy between store directories (REMOTE on this file system).")
+
+
 @git_group.command("push-store")
 @click.argument("remote")
-def push_store(remote):
-    """Copy the store objects of every commit to REMOTE's store (a remote name or repository path
-    on this file system)."""
-    from dcopt.versions import git
+@_TRANSPORT
+def push_store(remote, transport):
+    """Send the store objects every commit needs to REMOTE (a remote name, URL or repository path)."""
+    from dcopt.versions import git, transport as transports
 
+    local = git.repo_store()
     names = git.reachable_objects()
-    copied = git.copy_objects(git.repo_store(), git.remote_store(remote), names)
-    click.echo(f"pushed {copied} object(s) ({len(names) - copied} already there)")
+    present = [n for n in names if local.has(n)]
+    if transport == "ref":
+        copied = transports.push(remote, local, present)
+    else:
+        copied = git.copy_objects(local, git.remote_store(remote), present)
+    click.echo(f"pushed {copied} object(s) ({len(present) - copied} already there)")
+    if len(present) < len(names):
+        click.echo(f"{len(names) - len(present)} object(s) the history names are not in this store and were not "
+                   "pushed (pull them from where they are first)", err=True)
 
 
 @git_group.command("pull-store")
 @click.argument("remote")
-def pull_store(remote):
-    """Copy the store objects every local commit needs from REMOTE's store (run after git fetch)."""
-    from dcopt.versions import git
+@_TRANSPORT
+def pull_store(remote, transport):
+    """Fetch the store objects every local commit needs from REMOTE (run after git fetch or clone
+    --no-checkout, before checking models out)."""
+    from dcopt.versions import git, transport as transports
 
     local = git.repo_store()
     names = [n for n in git.reachable_objects() if not local.has(n)]
-    copied = git.copy_objects(git.remote_store(remote), local, names)
+    if transport == "ref":
+        copied = transports.pull(remote, local, names)
+    else:
+        copied = git.copy_objects(git.remote_store(remote), local, names)
     click.echo(f"pulled {copied} object(s)")

@@ -86,6 +86,8 @@ class ModelFormat(abc.ABC):
     fails when it is loaded, naming the missing method, not halfway through a commit."""
 
     name = "?"
+    #: set for plugins: how errors name the entry point that provided the format
+    plugin: str | None = None
 
     @abc.abstractmethod
     def sniff(self, head: bytes) -> bool:
@@ -122,20 +124,82 @@ def _builtin() -> list[ModelFormat]:
     return [SafetensorsFormat(), TorchFormat(), OnnxFormat()]  # ONNX last: its sniff is the loosest
 
 
+def plugin_label(ep) -> str:
+    """How errors name an entry point: group, name and ``module:attr``, and its package."""
+    dist = getattr(getattr(ep, "dist", None), "name", None)
+    return f"'{ep.name}' ({ep.group} = {ep.value}{', package ' + dist if dist else ''})"
+
+
+def load_entry_point(ep, what: str):
+    """``ep.load()``, with any failure (an import error inside the plugin, a missing attribute) as a
+    PluginError naming the entry point instead of a traceback from someone else's package."""
+    from dcopt.versions.errors import PluginError
+
+    try:
+        return ep.load()
+    except Exception as exc:  # noqa: BLE001 - a broken plugin is named, not a traceback
+        raise PluginError(f"{what} plugin {plugin_label(ep)} failed to load: "
+                          f"{type(exc).__name__}: {exc}") from None
+
+
+def _plugin_format(ep) -> ModelFormat:
+    """The ModelFormat an entry point names (a subclass, instantiated, or an instance), checked
+    now -- an abstract method left out, a wrong type or a clashing name fails here, by name."""
+    from dcopt.versions.errors import PluginError
+
+    obj = load_entry_point(ep, "model format")
+    if isinstance(obj, type) and issubclass(obj, ModelFormat):
+        missing = sorted(getattr(obj, "__abstractmethods__", ()))
+        if missing:
+            raise PluginError(f"model format plugin {plugin_label(ep)}: {obj.__name__} does not implement "
+                              f"{', '.join(missing)} (every ModelFormat method is required)")
+        try:
+            obj = obj()
+        except Exception as exc:  # noqa: BLE001
+            raise PluginError(f"model format plugin {plugin_label(ep)}: {obj.__name__}() failed: "
+                              f"{type(exc).__name__}: {exc}") from None
+    if not isinstance(obj, ModelFormat):
+        raise PluginError(f"model format plugin {plugin_label(ep)} names a {type(obj).__name__}, not a "
+                          "dcopt.versions.formats.ModelFormat subclass or instance")
+    if not isinstance(obj.name, str) or not obj.name or obj.name == "?":
+        raise PluginError(f"model format plugin {plugin_label(ep)}: {type(obj).__name__}.name must be set "
+                          "to the format's name")
+    obj.plugin = plugin_label(ep)
+    return obj
+
+
 @functools.lru_cache(maxsize=None)
 def registered() -> tuple[ModelFormat, ...]:
-    """Built-in formats, then the plugins of the ``dcopt.model_formats`` entry point group."""
+    """Built-in formats, then the plugins of the ``dcopt.model_formats`` entry point group (a
+    broken one is a PluginError: silently skipping it would store its files as opaque blobs)."""
     from importlib.metadata import entry_points
+
+    from dcopt.versions.errors import PluginError
 
     formats = _builtin()
     for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-        try:
-            obj = ep.load()
-        except Exception as exc:  # noqa: BLE001 - a broken plugin is named, not a traceback
-            raise ModelLoadError(f"model format plugin '{ep.name}' ({ep.value}) failed to load: "
-                                 f"{type(exc).__name__}: {exc}") from None
-        formats.append(obj() if isinstance(obj, type) else obj)
+        fmt = _plugin_format(ep)
+        clash = next((f for f in formats if f.name == fmt.name), None)
+        if clash is not None:
+            raise PluginError(f"model format plugin {plugin_label(ep)}: format name '{fmt.name}' is already "
+                              f"taken by {getattr(clash, 'plugin', None) or 'a built-in format'}")
+        formats.append(fmt)
     return tuple(formats)
+
+
+def call(fmt: ModelFormat, method: str, *args):
+    """``fmt.<method>(*args)``; for a plugin format, an exception that is not a DcoptError becomes a
+    PluginError naming the plugin, the method and the file (``args[1]``), not a traceback."""
+    try:
+        return getattr(fmt, method)(*args)
+    except Exception as exc:
+        from dcopt.errors import DcoptError
+        from dcopt.versions.errors import PluginError
+
+        if fmt.plugin is None or isinstance(exc, DcoptError):
+            raise
+        raise PluginError(f"model format plugin {fmt.plugin}: {method}() raised {type(exc).__name__}: {exc}",
+                          file=str(args[1]) if len(args) > 1 else None) from None
 
 
 def by_name(name: str) -> ModelFormat:
@@ -149,7 +213,14 @@ def sniff(data: bytes, file: str = "<data>") -> ModelFormat:
     """The format of ``data``, from its content; ModelLoadError naming the file if none fits."""
     head = bytes(data[:4096])
     for fmt in registered():
-        if fmt.sniff(head):
+        try:
+            found = fmt.sniff(head)
+        except Exception as exc:  # noqa: BLE001 - only a plugin's sniff can raise
+            from dcopt.versions.errors import PluginError
+
+            raise PluginError(f"model format plugin {getattr(fmt, 'plugin', fmt.name)}: sniff() raised "
+                              f"{type(exc).__name__}: {exc}", file=file) from None
+        if found:
             return fmt
     raise ModelLoadError(f"not a model file dcopt knows (ONNX, safetensors, PyTorch state dict"
                          f"{', ' + ', '.join(f.name for f in registered()[3:]) if len(registered()) > 3 else ''}); "

@@ -18,17 +18,20 @@ merge parameters both branches changed (else they are conflicts).
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 from dcopt.errors import DcoptError, ModelLoadError
-from dcopt.versions import manifest as manifests
+from dcopt.versions import index, manifest as manifests
 from dcopt.outputs import write_file
-from dcopt.versions.store import ObjectStore
+from dcopt.versions.store import ObjectStore, sha256
 
 ATTRIBUTES = "filter=dcopt diff=dcopt merge=dcopt -text"
+#: every branch, tag and remote-tracking ref, not the store's own ref (its blobs are parameters)
+HISTORY = ("--exclude=refs/dcopt/*", "--all")
 
 
 class GitError(DcoptError):
@@ -106,6 +109,30 @@ def track(pattern: str, cwd=None) -> tuple[Path, bool]:
     return path, True
 
 
+def side_file_patterns(pattern: str, cwd=None) -> list[str]:
+    """What tracking ``pattern`` also needs for ONNX external data (:mod:`dcopt.versions.external_data`):
+    for a ``*.onnx``-style pattern the usual side-file names (``<pattern>.data``, ``<pattern>_data``),
+    and the exact path (``/dir/file``) of every external data file that a matching model in the work
+    tree names -- so a checkout rebuilds the pair and a fine-tune stores only changed tensors."""
+    import fnmatch
+
+    from dcopt.versions import external_data
+
+    top = Path(git("rev-parse", "--show-toplevel", cwd=cwd, check=False) or cwd or ".").resolve()
+    out = [f"{pattern}.data", f"{pattern}_data"] if pattern.endswith(".onnx") else []
+    for directory, dirs, files in os.walk(top):
+        dirs[:] = [d for d in dirs if d != ".git"]
+        for name in files:
+            rel = os.path.relpath(os.path.join(directory, name), top).replace(os.sep, "/")
+            if not fnmatch.fnmatch(rel if "/" in pattern.strip("/") else name, pattern.strip("/")):
+                continue
+            for side in external_data.side_files(Path(directory) / name):
+                side_rel = "/" + os.path.relpath(side, top).replace(os.sep, "/")
+                if not side_rel.startswith("/..") and side_rel not in out and not any(c.isspace() for c in side_rel):
+                    out.append(side_rel)
+    return out
+
+
 # -- clean / smudge ----------------------------------------------------------------------------
 
 def _previous(path: str, cwd=None) -> dict | None:
@@ -122,26 +149,75 @@ def _previous(path: str, cwd=None) -> dict | None:
 
 def clean(data: bytes, path: str, cwd=None) -> bytes:
     """A model's bytes -> its manifest (parameters into the store). Not a model: unchanged."""
-    from dcopt.versions.formats import sniff
     from dcopt.versions.params import ModelFile
 
     if manifests.is_manifest(data) or not data:
         return data
+    previous = _previous(path, cwd)
     try:
-        fmt = sniff(data, path)
+        fmt = _format_of(data, path, cwd, previous)
     except ModelLoadError:
-        print(f"dcopt: {path} is not a model file dcopt knows; stored as is", file=sys.stderr)
+        print(f"dcopt: {path} is not a model file dcopt knows, nor the external data of an ONNX model next to "
+              "it; stored as is", file=sys.stderr)
         return data
     model = ModelFile(data, path, Path(cwd or ".") / path, fmt)
-    manifest = manifests.build(model, repo_store(cwd), _previous(path, cwd), _config_float("dcopt.tolerance", cwd))
-    return manifests.dumps(manifest)
+    _warn_untracked_side_files(model, path, cwd)
+    store = repo_store(cwd)
+    manifest = manifests.build(model, store, previous, _config_float("dcopt.tolerance", cwd))
+    return _remembered(store, manifest)
+
+
+def _format_of(data: bytes, path: str, cwd=None, manifest: dict | None = None):
+    """The format of a tracked file: from a manifest that cut it as external data, else sniffed,
+    else the external data of ONNX models in the work tree; ModelLoadError if none."""
+    from dcopt.versions import external_data
+    from dcopt.versions.formats import sniff
+
+    if manifest is not None and manifest.get("format") == external_data.NAME and \
+            manifest.get("size") == len(data) and manifest.get("sha256") == sha256(data):
+        return external_data.from_manifest(manifest)
+    try:
+        return sniff(data, path)
+    except ModelLoadError:
+        where = Path(cwd or ".").resolve() / path
+        top = git("rev-parse", "--show-toplevel", cwd=where.parent, check=False) if where.parent.is_dir() else None
+        fmt = external_data.format_for(data, where, Path(top).resolve() if top else where.parent, manifest)
+        if fmt is None:
+            raise
+        return fmt
+
+
+def _warn_untracked_side_files(model, path: str, cwd=None) -> None:
+    """An ONNX model whose external data file git would store whole: say how to track it."""
+    if model.format.name != "onnx":
+        return
+    from dcopt.versions import external_data
+
+    top = Path(git("rev-parse", "--show-toplevel", cwd=cwd, check=False) or cwd or ".").resolve()
+    for side in external_data.side_files(Path(cwd or ".").resolve() / path):
+        rel = os.path.relpath(side, top)
+        attr = git("check-attr", "filter", "--", rel, cwd=top, check=False) or ""
+        if not attr.endswith(": dcopt"):
+            print(f"dcopt: {path} keeps its weights in {rel}, which git stores whole; run "
+                  f"'dcopt git track {shlex.quote(rel)} && git add --renormalize {shlex.quote(rel)}' to store it per "
+                  "parameter", file=sys.stderr)
+
+
+def _remembered(store: ObjectStore, manifest: dict) -> bytes:
+    """The manifest's bytes, recorded in the store's index (what textconv looks models up in)."""
+    text = manifests.dumps(manifest)
+    index.remember(store, text, manifest)
+    return text
 
 
 def smudge(data: bytes, path: str, cwd=None) -> bytes:
     """A manifest -> the model's bytes, verified; anything else unchanged."""
     if not manifests.is_manifest(data):
         return data
-    return manifests.rebuild(manifests.parse(data, path), repo_store(cwd), path)
+    manifest, store = manifests.parse(data, path), repo_store(cwd)
+    model = manifests.rebuild(manifest, store, path)
+    index.remember(store, data, manifest)
+    return model
 
 
 # -- the long-running filter process (gitprotocol-common pkt-lines) ----------------------------
@@ -233,36 +309,66 @@ def filter_process(inp=None, out=None, cwd=None) -> int:
 
 # -- diff and merge drivers --------------------------------------------------------------------
 
-def load_version(data: bytes, file: str, path=None, cwd=None):
-    """A ModelFile from a model's bytes or from a manifest (rebuilt from the store)."""
+def load_version(data: bytes, file: str, path=None, cwd=None, committed: bytes | None = None):
+    """A ModelFile from a model's bytes or from a manifest (rebuilt from the store). ``committed``:
+    the manifest git stores for ``data``, when known -- an external data file has no format of its
+    own, its manifest says how it was cut; ``path``: where the work tree has it."""
     from dcopt.versions.params import ModelFile
 
+    manifest = manifests.parse(committed, file) if committed else None
     if manifests.is_manifest(data):
-        data = manifests.rebuild(manifests.parse(data, file), repo_store(cwd), file)
-    return ModelFile(data, file, path)
+        manifest = manifests.parse(data, file)
+        data = manifests.rebuild(manifest, repo_store(cwd), file)
+    fmt = _format_of(data, str(Path(path).resolve()) if path is not None else file, cwd, manifest) \
+        if manifest is not None or path is not None else None
+    return ModelFile(data, file, path, fmt)
 
 
-def textconv(data: bytes, file: str) -> str:
+def textconv(data: bytes, file: str, cwd=None) -> str:
     """A readable listing for git's line diff (``git log -p``): structure lines, then one line per
-    parameter with its digest and update type."""
-    from dcopt.versions import updates
+    parameter with how the store keeps it (dense, sparse, low-rank) and its digest. Git passes the
+    smudged model, so its manifest is found by the model's sha256 (:mod:`dcopt.versions.index`)."""
     from dcopt.versions.params import ModelFile
-    from dcopt.versions.store import sha256
 
     if manifests.is_manifest(data):
-        m = manifests.parse(data, file)
-        lines = [f"dcopt model ({m['format']}, {m['size']} bytes, sha256 {m['sha256'][:16]})"]
-        if m.get("lossy"):
-            lines.append(f"lossy within tolerance {m['lossy']['tolerance']:g}")
-        lines += m["structure"]
-        lines += [f"param {p['name']}: {p['dtype']}{p['shape']} sha256:{p['update']['sha256'][:16]} "
-                  f"{updates.summary(p['update'])}" for p in m["params"]]
-        return "\n".join(lines) + "\n"
+        return _manifest_listing(manifests.parse(data, file))
+    digest = sha256(data)
+    found = _find_manifest(digest, cwd)
+    if found is not None:
+        return _manifest_listing(found)
     model = ModelFile(data, file)
-    lines = [f"dcopt model ({model.format.name}, {len(data)} bytes, sha256 {sha256(data)[:16]})"]
+    lines = [f"dcopt model ({model.format.name}, {len(data)} bytes, sha256 {digest[:16]}; not in the store's index)"]
     lines += model.structure.lines()
     lines += [f"param {p.name}: {p.dtype}{list(p.shape)} sha256:{sha256(model.blob(p))[:16]}" for p in model.payloads]
     return "\n".join(lines) + "\n"
+
+
+def _manifest_listing(m: dict) -> str:
+    from dcopt.versions import updates
+
+    lines = [f"dcopt model ({m['format']}, {m['size']} bytes, sha256 {m['sha256'][:16]})"]
+    if m.get("lossy"):
+        lines.append(f"lossy within tolerance {m['lossy']['tolerance']:g}")
+    lines += m["structure"]
+    lines += [f"param {p['name']}: {p['dtype']}{p['shape']} {updates.summary(p['update'])} "
+              f"sha256:{p['update']['sha256'][:16]}" for p in m["params"]]
+    return "\n".join(lines) + "\n"
+
+
+def _find_manifest(model_sha256: str, cwd=None) -> dict | None:
+    """The manifest of a model, from the store's index; on a miss (a store pulled from elsewhere)
+    every manifest in the history is indexed once, then looked up again."""
+    try:
+        store = repo_store(cwd)
+    except GitError:
+        return None  # textconv outside a repository: list the model without update types
+    found = index.recall(store, model_sha256)
+    if found is None:
+        for text, manifest in manifest_blobs(cwd):
+            index.remember(store, text, manifest)
+            if manifest["sha256"] == model_sha256:
+                found = manifest
+    return found
 
 
 def _committed(hex_id: str, cwd=None) -> bytes | None:
@@ -285,10 +391,11 @@ def diff_driver(path: str, old_file: str, new_file: str, old_hex: str = "", new_
     if not old or not new:
         side = "new" if not old else "deleted"
         return header + f"{side} model\n" + textconv(new or old, path)
-    a, b = load_version(old, f"a/{path}", cwd=cwd), load_version(new, f"b/{path}", cwd=cwd)
+    committed = _committed(new_hex, cwd) or (new if manifests.is_manifest(new) else None)
+    a = load_version(old, f"a/{path}", cwd=cwd, committed=_committed(old_hex, cwd))
+    b = load_version(new, f"b/{path}", path if committed is None else None, cwd, committed)
     if a.data == b.data:
         return ""
-    committed = _committed(new_hex, cwd) or (new if manifests.is_manifest(new) else None)
     stored = {p["name"]: updates.summary(p["update"]) for p in manifests.parse(committed, path)["params"]} \
         if committed else None
     return header + "\n".join(diff_models(a, b, updates=stored).lines()) + "\n"
@@ -307,13 +414,14 @@ def merge_driver(base_file: str, ours_file: str, theirs_file: str, path: str, st
                           for t, side in zip(texts, ("base", "our", "their")))
     result = merge_models(base, ours, theirs, strategy)
     previous = manifests.parse(texts[1], path) if manifests.is_manifest(texts[1]) else None
-    merged = ModelFile(result.data, path)
-    manifest = manifests.build(merged, repo_store(cwd), previous, _config_float("dcopt.tolerance", cwd))
-    write_file(ours_file, manifests.dumps(manifest))
+    merged = ModelFile(result.data, path, fmt=(ours if result.template == "ours" else theirs).format)
+    store = repo_store(cwd)
+    manifest = manifests.build(merged, store, previous, _config_float("dcopt.tolerance", cwd))
+    write_file(ours_file, _remembered(store, manifest))
     return f"dcopt merge {path}: " + "; ".join(result.lines())
 
 
-# -- carrying the store between repositories ---------------------------------------------------
+# -- carrying the store between repositories on one file system (--transport files; see transport.py) -
 
 def remote_store(remote: str, cwd=None) -> ObjectStore:
     """The store of another repository on this file system: a remote name or a path, bare or not."""
@@ -322,7 +430,7 @@ def remote_store(remote: str, cwd=None) -> ObjectStore:
     root = Path(cwd or ".") / url
     if not root.is_dir():
         raise GitError(f"'{remote}' is not a remote or repository directory on this machine (url {url}); "
-                       "copy .git/dcopt/objects with rsync for other transports")
+                       "use the default --transport ref (git push/fetch of refs/dcopt/objects) for other remotes")
     target = common_dir(root)
     return ObjectStore(target / "dcopt" / "objects")
 
@@ -337,24 +445,39 @@ def copy_objects(source: ObjectStore, target: ObjectStore, names) -> int:
     return copied
 
 
-def reachable_objects(cwd=None, revs: tuple[str, ...] = ("--all",)) -> list[str]:
-    """Every store object named by a manifest in the history of ``revs``."""
-    out: dict[str, None] = {}
-    listing = git("rev-list", "--objects", *revs, cwd=cwd)
-    blobs = [line.split(" ", 1)[0] for line in listing.splitlines() if " " in line]
-    if not blobs:
-        return []
-    proc = subprocess.run(["git", "cat-file", "--batch"], cwd=cwd, input="\n".join(blobs).encode() + b"\n",
+def cat_batch(ids: list[str], cwd=None):
+    """(type, contents) of git objects, in order, from one ``git cat-file --batch``."""
+    if not ids:
+        return
+    proc = subprocess.run(["git", "cat-file", "--batch"], cwd=cwd, input="\n".join(ids).encode() + b"\n",
                           capture_output=True, check=True)
     data, pos = proc.stdout, 0
     while pos < len(data):
         end = data.index(b"\n", pos)
         header = data[pos:end].split()
+        if len(header) < 3:  # "<id> missing"
+            pos = end + 1
+            continue
         size = int(header[2])
-        body = data[end + 1:end + 1 + size]
+        yield header[1].decode(), data[end + 1:end + 1 + size]
         pos = end + 1 + size + 1
-        if header[1] == b"blob" and manifests.is_manifest(body):
-            for name in manifests.objects(manifests.parse(body)):
-                out[name] = None
-    return list(out)
 
+
+def manifest_blobs(cwd=None, revs: tuple[str, ...] = HISTORY):
+    """(bytes, parsed manifest) of every manifest blob in the history of ``revs``."""
+    listing = git("rev-list", "--objects", *revs, cwd=cwd)
+    blobs = [line.split(" ", 1)[0] for line in listing.splitlines() if " " in line]
+    for kind, body in cat_batch(blobs, cwd):
+        if kind == "blob" and manifests.is_manifest(body):
+            try:
+                yield body, manifests.parse(body)
+            except ModelLoadError:
+                continue  # a file that only looks like a manifest
+
+
+def reachable_objects(cwd=None, revs: tuple[str, ...] = HISTORY) -> list[str]:
+    """Every store object named by a manifest in the history of ``revs``."""
+    out: dict[str, None] = {}
+    for _, manifest in manifest_blobs(cwd, revs):
+        out.update(dict.fromkeys(manifests.objects(manifest)))
+    return list(out)

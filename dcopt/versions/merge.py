@@ -35,7 +35,7 @@ from typing import Callable
 import numpy as np
 
 from dcopt.errors import ArgumentError
-from dcopt.versions.errors import MergeConflict
+from dcopt.versions.errors import MergeConflict, PluginError
 from dcopt.versions.params import ModelFile
 
 ENTRY_POINT_GROUP = "dcopt.merge_strategies"
@@ -47,6 +47,7 @@ class Strategy:
     combine: Callable | None  # None: pick a side (ours/theirs/base)
     task_vectors: bool = False
     doc: str = ""
+    plugin: str | None = None  # the entry point that provided it, for error messages
 
 
 def _weighted(base, ours, theirs, weights, density):
@@ -94,16 +95,23 @@ BUILTIN = {
 
 @functools.lru_cache(maxsize=None)
 def strategies() -> dict[str, Strategy]:
+    """The built-in strategies, then the ``dcopt.merge_strategies`` plugins; a broken plugin (fails
+    to import, not callable, or a name a built-in has) is a PluginError naming its entry point."""
     from importlib.metadata import entry_points
+
+    from dcopt.versions.formats import load_entry_point, plugin_label
 
     out = dict(BUILTIN)
     for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-        try:
-            fn = ep.load()
-        except Exception as exc:  # noqa: BLE001 - a broken plugin is named, not a traceback
-            raise ArgumentError(f"merge strategy plugin '{ep.name}' ({ep.value}) failed to load: "
-                                f"{type(exc).__name__}: {exc}", argument="strategy") from None
-        out[ep.name] = Strategy(ep.name, fn, bool(getattr(fn, "task_vectors", False)), (fn.__doc__ or "").strip())
+        fn = load_entry_point(ep, "merge strategy")
+        if not callable(fn):
+            raise PluginError(f"merge strategy plugin {plugin_label(ep)} names a {type(fn).__name__}, not a "
+                              "callable f(base, ours, theirs, weights, density) -> array")
+        if ep.name in BUILTIN:
+            raise PluginError(f"merge strategy plugin {plugin_label(ep)}: '{ep.name}' is a built-in strategy; "
+                              "give the entry point another name")
+        out[ep.name] = Strategy(ep.name, fn, bool(getattr(fn, "task_vectors", False)), (fn.__doc__ or "").strip(),
+                                plugin_label(ep))
     return out
 
 
@@ -126,6 +134,20 @@ class MergeResult:
         order = ("unchanged", "ours", "theirs", "both-same", "merged")
         counts = ", ".join(f"{self.counts.get(k, 0)} {k}" for k in order)
         return [f"structure from {self.template}; parameters: {counts} ({self.seconds:.2f} s)"]
+
+
+def _combine(chosen: Strategy, pname: str, b, o, t, weights, density) -> np.ndarray:
+    """Run a strategy on one parameter (float64 in, the parameter's dtype out); a plugin that
+    raises or returns something that is not an array is a PluginError naming it and the parameter."""
+    try:
+        with np.errstate(all="ignore"):
+            raw = chosen.combine(b.astype(np.float64), o.astype(np.float64), t.astype(np.float64), weights, density)
+        return np.asarray(raw).astype(b.dtype)
+    except Exception as exc:  # noqa: BLE001 - a plugin's bug, reported as such
+        if chosen.plugin is None:
+            raise
+        raise PluginError(f"merge strategy plugin {chosen.plugin} failed on parameter '{pname}': "
+                          f"{type(exc).__name__}: {exc}") from None
 
 
 def _signature(model: ModelFile) -> tuple:
@@ -195,9 +217,7 @@ def merge_models(base: ModelFile, ours: ModelFile, theirs: ModelFile, strategy_n
                                  f"'{chosen.name}' needs floating point; use --strategy ours|theirs|base")
                 continue
             else:
-                with np.errstate(all="ignore"):
-                    value = np.asarray(chosen.combine(b.astype(np.float64), o.astype(np.float64),
-                                                      t.astype(np.float64), weights, density)).astype(b.dtype)
+                value = _combine(chosen, pname, b, o, t, weights, density)
                 if value.shape != b.shape:
                     conflicts.append(f"parameter '{pname}': strategy '{chosen.name}' returned shape "
                                      f"{list(value.shape)}, expected {list(b.shape)}")
@@ -210,5 +230,5 @@ def merge_models(base: ModelFile, ours: ModelFile, theirs: ModelFile, strategy_n
             changed[pname] = value
     if conflicts:
         raise MergeConflict(conflicts)
-    data = template.format.replace(template.data, changed, template.file) if changed else template.data
+    data = template.replace(changed) if changed else template.data
     return MergeResult(data, name, counts, merged, time.perf_counter() - started)

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from dcopt.errors import ModelLoadError
-from dcopt.versions.formats import ModelFormat, Payload, Structure, numpy_dtype, sniff
+from dcopt.versions.errors import PluginError
+from dcopt.versions.formats import ModelFormat, Payload, Structure, call, numpy_dtype, sniff
 
 
 class ModelFile:
@@ -39,7 +40,21 @@ class ModelFile:
 
     @functools.cached_property
     def payloads(self) -> list[Payload]:
-        return self.format.payloads(self.data, self.file)
+        """The format's payloads, checked: in file order, inside the file, not overlapping, names
+        unique -- else cutting and reassembling would not give the file back (a plugin's bug is
+        named here instead of becoming a wrong checkout)."""
+        found = call(self.format, "payloads", self.data, self.file)
+        pos, names = 0, set()
+        for p in found:
+            problem = _payload_problem(p, pos, names, len(self.data))
+            if problem:
+                plugin = self.format.plugin
+                who = f"model format plugin {plugin}" if plugin else f"format {self.format.name}"
+                raise (PluginError if plugin else ModelLoadError)(
+                    f"{who}: payload '{getattr(p, 'name', p)}' {problem}", file=self.file)
+            pos = p.end
+            names.add(p.name)
+        return found
 
     def blob(self, payload: Payload) -> bytes:
         return self.data[payload.start:payload.end]
@@ -55,13 +70,28 @@ class ModelFile:
         parts.append(self.data[pos:])
         return b"".join(parts), offsets
 
+    def replace(self, arrays) -> bytes:
+        """This model's bytes with the parameters in ``arrays`` set to new values (merges)."""
+        return call(self.format, "replace", self.data, arrays, self.file)
+
     @functools.cached_property
     def arrays(self) -> dict[str, np.ndarray]:
-        return self.format.arrays(self.data, self.file, self.path)
+        return call(self.format, "arrays", self.data, self.file, self.path)
 
     @functools.cached_property
     def structure(self) -> Structure:
-        return self.format.structure(self.data, self.file)
+        return call(self.format, "structure", self.data, self.file)
+
+
+def _payload_problem(p, pos: int, names: set, size: int) -> str | None:
+    """Why payload ``p`` cannot be cut out after the payloads ending at ``pos`` (None: it can)."""
+    if not isinstance(p, Payload):
+        return "is not a Payload"
+    if p.start < pos:
+        return f"bytes {p.start}..{p.end} overlap the previous payload or are out of order"
+    if p.end < p.start or p.end > size:
+        return f"bytes {p.start}..{p.end} lie outside the file ({size} bytes)"
+    return "is listed twice" if p.name in names else None
 
 
 def assemble(skeleton: bytes, pieces: list[tuple[int, bytes]]) -> bytes:

@@ -89,7 +89,7 @@ class ObjectStore:
         for sub in sorted(self.root.iterdir()):
             if len(sub.name) == 2 and sub.is_dir():
                 for f in sorted(sub.iterdir()):
-                    if not f.name.startswith(".tmp-"):
+                    if not f.name.startswith("."):  # a write in progress (staged_file's temporary)
                         yield sub.name + f.name.removesuffix(".z")
 
     def file_of(self, digest: str) -> Path | None:

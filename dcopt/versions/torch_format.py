@@ -2,7 +2,9 @@
 
 Values are read with ``torch.load(weights_only=True)`` -- never arbitrary unpickling -- and only
 when torch is installed. For storage, each tensor storage of the zip (``<archive>/data/<key>``,
-kept uncompressed by torch) is one payload named after its zip member; nested dicts are
+kept uncompressed by torch) is one payload named after the state-dict key that owns it, with that
+tensor's dtype and shape (:mod:`dcopt.versions.torch_pickle` reads ``data.pkl`` without unpickling,
+and without torch), so a fine-tune is stored as deltas of the same parameter; nested dicts are
 flattened with dots (``{"model": {"fc.weight": t}}`` -> ``model.fc.weight``).
 """
 
@@ -16,7 +18,8 @@ from typing import Mapping
 import numpy as np
 
 from dcopt.errors import ModelLoadError
-from dcopt.versions.formats import ModelFormat, Payload, Structure
+from dcopt.versions.formats import ModelFormat, Payload, Structure, numpy_dtype
+from dcopt.versions.torch_pickle import TensorRef, tensor_refs
 
 _LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
 
@@ -64,6 +67,40 @@ def _to_numpy(tensor) -> np.ndarray:
     return tensor.numpy()
 
 
+def _storage_owners(archive: zipfile.ZipFile, infos) -> dict[str, tuple[str, TensorRef]]:
+    """Storage key -> (state-dict key, tensor) of the first tensor using it, from ``data.pkl``
+    (read without unpickling); empty when the archive is big-endian or unreadable."""
+    names = {i.filename for i in infos}
+    pkl = next((n for n in names if n.endswith("/data.pkl") and n.count("/") == 1), None)
+    order = next((n for n in names if n.endswith("/byteorder") and n.count("/") == 1), None)
+    if pkl is None or (order is not None and archive.read(order).strip() != b"little"):
+        return {}
+    owners: dict[str, tuple[str, TensorRef]] = {}
+    for name, ref in tensor_refs(archive.read(pkl)).items():
+        owners.setdefault(ref.storage.key, (name, ref))
+    return owners
+
+
+def _describe(key: str, member: str, nbytes: int, owners) -> tuple[str, str, tuple[int, ...]]:
+    """A storage's payload name, dtype and shape: the owning tensor's key, dtype and shape when the
+    tensor is the whole storage (deltas then see its real layout: low-rank for a matrix); the key
+    with the storage's elements when tensors share or slice it; the zip member as raw bytes when no
+    tensor of the state dict owns it."""
+    if key not in owners:
+        return member, "uint8", (nbytes,)
+    name, ref = owners[key]
+    dtype = ref.dtype or ref.storage.dtype
+    try:
+        itemsize = numpy_dtype(dtype).itemsize if dtype else 0
+    except (TypeError, AttributeError):
+        itemsize = 0
+    if not itemsize or nbytes % itemsize:
+        return name, "uint8", (nbytes,)
+    if ref.whole(nbytes, itemsize):
+        return name, dtype, ref.shape
+    return name, dtype, (nbytes // itemsize,)
+
+
 class TorchFormat(ModelFormat):
     name = "torch"
 
@@ -77,6 +114,7 @@ class TorchFormat(ModelFormat):
         try:
             archive = zipfile.ZipFile(io.BytesIO(data))
             infos = archive.infolist()
+            owners = _storage_owners(archive, infos)
         except zipfile.BadZipFile as exc:
             raise ModelLoadError(f"damaged PyTorch zip archive: {exc}", file=file) from None
         out = []
@@ -86,7 +124,8 @@ class TorchFormat(ModelFormat):
                 continue
             name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26:info.header_offset + 30])
             start = info.header_offset + 30 + name_len + extra_len
-            out.append(Payload(info.filename, "uint8", (info.file_size,), "raw", start, start + info.file_size))
+            name, dtype, shape = _describe(parts[-1], info.filename, info.file_size, owners)
+            out.append(Payload(name, dtype, shape, "raw", start, start + info.file_size))
         return sorted(out, key=lambda p: p.start)
 
     def arrays(self, data: bytes, file: str, path=None) -> dict[str, np.ndarray]:

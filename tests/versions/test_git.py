@@ -56,7 +56,8 @@ def test_versions_round_trip_diff_merge_and_damaged_store(tmp_path):
     assert "weights only" in diff
     git(repo, "commit", "-qam", "low-rank fine-tune of fc1")
     log = git(repo, "log", "-p", "-1").stdout  # textconv: one line per parameter, changed ones in the hunk
-    assert "-param w1: float32[32, 64] sha256:" in log and "+param w1: float32[32, 64] sha256:" in log
+    assert "-param w1: float32[32, 64] dense sha256:" in log, log
+    assert "+param w1: float32[32, 64] low-rank r=2 (+" in log, log
     assert "param w2" not in log.split("@@")[-1].replace(" param w2", "")  # unchanged: context only
     committed_diff = git(repo, "diff", "HEAD~1", "HEAD").stdout
     assert "stored low-rank r=2" in committed_diff, committed_diff
@@ -83,9 +84,14 @@ def test_versions_round_trip_diff_merge_and_damaged_store(tmp_path):
     clone = tmp_path / "clone"
     git(tmp_path, "clone", "-q", "--no-checkout", str(repo), str(clone))
     dcopt(clone, "git", "install")
-    assert "pulled" in dcopt(clone, "git", "pull-store", "origin").stdout
+    assert "pulled" in dcopt(clone, "git", "pull-store", "origin", "--transport", "files").stdout
     git(clone, "checkout", "-q", "main")
     assert (clone / "model.onnx").read_bytes() == both
+    # the clone's store index starts empty: textconv finds older manifests in the history
+    shutil.rmtree(clone / ".git" / "dcopt" / "objects" / "by-model")
+    log = git(clone, "log", "-p", "--first-parent", "-3", "--", "model.onnx").stdout
+    assert "+param w2: float32[64, 16] sparse (5 elements) sha256:" in log, log
+    assert "+param w1: float32[32, 64] low-rank r=2" in log and "not in the store's index" not in log, log
 
     # a damaged store: git stops with the parameter and object named, no wrong model written
     store = repo / ".git" / "dcopt" / "objects"
