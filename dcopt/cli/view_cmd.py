@@ -4,6 +4,7 @@
     dcopt view model.onnx --no-browser --port 8765
     dcopt view model.onnx --profile            # also compile and time every kernel
     dcopt view model.onnx --export view.html   # one self-contained HTML file, no server
+    dcopt view model.onnx --build out.dcopt --run 1   # a build and a benchmark run side by side
 """
 
 from __future__ import annotations
@@ -45,14 +46,21 @@ def measure_profile(model: str, pipeline, dims: dict[str, int]) -> list[dict]:
     return session.profile()
 
 
-def open_session(model: str, pipeline, dims: tuple[str, ...], lower: bool, profile: bool):
+def open_session(model: str, pipeline, dims: tuple[str, ...], lower: bool, profile: bool,
+                 build: str | None = None, run: str | None = None):
     from dcopt.view.api import ViewerAPI
+    from dcopt.view.build_panel import find_build
+    from dcopt.view.run_panel import find_run
     from dcopt.view.session import ViewSession
 
+    if build:
+        find_build(build)  # a wrong --build or --run fails now, not after the pipeline ran
+    if run:
+        find_run(run)
     bindings = parse_dims(dims)
     steps, _ = pipeline
     timings = measure_profile(model, pipeline, bindings) if profile else None
-    return ViewerAPI(ViewSession(model, steps, dims=bindings, lower=lower, profile=timings))
+    return ViewerAPI(ViewSession(model, steps, dims=bindings, lower=lower, profile=timings), build=build, run=run)
 
 
 @click.command("view")
@@ -66,10 +74,14 @@ def open_session(model: str, pipeline, dims: tuple[str, ...], lower: bool, profi
 @click.option("--lower/--no-lower", default=True, show_default=True,
               help="Also show the loop-level stages dcopt compile runs (loop expansion, kernel source).")
 @click.option("--profile", is_flag=True, help="Compile the model and show each kernel's measured time.")
-def view(model, pipeline, dims, port, no_browser, export_path, lower, profile):
+@click.option("--build", "build", metavar="DIR", help="Show this build (a dcopt compile -o directory, or a "
+              "cache key prefix) beside the graph: manifest, passes, kernels with their source and nodes.")
+@click.option("--run", "run", metavar="RUN", help="Show this recorded run (index, id prefix or label; dcopt runs "
+              "ls) beside the build: its figures and, for a benchmark, latency charts per runtime.")
+def view(model, pipeline, dims, port, no_browser, export_path, lower, profile, build, run):
     """Explore MODEL's IR through the pipeline in a local web app (or export it as HTML)."""
     start = time.perf_counter()
-    api = open_session(model, pipeline, dims, lower, profile)
+    api = open_session(model, pipeline, dims, lower, profile, build, run)
     stages = len(api.session.stages)
     if export_path:
         from dcopt.view.page import static_page

@@ -15,14 +15,46 @@ from dcopt.view.stages import Step
 
 
 class ViewerAPI:
-    def __init__(self, session: ViewSession):
+    """``build`` and ``run``: a build (directory or cache key prefix) and a recorded run (index,
+    id prefix or label) the page opens side by side; checked here, so a wrong one is an error
+    before anything is served."""
+
+    def __init__(self, session: ViewSession, build: str | None = None, run: str | None = None):
+        from dcopt.view.build_panel import find_build
+        from dcopt.view.run_panel import find_run
+
         self.session = session
         self.details = NodeDetails(session)
         self.candidates = Candidates(session)
         self._elements: dict[tuple[int, int], dict] = {}
+        self.build_ref = find_build(build).key if build else None
+        self.run_ref = find_run(run).id if run else None
 
     def overview(self) -> dict:
-        return {**self.session.summary(), "passes": op_level_passes(), "patches": patch_specs()}
+        from dcopt.view.step_params import all_pass_options
+
+        passes = op_level_passes()
+        return {**self.session.summary(), "passes": passes, "pass_options": all_pass_options(passes),
+                "patches": patch_specs(), "open": {"build": self.build_ref, "run": self.run_ref}}
+
+    # -- a build and a run, side by side ----------------------------------------------------------
+    def build(self, ref: str) -> dict:
+        from dcopt.view.build_panel import build_panel
+
+        with self.session.lock:
+            return build_panel(ref, self.session)
+
+    def run(self, ref: str) -> dict:
+        from dcopt.view.run_panel import run_panel
+
+        return run_panel(ref)
+
+    def builds_and_runs(self) -> dict:
+        """What the panel's pickers offer: this model's builds and recorded runs."""
+        from dcopt.view.build_panel import builds_of
+        from dcopt.view.run_panel import runs_of
+
+        return {"builds": builds_of(self.session.model), "runs": runs_of(self.session.model)}
 
     def stage(self, index: int) -> dict:
         """A stage: its graph as elements, what its step changed, its pass records."""
@@ -52,8 +84,8 @@ class ViewerAPI:
         with self.session.lock:
             return self.candidates.at(index, node_id)
 
-    def preview(self, after: int, kind: str, spec: str) -> dict:
-        step = _step(kind, spec)
+    def preview(self, after: int, kind: str, spec: str, params: dict | None = None) -> dict:
+        step = _step(kind, spec, params)
         with self.session.lock:
             stage = self.session.preview(after, step)
             before = self.session.stage(after).graph
@@ -61,8 +93,8 @@ class ViewerAPI:
                     "elements": graph_elements(stage.graph, self.session.bindings),
                     "changes": changes(before, stage.graph)}
 
-    def apply(self, after: int, kind: str, spec: str) -> dict:
-        index = self.session.insert(after, _step(kind, spec))
+    def apply(self, after: int, kind: str, spec: str, params: dict | None = None) -> dict:
+        index = self.session.insert(after, _step(kind, spec, params))
         return {"stage": index, "session": self.overview()}
 
     def undo(self) -> dict:
@@ -77,9 +109,14 @@ class ViewerAPI:
         return render(self.session.steps, self.session.model)
 
 
-def _step(kind: str, spec: str) -> Step:
+def _step(kind: str, spec: str, params: dict | None = None) -> Step:
+    """The step a request names: a pass or patch, with the values of its form's fields."""
+    from dcopt.view.step_params import step_from_form
+
     if kind not in ("pass", "patch"):
         raise InputError(f"step kind must be 'pass' or 'patch', got {kind!r}")
     if not isinstance(spec, str) or not spec.strip():
         raise InputError("a step needs a pass name or a patch URI")
-    return Step(kind, spec.strip())
+    if params is not None and not isinstance(params, dict):
+        raise InputError(f"a step's params must be an object of name: value, got {type(params).__name__}")
+    return step_from_form(kind, spec.strip(), params)

@@ -1,7 +1,8 @@
 """The passes and patches that apply at a node, and the near misses that say why one did not.
 
 A stage's graph is tried once with every op-level pass and every patch that runs without
-arguments (patches with required parameters are listed as needing them): each trial runs on a
+arguments (patches with required parameters are listed as needing them; the page offers every
+parameter and pass option as a form field, see :mod:`~dcopt.view.step_params`): each trial runs on a
 copy, exactly as inserting that step would run, and keeps which nodes it added, removed or
 rewired and what it refused, where and why. A node's candidates are then read from those trials:
 *applies* when the step changes the node, *near miss* when the step refused at the node (the
@@ -27,10 +28,12 @@ def op_level_passes() -> list[str]:
 
 
 def patch_specs() -> list[dict]:
-    """Every registered patch: its name, kind, summary, and the required parameters it lacks."""
+    """Every registered patch: its name, kind, summary, its parameters as form fields and the
+    required ones (without which it is not tried)."""
     from dcopt.passes.patches import available_patches
+    from dcopt.view.step_params import describe
 
-    return [{"name": p.name, "kind": p.kind, "summary": p.summary,
+    return [{"name": p.name, "kind": p.kind, "summary": p.summary, "params": describe(p.params),
              "requires": [q.name for q in p.params if q.required]} for p in available_patches().values()]
 
 

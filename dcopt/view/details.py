@@ -4,7 +4,9 @@ Attributes and the types of what it reads and writes; its cost (FLOPs, bytes mov
 fusion group what fusing saved) from :mod:`dcopt.ir.cost`; its text IR; its loop-level expansion
 (the maps, tasklets, reductions, library calls and memlets ``expand`` made of it); the generated
 kernel it ended up in (rendered by the CPU backend's code generator from the last lowering stage,
-the code ``dcopt compile`` builds) and that kernel's measured time when a profile was taken.
+the code ``dcopt compile`` builds) and that kernel's measured time when a profile was taken; and
+where it came from (:mod:`~dcopt.view.origin`: the source model's node, a PyTorch stack trace) or,
+for a node a pass made, the stage that first had it.
 
 How an op node is followed into the lowering: ``expand`` names what it makes of node ``X`` ``X/...``
 and later loop passes keep those names inside the groups and kernels they form, so the kernel of
@@ -50,7 +52,10 @@ class NodeDetails:
     """Computes details against a :class:`~dcopt.view.session.ViewSession` (its stages, its profile)."""
 
     def __init__(self, session):
+        from dcopt.view.origin import Origins
+
         self.session = session
+        self.origins = Origins(session.model)
         self._program = None
         self._program_version = None
         self._index_version = None
@@ -112,7 +117,26 @@ class NodeDetails:
         info["kernels"] = self.kernels({n.label for n in loops} | set(_op_labels(node)) | {node.label})
         if not loops and stage_index <= len(s.steps):
             info["removed_by"] = self.removed_by(stage_index, node)
+        info["origin"] = self.origin(node, owner)
         return info
+
+    def origin(self, node: Node, owner: Graph) -> dict:
+        """The source model's nodes this node stands for (by label, else by the value it writes,
+        which is how a ``.pt2`` import names a lowering's result), and for each of its op nodes not
+        in the source, the first stage that had it (the pass that made it)."""
+        labels = _op_labels(node)
+        outputs = [o for m in ([node] if not is_group(node) else walk(node.attrs["body"])) for o in m.outputs if o]
+        entries = self.origins.of(labels) or self.origins.of(outputs)
+        known = {e["name"] for e in entries} | {o for e in entries for o in e.get("outputs", ())}
+        self._index()
+        created = []
+        for label in labels:
+            if label in known:
+                continue
+            first = next((i for i, present in enumerate(self._labels) if label in present), None)
+            if first:  # stage 0 is the import: a node there that the source lacks is not "made"
+                created.append({"label": label, "index": first, "name": self.session.stage(first).name})
+        return {"entries": entries, "created": created, "error": self.origins.error}
 
     def expansion(self, node: Node, loop_level: bool) -> list[Node]:
         """The loop nodes of ``node``: itself at loop level, else what ``expand`` made of it."""

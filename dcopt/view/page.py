@@ -13,7 +13,8 @@ import json
 from pathlib import Path
 
 STATIC = Path(__file__).parent / "static"
-SCRIPTS = ("vendor/cytoscape.min.js", "vendor/cytoscape-dagre.min.js", "app.js")
+SCRIPTS = ("vendor/cytoscape.min.js", "vendor/cytoscape-dagre.min.js", "app.js", "charts.js", "records.js",
+           "forms.js")
 
 
 def _template(title: str) -> str:
@@ -62,4 +63,5 @@ def static_data(api) -> dict:
                 ids[nid] = key
             nodes[stage.index] = ids
     return {"static": True, "session": api.overview(), "stages": stages, "nodes": nodes, "details": details,
-            "sources": sources}
+            "sources": sources, "build": api.build(api.build_ref) if api.build_ref else None,
+            "run": api.run(api.run_ref) if api.run_ref else None}

@@ -9,8 +9,12 @@ download). Requests are served from threads; the session serializes edits with i
     GET  /api/stage?i=N             stage N: graph elements, changes, pass records
     GET  /api/node?i=N&id=ID        one node's details
     GET  /api/candidates?i=N&id=ID  passes/patches that apply at the node, near misses
-    POST /api/preview|apply         {"after": N, "kind": "pass"|"patch", "spec": NAME_OR_URI}
+    POST /api/preview|apply         {"after": N, "kind": "pass"|"patch", "spec": NAME_OR_URI,
+                                     "params": {NAME: TEXT}}  (a patch's parameters, a pass's options)
     POST /api/undo|redo
+    GET  /api/records               this model's builds and recorded runs (the panel's pickers)
+    GET  /api/build?ref=REF         a build: manifest, passes, steps with kernel source and nodes
+    GET  /api/run?ref=REF           a recorded run: what ran, metrics, latency charts' data
     GET  /api/export/pipeline       the step list as a pipeline file (dcopt opt --pipeline)
     GET  /api/export/model?format=onnx|json   the graph after the last step
     GET  /api/export/html           this session as one self-contained HTML file
@@ -89,6 +93,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(api.node(int(q["i"]), q["id"]))
         elif path == "/api/candidates":
             self._json(api.node_candidates(int(q["i"]), q["id"]))
+        elif path == "/api/records":
+            self._json(api.builds_and_runs())
+        elif path == "/api/build":
+            self._json(api.build(q["ref"]))
+        elif path == "/api/run":
+            self._json(api.run(q["ref"]))
         elif path == "/api/export/pipeline":
             name = Path(api.session.model).stem + "_pipeline.py"
             self._send(200, api.pipeline_file().encode(), "text/x-python; charset=utf-8", name)
@@ -116,9 +126,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _post(self, path: str, body: dict) -> None:
         api = self.api
         if path == "/api/preview":
-            self._json(api.preview(int(body["after"]), body["kind"], body["spec"]))
+            self._json(api.preview(int(body["after"]), body["kind"], body["spec"], body.get("params")))
         elif path == "/api/apply":
-            self._json(api.apply(int(body["after"]), body["kind"], body["spec"]))
+            self._json(api.apply(int(body["after"]), body["kind"], body["spec"], body.get("params")))
         elif path == "/api/undo":
             self._json(api.undo())
         elif path == "/api/redo":

@@ -14,6 +14,7 @@ measured time, whose step names are the build's) are the ones a build has.
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Mapping
 
@@ -98,7 +99,7 @@ class ViewSession:
         """Insert ``step`` after stage ``after``; returns the new stage's index."""
         with self.lock:
             self.check_editable(after)
-            step = Step(step.kind, step.spec, USER)
+            step = replace(step, origin=USER)
             step.as_pass()  # an unknown pass or a bad URI: an error now, before anything changes
             self.steps.insert(after, step)
             try:
@@ -136,7 +137,7 @@ class ViewSession:
         """What inserting ``step`` after stage ``after`` would give (nothing changes)."""
         with self.lock:
             self.check_editable(after)
-            return run_step(Step(step.kind, step.spec, USER), self.stages[after].graph, after + 1)
+            return run_step(replace(step, origin=USER), self.stages[after].graph, after + 1)
 
     @property
     def name(self) -> str:

@@ -26,18 +26,24 @@ PIPELINE, USER, LOWERING = "pipeline", "user", "lowering"
 
 @dataclass(frozen=True)
 class Step:
-    """One step: ``kind`` "pass" (a pass or pipeline name) or "patch" (a patch URI)."""
+    """One step: ``kind`` "pass" (a pass or pipeline name) or "patch" (a patch URI, its
+    parameters inside). A pass's ``options`` are (name, value) pairs given to the pass's factory
+    (``get_pass("fuse", min_saving=4096)``), the form a pipeline file replays."""
 
     kind: str
     spec: str
     origin: str = PIPELINE
+    options: tuple[tuple[str, Any], ...] = ()
 
     @property
     def label(self) -> str:
-        return f"patch:{self.spec}" if self.kind == "patch" else self.spec
+        if self.kind == "patch":
+            return f"patch:{self.spec}"
+        return self.spec + (f"({', '.join(f'{k}={v!r}' for k, v in self.options)})" if self.options else "")
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "spec": self.spec, "origin": self.origin, "label": self.label}
+        return {"kind": self.kind, "spec": self.spec, "origin": self.origin, "label": self.label,
+                "options": dict(self.options)}
 
     def as_pass(self, validate: bool = True):
         """The pass object that runs this step (``validate``: a patch's result is checked by its
@@ -46,6 +52,10 @@ class Step:
             from dcopt.passes.patches.as_pass import PatchPass
 
             return PatchPass(self.spec, validate=validate)
+        if self.options:
+            from dcopt.passes.base import get_pass
+
+            return get_pass(self.spec, **dict(self.options))
         from dcopt.passes.pipelines import build_steps
 
         built = build_steps([self.spec])
@@ -100,7 +110,9 @@ def flatten(spec) -> list[Step]:
             if item.name not in available_passes():
                 raise DcoptError(f"pipeline step {item!r} is a pass object that is not registered by name; "
                                  "dcopt view can show only registered passes, pipelines and patches")
-            steps.append(Step("pass", item.name))
+            from dcopt.view.step_params import options_of
+
+            steps.append(Step("pass", item.name, options=options_of(item)))
         else:
             for name in parse_spec([item]):
                 pipeline = PIPELINES.get(name)

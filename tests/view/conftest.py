@@ -9,6 +9,9 @@ import urllib.request
 
 import pytest
 
+from click.testing import CliRunner
+
+from dcopt.examples import TINY_RESNET
 from dcopt.testing import export_transformer, light_zoo_path
 from dcopt.view.api import ViewerAPI
 from dcopt.view.server import ViewServer
@@ -85,3 +88,19 @@ def browser():
         b = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         yield b
         b.close()
+
+
+@pytest.fixture(scope="session")
+def build_and_run(tmp_path_factory):
+    """(build directory, bench run id) of the tiny ResNet, made by the real commands (5 s)."""
+    from dcopt.cli import app
+    from dcopt.runs.select import list_runs
+
+    build = tmp_path_factory.mktemp("builds") / "tiny.dcopt"
+    result = CliRunner().invoke(app, ["compile", str(TINY_RESNET), "-o", str(build), "-q"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(app, ["bench", str(TINY_RESNET), "--reps", "10", "--runtimes", "dcopt,onnxruntime",
+                                      "-q"])
+    assert result.exit_code == 0, result.output
+    run = next(r for r in list_runs() if r.kind == "bench" and r.model == "tiny_resnet")
+    return build, run.id

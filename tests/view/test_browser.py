@@ -125,3 +125,77 @@ def test_static_export_opens_without_a_server(browser, tmp_path):
     page.screenshot(path=str(tmp_path / "static-export.png"))
     assert errors == []
     page.close()
+
+
+def test_build_and_run_side_by_side_and_a_parameterized_patch(browser, build_and_run, tmp_path):
+    """The tiny ResNet with its build and a benchmark run: the panel opens over the graph with the
+    build's schedule and the run's latency chart per runtime; a kernel's button shows its nodes in
+    the graph; a patch's parameter set in its form is previewed, applied, exported and replayed."""
+    from dcopt.examples import TINY_RESNET
+    from dcopt.view.api import ViewerAPI
+    from dcopt.view.server import ViewServer
+    from dcopt.view.session import ViewSession
+
+    build, run = build_and_run
+    server = ViewServer(ViewerAPI(ViewSession(str(TINY_RESNET)), build=str(build), run=run)).start()
+    try:
+        page, errors = open_page(browser, server.url)
+        page.wait_for_function("document.body.dataset.records === 'open' && document.body.dataset.run", timeout=60_000)
+        assert page.locator("#build-col tr.step").count() == 12
+        assert page.locator("#run-col svg.latency g.runtime").count() == 2  # dcopt, onnxruntime
+        assert page.locator("#run-col svg.latency circle.dot").count() == 20
+        assert "vs onnxruntime" in page.locator("#run-col svg.speedup").inner_html()
+        page.click("#build-col tr.step[data-step='Conv__7/conv'] button.source")
+        assert "define" in page.locator("#build-col tr.source-row:not([hidden]) pre").inner_text()
+        page.screenshot(path=str(tmp_path / "build-and-run.png"))
+
+        page.click("#build-col tr.step[data-step='block1/relu/map'] button.nodes")
+        page.wait_for_function("document.body.dataset.detail === 'conv_Conv__7'", timeout=60_000)
+        assert page.evaluate("window.dcoptCy.nodes('.hit').map(n => n.id())") == ["conv_Conv__7"]
+        node = page.locator("#tab-node").inner_text()
+        assert "block1/relu Relu · onnx node #9" in node and "made by stage 4 (fold-batchnorm)" in node
+        page.screenshot(path=str(tmp_path / "kernel-nodes.png"))
+        page.click("#tab-node button.in-build")  # and back to that kernel's step in the build
+        page.wait_for_selector("#build-col tr.step.flash", timeout=10_000)
+
+        page.click("#records-toggle")
+        click_stage(page, 11)
+        tap(page, "block1/relu")
+        page.click(".tabs button[data-tab='edit']")
+        form = ".cand[data-spec='swap_activation'] details.params"
+        page.wait_for_selector(form, state="attached", timeout=60_000)
+        page.click(f"{form} summary")
+        page.select_option(f"{form} select[name='to']", "Sigmoid")
+        page.screenshot(path=str(tmp_path / "parameterized-candidate.png"))
+        page.click(".cand[data-spec='swap_activation'] button.preview")
+        page.wait_for_function("document.body.dataset.preview === 'swap_activation'", timeout=60_000)
+        assert "patch:swap_activation?to=Sigmoid" in page.locator("#banner").inner_text()
+        page.click("#preview-apply")
+        page.wait_for_function("document.body.dataset.edits === '1'", timeout=60_000)
+        assert page.locator(".stage.user .label").inner_text() == "✎ patch:swap_activation?to=Sigmoid"
+        pipeline = tmp_path / "pipeline.py"
+        with page.expect_download() as download:
+            page.click("#export-pipeline")
+        download.value.save_as(pipeline)
+        edited = tmp_path / "edited.json"
+        with page.expect_download() as download:
+            page.click("#export-json")
+        download.value.save_as(edited)
+        replayed = tmp_path / "replayed.json"
+        result = CliRunner().invoke(app, ["opt", str(TINY_RESNET), "--pipeline", str(pipeline), "-o", str(replayed)])
+        assert result.exit_code == 0, result.output
+        assert json.loads(serialize.dumps(serialize.load(replayed))) == json.loads(serialize.dumps(serialize.load(edited)))
+        assert errors == []
+        page.close()
+    finally:
+        server.stop()
+
+    out = tmp_path / "static.html"  # the static export opens the same panel, no server
+    result = CliRunner().invoke(app, ["view", str(TINY_RESNET), "--build", str(build), "--run", run, "--export", str(out)])
+    assert result.exit_code == 0, result.output
+    page, errors = open_page(browser, out.as_uri())
+    page.wait_for_function("document.body.dataset.records === 'open' && document.body.dataset.run", timeout=60_000)
+    assert page.locator("#run-col svg.latency g.runtime").count() == 2 and page.locator("#build-picker").count() == 0
+    page.screenshot(path=str(tmp_path / "static-build-and-run.png"))
+    assert errors == []
+    page.close()

@@ -44,6 +44,8 @@
   function staticGet(path, p) {
     if (path === "/api/session") return DATA.session;
     if (path === "/api/stage") return DATA.stages[p.i];
+    if (path === "/api/build") { if (DATA.build && DATA.build.ref === p.ref) return DATA.build; }
+    if (path === "/api/run") { if (DATA.run && DATA.run.id === p.ref) return DATA.run; }
     if (path === "/api/node") {
       const info = JSON.parse(JSON.stringify(DATA.details[DATA.nodes[p.i][p.id]]));
       for (const k of info.kernels) if (k.source === undefined) k.source = DATA.sources[k.name || k.step] || "";
@@ -106,6 +108,8 @@
     return out;
   }
 
+  const layouts = new WeakMap();  // stage payload -> (groups expanded -> node positions)
+
   function draw(payload, highlight, keepViewport) {
     const t0 = performance.now();
     const elements = elementsFor(payload, highlight);
@@ -121,9 +125,20 @@
     cy.elements().remove();
     cy.add(elements);
     cy.endBatch();
+    // dagre takes most of a switch on a big graph: a graph drawn before (same stage payload, same
+    // groups expanded) gets its positions back instead of a new layout
+    const shape = `${state.expandAll}|${[...state.expanded].sort().join(",")}`;
+    if (!layouts.has(payload)) layouts.set(payload, new Map());
+    const known = layouts.get(payload).get(shape);
     return new Promise((resolve) => {
-      const layout = cy.layout({ name: "dagre", rankDir: "TB", nodeSep: 18, rankSep: 28, edgeSep: 6, animate: false, fit: !keepViewport });
+      const layout = cy.layout(known ? { name: "preset", positions: (n) => known[n.id()], animate: false, fit: !keepViewport }
+        : { name: "dagre", rankDir: "TB", nodeSep: 18, rankSep: 28, edgeSep: 6, animate: false, fit: !keepViewport });
       layout.one("layoutstop", () => requestAnimationFrame(() => {
+        if (!known) {
+          const positions = {};
+          cy.nodes().forEach((n) => { if (!n.isParent()) positions[n.id()] = Object.assign({}, n.position()); });
+          layouts.get(payload).set(shape, positions);
+        }
         if (!keepViewport) readableViewport();
         const ms = performance.now() - t0;
         if (timings.firstPaint === null) timings.firstPaint = performance.now() - timings.start;
@@ -286,16 +301,41 @@
     const attrs = Object.entries(d.attributes);
     if (attrs.length) box.append(el("h4", {}, "attributes"), el("table", {}, attrs.map(([k, v]) => el("tr", {}, el("td", {}, k), el("td", {}, v)))));
     box.append(el("h4", {}, "IR"), el("pre", {}, d.ir));
+    renderOrigin(box, d.origin);
     box.append(el("h4", {}, "loop level (maps, tasklets, memlets)"));
     if (d.loops.length) box.append(el("pre", { class: "loops" }, d.loops.join("\n")));
     else box.append(el("p", { class: "muted" }, d.removed_by ? `not lowered: removed by ${d.removed_by}` : "no loop nodes (a view, a fallback op, or lowering is off)"));
     box.append(el("h4", {}, "generated code"));
     if (!d.kernels.length) box.append(el("p", { class: "muted" }, "none found for this node"));
     for (const k of d.kernels) {
-      box.append(el("div", {}, el("b", {}, k.kind), ` step ${k.step}` + (k.name ? ` → ${k.name}` : "") + (k.language ? ` (${k.language})` : "")));
+      const inBuild = window.dcoptRecords && window.dcoptRecords.hasStep(k.step);
+      box.append(el("div", {}, el("b", {}, k.kind), ` step ${k.step}` + (k.name ? ` → ${k.name}` : "") + (k.language ? ` (${k.language})` : ""),
+        inBuild ? el("button", { class: "in-build", title: "this step in the open build", onclick: () => window.dcoptRecords.showStep(k.step) }, "in build") : null));
       if (k.source) box.append(el("pre", { class: "kernel" }, k.source));
       else box.append(el("pre", {}, JSON.stringify(k.params, null, 1)));
     }
+  }
+
+  function renderOrigin(box, o) {
+    // where the node came from: the source model's node(s), a PyTorch stack trace, or the pass that made it
+    if (!o) return;
+    box.append(el("h4", {}, "source"));
+    if (o.error) box.append(el("p", { class: "muted" }, "source model not read: " + o.error));
+    const list = el("div", { class: "origin" });
+    for (const e of o.entries) {
+      list.append(el("div", { class: "origin-entry" },
+        el("div", {}, el("b", {}, e.name || "(unnamed)"), ` ${e.op}` + (e.domain ? ` (${e.domain})` : "") + ` · ${e.format} node #${e.index}`),
+        e.scope ? el("div", { class: "muted" }, "module: " + e.scope) : null,
+        e.location ? el("div", { class: "location" }, e.location) : null,
+        e.stack_trace ? el("details", {}, el("summary", {}, "stack trace"), el("pre", {}, e.stack_trace)) : null,
+        Object.keys(e.metadata || {}).length ? el("details", {}, el("summary", {}, "metadata"),
+          el("table", {}, Object.entries(e.metadata).map(([k, v]) => el("tr", {}, el("td", {}, k), el("td", {}, v))))) : null,
+        e.doc_string && e.doc_string !== e.stack_trace ? el("div", { class: "muted" }, e.doc_string) : null));
+    }
+    if (o.entries.length) box.append(list);
+    for (const c of o.created || []) box.append(el("p", { class: "created" }, `${c.label}: not in the source model, made by `,
+      el("a", { href: "#", onclick: (ev) => { ev.preventDefault(); selectStage(c.index); } }, `stage ${c.index} (${c.name})`)));
+    if (!o.entries.length && !(o.created || []).length) box.append(el("p", { class: "muted" }, "no source node found"));
   }
 
   async function loadCandidates(stage, id) {
@@ -320,36 +360,47 @@
       box.append(el("h4", {}, `${title} (${list.length})`));
       for (const x of list) box.append(render(x));
     };
-    const row = (x, extra) => el("div", { class: "cand", "data-spec": x.spec, "data-kind": x.kind },
-      el("span", { class: "badge" }, x.kind), " ", el("span", { class: "spec" }, x.spec), " ", extra || "",
-      el("div", {}, el("button", { class: "preview", onclick: () => preview(stage, x.kind, x.spec) }, "preview"),
-        el("button", { class: "apply", onclick: () => apply(stage, x.kind, x.spec) }, "apply")),
-      x.summary ? el("div", { class: "muted" }, x.summary) : null);
+    const row = (x, extra, open) => {
+      // a step with parameters (a patch's, a pass's options) gets a form; preview/apply send its values
+      const form = window.dcoptForms.form(paramsOf(x.kind, x.spec), open);
+      const values = () => (form ? form.values() : undefined);
+      return el("div", { class: "cand", "data-spec": x.spec, "data-kind": x.kind },
+        el("span", { class: "badge" }, x.kind), " ", el("span", { class: "spec" }, x.spec), " ", extra || "",
+        el("div", {}, el("button", { class: "preview", onclick: () => preview(stage, x.kind, x.spec, values()) }, "preview"),
+          el("button", { class: "apply", onclick: () => apply(stage, x.kind, x.spec, values()) }, "apply")),
+        x.summary ? el("div", { class: "muted" }, x.summary) : null, form ? form.element : null);
+    };
     section("applies here", c.applies, (x) => row(x, el("span", { class: "muted" }, x.changes)));
     section("near misses here", c.near, (x) => { const r = row(x); for (const why of x.reasons) r.append(el("div", { class: "refusal" }, why)); return r; });
     section("changes other nodes", c.elsewhere, (x) => row(x, el("span", { class: "muted" }, x.changes)));
-    if (c.needs.length) section("need parameters", c.needs, (x) => el("div", { class: "cand" }, el("span", { class: "spec" }, x.spec), " ", el("span", { class: "muted" }, x.reason)));
+    if (c.needs.length) section("need parameters", c.needs, (x) => row(x, el("span", { class: "muted" }, x.reason), true));
     if (c.failed && c.failed.length) section("failed here", c.failed, (x) => el("div", { class: "cand" }, el("span", { class: "spec" }, x.spec), " ", el("span", { class: "error" }, x.reason)));
   }
 
-  async function preview(stage, kind, spec) {
+  function paramsOf(kind, spec) {
+    const s = state.session;
+    if (kind === "patch") { const p = s.patches.find((q) => q.name === spec); return p ? p.params : []; }
+    return (s.pass_options || {})[spec] || [];
+  }
+
+  async function preview(stage, kind, spec, params) {
     try {
-      const p = await post("/api/preview", { after: stage, kind, spec });
+      const p = await post("/api/preview", { after: stage, kind, spec, params });
       state.preview = p;
       const b = $("#banner");
       b.hidden = false;
       b.innerHTML = "";
       b.append(el("b", {}, "Preview: "), `${p.name} after stage ${stage} — ${p.modified ? `+${p.changes.added.length} -${p.changes.removed.length} ~${p.changes.rewired.length} nodes` : "changes nothing"} `,
-        el("button", { id: "preview-apply", onclick: () => apply(stage, kind, spec) }, "apply"), " ",
+        el("button", { id: "preview-apply", onclick: () => apply(stage, kind, spec, params) }, "apply"), " ",
         el("button", { onclick: () => { state.preview = null; b.hidden = true; redraw(false); } }, "cancel"));
       await redraw(false);
       document.body.dataset.preview = spec;
     } catch (err) { alert(err.message); }
   }
 
-  async function apply(stage, kind, spec) {
+  async function apply(stage, kind, spec, params) {
     try {
-      afterEdit(await post("/api/apply", { after: stage, kind, spec }));
+      afterEdit(await post("/api/apply", { after: stage, kind, spec, params }));
     } catch (err) { alert(err.message); }
   }
 
@@ -371,17 +422,32 @@
     const hits = new Set();
     for (const n of (state.preview || state.payload).elements.nodes) {
       if ((n.label + " " + n.op).toLowerCase().includes(needle)) {
-        // a member of a collapsed group: highlight the outermost visible group
-        const parts = n.id.split("::");
-        let id = n.id;
-        for (let i = 1; i <= parts.length; i++) { const anc = parts.slice(0, i).join("::"); if (cy.getElementById(anc).length) { id = anc; break; } }
-        hits.add(id);
+        hits.add(outermostVisible(n.id) || n.id);
       }
     }
     const found = cy.nodes().filter((n) => hits.has(n.id()));
     found.addClass("hit");
     $("#search-count").textContent = `${found.length} found`;
     if (found.length) cy.animate({ fit: { eles: found, padding: 60 } }, { duration: 200 });
+  }
+
+  function outermostVisible(id) {
+    // a member of a collapsed group: the outermost group that is drawn
+    const parts = id.split("::");
+    for (let i = 1; i <= parts.length; i++) { const anc = parts.slice(0, i).join("::"); if (cy.getElementById(anc).length) return anc; }
+    return null;
+  }
+
+  async function showNodes(stage, ids) {
+    // a build step's nodes: that stage's graph with them highlighted and in view
+    if (state.stage !== stage || state.preview) await selectStage(stage);
+    cy.nodes().removeClass("hit");
+    const found = cy.nodes().filter((n) => new Set(ids.map(outermostVisible)).has(n.id()));
+    found.addClass("hit");
+    if (found.length) { cy.fit(found, 80); if (cy.zoom() > 1.2) { cy.zoom(1.2); cy.center(found); } selectNode(found[0].id()); }
+    $("#search-count").textContent = `${found.length} highlighted`;
+    document.body.dataset.shown = ids.join(",");
+    return found.length;
   }
 
   function showTab(name) {
@@ -404,6 +470,12 @@
     state.version = state.session.version;
     const last = state.session.editable_until;
     await selectStage(last);
+    if (window.dcoptRecords) await window.dcoptRecords.init();
   }
-  start().catch((err) => { document.body.dataset.error = err.message; $("#status").textContent = "error: " + err.message; });
+  // what the other scripts (records.js: the build & run panel) use
+  window.dcoptApp = { get, el, human, showNodes, STATIC, DATA, session: () => state.session };
+  const fail = (err) => { document.body.dataset.error = err.message; $("#status").textContent = "error: " + err.message; };
+  // after every script of the page ran (they define the panel and the forms this one calls)
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", () => start().catch(fail));
+  else start().catch(fail);
 })();
