@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from dcopt.kernels.builds import read_manifest
+from dcopt.kernels.sources import kernel_sources
 from dcopt.kernels.weights import WEIGHTS, read_weights
 
 
@@ -52,20 +53,6 @@ def _weight_digests(path: Path, program: dict) -> dict[str, tuple]:
         blob = b"" if array is None else (json.dumps(array.tolist()).encode() if array.dtype == object
                                           else memoryview(np.ascontiguousarray(array)).cast("B"))
         out[name] = (entry["dtype"], tuple(entry["shape"]), hashlib.sha256(blob).hexdigest())
-    return out
-
-
-def _kernel_sources(path: Path) -> dict[str, str]:
-    """Kernel name -> its source text (numba functions of kernels.py, LLVM functions of kernels.ll)."""
-    out: dict[str, str] = {}
-    for file, pattern in (("kernels.py", r"^(?:@njit\(.*\)\n)?def (k_\w+)\(.*?(?=^@|^def |\Z)"),
-                          ("kernels.ll", r"^define [^@]*@(\w+)\(.*?^}\n")):
-        try:
-            text = (path / file).read_text()
-        except OSError:
-            continue
-        for m in re.finditer(pattern, text, re.S | re.M):
-            out[m.group(1)] = m.group(0)
     return out
 
 
@@ -257,5 +244,5 @@ def diff_builds(a: str | Path, b: str | Path) -> BuildDiff:
     bench_a, bench_b = ma.get("benchmark") or {}, mb.get("benchmark") or {}
     d.benchmark = _changed(bench_a, bench_b, sorted(set(bench_a) & set(bench_b)))
     if d.kernels_changed:
-        d._sources = (_kernel_sources(a), _kernel_sources(b))
+        d._sources = (kernel_sources(a), kernel_sources(b))
     return d

@@ -17,10 +17,10 @@ with the viewer's pipeline, best effort (and said so) when not.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from dcopt.ir.groups import is_group
+from dcopt.kernels.sources import kernel_sources
 
 #: Fields of the manifest the panel shows as they are.
 _SUMMARY = ("dcopt", "pipeline", "pipeline_applied", "patches", "bindings", "target", "steps", "not_native",
@@ -60,36 +60,6 @@ def _model_digest(model: str) -> str:
         return sha256_file(Path(model))
     except OSError:
         return ""
-
-
-def kernel_sources(directory: Path) -> dict[str, str]:
-    """Kernel name -> source: each numba function of ``kernels.py`` with its decorators (a
-    kernel's ``NAME_task`` wrapper joined to it) and each LLVM function of ``kernels.ll`` (an entry
-    point's internal helpers, ``@"NAME.full"``, which hold its loops, joined to it).
-
-    Read with :mod:`ast` rather than ``dcopt.kernels.diff``'s regular expression: under ``re.S``
-    that one's ``@njit\\(.*\\)`` runs across functions and finds only the last numba kernel."""
-    import ast
-
-    sources: dict[str, str] = {}
-    try:
-        text = (directory / "kernels.py").read_text()
-        lines = text.splitlines(keepends=True)
-        for node in ast.parse(text).body:
-            if isinstance(node, ast.FunctionDef):
-                first = min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1
-                code = "".join(lines[first:node.end_lineno])
-                owner = node.name[:-len("_task")] if node.name.endswith("_task") else node.name
-                sources[owner] = sources.get(owner, "") + ("\n" if owner in sources else "") + code
-    except (OSError, SyntaxError):
-        pass
-    try:
-        text = (directory / "kernels.ll").read_text()
-    except OSError:
-        return sources
-    for m in re.finditer(r'^define [^@]*@"?([\w]+)((?:\.[\w.]+)?)"?\(.*?^}\n', text, re.S | re.M):
-        sources[m.group(1)] = sources.get(m.group(1), "") + m.group(0)
-    return sources
 
 
 def build_panel(ref: str, session) -> dict:
