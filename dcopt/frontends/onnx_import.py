@@ -9,16 +9,20 @@ listed as graph inputs) get those initializers as parameters, not inputs.
 
 from __future__ import annotations
 
+import copy
 import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 import onnx
 import onnx.inliner
-from onnx import helper, numpy_helper, shape_inference
+from onnx import external_data_helper, helper, numpy_helper, shape_inference
 
 from dcopt.errors import ArgumentError, DcoptError, ModelLoadError, UnsupportedError
 from dcopt.frontends.onnx_load import load_onnx
+from dcopt.frontends.onnx_mapped import tensor_array
+from dcopt.ir.file_maps import FileMaps
 from dcopt.ir import dtypes
 from dcopt.ir.graph import Graph, Node
 from dcopt.ir.types import OptionalType, SequenceType, TensorType, ValueType
@@ -106,11 +110,25 @@ class _Importer:
     initializers ``model`` (a shape-inferred :func:`~dcopt.frontends.validate.skeleton`) lists
     as typed inputs instead: those become parameters with the full model's data."""
 
-    def __init__(self, model: onnx.ModelProto, file: str | None, weights: onnx.ModelProto | None = None):
+    def __init__(self, model: onnx.ModelProto, file: str | None, weights: onnx.ModelProto | None = None,
+                 base_dir: Path | None = None):
         self.model = model
         self.file = file
+        self.base_dir = base_dir
+        self.maps = None if base_dir is None else FileMaps(base_dir)
         self.opset = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import}
         self.moved = {} if weights is None else {t.name: t for t in weights.graph.initializer}
+
+    def array(self, tensor: onnx.TensorProto) -> np.ndarray:
+        """A tensor's value; one whose data lives in a file (external data, or a weight
+        :func:`~dcopt.frontends.onnx_load.load_onnx` left in the model file) is mapped, not read."""
+        if self.maps is not None and external_data_helper.uses_external_data(tensor):
+            mapped = tensor_array(self.maps, tensor)
+            if mapped is not None:
+                return mapped
+            tensor = copy.deepcopy(tensor)  # an element type numpy cannot view: read it
+            external_data_helper.load_external_data_for_tensor(tensor, str(self.base_dir))
+        return numpy_helper.to_array(tensor)
 
     def graph(self, gp: onnx.GraphProto, value_types: dict[str, TensorType], top: bool) -> Graph:
         g = Graph(gp.name or "graph", self.opset)
@@ -121,7 +139,7 @@ class _Importer:
             if init.name in init_names:
                 continue
             try:
-                data = numpy_helper.to_array(init)
+                data = self.array(init)
             except Exception as exc:
                 raise ModelLoadError(f"initializer '{init.name}' cannot be read: {exc}", file=self.file) from None
             g.add_parameter(init.name, data)
@@ -218,8 +236,13 @@ def model_opset(model: onnx.ModelProto) -> int | None:
 
 
 def import_model(model: onnx.ModelProto | str | os.PathLike, file: str | None = None, *,
-                 shape_inference: bool = True, validate: bool = True, check_memory: bool = True) -> Graph:
+                 shape_inference: bool = True, validate: bool = True, check_memory: bool = True,
+                 base_dir: str | os.PathLike | None = None) -> Graph:
     """Convert an ONNX model (proto or path) into a dcopt :class:`Graph`.
+
+    A path is read with its weights left in the file (``load_onnx(mapped=True)``): the graph's
+    parameters are read-only maps of the file. ``base_dir``: the folder a proto's external data
+    lives in, mapped the same way (else external data must already be loaded into the proto).
 
     ``validate``: refuse invalid or unsupported models first (:mod:`dcopt.frontends.validate`);
     ``check_memory=False`` skips the memory cap on static sizes (the int64 limits always hold), for
@@ -228,8 +251,8 @@ def import_model(model: onnx.ModelProto | str | os.PathLike, file: str | None = 
         if not isinstance(model, (str, os.PathLike)):
             raise ArgumentError(f"expected a path or an onnx.ModelProto, got {type(model).__name__}",
                                 argument="model")
-        file = str(model)
-        model = load_onnx(model)
+        file, base_dir = str(model), Path(model).parent
+        model = load_onnx(model, mapped=True)
     opsets = None
     if validate:
         from dcopt.frontends.validate import run_checker, validate_model
@@ -258,7 +281,7 @@ def import_model(model: onnx.ModelProto | str | os.PathLike, file: str | None = 
 
             check_inference(model, file, check_memory)
             check_reshapes(model, opsets, file)
-    importer = _Importer(model, file, weights)
+    importer = _Importer(model, file, weights, None if base_dir is None else Path(base_dir))
     graph = importer.graph(model.graph, {}, top=True)
     for prop in model.metadata_props:
         graph.metadata[prop.key] = prop.value

@@ -109,10 +109,15 @@ def check_external_data(model: onnx.ModelProto, base_dir: Path, file: str) -> No
                                  f"{list(tensor.dims)} need {expected}", file=file)
 
 
-def load_onnx(path: str | os.PathLike, external: list | None = None) -> onnx.ModelProto:
+def load_onnx(path: str | os.PathLike, external: list | None = None, *, mapped: bool = False) -> onnx.ModelProto:
     """Load an ONNX model with its external data; raise ModelLoadError on any bad input.
     ``external``, when given, receives the external data files' locations (relative to the
-    model), which loading folds into the tensors and so no longer names."""
+    model), which loading folds into the tensors and so no longer names.
+
+    ``mapped``: leave the weights in the files (:mod:`dcopt.frontends.onnx_mapped`): large
+    initializers stored inline become external-data references to the model file itself, and no
+    external data is read; :func:`dcopt.frontends.onnx_import.import_model` with ``base_dir``
+    maps them. ``external`` then lists only the other files."""
     path = Path(path)
     file = str(path)
     try:
@@ -120,24 +125,62 @@ def load_onnx(path: str | os.PathLike, external: list | None = None) -> onnx.Mod
             raise ModelLoadError("file not found", file=file)
         if path.is_dir():
             raise ModelLoadError("is a directory, expected an .onnx file", file=file)
-        data = path.read_bytes()
+        model = _parse_mapped(path) if mapped else None
+        data = path.read_bytes() if model is None else None
     except (OSError, ValueError) as exc:  # permissions, a NUL in the name, a FIFO gone away...
         raise ModelLoadError(f"cannot read the file: {getattr(exc, 'strerror', None) or exc}", file=file) from None
-    if not data:
-        raise ModelLoadError("file is empty", file=file)
-    try:
-        model = onnx.ModelProto()
-        model.ParseFromString(data)
-    except Exception as exc:
-        raise ModelLoadError(f"not a valid ONNX model (truncated or not protobuf): {type(exc).__name__}: {exc}",
-                             file=file) from None
+    if model is None:
+        if not data:
+            raise ModelLoadError("file is empty", file=file)
+        try:
+            model = onnx.ModelProto()
+            model.ParseFromString(data)
+        except Exception as exc:
+            raise ModelLoadError(f"not a valid ONNX model (truncated or not protobuf): {type(exc).__name__}: {exc}",
+                                 file=file) from None
+        del data
     if not model.HasField("graph") or (not model.graph.node and not model.graph.output):
         raise ModelLoadError("not a valid ONNX model: it has no graph (truncated or another file type?)", file=file)
     check_external_data(model, path.parent, file)
     if external is not None:
-        external.extend(sorted({_external_entries(t, file)[0] for t in _tensors_with_external_data(model)}))
+        locations = {_external_entries(t, file)[0] for t in _tensors_with_external_data(model)}
+        external.extend(sorted(loc for loc in locations if not (mapped and loc == path.name)))
     try:
-        external_data_helper.load_external_data_for_model(model, str(path.parent))
+        if mapped:
+            _load_small_external_data(model, path.parent)
+        else:
+            external_data_helper.load_external_data_for_model(model, str(path.parent))
     except Exception as exc:
         raise ModelLoadError(f"could not read external data: {exc}", file=file) from None
     return model
+
+
+def _load_small_external_data(model: onnx.ModelProto, base_dir: Path) -> None:
+    """Read into the proto the external data that stays unmapped: tensors below the mapping
+    threshold (shape constants that the checker, shape inference and reshape checks read as
+    values; the skeleton keeps them inline), element types numpy cannot view, and tensors
+    in attributes (Constant nodes) and subgraphs. Top-level weights stay in the file."""
+    from dcopt.frontends.onnx_mapped import MAPPED_MIN_BYTES, mappable
+
+    def unmapped(graph: onnx.GraphProto, top: bool):
+        for tensor in graph.initializer:
+            if not (top and mappable(tensor) and _expected_bytes(tensor, "") >= MAPPED_MIN_BYTES):
+                yield tensor
+        for node in graph.node:
+            for attr in node.attribute:
+                yield from ([attr.t] if attr.HasField("t") else []) + list(attr.tensors)
+                for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                    yield from unmapped(sub, False)
+
+    for tensor in list(unmapped(model.graph, True)):
+        if not external_data_helper.uses_external_data(tensor):
+            continue
+        external_data_helper.load_external_data_for_tensor(tensor, str(base_dir))
+        tensor.data_location = onnx.TensorProto.DEFAULT
+        del tensor.external_data[:]
+
+
+def _parse_mapped(path: Path) -> onnx.ModelProto | None:
+    from dcopt.frontends.onnx_mapped import parse_mapped
+
+    return parse_mapped(path)

@@ -24,25 +24,48 @@ ALIGN = 64
 WEIGHTS = "weights.bin"
 
 
+class WeightsWriter:
+    """Appends parameters to a weights file one at a time (the code generator hands each packed
+    weight over as it is made, so packed copies never pile up in memory); :meth:`close` returns
+    the index."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.index: dict[str, dict] = {}
+        self._file = open(self.path, "wb")
+        self._offset = 0
+
+    def add(self, name: str, array: np.ndarray) -> None:
+        array = np.asarray(array)
+        dtype = dtypes.from_numpy(array.dtype)
+        if array.dtype == object or dtype == "string":
+            self.index[name] = {"dtype": "string", "shape": list(array.shape), "values": array.tolist()}
+            return
+        pad = -self._offset % ALIGN
+        self._file.write(b"\0" * pad)
+        self._offset += pad
+        self.index[name] = {"offset": self._offset, "dtype": dtype, "shape": list(array.shape)}
+        data = np.ascontiguousarray(array)
+        self._file.write(memoryview(data.reshape(-1).view(np.uint8)) if data.size else b"")
+        self._offset += data.nbytes
+
+    def close(self) -> dict[str, dict]:
+        self._file.close()
+        return self.index
+
+    def __enter__(self) -> "WeightsWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._file.close()
+
+
 def write_weights(path: Path, params: Mapping[str, np.ndarray], names: Sequence[str]) -> dict[str, dict]:
     """Write ``params`` (in ``names`` order) to ``path``; return the index to store beside it."""
-    index: dict[str, dict] = {}
-    offset = 0
-    with open(path, "wb") as f:
+    with WeightsWriter(path) as writer:
         for name in names:
-            array = np.asarray(params[name])
-            dtype = dtypes.from_numpy(array.dtype)
-            if array.dtype == object or dtype == "string":
-                index[name] = {"dtype": "string", "shape": list(array.shape), "values": array.tolist()}
-                continue
-            pad = -offset % ALIGN
-            f.write(b"\0" * pad)
-            offset += pad
-            index[name] = {"offset": offset, "dtype": dtype, "shape": list(array.shape)}
-            data = np.ascontiguousarray(array)
-            f.write(memoryview(data.reshape(-1).view(np.uint8)) if data.size else b"")
-            offset += data.nbytes
-    return index
+            writer.add(name, params[name])
+    return writer.index
 
 
 def read_weights(path: Path, index: Mapping[str, Mapping]) -> dict[str, np.ndarray]:

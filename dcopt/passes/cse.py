@@ -44,6 +44,16 @@ def _digest(a: np.ndarray) -> bytes:
     return hashlib.blake2b(_bits(a), digest_size=16).digest()
 
 
+def _fingerprint(a: np.ndarray) -> bytes:
+    """The first and last 4 KiB of a tensor's bytes: different weights almost always differ
+    there, so only tensors that agree are hashed whole (hashing reads every byte: every page
+    of a model whose weights are mapped from its file)."""
+    if a.dtype == object:
+        return _digest(a)
+    bits = _bits(a)
+    return bytes(bits[:4096]) + bytes(bits[-4096:])
+
+
 def _same_data(a: np.ndarray, b: np.ndarray) -> bool:
     if a.dtype == object:
         return a.reshape(-1).tolist() == b.reshape(-1).tolist()
@@ -112,8 +122,12 @@ class CommonSubexpressionElimination(Pass):
             if name in graph.outputs or name in in_subgraphs:
                 continue
             groups.setdefault((c.data.dtype.str, c.data.shape), []).append(name)
+        candidates: dict[tuple, list[str]] = {}
+        for key, names in groups.items():
+            for name in names if len(names) > 1 else ():
+                candidates.setdefault((key, _fingerprint(graph.containers[name].data)), []).append(name)
         rename: dict[str, str] = {}
-        for names in groups.values():
+        for names in candidates.values():
             if len(names) < 2:
                 continue
             by_digest: dict[bytes, list[str]] = {}

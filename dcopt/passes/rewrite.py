@@ -29,6 +29,7 @@ import numpy as np
 
 from dcopt.errors import PassError
 from dcopt.ir import dtypes
+from dcopt.ir.file_maps import release_pages
 from dcopt.ir.graph import Graph, Node
 from dcopt.ir.types import TensorType
 from dcopt.passes.base import Pass, PassResult
@@ -296,6 +297,8 @@ class _Sweep:
     def _apply(self, rule: RewriteRule, m: Match) -> MatchFailure | None:
         """Rewrite one match; a failure when the rewrite declines (nothing is changed then)."""
         known = len(self.graph.containers)
+        read = [c.data for v in m.values.values() if isinstance(v, str)
+                and (c := self.graph.containers.get(v)) is not None and c.data is not None]
         try:
             rep = rule.rewrite(self.graph, m)
         except Exception as exc:
@@ -325,6 +328,7 @@ class _Sweep:
             self.slot_of[id(node)] = slot_no
             self.index.add(node)
         self._remove_dead(maybe_dead)
+        release_pages(read)  # weights mapped from the model file: consumed, their pages can go
         return None
 
     def _keep_name(self, old: str, new: str, nodes: list[Node]) -> tuple[str, list[str]]:

@@ -1,4 +1,5 @@
-"""Just enough of the protobuf wire format to find where an ONNX file keeps each tensor's bytes.
+"""Just enough of the protobuf wire format to find where an ONNX file keeps each tensor's bytes
+(and to write the few fields that reference them elsewhere: :mod:`dcopt.frontends.onnx_mapped`).
 
 Why not parse with ``onnx`` and serialize again: protobuf serialization is not guaranteed to
 give back the same bytes (field order, packed vs unpacked fields, unknown fields), and the
@@ -68,6 +69,23 @@ def fields(data: bytes | memoryview, start: int = 0, end: int | None = None) -> 
             raise WireError(f"field {number} runs past the end of its message (byte {after} > {end})")
         yield Field(number, wire_type, pos, after, 0)
         pos = after
+
+
+def encode_varint(value: int) -> bytes:
+    """``value`` (unsigned) as a varint."""
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if not value:
+            out.append(byte)
+            return bytes(out)
+        out.append(byte | 0x80)
+
+
+def length_field(number: int, payload: bytes) -> bytes:
+    """Field ``number`` holding ``payload`` (wire type LENGTH), key and length included."""
+    return encode_varint(number << 3 | LENGTH) + encode_varint(len(payload)) + payload
 
 
 def varints(data: bytes | memoryview) -> list[int]:

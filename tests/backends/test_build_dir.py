@@ -105,3 +105,37 @@ def test_build_key_follows_the_optimizer_sources(monkeypatch):
     key = build.build_key(digest, "O3", [], {})
     monkeypatch.setattr(build, "_optimizer_version", lambda: "another pass version")
     assert build.build_key(digest, "O3", [], {}) != key
+
+
+def test_every_kernel_of_a_build_has_its_source(tmp_path):
+    """``builds diff --source`` and the viewer read each kernel's code: every numba kernel the
+    manifest lists, not only the last one in kernels.py (a regular expression found one)."""
+    from dcopt.kernels.sources import kernel_sources
+
+    path = dc.compile(TINY_RESNET, cache_dir=tmp_path / "cache").save(tmp_path / "t.dcopt")
+    manifest = json.loads((path / "manifest.json").read_text())
+    sources = kernel_sources(path)
+    numba = [k["name"] for k in manifest["kernels"] if k.get("language") != "llvm" and not k["name"].endswith("_task")]
+    assert len(numba) >= 2
+    for name in numba:
+        assert sources[name].lstrip().startswith(("@", "def ")) and f"def {name}(" in sources[name], name
+    for name in (k["name"] for k in manifest["kernels"] if k.get("language") == "llvm"):
+        assert f"@{name}(" in sources[name] or f'@"{name}' in sources[name], name
+
+
+def test_compile_writes_its_weights_once_and_leaves_no_temporary_file(tmp_path, mlp):
+    """The generated weights go to one file as they are made; the cache's build links it and the
+    session runs on copy-on-write maps of it (no second copy in memory, none left behind)."""
+    cache = tmp_path / "cache"
+    sess = dc.compile(mlp, cache_dir=cache)
+    built = sess._built()
+    weights = built.directory / "weights.bin"
+    assert not list(cache.glob(".weights-*"))
+    for array in built.program.params.values():
+        if array.size:
+            assert isinstance(array.base, np.memmap) or isinstance(array, np.memmap), type(array.base)
+            assert array.flags.writeable  # the kernels' signatures take writable arrays
+    x = np.random.default_rng(0).standard_normal((1, 64)).astype(np.float32)
+    first = sess.run(None, {"x": x})[0]
+    np.testing.assert_array_equal(dc.load(sess.save(tmp_path / "m.dcopt")).run(None, {"x": x})[0], first)
+    assert weights.stat().st_size > 0

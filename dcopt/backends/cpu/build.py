@@ -115,8 +115,7 @@ def build(source: Source, *, dims: Mapping[str, int] | None = None, values: Mapp
     """Compile ``source`` (cached): the driver's lowering, then code generation and compilation."""
     from dcopt.backends.cpu.specialize import input_bindings
 
-    graph = source.graph
-    bindings = input_bindings(graph, dims)
+    bindings = input_bindings(source.graph, dims)
     root = cache_root(cache_dir)
     values = {k: np.asarray(v) for k, v in (values or {}).items()}
     directory = root / CACHE_BUILDS / build_key(source.content_digest(), pipeline, patches, bindings, values)
@@ -125,7 +124,6 @@ def build(source: Source, *, dims: Mapping[str, int] | None = None, values: Mapp
         built = _compile(source, directory, bindings, values, pipeline, patches, cache_dir, example_feeds)
     if not values:
         CompileIndex(root).remember(_request(source, dims, pipeline, patches), directory.name, source)
-    del graph
     source.release()  # the build has what it needs; the weights need not stay twice in memory
     return built
 
@@ -163,27 +161,77 @@ def _compile(source: Source, directory: Path, bindings, values, pipeline, patche
     from dcopt.backends.cpu.codegen import generate
     from dcopt.limits import check_graph_sizes
 
-    graph = source.graph
     root = cache_root(cache_dir)
     start = time.perf_counter()
-    lowered = driver.lower(graph, bindings=bindings, values=values, pipeline=pipeline, patches=patches,
+    name, signature, digest = source.graph.name, source_signature(source.graph), source.content_digest()
+    # the lowering copies the graph; handing it over lets each weight a pass replaces (folded,
+    # packed, cast) leave memory instead of staying alive in the source's copy
+    lowered = driver.lower(source.take_graph(), bindings=bindings, values=values, pipeline=pipeline, patches=patches,
                            example_feeds=example_feeds)
     check_graph_sizes(lowered.graph)  # every size now known: nothing beyond int64 or the memory cap
-    with step("generate code"):
-        program = generate(lowered.graph)
+    applied, reports = lowered.pipeline, lowered.reports
+    weights = _weights_file(root)
+    try:
+        with step("generate code"):
+            program = generate(lowered.graph, weights)
+        del lowered  # the unpacked weights go; the program maps the packed ones from the file
+        _return_freed_memory()
+        manifest = {
+            "format": FORMAT, "format_version": FORMAT_VERSION,
+            "model": {"name": name, "sha256": digest},
+            "dcopt": _dcopt_version(),
+            "pipeline": pipeline_label(pipeline), "pipeline_applied": applied, "patches": list(patches),
+            "passes": _pass_summary(reports),
+            "target": "cpu", "bindings": bindings,
+            "signature": signature,
+            "values": {k: {"value": v.tolist(), "dtype": str(v.dtype)} for k, v in values.items()},
+        }
+        return _compile_program(program, weights, manifest, directory, start, cache_dir)
+    finally:
+        weights.unlink(missing_ok=True)  # our own temporary file; the build keeps a link to it
+
+
+def _weights_file(root: Path) -> Path:
+    """A new temporary file beside the cache's builds for the generated weights (the caller
+    removes it). Why a file at generation time: the packed weights are written once, as they
+    are made, and mapped back copy-on-write, so packed copies never pile up in anonymous memory
+    (the peak LLVM's kernel compilation then adds to), a run reads them from the page cache, and
+    the build directory links the same file instead of writing it again."""
+    import tempfile
+
+    root.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=".weights-", suffix=".tmp", dir=root)
+    os.close(fd)
+    return Path(name)
+
+
+def _return_freed_memory() -> None:
+    """Hand the heap's freed pages back to the system (glibc's ``malloc_trim``; a no-op
+    elsewhere). Why: the unpacked weights freed after code generation, and LLVM's working
+    memory after kernel compilation, were allocated below glibc's dynamic mmap threshold and
+    stay resident otherwise, adding their size to the next phase's peak."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (AttributeError, OSError):
+        pass
+
+
+def _compile_program(program: Program, weights: Path, manifest: dict, directory: Path,
+                     start: float, cache_dir) -> Build:
+    """Compile the generated kernels and write the build (see :func:`_compile`)."""
+    root = cache_root(cache_dir)
+    name, bindings = manifest["model"]["name"], manifest["bindings"]
     kernel_source = render_module(program.kernels)
     module, key = compiler.compile_module(kernel_source, program.signatures, root / "kernels",
-                                          {"model": graph.name, "bindings": bindings})
+                                          {"model": name, "bindings": bindings})
     native_ir = _native_ir(program)
     native, native_key = (None, None) if native_ir is None else compiler.compile_llvm(
-        native_ir, root / "kernels", {"model": graph.name, "bindings": bindings})
+        native_ir, root / "kernels", {"model": name, "bindings": bindings})
+    _return_freed_memory()  # what LLVM used while compiling: the run that follows maps the weights
     manifest = {
-        "format": FORMAT, "format_version": FORMAT_VERSION,
-        "model": {"name": graph.name, "sha256": source.content_digest()},
-        "dcopt": _dcopt_version(),
-        "pipeline": pipeline_label(pipeline), "pipeline_applied": lowered.pipeline, "patches": list(patches),
-        "passes": _pass_summary(lowered.reports),
-        "target": "cpu", "bindings": bindings,
+        **manifest,
         "toolchain": compiler.toolchain(), "module_key": key, "native_key": native_key,
         "kernels": [{"name": n, "sha256": hashlib.sha256(s.encode()).hexdigest()}
                     for n, s in sorted(program.kernels.items())]
@@ -194,11 +242,9 @@ def _compile(source: Source, directory: Path, bindings, values, pipeline, patche
                                          if s.kind in ("fallback", "dynamic")).items())),
         "memory": {"arena_bytes": program.memory.get("arena_size", 0),
                    "weights_bytes": int(sum(np.asarray(a).nbytes for a in program.params.values()))},
-        "signature": source_signature(graph),
-        "values": {k: {"value": v.tolist(), "dtype": str(v.dtype)} for k, v in values.items()},
         "compile_seconds": round(time.perf_counter() - start, 3),  # to here; numba compiles on first run
     }
-    manifest = _write(directory, program, kernel_source, native_ir, manifest, None)
+    manifest = _write(directory, program, kernel_source, native_ir, manifest, None, weights_file=weights)
     built = Build(program, manifest, bindings, directory, cache_dir)
     built.held = BuildCatalog(root).hold(directory.name)
     built.kernels = (module, native)  # just compiled: no second load
@@ -252,10 +298,12 @@ def is_build(path: Path) -> bool:
 
 
 def _write(directory: Path, program: Program, source: str, native_ir: str | None, manifest: dict,
-           model: Source | None, force: bool = True) -> dict:
+           model: Source | None, force: bool = True, weights_file: Path | None = None) -> dict:
     """Write a build directory atomically (a staging sibling, then rename; see :mod:`dcopt.outputs`).
     An existing path is replaced only if it is a build and ``force`` is set. Returns the
-    manifest as written (with its file records)."""
+    manifest as written (with its file records). ``weights_file``: the program's weights as
+    :func:`generate` wrote them (index in ``program.weights_index``), linked (or copied
+    where links are impossible) rather than written again."""
     from dcopt.integrity import file_records
     from dcopt.outputs import staged_directory
 
@@ -263,7 +311,11 @@ def _write(directory: Path, program: Program, source: str, native_ir: str | None
         (staging / "kernels.py").write_text(source)
         if native_ir is not None:
             (staging / "kernels.ll").write_text(native_ir)
-        weights = write_weights(staging / WEIGHTS, program.params, sorted(program.params))
+        if weights_file is not None:
+            _link_or_copy(weights_file, staging / WEIGHTS)
+            weights = program.weights_index
+        else:
+            weights = write_weights(staging / WEIGHTS, program.params, sorted(program.params))
         prog = {"inputs": program.inputs, "outputs": program.outputs, "opset": program.opset,
                 "types": {n: [None if s is None else list(s), d] for n, (s, d) in program.types.items()},
                 "steps": [s.to_dict() for s in program.steps], "weights": weights,

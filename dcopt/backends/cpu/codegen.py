@@ -24,14 +24,18 @@ the list (plain JSON) is also what a build directory stores.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from dcopt.backends.cpu.map_codegen import KernelSpec, render_kernel, render_task
 from dcopt.backends.cpu.program import Program, Step
+from dcopt.ir.file_maps import release_pages
 from dcopt.ir.graph import Graph, Node
 from dcopt.ir.loops import LIBRARY_CALL, is_loop_node, loop_spec
 from dcopt.ir.types import TensorType
 from dcopt.ir.views import concat_parts, slice_views
+from dcopt.kernels.weights import WeightsWriter, read_weights
 from dcopt.passes.kernels import is_kernel
 
 #: Kernels touching at least this many elements get a pool-task wrapper and run split across the
@@ -40,9 +44,14 @@ from dcopt.passes.kernels import is_kernel
 TASK_ELEMENTS = 16384
 
 
+#: What :attr:`CodeGenerator.params` holds for a parameter already written to the weights file.
+_WRITTEN = object()
+
+
 class CodeGenerator:
-    def __init__(self, graph: Graph):
+    def __init__(self, graph: Graph, weights: Path | None = None):
         self.graph = graph
+        self.writer = None if weights is None else WeightsWriter(weights)
         self.steps: list[Step] = []
         self.kernels: dict[str, str] = {}
         self.signatures: dict[str, set[str]] = {}
@@ -58,13 +67,31 @@ class CodeGenerator:
         return self.types[name].dtype
 
     def const(self, name: str | None) -> np.ndarray | None:
-        return self.params.get(name) if name and name not in self.graph.inputs else None
+        data = self.params.get(name) if name and name not in self.graph.inputs else None
+        return None if data is _WRITTEN else data
 
     def add_param(self, array: np.ndarray, base: str) -> str:
+        """A new parameter (a packed weight); with a weights file it is written there at once."""
         name = self.graph.fresh_name(base)
-        self.params[name] = np.asarray(array, order="C")  # keeps rank 0 (ascontiguousarray does not)
-        self.types[name] = TensorType.of(self.params[name])
+        array = np.asarray(array, order="C")  # keeps rank 0 (ascontiguousarray does not)
+        self.types[name] = TensorType.of(array)
+        if self.writer is not None:
+            self.writer.add(name, array)
+            array = _WRITTEN
+        self.params[name] = array
         return name
+
+    def _program_params(self, used: set[str]) -> tuple[dict[str, np.ndarray], dict | None]:
+        """The parameters the steps read, and the weights file's index when there is one (then
+        every parameter is a copy-on-write map of that file)."""
+        params = {k: v for k, v in self.params.items() if k in used}
+        if self.writer is None:
+            return params, None
+        for name, data in params.items():
+            if data is not _WRITTEN:
+                self.writer.add(name, data)
+        index = {k: v for k, v in self.writer.close().items() if k in used}
+        return read_weights(self.writer.path, index), index
 
     def emit(self, kind: str, node: Node | None, inputs, outputs, **params) -> Step:
         step = Step(kind, list(inputs), list(outputs), params, node.label if node is not None else "")
@@ -80,6 +107,8 @@ class CodeGenerator:
                 self._kernel(node)
             elif is_loop_node(node) and node.op == LIBRARY_CALL:
                 lower_library_call(self, node)
+                # weights mapped from the model file are packed now: their pages can go
+                release_pages(c for c in (self.const(n) for n in node.inputs) if c is not None)
             elif (views := slice_views(self.graph, node)) is not None and all(
                     self._static(n) for n in (node.inputs[0], *(o for o, _, _ in views))):
                 self.emit("view", node, node.inputs[:1], [o for o, _, _ in views], offsets=[b for _, _, b in views])
@@ -95,10 +124,10 @@ class CodeGenerator:
         memory = {} if plan is None else {"arena_size": plan.arena_size,
                                          "offsets": {k: list(v) for k, v in plan.offsets.items()},
                                          "parts": {k: list(v) for k, v in plan.parts.items()}}
-        return Program(list(self.graph.inputs), list(self.graph.outputs), types,
-                       {k: v for k, v in self.params.items() if k in used}, self.steps, self.kernels,
+        params, index = self._program_params(used)
+        return Program(list(self.graph.inputs), list(self.graph.outputs), types, params, self.steps, self.kernels,
                        {k: sorted(v) for k, v in self.signatures.items()}, dict(self.graph.opset), self.native,
-                       memory)
+                       memory, index)
 
     def _kernel(self, node: Node) -> None:
         body = node.attrs["body"]
@@ -149,6 +178,8 @@ class CodeGenerator:
                   n_inputs=len(node.inputs))
 
 
-def generate(graph: Graph) -> Program:
-    """The program of a lowered graph (see the module docstring)."""
-    return CodeGenerator(graph).run()
+def generate(graph: Graph, weights: Path | None = None) -> Program:
+    """The program of a lowered graph (see the module docstring). ``weights``: a file to write
+    the parameters to as they are made (packed weights at once, so their copies never pile up
+    in memory); the program's parameters are then maps of it (``program.weights_index``)."""
+    return CodeGenerator(graph, weights).run()

@@ -42,3 +42,4 @@ class Program:
     opset: dict[str, int] = field(default_factory=dict)
     native: dict[str, str] = field(default_factory=dict)  # symbol -> LLVM IR functions (directconv)
     memory: dict = field(default_factory=dict)  # the memory plan: {"arena_size": n, "offsets": {name: [offset, bytes]}}
+    weights_index: dict | None = None  # params written to a weights file as generated: its index

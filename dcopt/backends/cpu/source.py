@@ -80,6 +80,14 @@ class Source:
         if self.path is not None and self._json is None:
             self.__dict__.pop("_loaded", None)
 
+    def take_graph(self):
+        """The IR, handed over: a model read from a file forgets it (a compile's lowering
+        copies it, and the weights its passes replace can then leave memory); a graph given in
+        memory stays (its owner holds it anyway)."""
+        graph = self.graph
+        self.release()
+        return graph
+
     @property
     def proto(self):
         return self._loaded[1]
@@ -144,9 +152,9 @@ def load_source(model, cache_dir=None) -> Source:
 
         with step(f"import {path.name}"):
             external: list[str] = []
-            proto = load_onnx(path, external)
+            proto = load_onnx(path, external, mapped=True)  # weights stay in the files, mapped
             source.known_external = external
-            return import_model(proto, file=str(path)), None  # the proto goes now: the file is the source
+            return import_model(proto, file=str(path), base_dir=path.parent), None  # the file is the source
 
     source = Source(None, loader, path=path, cache_dir=cache_dir)
     if not path.is_file():
