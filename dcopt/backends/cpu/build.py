@@ -32,6 +32,7 @@ import numpy as np
 
 from dcopt.backends.cpu import compiler
 from dcopt.backends.cpu.program import Program, Step
+from dcopt.backends.cpu.resident import return_freed_memory
 from dcopt.backends.cpu.renderer import render_module
 from dcopt.backends.cpu.source import Source, cache_root
 from dcopt.kernels.weights import WEIGHTS, read_weights, write_weights
@@ -175,7 +176,7 @@ def _compile(source: Source, directory: Path, bindings, values, pipeline, patche
         with step("generate code"):
             program = generate(lowered.graph, weights)
         del lowered  # the unpacked weights go; the program maps the packed ones from the file
-        _return_freed_memory()
+        return_freed_memory()
         manifest = {
             "format": FORMAT, "format_version": FORMAT_VERSION,
             "model": {"name": name, "sha256": digest},
@@ -188,33 +189,29 @@ def _compile(source: Source, directory: Path, bindings, values, pipeline, patche
         }
         return _compile_program(program, weights, manifest, directory, start, cache_dir)
     finally:
-        weights.unlink(missing_ok=True)  # our own temporary file; the build keeps a link to it
+        _remove_weights_file(weights)  # ours; the build keeps a link to the file
 
 
 def _weights_file(root: Path) -> Path:
-    """A new temporary file beside the cache's builds for the generated weights (the caller
-    removes it). Why a file at generation time: the packed weights are written once, as they
-    are made, and mapped back copy-on-write, so packed copies never pile up in anonymous memory
-    (the peak LLVM's kernel compilation then adds to), a run reads them from the page cache, and
-    the build directory links the same file instead of writing it again."""
+    """A new file for the generated weights, in a private staging directory of the kernel
+    store's ``tmp/`` (the caller removes it with :func:`_remove_weights_file`; ``gc`` sweeps one
+    a killed compile left). Why a file at generation time: the packed weights are written once,
+    as they are made, and mapped back copy-on-write, so packed copies never pile up in anonymous
+    memory (the peak LLVM's kernel compilation then adds to), a run reads them from the page
+    cache, and the build directory links the same file instead of writing it again."""
     import tempfile
 
-    root.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=".weights-", suffix=".tmp", dir=root)
-    os.close(fd)
-    return Path(name)
+    staging = root / "kernels" / "tmp"
+    staging.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix="weights-", dir=staging)) / WEIGHTS
 
 
-def _return_freed_memory() -> None:
-    """Hand the heap's freed pages back to the system (glibc's ``malloc_trim``; a no-op
-    elsewhere). Why: the unpacked weights freed after code generation, and LLVM's working
-    memory after kernel compilation, were allocated below glibc's dynamic mmap threshold and
-    stay resident otherwise, adding their size to the next phase's peak."""
-    import ctypes
-
+def _remove_weights_file(path: Path) -> None:
+    """Remove what :func:`_weights_file` made (the file and its own directory, nothing else)."""
+    path.unlink(missing_ok=True)
     try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (AttributeError, OSError):
+        path.parent.rmdir()
+    except OSError:
         pass
 
 
@@ -229,7 +226,7 @@ def _compile_program(program: Program, weights: Path, manifest: dict, directory:
     native_ir = _native_ir(program)
     native, native_key = (None, None) if native_ir is None else compiler.compile_llvm(
         native_ir, root / "kernels", {"model": name, "bindings": bindings})
-    _return_freed_memory()  # what LLVM used while compiling: the run that follows maps the weights
+    return_freed_memory()  # what LLVM used while compiling: the run that follows maps the weights
     manifest = {
         **manifest,
         "toolchain": compiler.toolchain(), "module_key": key, "native_key": native_key,
