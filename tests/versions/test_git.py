@@ -28,17 +28,22 @@ def dcopt(cwd, *args, check=True):
     return run(cwd, sys.executable, "-m", "dcopt", *args, check=check)
 
 
+def new_repo(path):
+    """A fresh git repository at ``path`` with dcopt's filters installed."""
+    path.mkdir()
+    git(path, "init", "-q", "-b", "main")
+    git(path, "config", "user.email", "t@example.com")
+    git(path, "config", "user.name", "t")
+    dcopt(path, "git", "install")
+    return path
+
+
 def sha(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_versions_round_trip_diff_merge_and_damaged_store(tmp_path):
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "config", "user.email", "t@example.com")
-    git(repo, "config", "user.name", "t")
-    dcopt(repo, "git", "install")
+    repo = new_repo(tmp_path / "repo")
     assert "tracking: *.onnx" in dcopt(repo, "git", "track", "*.onnx").stdout
     model = repo / "model.onnx"
     base = weights()

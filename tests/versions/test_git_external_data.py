@@ -9,7 +9,7 @@ import onnx
 import pytest
 
 from tests.versions.models import low_rank_update, mlp, sparse_update, weights
-from tests.versions.test_git import dcopt, git
+from tests.versions.test_git import dcopt, git, new_repo
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 
@@ -31,12 +31,7 @@ def store_size(repo) -> int:
 
 
 def test_external_data_is_stored_per_tensor_diffed_merged_and_checked_out(tmp_path):
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "config", "user.email", "t@example.com")
-    git(repo, "config", "user.name", "t")
-    dcopt(repo, "git", "install")
+    repo = new_repo(tmp_path / "repo")
     model, side = repo / "model.onnx", repo / "model.onnx.data"
     base = weights()
     v0 = save_external(model, base)

@@ -37,6 +37,19 @@ def tap(page, node_id: str) -> None:
     page.wait_for_function("id => document.body.dataset.detail === id", arg=node_id, timeout=60_000)
 
 
+def export_and_replay(page, model: str, tmp_path) -> None:
+    """Download the edited graph and the pipeline file; ``dcopt opt --pipeline`` on ``model``
+    must give that same graph."""
+    pipeline, edited, replayed = tmp_path / "pipeline.py", tmp_path / "edited.json", tmp_path / "replayed.json"
+    for button, target in (("#export-pipeline", pipeline), ("#export-json", edited)):
+        with page.expect_download() as download:
+            page.click(button)
+        download.value.save_as(target)
+    result = CliRunner().invoke(app, ["opt", model, "--pipeline", str(pipeline), "-o", str(replayed)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(serialize.dumps(serialize.load(replayed))) == json.loads(serialize.dumps(serialize.load(edited)))
+
+
 def test_resnet50_passes_node_patch_undo_and_replay(browser, resnet_server, tmp_path):
     _, client = resnet_server
     page, errors = open_page(browser, client.url)
@@ -75,18 +88,7 @@ def test_resnet50_passes_node_patch_undo_and_replay(browser, resnet_server, tmp_
     page.wait_for_function("document.body.dataset.edits === '1'", timeout=60_000)
     assert page.locator(".stage.user .label").inner_text() == "✎ patch:swap_activation"
 
-    pipeline = tmp_path / "pipeline.py"
-    with page.expect_download() as download:
-        page.click("#export-pipeline")
-    download.value.save_as(pipeline)
-    edited = tmp_path / "edited.json"
-    with page.expect_download() as download:
-        page.click("#export-json")
-    download.value.save_as(edited)
-    replayed = tmp_path / "replayed.json"
-    result = CliRunner().invoke(app, ["opt", RESNET50, "--pipeline", str(pipeline), "-o", str(replayed)])
-    assert result.exit_code == 0, result.output
-    assert json.loads(serialize.dumps(serialize.load(replayed))) == json.loads(serialize.dumps(serialize.load(edited)))
+    export_and_replay(page, RESNET50, tmp_path)
 
     page.click("#undo")
     page.wait_for_function("document.body.dataset.edits === '0'", timeout=60_000)
@@ -173,18 +175,7 @@ def test_build_and_run_side_by_side_and_a_parameterized_patch(browser, build_and
         page.click("#preview-apply")
         page.wait_for_function("document.body.dataset.edits === '1'", timeout=60_000)
         assert page.locator(".stage.user .label").inner_text() == "✎ patch:swap_activation?to=Sigmoid"
-        pipeline = tmp_path / "pipeline.py"
-        with page.expect_download() as download:
-            page.click("#export-pipeline")
-        download.value.save_as(pipeline)
-        edited = tmp_path / "edited.json"
-        with page.expect_download() as download:
-            page.click("#export-json")
-        download.value.save_as(edited)
-        replayed = tmp_path / "replayed.json"
-        result = CliRunner().invoke(app, ["opt", str(TINY_RESNET), "--pipeline", str(pipeline), "-o", str(replayed)])
-        assert result.exit_code == 0, result.output
-        assert json.loads(serialize.dumps(serialize.load(replayed))) == json.loads(serialize.dumps(serialize.load(edited)))
+        export_and_replay(page, str(TINY_RESNET), tmp_path)
         assert errors == []
         page.close()
     finally:

@@ -55,15 +55,23 @@
     await renderRun();
   }
 
+  // One column's frame: its heading, the picker of this model's builds or runs, and either the
+  // open record or a line saying how to open one.
+  async function openColumn(kind, empty) {
+    const { el } = A();
+    const col = $(`#${kind}-col`);
+    col.innerHTML = "";
+    col.append(el("h2", {}, kind));
+    const pick = await picker(kind);
+    if (pick) col.append(pick);
+    if (!state[kind]) col.append(el("p", { class: "muted" }, empty));
+    return { col, item: state[kind] };
+  }
+
   async function renderBuild() {
     const { el, human } = A();
-    const col = $("#build-col");
-    col.innerHTML = "";
-    col.append(el("h2", {}, "build"));
-    const pick = await picker("build");
-    if (pick) col.append(pick);
-    const b = state.build;
-    if (!b) { col.append(el("p", { class: "muted" }, "No build open: dcopt view MODEL --build DIR, or pick one.")); return; }
+    const { col, item: b } = await openColumn("build", "No build open: dcopt view MODEL --build DIR, or pick one.");
+    if (!b) return;
     const m = b.model || {};
     col.append(table([
       ["build", `${b.path} (${b.kind})`],
@@ -102,13 +110,8 @@
 
   async function renderRun() {
     const { el } = A();
-    const col = $("#run-col");
-    col.innerHTML = "";
-    col.append(el("h2", {}, "run"));
-    const pick = await picker("run");
-    if (pick) col.append(pick);
-    const r = state.run;
-    if (!r) { col.append(el("p", { class: "muted" }, "No run open: dcopt view MODEL --run RUN (dcopt runs ls), or pick one.")); return; }
+    const { col, item: r } = await openColumn("run", "No run open: dcopt view MODEL --run RUN (dcopt runs ls), or pick one.");
+    if (!r) return;
     const o = r.options || {};
     col.append(table([
       ["run", `${r.id.slice(0, 12)} · ${r.kind} · ${r.status}` + (r.label ? ` · ${r.label}` : "") + (r.tags.length ? ` · tags ${r.tags.join(", ")}` : "")],
