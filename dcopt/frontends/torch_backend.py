@@ -17,12 +17,13 @@ Both exchange CPU tensors with the executor without copies where numpy allows
 (``Tensor.numpy()`` in, ``torch.from_numpy`` out). Neither records autograd history.
 
 How an imported Graph executes is decided in exactly one place, :func:`make_runner` (the
-compiled CPU backend).
+compiled CPU backend, on ``torch.get_num_threads()`` threads).
 """
 
 from __future__ import annotations
 
 import functools
+import operator
 import warnings
 from typing import Any, Callable, Mapping, Sequence
 
@@ -40,27 +41,37 @@ BACKEND_NAME = "dcopt"
 Runner = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
 
 
-def make_runner(graph: Graph) -> Runner:
-    """Return a function that runs ``graph`` on numpy feeds: the one swap point for execution.
+class CompiledRunner:
+    """Runs one graph on numpy feeds through the compiled CPU backend (generated kernels, planned
+    buffers; a new input size recompiles). The graph is compiled on the first call, specialized
+    with its real inputs, on ``torch.get_num_threads()`` threads: what ``torch.set_num_threads``
+    sets for eager PyTorch and inductor applies to dcopt's graphs too."""
 
-    The graph is compiled by the CPU backend (generated kernels, planned buffers; a new input
-    size recompiles). Checks once, at compile time, that every op can run, so a call never fails
-    halfway."""
-    from dcopt.compiled import compile as compile_graph
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.outputs = list(graph.outputs)
+        #: the :class:`~dcopt.backends.cpu.session.CpuSession` (None until the first call);
+        #: ``session.manifest`` lists the build's steps
+        self.session = None
+
+    def __call__(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.session is None:
+            from dcopt.compiled import compile as compile_graph
+
+            dims = {d: v for n in self.graph.inputs for d, v in zip(self.graph.containers[n].type.shape or (),
+                                                                    np.shape(feeds[n])) if isinstance(d, str)}
+            self.session = compile_graph(self.graph, dims=dims, example_feeds=feeds, threads=torch.get_num_threads())
+        return dict(zip(self.outputs, self.session.run(None, feeds)))
+
+
+def make_runner(graph: Graph) -> Runner:
+    """Return a function that runs ``graph`` on numpy feeds: the one swap point for execution
+    (a :class:`CompiledRunner`). Checks once, at compile time, that every op can run, so a call
+    never fails halfway."""
     from dcopt.ir.executor import check_supported
 
     check_supported(graph)
-    outputs = list(graph.outputs)
-    sessions = []
-
-    def run(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if not sessions:  # compiled on the first call, specialized with its real inputs
-            dims = {d: v for n in graph.inputs for d, v in zip(graph.containers[n].type.shape or (),
-                                                               np.shape(feeds[n])) if isinstance(d, str)}
-            sessions.append(compile_graph(graph, dims=dims, example_feeds=feeds))
-        return dict(zip(outputs, sessions[0].run(None, feeds)))
-
-    return run
+    return CompiledRunner(graph)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -97,10 +108,11 @@ class GraphFunction:
         self.graph = imported.graph
         self.layout = imported.output_layout
         self.input_names = list(input_names)
+        self.fed = [(i, name) for i, name in enumerate(self.input_names) if name is not None]
         self.run = make_runner(self.graph)
 
     def __call__(self, *args: Any) -> list[Any]:
-        feeds = {name: _feed(a) for name, a in zip(self.input_names, args) if name is not None}
+        feeds = {name: _feed(args[i]) for i, name in self.fed}
         results = self.run(feeds)
         return [self._output(entry, results) for entry in self.layout]
 
@@ -163,19 +175,24 @@ class FrozenWeights:
     keeps it honest: before every call, each frozen argument must still be the same storage with
     no in-place write since (``data_ptr`` and the autograd version counter, which every in-place
     op bumps: ``optimizer.step()``, ``weight.mul_(2)``, ``load_state_dict``). A change rebuilds
-    the graph from the new values, with one warning (rebuilding costs a compile)."""
+    the graph from the new values, with one warning (rebuilding costs a compile).
+
+    The check is two C-level passes over the frozen arguments (``map`` of the tensor getters)
+    and one tuple comparison: about 10 us for BERT's 73 weights, against ~9 ms for the graph."""
 
     def __init__(self, function: GraphFunction, build: Callable, positions: Sequence[int],
                  tensors: Sequence[torch.Tensor]):
         self.function, self.build, self.positions = function, build, list(positions)
+        self._pick = operator.itemgetter(*self.positions) if len(self.positions) > 1 else (
+            lambda args, i=self.positions[0]: (args[i],))
         self.stamp = self._stamp(tensors)
 
     @staticmethod
-    def _stamp(tensors: Sequence[torch.Tensor]) -> list[tuple[int, int]]:
-        return [(t.data_ptr(), t._version) for t in tensors]
+    def _stamp(tensors: Sequence[torch.Tensor]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        return tuple(map(_DATA_PTR, tensors)), tuple(map(_VERSION, tensors))
 
     def __call__(self, *args: Any) -> list[Any]:
-        current = [args[i] for i in self.positions]
+        current = self._pick(args)
         stamp = self._stamp(current)
         if stamp != self.stamp:
             warnings.warn("dcopt: parameters or buffers changed since this graph was compiled; recompiling it "
@@ -183,6 +200,10 @@ class FrozenWeights:
             self.function = self.build(dict(zip(self.positions, current)))
             self.stamp = stamp
         return self.function(*args)
+
+
+_DATA_PTR = torch.Tensor.data_ptr
+_VERSION = operator.attrgetter("_version")
 
 
 def frozen_weight_positions(example_inputs: Sequence[Any]) -> dict[int, torch.Tensor]:
