@@ -30,9 +30,13 @@ class DcoptGroup(click.Group):
 
             module, attr = COMMANDS[name]
             command = getattr(importlib.import_module(f"dcopt.cli.{module}"), attr)
-            _add_display_options(command)
             self.add_command(command, name)
         return command
+
+    def add_command(self, cmd, name=None):
+        """Every command added, however it is added, takes ``-q``/``--progress``."""
+        _add_display_options(cmd)
+        super().add_command(cmd, name)
 
     def format_commands(self, ctx, formatter):
         """The command list with each command's whole first sentence (click cuts it to fit 80

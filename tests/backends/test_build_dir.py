@@ -10,7 +10,6 @@ from click.testing import CliRunner
 
 import dcopt.compiled as dc
 from dcopt.cli import app
-from dcopt.cli.compile_cmd import compile_cmd
 from dcopt.errors import ModelLoadError
 from dcopt.examples import TINY_RESNET
 
@@ -65,8 +64,6 @@ def test_damaged_build_names_the_problem(tmp_path, mlp):
 
 
 def test_cli_compile(tmp_path):
-    if "compile" not in app.commands:
-        app.add_command(compile_cmd)
     out = tmp_path / "tr.dcopt"
     result = CliRunner().invoke(app, ["compile", str(TINY_RESNET), "-o", str(out), "--dim", "N=2"])
     assert result.exit_code == 0, result.output
@@ -79,8 +76,6 @@ def test_cli_compile(tmp_path):
 
 
 def test_cli_compile_bad_dim(tmp_path):
-    if "compile" not in app.commands:
-        app.add_command(compile_cmd)
     result = CliRunner().invoke(app, ["compile", str(TINY_RESNET), "-o", str(tmp_path / "x"), "--dim", "N"])
     assert result.exit_code != 0 and "SYMBOL=N" in result.output
 
