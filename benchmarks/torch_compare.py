@@ -36,7 +36,6 @@ import argparse
 import json
 import os
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -162,7 +161,6 @@ def compare_model(name: str, runtimes, *, threads: int = 2, reps: int = 60, time
     """Build, check and time one model on every runtime; returns ``{runtime: entry}`` where an
     entry has ``status``, ``compile_s``, ``correctness`` and (timed) ``median_ms``, ``p10_ms``,
     ``p90_ms``, ``reps`` and ``vs_<runtime>`` ratios (this median / that one)."""
-    import numpy as np
     import torch
 
     from benchmarks import measure, models, torch_paths
@@ -173,35 +171,9 @@ def compare_model(name: str, runtimes, *, threads: int = 2, reps: int = 60, time
         expected = module(*example).numpy()
     onnx_path = export_onnx(name if name != "bert768" else f"bert768_l{bert768_layers}", module, example,
                             input_names, cache or models.CACHE_DIR)
-    results: dict[str, dict] = {}
-    calls: dict[str, Callable[[], Any]] = {}
-    for runtime in runtimes:
-        entry: dict[str, Any] = {}
-        results[runtime] = entry
-        t0 = time.perf_counter()
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                call = prepare(runtime, module, example, onnx_path, input_names, threads)
-                got = call()
-        except Exception as exc:  # noqa: BLE001 - reported per runtime
-            entry["status"] = f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
-            log(f"  {name} {runtime}: {entry['status']}")
-            continue
-        entry["compile_s"] = time.perf_counter() - t0
-        eager_fallbacks = [str(w.message) for w in caught if "running this graph eagerly" in str(w.message)]
-        entry["correctness"] = measure.compare_outputs([np.asarray(got)], [expected])
-        if eager_fallbacks:
-            entry["status"] = "eager fallback: " + eager_fallbacks[0][:160]
-        elif entry["correctness"]["valid"]:
-            entry["status"] = "ok"
-        elif torch_paths._rounding_only(entry, module, example, expected, np.asarray(got)):
-            entry["status"] = torch_paths.ROUNDING
-        else:
-            entry["status"] = "WRONG: " + "; ".join(entry["correctness"]["problems"])[:160]
-        calls[runtime] = call
-        log(f"  {name} {runtime}: {entry['status']} (built in {entry['compile_s']:.1f} s, "
-            f"tol_ratio {entry['correctness']['tol_ratio']:.3g})")
+    results, calls = torch_paths.build_checked(
+        runtimes, lambda runtime: prepare(runtime, module, example, onnx_path, input_names, threads), module,
+        example, expected, log=lambda line: log(f"  {name} {line}"))
     times, errors = measure.interleaved_times(calls, warmup=1, reps=reps, time_budget_s=time_budget_s)
     medians = {}
     for runtime, rounds in times.items():

@@ -82,6 +82,48 @@ def _rounding_only(entry: dict, module, example, expected, got) -> bool:
     return eager_err > 1.0 and path_err <= ROUNDING_FACTOR * eager_err
 
 
+def build_checked(names: Sequence[str], build: Callable[[str], Callable[[], Any]], module, example,
+                  expected: np.ndarray, log: Callable[[str], None] | None = None
+                  ) -> tuple[dict[str, dict], dict[str, Callable[[], Any]]]:
+    """Build each of ``names`` (``build(name)`` returns a call giving the output), call it once
+    and judge it against ``expected`` (eager): per name ``status`` ("ok", the rounding verdict,
+    "eager: <why>" when dcopt ran the graph eagerly, "WRONG: <what>", "error: <what>"),
+    ``correctness`` and ``compile_s`` (first call included). Returns (results, the calls that
+    ran: to time)."""
+    results: dict[str, dict] = {}
+    calls: dict[str, Callable[[], Any]] = {}
+    for name in names:
+        entry: dict[str, Any] = {}
+        results[name] = entry
+        t0 = time.perf_counter()
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                call = build(name)
+                got = np.asarray(call())
+        except Exception as exc:  # noqa: BLE001 - reported per name, not fatal to the run
+            entry["status"] = f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+            if log:
+                log(f"{name}: {entry['status']}")
+            continue
+        entry["compile_s"] = time.perf_counter() - t0
+        fell_back = [str(w.message) for w in caught if _EAGER_WARNING in str(w.message)]
+        entry["correctness"] = measure.compare_outputs([got], [expected])
+        if fell_back:
+            entry["status"] = "eager: " + fell_back[0].removeprefix(_EAGER_WARNING + ": ").splitlines()[0][:160]
+        elif entry["correctness"]["valid"]:
+            entry["status"] = "ok"
+        elif _rounding_only(entry, module, example, expected, got):
+            entry["status"] = ROUNDING
+        else:
+            entry["status"] = "WRONG: " + "; ".join(entry["correctness"].get("problems", []))[:160]
+        calls[name] = call
+        if log:
+            log(f"{name}: {entry['status']} (built in {entry['compile_s']:.1f} s, "
+                f"tol_ratio {entry['correctness']['tol_ratio']:.3g})")
+    return results, calls
+
+
 def check_paths(module, example: Sequence[Any], *, paths: Sequence[str] = PATHS, reps: int = 20,
                 time_budget_s: float = 6.0) -> dict[str, dict]:
     """Per path: ``status`` ("ok", "eager: <reason>", "WRONG: <what>" or "error: <what>"),
@@ -101,33 +143,9 @@ def check_paths(module, example: Sequence[Any], *, paths: Sequence[str] = PATHS,
     except Exception as exc:  # noqa: BLE001 - the model itself does not run here (a transformers limitation)
         why = f"eager fails: {type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
         return {path: {"status": f"not built: {why}"} for path in paths}
-    results: dict[str, dict] = {}
+    results, built = build_checked(paths, lambda path: _build(path, module, example), module, example, expected)
     calls: dict[str, Callable[[], Any]] = {"eager": eager}
-    for path in paths:
-        entry: dict[str, Any] = {}
-        results[path] = entry
-        t0 = time.perf_counter()
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                call = _build(path, module, example)
-                got = call()
-        except Exception as exc:  # noqa: BLE001 - reported per path, not fatal to the sweep
-            entry["status"] = f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
-            continue
-        entry["compile_s"] = time.perf_counter() - t0
-        fell_back = [str(w.message) for w in caught if _EAGER_WARNING in str(w.message)]
-        entry["correctness"] = measure.compare_outputs([got], [expected])
-        if fell_back:
-            entry["status"] = "eager: " + fell_back[0].removeprefix(_EAGER_WARNING + ": ").splitlines()[0][:160]
-        elif entry["correctness"]["valid"]:
-            entry["status"] = "ok"
-            calls[path] = call
-        elif _rounding_only(entry, module, example, expected, got):
-            entry["status"] = ROUNDING
-            calls[path] = call
-        else:
-            entry["status"] = "WRONG: " + "; ".join(entry["correctness"].get("problems", []))[:160]
+    calls.update((path, call) for path, call in built.items() if results[path]["status"] in ("ok", ROUNDING))
     if len(calls) > 1:
         times, errors = measure.interleaved_times(calls, warmup=1, reps=reps, time_budget_s=time_budget_s)
         eager_ms = np.median([t for rnd in times["eager"] for t in rnd]) * 1e3

@@ -119,16 +119,16 @@ def run_imported(graph, args):
     return [torch.from_numpy(np.array(outputs[o])) for o in graph.outputs]  # a copy: results may be read-only
 
 
-@pytest.fixture
-def dcopt_runs():
-    """Records each graph the torch.compile backend builds a runner for, and turns a fallback to
-    eager into an error, so a compile test proves dcopt did the work."""
+def _recording(keep):
+    """Records ``keep(graph, runner)`` for each graph the torch.compile backend builds a runner
+    for, and turns a fallback to eager into an error, so a compile test proves dcopt did the work."""
     built = []
     original = torch_backend.make_runner
 
     def spy(graph):
-        built.append(graph)
-        return original(graph)
+        runner = original(graph)
+        built.append(keep(graph, runner))
+        return runner
 
     torch_backend.make_runner = spy
     torch._dynamo.reset()
@@ -137,6 +137,12 @@ def dcopt_runs():
         yield built
     torch_backend.make_runner = original
     torch._dynamo.reset()
+
+
+@pytest.fixture
+def dcopt_runs():
+    """The graphs the torch.compile backend built runners for (see :func:`_recording`)."""
+    yield from _recording(lambda graph, runner: graph)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,20 +371,7 @@ def test_torch_compile_recompiles_when_a_weight_is_replaced(dcopt_runs):
 def dcopt_runners():
     """The runners (:class:`~dcopt.frontends.torch_backend.CompiledRunner`) the torch.compile
     backend builds, so a test can read their sessions' build manifests."""
-    built = []
-    original = torch_backend.make_runner
-
-    def spy(graph):
-        built.append(original(graph))
-        return built[-1]
-
-    torch_backend.make_runner = spy
-    torch._dynamo.reset()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("error", message="dcopt: running this graph eagerly")
-        yield built
-    torch_backend.make_runner = original
-    torch._dynamo.reset()
+    yield from _recording(lambda graph, runner: runner)
 
 
 def test_torch_compile_runs_on_torch_num_threads(models, dcopt_runners):
