@@ -24,13 +24,15 @@ from pathlib import Path
 from dcopt.runs.home import INDEX, dcopt_home
 
 _COLUMNS = ("id", "started", "finished", "kind", "model", "status", "pid", "pid_start", "host", "label", "tags",
-            "options", "metrics", "build_key", "sha")
+            "options", "metrics", "build_key", "sha", "model_sha")
 _JSON = ("tags", "options", "metrics")
 #: Open connections by (index path, thread, process); see :meth:`RunIndex._connect`.
 _CONNECTIONS: dict[tuple, sqlite3.Connection] = {}
 _SCHEMA = ("CREATE TABLE IF NOT EXISTS runs (id TEXT PRIMARY KEY, started REAL, finished REAL, kind TEXT, "
            "model TEXT, status TEXT, pid INTEGER, pid_start TEXT, host TEXT, label TEXT, tags TEXT, options TEXT, "
-           "metrics TEXT, build_key TEXT, sha TEXT)")
+           "metrics TEXT, build_key TEXT, sha TEXT, model_sha TEXT)")
+#: Columns added after the first schema: (name, type), appended to an older index when opened.
+_ADDED = (("model_sha", "TEXT"),)
 
 
 @dataclass
@@ -52,6 +54,7 @@ class RunRow:
     metrics: dict = field(default_factory=dict)
     build_key: str = ""
     sha: str = ""
+    model_sha: str | None = None  # the model file's sha256 (None: not recorded, or an index row from before)
 
     @property
     def short_id(self) -> str:
@@ -76,7 +79,8 @@ class RunRow:
                    status=record.get("status", "running"), pid=record.get("pid"), pid_start=record.get("pid_start"),
                    host=(record.get("host") or {}).get("hostname", ""), label=annotations.get("label", ""),
                    tags=list(annotations.get("tags", [])), options=record.get("options", {}),
-                   metrics=record.get("metrics", {}), build_key=(record.get("build") or {}).get("key", ""), sha=sha)
+                   metrics=record.get("metrics", {}), build_key=(record.get("build") or {}).get("key", ""), sha=sha,
+                   model_sha=(record.get("model") or {}).get("sha256"))
 
 
 class RunIndex:
@@ -98,6 +102,10 @@ class RunIndex:
             db.execute("PRAGMA synchronous = NORMAL")
             db.execute("BEGIN IMMEDIATE")
             db.execute(_SCHEMA)
+            have = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+            for column, kind in _ADDED:
+                if column not in have:
+                    db.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
             db.execute("CREATE INDEX IF NOT EXISTS runs_started ON runs (started)")
             db.execute("COMMIT")
             _CONNECTIONS[key] = db

@@ -38,14 +38,28 @@ def find_run(ref: str):
 
 
 def runs_of(model: str) -> list[dict]:
-    """Recorded runs of ``model`` (by the model's name, as runs record it), latest first."""
+    """Recorded runs of ``model``, latest first: those whose model file had the same sha256 (a
+    renamed copy included; another model saved under the same name excluded), and, for runs
+    recorded without a digest, those of the same file name."""
     from dcopt.runs.select import list_runs
 
     name = Path(model).stem
+    digest = _digest(model)
     return [{"ref": r.id, "short_id": r.short_id, "kind": r.kind, "status": r.status, "started": r.started,
              "label": r.label, "latency_ms": r.metrics.get("latency_ms"),
              "build": bool(r.build_key) or r.kind == "compile"}
-            for r in list_runs(_home()) if r.model == name]
+            for r in list_runs(_home()) if (r.model_sha == digest if r.model_sha and digest else r.model == name)]
+
+
+def _digest(model: str) -> str | None:
+    """The model file's sha256, remembered by stat signature (as runs record it)."""
+    from dcopt.backends.cpu.source import cache_root
+    from dcopt.integrity import TrustCache
+
+    try:
+        return TrustCache(cache_root()).digest(Path(model))
+    except OSError:
+        return None
 
 
 def run_panel(ref: str) -> dict:
