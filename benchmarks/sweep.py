@@ -1,4 +1,4 @@
-"""``python -m benchmarks.sweep``: many transformers architectures, tiny configs, dcopt beside onnxruntime.
+"""``python -m benchmarks.sweep``: many transformers architectures, tiny or realistic configs, dcopt beside onnxruntime.
 
 The fixed harness models (``benchmarks.run``) are the famous ones; this sweep is the other half of
 the question -- how does dcopt do on architectures nobody tuned it for? Each architecture is built
@@ -15,6 +15,7 @@ limitation, not a dcopt result). Exports are cached by torch/transformers versio
     python -m benchmarks.sweep                       # every architecture below, all three paths
     python -m benchmarks.sweep --only llama,vit --reps 20 --json sweep.json
     python -m benchmarks.sweep --paths torch.compile,torch.export   # the PyTorch paths only
+    python -m benchmarks.sweep --size realistic --paths onnx        # hidden 256, sequence 128, 224x224
 
 Besides the ONNX path, the sweep runs the PyTorch user's two paths on the same module
 (:mod:`benchmarks.torch_paths`): ``torch.compile(backend="dcopt")`` and ``torch.export`` ->
@@ -33,8 +34,6 @@ from pathlib import Path
 
 from benchmarks import torch_paths
 
-SEQ = 32
-IMAGE = 64
 
 #: model_type -> "text" (input_ids, attention_mask) or "vision" (pixel_values).
 ARCHITECTURES = {
@@ -58,23 +57,39 @@ ARCHITECTURES = {
     "pvt": "vision", "focalnet": "vision", "cvt": "vision", "glpn": "vision",
 }
 
-#: Sizes applied where the config has the attribute (standard names reach aliases such as
-#: GPT-2's ``n_embd`` through transformers' attribute maps).
-TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128,
-        "vocab_size": 1000, "max_position_embeddings": 128, "num_key_value_heads": 2, "embedding_size": 64,
-        "image_size": IMAGE, "num_channels": 3, "n_positions": 128, "rotary_dim": 8, "ffn_dim": 128,
-        "hidden_act": None, "type_vocab_size": 2, "num_labels": 2}
+#: Config sizes per ``--size``, applied where the config has the attribute (standard names reach
+#: aliases such as GPT-2's ``n_embd`` through transformers' attribute maps), and the input sizes
+#: (``seq`` tokens, ``image`` x ``image`` pictures; batch 1). *tiny* finds what does not compile or
+#: falls back, quickly; *realistic* (hidden 256, sequence 128, 224 x 224 images, two layers to
+#: keep a sweep within an hour on two cores) says how fast dcopt is where the time goes into
+#: GEMMs and convolutions of real widths.
+SIZES = {
+    "tiny": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128,
+             "vocab_size": 1000, "max_position_embeddings": 128, "num_key_value_heads": 2, "embedding_size": 64,
+             "image_size": 64, "num_channels": 3, "n_positions": 128, "rotary_dim": 8, "ffn_dim": 128,
+             "hidden_act": None, "type_vocab_size": 2, "num_labels": 2, "seq": 32, "image": 64},
+    "realistic": {"hidden_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 1024,
+                  "vocab_size": 1000, "max_position_embeddings": 512, "num_key_value_heads": 2,
+                  "embedding_size": 256, "image_size": 224, "num_channels": 3, "n_positions": 512,
+                  "rotary_dim": 32, "ffn_dim": 1024, "hidden_act": None, "type_vocab_size": 2, "num_labels": 2,
+                  "seq": 128, "image": 224},
+}
+#: Keys of :data:`SIZES` that size the inputs rather than the config.
+_INPUT_SIZES = ("seq", "image")
+VOCAB = 1000
 
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def tiny_config(model_type: str):
+def sized_config(model_type: str, size: str = "tiny"):
     from transformers import AutoConfig
 
     config = AutoConfig.for_model(model_type)
-    for key, value in TINY.items():
+    for key, value in SIZES[size].items():
+        if key in _INPUT_SIZES:
+            continue
         if key == "hidden_size" and hasattr(config, "hidden_sizes"):
             continue  # a staged CNN (ConvNeXt, ...): its hidden size is its last stage's width
         if value is not None and hasattr(config, key):
@@ -82,7 +97,7 @@ def tiny_config(model_type: str):
                 setattr(config, key, value)
             except Exception:  # noqa: BLE001 - a config that derives this value
                 pass
-    if getattr(config, "pad_token_id", None) is not None and config.pad_token_id >= TINY["vocab_size"]:
+    if getattr(config, "pad_token_id", None) is not None and config.pad_token_id >= VOCAB:
         config.pad_token_id = 0
     if hasattr(config, "head_dim") and getattr(config, "num_attention_heads", None):
         try:
@@ -97,14 +112,14 @@ def tiny_config(model_type: str):
     return config
 
 
-def build_module(model_type: str, kind: str):
+def build_module(model_type: str, kind: str, size: str = "tiny"):
     """The architecture as a seeded random-weight module returning its first output tensor, and
-    its example inputs (a batch of 1: SEQ tokens or an IMAGE x IMAGE picture)."""
+    its example inputs (a batch of 1: ``seq`` tokens or an ``image`` x ``image`` picture)."""
     import torch
     from transformers import AutoModel
 
     torch.manual_seed(0)
-    core = AutoModel.from_config(tiny_config(model_type)).eval()
+    core = AutoModel.from_config(sized_config(model_type, size)).eval()
 
     class FirstOutput(torch.nn.Module):
         def __init__(self, core):
@@ -118,20 +133,21 @@ def build_module(model_type: str, kind: str):
                 out = self.core(input_ids=args[0], attention_mask=args[1], return_dict=False)
             return out[0]
 
-    feeds = _feeds(kind)
+    feeds = _feeds(kind, size)
     return FirstOutput(core).eval(), tuple(torch.from_numpy(v) for v in feeds.values())
 
 
-def export(model_type: str, kind: str, cache: Path) -> Path:
+def export(model_type: str, kind: str, cache: Path, size: str = "tiny") -> Path:
     """The architecture's ONNX file (cached), or an exception saying why it cannot be built."""
     import torch
     import transformers
 
-    path = cache / f"{model_type}_torch{torch.__version__}_tf{transformers.__version__}.onnx".replace("+", "_")
+    stem = model_type if size == "tiny" else f"{model_type}_{size}"
+    path = cache / f"{stem}_torch{torch.__version__}_tf{transformers.__version__}.onnx".replace("+", "_")
     if path.exists():
         return path
-    wrapper, example = build_module(model_type, kind)
-    names = list(_feeds(kind))
+    wrapper, example = build_module(model_type, kind, size)
+    names = list(_feeds(kind, size))
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -141,25 +157,26 @@ def export(model_type: str, kind: str, cache: Path) -> Path:
     return path
 
 
-def _feeds(kind: str) -> dict:
-    """Seeded feeds: token ids in the tiny vocabulary (a random int64 would index out of range)."""
+def _feeds(kind: str, size: str = "tiny") -> dict:
+    """Seeded feeds: token ids in the small vocabulary (a random int64 would index out of range)."""
     import numpy as np
 
     rng = np.random.default_rng(1)
+    seq, image = SIZES[size]["seq"], SIZES[size]["image"]
     if kind == "vision":
-        return {"pixel_values": rng.standard_normal((1, 3, IMAGE, IMAGE)).astype(np.float32)}
-    return {"input_ids": rng.integers(0, 1000, (1, SEQ)).astype(np.int64),
-            "attention_mask": np.ones((1, SEQ), np.int64)}
+        return {"pixel_values": rng.standard_normal((1, 3, image, image)).astype(np.float32)}
+    return {"input_ids": rng.integers(0, VOCAB, (1, seq)).astype(np.int64),
+            "attention_mask": np.ones((1, seq), np.int64)}
 
 
-def feeds_for(path: Path, kind: str) -> dict:
+def feeds_for(path: Path, kind: str, size: str = "tiny") -> dict:
     """The feeds the exported file takes (the exporter drops inputs the model ignores)."""
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
     inits = {t.name for t in model.graph.initializer}
     wanted = [i.name for i in model.graph.input if i.name not in inits]
-    return {k: v for k, v in _feeds(kind).items() if k in wanted}
+    return {k: v for k, v in _feeds(kind, size).items() if k in wanted}
 
 
 def main(argv=None) -> int:
@@ -168,6 +185,9 @@ def main(argv=None) -> int:
     parser.add_argument("--paths", default="onnx," + ",".join(torch_paths.PATHS),
                         help="which ways into dcopt to run: onnx (export, then dcopt.compile, timed against "
                              "onnxruntime), torch.compile and torch.export (checked and timed against eager)")
+    parser.add_argument("--size", choices=sorted(SIZES), default="tiny",
+                        help="tiny configs (hidden 64, sequence 32, 64x64 images) or realistic ones (hidden 256, "
+                             "sequence 128, 224x224 images)")
     parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--time-budget", type=float, default=8.0, help="seconds of timed rounds per model")
     parser.add_argument("--threads", type=int, default=2)
@@ -199,7 +219,7 @@ def main(argv=None) -> int:
         torch_wanted = [p for p in paths if p in torch_paths.PATHS]
         if torch_wanted:
             try:
-                module, example = build_module(model_type, kind)
+                module, example = build_module(model_type, kind, args.size)
             except Exception as exc:  # noqa: BLE001 - a transformers limitation, reported
                 row["torch"] = {p: {"status": f"not built: {type(exc).__name__}"} for p in torch_wanted}
                 continue
@@ -227,13 +247,13 @@ def _onnx_path(model_type: str, kind: str, cache: Path, args, results: list) -> 
 
     t0 = time.perf_counter()
     try:
-        path = export(model_type, kind, cache)
+        path = export(model_type, kind, cache, args.size)
     except Exception as exc:  # noqa: BLE001 - reported, not fatal
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
         _log(f"[{model_type}] not built here: {reason}")
         return {"onnx": "not exported", "gaps": reason}
     _log(f"[{model_type}] exported in {time.perf_counter() - t0:.1f}s")
-    model = BenchModel(model_type, path, feeds_for(path, kind), "sweep", f"{model_type} tiny config")
+    model = BenchModel(model_type, path, feeds_for(path, kind, args.size), "sweep", f"{model_type} {args.size} config")
     entry = measure.bench_one(model, ["dcopt", "onnxruntime"], threads=args.threads, warmup=1, reps=args.reps,
                               burst=5, time_budget_s=args.time_budget, log=_log)
     results.append(entry)

@@ -188,6 +188,7 @@ BUILTIN_PASS_MODULES = [
     "dcopt.passes.fuse_maps",
     "dcopt.passes.simplify_maps",
     "dcopt.passes.merge_siblings",
+    "dcopt.passes.subsample_convs",
     "dcopt.passes.kernels",
     "dcopt.passes.collapse_dims",
 ]

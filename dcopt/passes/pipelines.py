@@ -54,8 +54,9 @@ register_pipeline(
                 "Softmax/attention; then merge the transposes recognition leaves and clean up",
 )
 register_pipeline(
-    "O3", ["O2", "merge-sibling-convs", "eliminate-transients", "select-impl", "fuse"],
-    description="levels 1-3 on ops: O2, then stack sibling 1x1 convs into one, drop copies that can be views, "
+    "O3", ["O2", "merge-sibling-convs", "subsample-strided-pointwise", "eliminate-transients", "select-impl", "fuse"],
+    description="levels 1-3 on ops: O2, then stack sibling 1x1 convs into one, turn strided 1x1 convs into a "
+                "subsample and a GEMM, drop copies that can be views, "
                 "choose per-op routines, tiles and vector widths (dcopt.* schedule properties), and fuse by the "
                 "bytes-moved cost model. Compiling continues with the loop-level stages of dcopt.driver "
                 "(expand, fuse-epilogues, fuse-maps, form-kernels, collapse-dims, plan-memory)",

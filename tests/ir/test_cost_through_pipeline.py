@@ -23,7 +23,8 @@ from dcopt.testing import export_transformer, light_zoo_path
 
 #: Passes that regroup or reschedule work without changing the arithmetic.
 REGROUPING = {"fuse", "fuse-epilogues", "fuse-maps", "form-kernels", "collapse-dims", "select-impl",
-              "simplify-maps", "merge-sibling-convs", "eliminate-transients", "plan-memory", "cse", "dce"}
+              "simplify-maps", "merge-sibling-convs", "subsample-strided-pointwise", "eliminate-transients",
+              "plan-memory", "cse", "dce"}
 
 RESNET50 = [
     ("input", 8239865200), ("fold-constants", 8239865200), ("cse", 8239865200), ("dce", 8239865200),
