@@ -61,22 +61,49 @@ def kernels():
     """Generated kernels in the kernel store (content-addressed by their key)."""
 
 
+def _users(store) -> dict[str, list]:
+    """Kernel key -> builds listing it, from the builds catalog of the cache the store is in."""
+    from dcopt.kernels.builds import BuildCatalog
+
+    try:
+        return BuildCatalog(store.root.parent).kernel_users()
+    except Exception:  # noqa: BLE001 - an unreadable catalog only loses the "builds" column
+        return {}
+
+
+def _build_label(build) -> str:
+    return f"{build.model} ({build.key[:12] if build.kind == 'cache' else build.path})"
+
+
 @kernels.command("ls")
 @store_option
+@click.option("--build", "build_ref", default=None, metavar="BUILD",
+              help="Only the kernels of this build (a build directory, or a cache build's key prefix).")
 @click.option("--json", "as_json", is_flag=True, help="Print the entries' metadata as JSON.")
-def ls(store_dir, as_json):
-    """List stored kernels, most recently used first (--json for everything in meta.json)."""
+def ls(store_dir, build_ref, as_json):
+    """List stored kernels (one entry per generated kernel), most recently used first, with the
+    builds that use each (--json for everything in meta.json)."""
     store = open_store(store_dir)
+    users = _users(store)
     entries = sorted(store.entries(), key=lambda e: e.last_used, reverse=True)
+    if build_ref is not None:
+        from dcopt.kernels.builds import BuildCatalog
+
+        build = BuildCatalog(store.root.parent).find(build_ref)
+        wanted = {k.get("key") for k in build.manifest.get("kernels", []) if isinstance(k, dict)}
+        entries = [e for e in entries if e.key in wanted]
     if as_json:
-        click.echo(json.dumps([{"path": str(e.path), **e.meta} for e in entries], indent=1, sort_keys=True))
+        click.echo(json.dumps([{"path": str(e.path), "builds": [str(b.path) for b in users.get(e.key, [])], **e.meta}
+                               for e in entries], indent=1, sort_keys=True))
         return
     total = sum(e.size for e in entries)
     table = Table(title=f"{len(entries)} kernel(s), {human_size(total)} in {store.root}")
-    for col in ("key", "target", "created", "size", "provenance"):
-        table.add_column(col, justify="right" if col == "size" else "left", no_wrap=col != "provenance")
+    for col in ("key", "target", "kind", "functions", "builds", "last used", "size", "provenance"):
+        table.add_column(col, justify="right" if col in ("size", "builds") else "left",
+                         no_wrap=col not in ("provenance", "functions"))
     for e in entries:
-        table.add_row(e.key[:12], e.target, _when(e.created), human_size(e.size), _provenance(e))
+        table.add_row(e.key[:12], e.target, e.kind, ", ".join(e.functions), str(len(users.get(e.key, []))),
+                      _when(e.last_used), human_size(e.size), _provenance(e))
     stdout_console().print(table)
 
 
@@ -101,6 +128,11 @@ def show(key_prefix, store_dir, no_source, as_json):
                   markup=False)
     console.print(f"  last used  {_when(entry.last_used)}", markup=False)
     console.print(f"  integrity  {'ok' if problem is None else 'DAMAGED: ' + problem}", markup=False)
+    console.print(f"  in use     {'yes (a loaded build holds it: gc keeps it)' if store.in_use(entry.key) else 'no'}",
+                  markup=False)
+    users = _users(store).get(entry.key, [])
+    console.print(f"  builds     {', '.join(_build_label(b) for b in users) if users else 'none recorded'}",
+                  markup=False)
     for title, value in (("key components", entry.components), ("provenance", entry.provenance),
                          ("build info", entry.build_info)):
         console.print(f"{title}:", markup=False)
@@ -139,7 +171,11 @@ def gc(store_dir, older_than, max_size, dry_run):
     for r in removed:
         name = r.entry.key[:12] if r.entry is not None else r.path.name[:20]
         click.echo(f"{verb} {name} ({human_size(r.size)}): {r.reason}")
-    left = sum(e.size for e in store.entries())
+    entries = list(store.entries())
+    busy = sum(1 for e in entries if store.in_use(e.key))
+    if busy:
+        click.echo(f"kept {busy} kernel(s) a loaded build uses")
+    left = sum(e.size for e in entries)
     if dry_run:
         left -= sum(r.entry.size for r in removed if r.entry is not None)
     click.echo(f"{verb} {len(removed)} item(s), {human_size(sum(r.size for r in removed))}; "

@@ -34,6 +34,12 @@ Explaining a recompile: ``store.explain_miss(key)`` lists the nearest stored ent
 key components differ (``codegen_version``, ``toolchain.numba``, ``options.tile`` ...); with the
 ``dcopt.kernels`` logger at DEBUG, :meth:`KernelStore.get_or_build` logs it on every miss.
 
+A model's kernels are one entry each (:mod:`dcopt.backends.cpu.compiler`): a numba kernel's
+module (the kernel, its pool-task wrapper, the module header) with its machine code, or an LLVM
+kernel's IR with its native object. Builds that share a kernel share its entry, a build's
+manifest records each kernel's key, and a loaded build marks its entries in use
+(:meth:`KernelStore.hold`) so that ``gc`` skips them.
+
 Builds (a compiled model as a directory, written by :mod:`dcopt.backends.cpu.build`)::
 
     from dcopt.kernels import BuildCatalog, diff_builds
@@ -50,9 +56,9 @@ CLI: ``dcopt kernels ls|show|gc`` and ``dcopt builds ls|show|diff|gc``.
 from dcopt.kernels.builds import BuildCatalog, BuildInfo
 from dcopt.kernels.diff import BuildDiff, diff_builds
 from dcopt.kernels.keys import KernelKey, host_cpu_features, source_hash, toolchain_versions
-from dcopt.kernels.store import Fetched, KernelEntry, KernelStore, Removal, default_root
+from dcopt.kernels.store import Fetched, Holds, KernelEntry, KernelStore, Removal, default_root
 
 __all__ = [
-    "BuildCatalog", "BuildDiff", "BuildInfo", "Fetched", "KernelEntry", "KernelKey", "KernelStore", "Removal",
+    "BuildCatalog", "BuildDiff", "BuildInfo", "Fetched", "Holds", "KernelEntry", "KernelKey", "KernelStore", "Removal",
     "default_root", "diff_builds", "host_cpu_features", "source_hash", "toolchain_versions",
 ]

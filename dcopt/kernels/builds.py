@@ -2,9 +2,11 @@
 
 There is one build format (written by :mod:`dcopt.backends.cpu.build`): a directory with
 ``manifest.json`` (provenance: model digest, pipeline, patches, pass summary, toolchain and CPU
-features, dcopt version; every file's size and sha256), ``program.json`` (the schedule and the
-weights index), ``kernels.py`` / ``kernels.ll`` (generated source), ``weights.bin`` (raw,
-memory-mapped) and, outside the cache, the source model. This module finds and describes them:
+features, dcopt version; every file's size and sha256; each kernel's kernel-store key),
+``program.json`` (the schedule and the weights index), ``kernels.py`` / ``kernels.ll`` (generated
+source; its machine code is in the kernel store, one entry per kernel, shared between builds),
+``weights.bin`` (raw, memory-mapped) and, outside the cache, the source model. This module finds
+and describes them:
 
 * cache builds live in ``<cache root>/cpu-builds/<key>/``; they are dcopt's own, so ``gc``
   removes them (least recently used first, never one a running process has loaded: loading
@@ -191,6 +193,17 @@ class BuildCatalog:
                              f"(dcopt builds ls lists them)")
         raise InputError(f"key prefix '{ref}' matches {len(matches)} cache builds: "
                          f"{', '.join(b.key[:12] for b in matches[:5])}; give more characters")
+
+    def kernel_users(self) -> dict[str, list[BuildInfo]]:
+        """Kernel-store key -> the builds (cache and recorded output builds) whose manifests list
+        it: which builds share a kernel entry (``dcopt kernels ls``)."""
+        users: dict[str, list[BuildInfo]] = {}
+        for build in self.all():
+            for kernel in build.manifest.get("kernels", []):
+                key = kernel.get("key") if isinstance(kernel, dict) else None
+                if isinstance(key, str) and build not in users.setdefault(key, []):
+                    users[key].append(build)
+        return users
 
     # -- use and collection ----------------------------------------------------------------------
     def hold(self, key: str):

@@ -22,6 +22,10 @@ How it stays correct (the torch._inductor codecache recipe, plus verification):
   logged and the entry is rebuilt. No ``fsync``: a crash can leave garbage, and that is caught here.
 - **LRU for gc.** A hit touches ``meta.json``'s mtime (not its bytes), so ``gc`` can drop entries
   by last use.
+- **In use, never collected.** A loaded build holds a shared ``flock`` on ``locks/<digest>.use`` of
+  each of its kernel entries (:meth:`KernelStore.hold`) for as long as it is loaded; ``gc`` asks for
+  an exclusive one and skips the entry while it cannot get it. A separate file from the build lock:
+  a damaged entry a process holds can still be rebuilt (by that process, under the build lock).
 """
 
 from __future__ import annotations
@@ -117,6 +121,18 @@ class KernelEntry:
             return self.created
 
     @property
+    def kind(self) -> str:
+        """What the build callback made: ``numba`` (a kernel module), ``llvm-object`` ..."""
+        return str(self.build_info.get("kind", "?"))
+
+    @property
+    def functions(self) -> list[str]:
+        """The functions the entry compiles (numba signatures' names; an LLVM kernel's name)."""
+        names = sorted(self.build_info.get("signatures") or {})
+        kernel = self.provenance.get("kernel")
+        return names or ([str(kernel)] if kernel else [])
+
+    @property
     def source_path(self) -> Path | None:
         name = self.meta.get("source")
         return self.path / name if name else None
@@ -134,6 +150,26 @@ class Fetched:
     entry: KernelEntry
     value: Any
     built: bool
+
+
+class Holds:
+    """Shared "in use" locks on some entries (see :meth:`KernelStore.hold`), released by
+    :meth:`close` or when this object is garbage collected."""
+
+    def __init__(self, fds: list[int], digests: list[str]):
+        self._fds = fds
+        self.digests = frozenset(digests)
+
+    def close(self, _close=os.close) -> None:  # bound now: __del__ may run at interpreter exit
+        fds, self._fds = self._fds, []
+        for fd in fds:
+            try:
+                _close(fd)
+            except OSError:
+                pass
+
+    def __del__(self):
+        self.close()
 
 
 @dataclass(frozen=True)
@@ -367,6 +403,53 @@ class KernelStore:
             lines += [f"    {d}" for d in diffs]
         return lines
 
+    def hold(self, digests) -> Holds:
+        """Mark entries ``digests`` in use for as long as the returned :class:`Holds` lives (a
+        shared lock each; absent entries too, so one built later is covered): ``gc`` skips them.
+        What a loaded build takes on its kernels; a few microseconds per entry."""
+        digests = sorted({d for d in digests if d and _is_digest(d)})
+        fds = []
+        if digests:
+            lock_dir = self.root / "locks"
+            try:
+                lock_dir.mkdir(parents=True, exist_ok=True)
+                for digest in digests:
+                    fd = os.open(lock_dir / f"{digest}.use", os.O_RDWR | os.O_CREAT, 0o644)
+                    fds.append(fd)
+                    fcntl.flock(fd, fcntl.LOCK_SH)
+            except OSError as exc:  # a read-only cache: nothing can collect it either
+                log.debug("could not mark kernels in use under %s: %s", lock_dir, exc)
+        return Holds(fds, digests)
+
+    def in_use(self, digest: str) -> bool:
+        """Whether some process (this one included) holds entry ``digest`` (:meth:`hold`)."""
+        path = self.root / "locks" / f"{digest}.use"
+        if not path.is_file():
+            return False
+        with open(path, "a+b") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(f, fcntl.LOCK_UN)
+        return False
+
+    @contextlib.contextmanager
+    def _unused(self, digest: str) -> Iterator[bool]:
+        """Hold the entry's "in use" lock exclusively if nobody uses it; yield whether we do."""
+        lock_dir = self.root / "locks"
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        with open(lock_dir / f"{digest}.use", "a+b") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
     def remove(self, digest: str) -> None:
         with self._lock(digest):
             self._discard(self.entry_dir(digest))
@@ -375,12 +458,19 @@ class KernelStore:
            dry_run: bool = False) -> list[Removal]:
         """Drop entries unused for ``older_than_days``, then least-recently-used ones until the
         store holds at most ``max_bytes``. Damaged entries and abandoned staging directories are
-        always swept. Entries being built are skipped (their lock is held)."""
+        always swept. Entries in use (:meth:`hold`: a loaded build's kernels) and entries being
+        built (their lock is held) are skipped; the size limit counts what is in use."""
         now = time.time()
         removals = []
         intact = []
+        busy = set()
         for path in self._entry_dirs():
             entry, problem = self._verified(path.name)
+            if self.in_use(path.name):
+                busy.add(path.name)
+                if entry is not None:
+                    intact.append(entry)
+                continue
             if entry is None:
                 removals.append(Removal(path, _dir_size(path), f"damaged: {problem}"))
             elif older_than_days is not None and now - entry.last_used > older_than_days * 86400:
@@ -393,6 +483,8 @@ class KernelStore:
             for entry in sorted(intact, key=lambda e: e.last_used):
                 if total <= max_bytes:
                     break
+                if entry.key in busy:
+                    continue
                 total -= entry.size
                 removals.append(Removal(entry.path, entry.size, "over the size limit (least recently used)", entry))
         tmp = self.root / "tmp"
@@ -411,10 +503,10 @@ class KernelStore:
         return done
 
     def _remove_if_idle(self, path: Path) -> bool:
-        with self._lock(path.name, wait=False) as held:
-            if held:  # not being built right now
+        with self._lock(path.name, wait=False) as idle, self._unused(path.name) as unused:
+            if idle and unused:  # not being built right now, and no loaded build uses it
                 self._discard(path)
-            return held
+            return idle and unused
 
 def _dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
@@ -422,5 +514,5 @@ def _dir_size(path: Path) -> int:
 
 def describe_provenance(provenance: Mapping[str, Any]) -> str:
     """``model/node`` style one-liner used by ``kernels ls`` and miss explanations."""
-    parts = [str(provenance[k]) for k in ("model", "group", "node") if provenance.get(k)]
+    parts = [str(provenance[k]) for k in ("model", "group", "node", "kernel") if provenance.get(k)]
     return "/".join(parts)

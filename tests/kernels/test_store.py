@@ -222,3 +222,20 @@ def test_damage_warns_once(store, caplog):
     with caplog.at_level(logging.WARNING, logger="dcopt.kernels"):
         store.get_or_build(key, FakeBuild())
     assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+
+
+def test_gc_skips_entries_in_use_and_a_held_damaged_entry_is_still_rebuilt(store):
+    held_key, free_key = make_key("held"), make_key("free")
+    for key in (held_key, free_key):
+        store.get_or_build(key, FakeBuild())
+    holds = store.hold([held_key.digest])
+    assert store.in_use(held_key.digest) and not store.in_use(free_key.digest)
+    assert [r.entry.key for r in store.gc(max_bytes=0, dry_run=True)] == [free_key.digest]
+    assert [r.entry.key for r in store.gc(max_bytes=0)] == [free_key.digest]
+    assert store.get(held_key) is not None
+    (store.entry_dir(held_key.digest) / "kernel.o").write_bytes(b"damaged")  # the holder can rebuild it
+    build = FakeBuild()
+    assert store.get_or_build(held_key, build).built and build.calls == 1
+    holds.close()
+    assert not store.in_use(held_key.digest)
+    assert [r.entry.key for r in store.gc(max_bytes=0)] == [held_key.digest]

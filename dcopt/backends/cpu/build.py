@@ -2,9 +2,10 @@
 
 Layout of ``model.dcopt/``::
 
-    manifest.json   model hash, pipeline, patches, target, sizes, toolchain, kernel list + hashes
+    manifest.json   model hash, pipeline, patches, target, sizes, toolchain, kernel list: each
+                    kernel's name, sha256 and kernel-store key
     program.json    the step list and buffer types (the run-time schedule)
-    kernels.py      generated kernel source (numba)
+    kernels.py      generated kernel source (numba), every kernel in one file
     kernels.ll      generated LLVM IR kernels (direct convolutions), when the model has any
     weights.bin     parameters as the steps read them (packed/transposed/folded), raw and
                     64-byte aligned, loaded memory-mapped (:mod:`dcopt.kernels.weights`)
@@ -12,7 +13,9 @@ Layout of ``model.dcopt/``::
 
 Every compile is itself keyed (model bytes, pipeline, patches, sizes, toolchain, backend
 sources) and stored as such a directory in the cache: compiling the same model again is a
-directory load plus cached machine code.
+directory load plus cached machine code. The machine code lives in the kernel store, one entry
+per kernel (:mod:`compiler`): a build compiles only the kernels no earlier build stored, and a
+loaded build marks its entries in use so ``gc`` leaves them alone.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from dcopt.kernels.weights import WEIGHTS, read_weights, write_weights
 from dcopt.errors import ModelLoadError
 from dcopt.kernels.builds import CACHE_BUILDS, FORMAT, FORMAT_VERSION, BuildCatalog, read_manifest
 from dcopt.kernels.compile_index import CompileIndex
+from dcopt.kernels.store import KernelStore
 from dcopt.progress import step
 
 
@@ -53,6 +57,7 @@ class Build:
 
     sources: tuple = ("", None)  # (kernels.py, kernels.ll or None) as verified at load
     held: object = None  # a cache build's shared lock (BuildCatalog.hold): gc leaves it alone
+    kernel_holds: tuple = ()  # its kernel-store entries marked in use (KernelStore.hold): gc leaves them
 
     @functools.cached_property
     def kernels(self) -> tuple[ModuleType, object]:
@@ -221,18 +226,21 @@ def _compile_program(program: Program, weights: Path, manifest: dict, directory:
     root = cache_root(cache_dir)
     name, bindings = manifest["model"]["name"], manifest["bindings"]
     kernel_source = render_module(program.kernels)
-    module, key = compiler.compile_module(kernel_source, program.signatures, root / "kernels",
-                                          {"model": name, "bindings": bindings})
+    store = root / "kernels"
+    module = compiler.compile_kernels(kernel_source, program.signatures, store, {"model": name, "bindings": bindings})
     native_ir = _native_ir(program)
-    native, native_key = (None, None) if native_ir is None else compiler.compile_llvm(
-        native_ir, root / "kernels", {"model": name, "bindings": bindings})
+    native, native_keys = (None, {}) if native_ir is None else compiler.compile_native(
+        native_ir, store, {"model": name, "bindings": bindings})
     return_freed_memory()  # what LLVM used while compiling: the run that follows maps the weights
     manifest = {
         **manifest,
-        "toolchain": compiler.toolchain(), "module_key": key, "native_key": native_key,
-        "kernels": [{"name": n, "sha256": hashlib.sha256(s.encode()).hexdigest()}
+        # one digest per kind over the kernels' store keys (equal: the same kernels); each
+        # kernel's own entry is its "key" in "kernels" (dcopt kernels show KEY)
+        "toolchain": compiler.toolchain(), "module_key": compiler.set_key(module.keys),
+        "native_key": compiler.set_key(native_keys),
+        "kernels": [{"name": n, "sha256": hashlib.sha256(s.encode()).hexdigest(), "key": module.keys.get(n)}
                     for n, s in sorted(program.kernels.items())]
-        + [{"name": n, "sha256": hashlib.sha256(s.encode()).hexdigest(), "language": "llvm"}
+        + [{"name": n, "sha256": hashlib.sha256(s.encode()).hexdigest(), "language": "llvm", "key": native_keys.get(n)}
            for n, s in sorted(program.native.items())],
         "steps": dict(sorted(_count(s.kind for s in program.steps).items())),
         "not_native": dict(sorted(_count(f"{s.params['op']} ({s.kind})" for s in program.steps
@@ -244,8 +252,14 @@ def _compile_program(program: Program, weights: Path, manifest: dict, directory:
     manifest = _write(directory, program, kernel_source, native_ir, manifest, None, weights_file=weights)
     built = Build(program, manifest, bindings, directory, cache_dir)
     built.held = BuildCatalog(root).hold(directory.name)
+    built.kernel_holds = (KernelStore(store).hold(kernel_keys(manifest)),)
     built.kernels = (module, native)  # just compiled: no second load
     return built
+
+
+def kernel_keys(manifest: dict) -> set[str]:
+    """The kernel-store keys of a build's kernels, as its manifest records them."""
+    return {k["key"] for k in manifest.get("kernels", []) if isinstance(k, dict) and isinstance(k.get("key"), str)}
 
 
 def _pass_summary(reports) -> list[dict]:
@@ -342,7 +356,7 @@ def load(directory: Path, cache_dir=None) -> Build:
                                  + "; ".join(problems), file=str(directory))
         prog = json.loads((directory / "program.json").read_text())
         sources = ((directory / "kernels.py").read_text(),
-                   (directory / "kernels.ll").read_text() if manifest.get("native_key") else None)
+                   (directory / "kernels.ll").read_text() if "kernels.ll" in manifest["files"] else None)
         params = read_weights(directory / WEIGHTS, prog["weights"])
         program = Program(prog["inputs"], prog["outputs"],
                           {n: (None if s is None else tuple(s), d) for n, (s, d) in prog["types"].items()},
@@ -357,16 +371,25 @@ def load(directory: Path, cache_dir=None) -> Build:
         raise ModelLoadError(f"damaged build directory: {type(exc).__name__}: {exc}", file=str(directory)) from None
     built = Build(program, manifest, dict(manifest["bindings"]), directory, cache_dir)
     built.sources = sources
+    # its kernels' entries are in use from now on (gc skips them), loaded or not yet
+    built.kernel_holds = (KernelStore(cache_root(cache_dir) / "kernels").hold(kernel_keys(manifest)),)
     return built
 
 
 def _load_kernels(built: Build):
-    """(numba module, LLVM engine or None) of a loaded build, from its verified sources."""
+    """(numba module, LLVM engine or None) of a loaded build, from its verified sources: one
+    kernel-store entry per kernel, split from ``kernels.py`` / ``kernels.ll`` the way the build
+    split them, so the keys are the ones its manifest records (unless the toolchain or CPU
+    differs from the build's: then the entries are this host's, and those are held too)."""
     source, native_ir = built.sources
     root = cache_root(built.cache_dir) / "kernels"
     provenance = {"model": built.manifest["model"]["name"], "build": str(built.directory)}
-    module, _ = compiler.compile_module(source, built.program.signatures, root, provenance)
-    native = None if native_ir is None else compiler.compile_llvm(native_ir, root, provenance)[0]
+    module = compiler.compile_kernels(source, built.program.signatures, root, provenance)
+    native, native_keys = (None, {}) if native_ir is None else compiler.compile_native(native_ir, root, provenance)
+    held = set().union(*(h.digests for h in built.kernel_holds))
+    others = (set(module.keys.values()) | set(native_keys.values())) - held
+    if others:
+        built.kernel_holds += (KernelStore(root).hold(others),)
     return module, native
 
 

@@ -9,6 +9,8 @@ the unrolled bodies are long, regular and easiest to read (and diff between buil
 
 from __future__ import annotations
 
+import re
+
 from typing import TYPE_CHECKING
 
 LANES = 16  # fp32 lanes of a zmm register
@@ -251,3 +253,26 @@ def module_ir(functions: dict[str, str]) -> str:
     this module and :mod:`matvec`, sorted)."""
     return "\n\n".join(functions[k] for k in sorted(functions)) + "\n\n" + MODULE_TAIL
 
+
+def split_module_ir(text: str) -> dict[str, str]:
+    """``{kernel: its own LLVM module}`` from a module :func:`module_ir` wrote: each exported
+    function with its internal helpers (``@"NAME.full"`` ...), then the module's declarations
+    and attributes. A line at column 0 that starts with ``define`` begins a function; one that
+    starts with ``declare`` or ``attributes`` belongs to the shared tail. Each kernel's module
+    depends only on its own functions, not on its neighbours in the file."""
+    functions: dict[str, list[str]] = {}
+    tail: list[str] = []
+    text = "\n" + text  # every top-level line now follows a newline
+    marks = [(m.start() + 1, m.group(1)) for m in _TOP_LEVEL.finditer(text)] + [(len(text), "")]
+    for (begin, kind), (end, _) in zip(marks, marks[1:]):  # one regex scan: ResNet-50's 1.3 MB in ~1 ms
+        if kind == "define":
+            at = text.find("@", begin, end)
+            name = text[at + 1:text.find("(", at, end)].strip('"').split(".", 1)[0]
+            functions.setdefault(name, []).append(text[begin:end].strip())
+        else:
+            tail.append(text[begin:end].strip() + "\n")
+    end_text = "".join(tail)
+    return {name: "\n\n".join(fns) + "\n\n" + end_text for name, fns in sorted(functions.items())}
+
+
+_TOP_LEVEL = re.compile(r"\n(define|declare|attributes) ")  # not "^...", re.M: that is 7x slower

@@ -1,7 +1,14 @@
 """The module that holds a model's generated numba kernels (:mod:`map_codegen` renders each
 kernel; this is the file around them: imports of the scalar math they call and the typed
-pointers their pool-task wrappers rebuild arrays with). Kernel names are content hashes, so the
-sorted concatenation is a stable text whose hash keys the compiled module in the kernel store.
+pointers their pool-task wrappers rebuild arrays with).
+
+A build's ``kernels.py`` is :func:`render_module`: every kernel in one readable file. What is
+compiled and stored is finer: :func:`split_module` cuts that text back into one module per
+kernel (the header, the kernel, and its ``NAME_task`` pool wrapper if it has one), each a
+kernel-store entry of its own, so builds that share a kernel share its machine code. The split
+reads only the text, so a build and a later load of it derive the same per-kernel sources (and
+store keys) from the same verified file, and a kernel's module does not depend on its
+neighbours in the file.
 """
 
 from __future__ import annotations
@@ -20,7 +27,49 @@ _OPTS = dict(fastmath=FASTMATH, nogil=True, error_model="numpy", boundscheck=Fal
 _ix = np.uint64  # array subscripts: unsigned, so numba adds no negative-index wraparound (map_codegen)
 '''
 
+#: Suffix of a kernel's pool-task wrapper (:func:`map_codegen.render_task`): stored with its kernel.
+TASK_SUFFIX = "_task"
+
 
 def render_module(kernels: dict[str, str]) -> str:
     """One Python module holding every generated kernel of a model (sorted: stable text)."""
     return MODULE_HEADER + "\n\n" + "\n\n".join(kernels[k] for k in sorted(kernels)) + "\n"
+
+
+def owner(name: str, names) -> str:
+    """The kernel a function belongs to: ``k_x`` for ``k_x_task`` when ``k_x`` exists, else itself."""
+    base = name[:-len(TASK_SUFFIX)] if name.endswith(TASK_SUFFIX) else name
+    return base if base != name and base in names else name
+
+
+def split_module(text: str) -> tuple[str, dict[str, dict[str, str]]]:
+    """(header, {kernel: {function: its source}}) of a module :func:`render_module` wrote.
+
+    Generated modules hold only the header and top-level functions (decorators included), so a
+    line at column 0 that starts with ``@`` or ``def `` begins a function; everything before the
+    first is the header. Each function's text is stripped of trailing blank lines: its source is
+    the same wherever it sits in the file."""
+    lines = text.splitlines(keepends=True)
+    starts, pending = [], None
+    for i, line in enumerate(lines):
+        if line.startswith("@"):
+            pending = i if pending is None else pending
+        elif line.startswith("def "):
+            name = line[4:].split("(", 1)[0].strip()
+            starts.append((pending if pending is not None else i, name))
+            pending = None
+    if not starts:
+        return text, {}
+    header = "".join(lines[:starts[0][0]])
+    functions = {}
+    for (begin, name), nxt in zip(starts, [s for s, _ in starts[1:]] + [len(lines)]):
+        functions[name] = "".join(lines[begin:nxt]).rstrip() + "\n"
+    groups: dict[str, dict[str, str]] = {}
+    for name in sorted(functions):
+        groups.setdefault(owner(name, functions), {})[name] = functions[name]
+    return header, groups
+
+
+def kernel_module(header: str, functions: dict[str, str]) -> str:
+    """The source of one kernel's own module: the header, then its functions (sorted)."""
+    return header.rstrip() + "\n\n\n" + "\n\n".join(functions[k] for k in sorted(functions))
