@@ -46,7 +46,7 @@ def test_verify_and_check_say_what_they_checked(tiny_resnet_path):
     lines = result.stdout.splitlines()
     verify = next(line for line in lines if line.startswith("verify:"))
     check = next(line for line in lines if line.startswith("check:"))
-    assert "IR is valid after all 20 of 20 passes" in verify
+    assert "IR is valid after all 21 of 21 passes" in verify
     assert "equal before and after each of the 3 modifying passes (rtol 0.0001, atol 1e-05" in check
     assert not any(line.startswith(("verify:", "check:")) for line in dcopt("opt", tiny_resnet_path).stdout.splitlines())
 
