@@ -31,6 +31,8 @@ _CONNECTIONS: dict[tuple, sqlite3.Connection] = {}
 _SCHEMA = ("CREATE TABLE IF NOT EXISTS runs (id TEXT PRIMARY KEY, started REAL, finished REAL, kind TEXT, "
            "model TEXT, status TEXT, pid INTEGER, pid_start TEXT, host TEXT, label TEXT, tags TEXT, options TEXT, "
            "metrics TEXT, build_key TEXT, sha TEXT, model_sha TEXT)")
+#: Columns named, so an index that later versions extend with more columns still takes our rows.
+_INSERT = f"INSERT OR REPLACE INTO runs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 #: Columns added after the first schema: (name, type), appended to an older index when opened.
 _ADDED = (("model_sha", "TEXT"),)
 
@@ -124,11 +126,11 @@ class RunIndex:
 
     def put(self, row: RunRow) -> None:
         with self._db(write=True) as db:
-            db.execute(f"INSERT OR REPLACE INTO runs VALUES ({', '.join('?' * len(_COLUMNS))})", row.values())
+            db.execute(_INSERT, row.values())
 
     def put_many(self, rows: list[RunRow]) -> None:
         with self._db(write=True) as db:
-            db.executemany(f"INSERT OR REPLACE INTO runs VALUES ({', '.join('?' * len(_COLUMNS))})",
+            db.executemany(_INSERT,
                            [r.values() for r in rows])
 
     def update(self, run_id: str, **fields) -> None:
