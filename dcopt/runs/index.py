@@ -18,6 +18,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,6 +86,21 @@ class RunRow:
                    model_sha=(record.get("model") or {}).get("sha256"))
 
 
+def _set_wal(db: sqlite3.Connection, patience_s: float = 30.0) -> None:
+    """Switch to WAL. Why a loop: while another process creates the index, changing the journal
+    mode answers "database is locked" at once, without waiting on the busy timeout (two processes
+    recording their first runs together hit it)."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 class RunIndex:
     def __init__(self, home: Path | None = None):
         self.home = Path(home) if home is not None else dcopt_home()
@@ -100,7 +116,7 @@ class RunIndex:
             self.home.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             db.execute("PRAGMA busy_timeout = 30000")
-            db.execute("PRAGMA journal_mode = WAL")
+            _set_wal(db)
             db.execute("PRAGMA synchronous = NORMAL")
             db.execute("BEGIN IMMEDIATE")
             db.execute(_SCHEMA)

@@ -49,9 +49,13 @@ def _match(ref: str, rows: list[RunRow]) -> list[RunRow]:
     ref = ref.strip()
     if ref.isdigit():
         n = int(ref)
-        if not 1 <= n <= len(rows):
-            raise InputError(f"run {n}: there are {len(rows)} run(s) (1 is the latest; dcopt runs ls lists them)")
-        return [rows[n - 1]]
+        if 1 <= n <= len(rows):
+            return [rows[n - 1]]
+        by_id = [r for r in rows if r.id.startswith(ref)]  # an id prefix that happens to be all digits
+        if len(by_id) == 1:
+            return by_id
+        raise InputError(f"run {n}: there are {len(rows)} run(s) (1 is the latest; dcopt runs ls lists them)"
+                         + (f"; as an id prefix it matches {len(by_id)} runs" if by_id else ""))
     m = _RANGE.match(ref)
     if m:
         lo, hi = int(m.group(1) or 1), int(m.group(2) or len(rows))

@@ -95,3 +95,14 @@ def test_reindex_rebuilds_from_the_directories(home, three):
 
     RunIndex(home).put(RunRow(id="f" * 32, started=0.0, status="completed"))  # a row without a directory
     assert reindex(home) == (2, 1)
+
+
+def test_an_all_digit_id_prefix_beyond_the_run_count_selects_by_id():
+    """A 6-character id prefix is all digits about 6% of the time: past the last index it is an id."""
+    from dcopt.runs.index import RunRow
+
+    rows = [RunRow(id="761402" + "a" * 26, started=2.0), RunRow(id="bc4099" + "b" * 26, started=1.0)]
+    assert select_one("761402", rows).id == rows[0].id
+    assert select_one("2", rows).id == rows[1].id  # an index while it is one
+    with pytest.raises(InputError, match="there are 2 run"):
+        select_one("999999", rows)
