@@ -284,11 +284,12 @@ class KernelStore:
     # -- building -------------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _lock(self, digest: str, *, wait: bool = True) -> Iterator[bool]:
-        """Hold the key's lock; with ``wait=False`` yield False at once if someone else holds it."""
+    def _exclusive(self, name: str, *, wait: bool) -> Iterator[bool]:
+        """Hold ``locks/<name>`` exclusively; with ``wait=False`` yield False at once if someone
+        else holds it (shared or exclusive)."""
         lock_dir = self.root / "locks"
         lock_dir.mkdir(parents=True, exist_ok=True)
-        with open(lock_dir / f"{digest}.lock", "a+b") as f:
+        with open(lock_dir / name, "a+b") as f:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -298,6 +299,10 @@ class KernelStore:
                 yield True
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _lock(self, digest: str, *, wait: bool = True):
+        """Hold the key's build lock; with ``wait=False`` yield False at once if someone else holds it."""
+        return self._exclusive(f"{digest}.lock", wait=wait)
 
     def _staging(self, digest: str) -> Path:
         tmp = self.root / "tmp"
@@ -434,21 +439,9 @@ class KernelStore:
             fcntl.flock(f, fcntl.LOCK_UN)
         return False
 
-    @contextlib.contextmanager
-    def _unused(self, digest: str) -> Iterator[bool]:
+    def _unused(self, digest: str):
         """Hold the entry's "in use" lock exclusively if nobody uses it; yield whether we do."""
-        lock_dir = self.root / "locks"
-        lock_dir.mkdir(parents=True, exist_ok=True)
-        with open(lock_dir / f"{digest}.use", "a+b") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield False
-                return
-            try:
-                yield True
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        return self._exclusive(f"{digest}.use", wait=False)
 
     def remove(self, digest: str) -> None:
         with self._lock(digest):
