@@ -35,6 +35,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import shutil
 import time
 import uuid
@@ -52,6 +53,11 @@ META = "meta.json"
 FORMAT = 1
 _HEX = set("0123456789abcdef")
 _STALE_TMP_SECONDS = 3600  # a staging dir this old belongs to a dead process
+#: Names of what dcopt stages under ``<store>/tmp``: :meth:`KernelStore._staging` directories
+#: (``<digest[:12]>-<pid>-<hex8>``, ``trash-...``) and a compile's generated-weights directory
+#: (``weights-<random>``). ``gc`` sweeps only these, so a store pointed at a folder that happens
+#: to hold a ``tmp/`` of the user's never loses it.
+_STAGING_NAME = re.compile(r"([0-9a-z]{1,12}-\d+-[0-9a-f]{8}|weights-[0-9a-z_]+)")
 
 
 def default_root() -> Path:
@@ -483,7 +489,8 @@ class KernelStore:
         tmp = self.root / "tmp"
         if tmp.is_dir():
             removals += [Removal(p, _dir_size(p), "abandoned staging directory") for p in sorted(tmp.iterdir())
-                         if now - p.stat().st_mtime > _STALE_TMP_SECONDS]
+                         if _STAGING_NAME.fullmatch(p.name) and p.is_dir() and not p.is_symlink()
+                         and now - p.stat().st_mtime > _STALE_TMP_SECONDS]
         if dry_run:
             return removals
         done = []

@@ -111,3 +111,21 @@ def test_a_recompile_refuses_a_model_file_changed_since(tmp_path, model_file):
     onnx.save_model(model, str(model_file))
     with pytest.raises(ModelLoadError, match="changed after this session compiled it"):
         sess.run(None, {"x": np.zeros((3, 64), np.float32)})  # N=3: a recompile
+
+
+def test_a_bad_warm_hit_row_never_deletes_outside_the_cache(tmp_path):
+    """The warm-hit index is a file on disk: a row naming a path outside ``cpu-builds`` (or any
+    name that is not a build key) is a miss, and the path it names is left alone."""
+    from dcopt.backends.cpu.build import _cached
+
+    cache = tmp_path / "cache"
+    (cache / "cpu-builds").mkdir(parents=True)
+    victim = tmp_path / "mine"
+    (victim / "data").mkdir(parents=True)
+    assert _cached(cache / "cpu-builds" / ".." / ".." / "mine", cache) is None
+    (cache / "cpu-builds" / "notakey").mkdir()
+    assert _cached(cache / "cpu-builds" / "notakey", cache) is None
+    assert (victim / "data").is_dir() and (cache / "cpu-builds" / "notakey").is_dir()
+    damaged = cache / "cpu-builds" / "0123abcd"
+    damaged.mkdir()
+    assert _cached(damaged, cache) is None and not damaged.exists()  # dcopt's own damaged entry goes

@@ -174,9 +174,12 @@ def test_gc_by_age_size_and_damage(store):
     age_entry(old, 10)
     age_entry(mid, 5)
     _damage_delete(bad)
-    abandoned = store.root / "tmp" / "deadbeef-1-x"
+    abandoned = store.root / "tmp" / "deadbeef-1-0a1b2c3d"  # a staging directory's name
     abandoned.mkdir(parents=True)
     os.utime(abandoned, (time.time() - 7200,) * 2)
+    theirs = store.root / "tmp" / "notes"  # not a name dcopt stages under: never swept
+    theirs.mkdir()
+    os.utime(theirs, (time.time() - 7200,) * 2)
 
     planned = store.gc(older_than_days=7, dry_run=True)
     assert {r.path for r in planned} == {old.path, bad.path, abandoned}
@@ -187,7 +190,7 @@ def test_gc_by_age_size_and_damage(store):
     assert reasons[old.path].startswith("unused for 10")
     assert reasons[bad.path].startswith("damaged")
     assert reasons[mid.path].startswith("over the size limit")  # least recently used of the rest
-    assert not abandoned.exists()
+    assert not abandoned.exists() and theirs.exists()
     assert [e.key for e in store.entries()] == [new.key]
 
 
