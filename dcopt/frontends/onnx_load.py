@@ -15,6 +15,7 @@ import onnx
 from onnx import external_data_helper, helper
 
 from dcopt.errors import ModelLoadError
+from dcopt.frontends.onnx_mapped import MAPPED_MIN_BYTES, mappable, parse_mapped
 from dcopt.limits import INT64_MAX, SizeLimitError, check_tensor_size
 
 #: ONNX element types packed below one byte per element (bits each).
@@ -125,7 +126,7 @@ def load_onnx(path: str | os.PathLike, external: list | None = None, *, mapped: 
             raise ModelLoadError("file not found", file=file)
         if path.is_dir():
             raise ModelLoadError("is a directory, expected an .onnx file", file=file)
-        model = _parse_mapped(path) if mapped else None
+        model = parse_mapped(path) if mapped else None
         data = path.read_bytes() if model is None else None
     except (OSError, ValueError) as exc:  # permissions, a NUL in the name, a FIFO gone away...
         raise ModelLoadError(f"cannot read the file: {getattr(exc, 'strerror', None) or exc}", file=file) from None
@@ -160,8 +161,6 @@ def _load_small_external_data(model: onnx.ModelProto, base_dir: Path) -> None:
     threshold (shape constants that the checker, shape inference and reshape checks read as
     values; the skeleton keeps them inline), element types numpy cannot view, and tensors
     in attributes (Constant nodes) and subgraphs. Top-level weights stay in the file."""
-    from dcopt.frontends.onnx_mapped import MAPPED_MIN_BYTES, mappable
-
     def unmapped(graph: onnx.GraphProto, top: bool):
         for tensor in graph.initializer:
             if not (top and mappable(tensor) and _expected_bytes(tensor, "") >= MAPPED_MIN_BYTES):
@@ -178,9 +177,3 @@ def _load_small_external_data(model: onnx.ModelProto, base_dir: Path) -> None:
         external_data_helper.load_external_data_for_tensor(tensor, str(base_dir))
         tensor.data_location = onnx.TensorProto.DEFAULT
         del tensor.external_data[:]
-
-
-def _parse_mapped(path: Path) -> onnx.ModelProto | None:
-    from dcopt.frontends.onnx_mapped import parse_mapped
-
-    return parse_mapped(path)

@@ -260,6 +260,18 @@ def split_module_ir(text: str) -> dict[str, str]:
     and attributes. A line at column 0 that starts with ``define`` begins a function; one that
     starts with ``declare`` or ``attributes`` belongs to the shared tail. Each kernel's module
     depends only on its own functions, not on its neighbours in the file."""
+    functions, tail = _split_ir(text)
+    return {name: fns + "\n\n" + tail for name, fns in functions.items()}
+
+
+def kernel_functions_ir(text: str) -> dict[str, str]:
+    """``{kernel: its functions}`` of a module :func:`module_ir` wrote, without the shared
+    declarations: what a reader of one kernel's code wants to see."""
+    return {name: fns + "\n" for name, fns in _split_ir(text)[0].items()}
+
+
+def _split_ir(text: str) -> tuple[dict[str, str], str]:
+    """({kernel: its functions, joined}, the declarations and attributes) of a generated module."""
     functions: dict[str, list[str]] = {}
     tail: list[str] = []
     text = "\n" + text  # every top-level line now follows a newline
@@ -271,8 +283,7 @@ def split_module_ir(text: str) -> dict[str, str]:
             functions.setdefault(name, []).append(text[begin:end].strip())
         else:
             tail.append(text[begin:end].strip() + "\n")
-    end_text = "".join(tail)
-    return {name: "\n\n".join(fns) + "\n\n" + end_text for name, fns in sorted(functions.items())}
+    return {name: "\n\n".join(fns) for name, fns in sorted(functions.items())}, "".join(tail)
 
 
 _TOP_LEVEL = re.compile(r"\n(define|declare|attributes) ")  # not "^...", re.M: that is 7x slower
