@@ -65,7 +65,9 @@ def test_failed_command_is_an_error_run_and_bad_refs_are_clear(home, tmp_path):
     assert result.exit_code == 1
     (run,) = json.loads(dcopt("runs", "ls", "--json").output)
     assert run["status"] == "error"
-    bad = dcopt("runs", "show", "7", ok=False)
-    assert bad.exit_code == 1 and "run 7: there are 1 run(s)" in bad.output
+    # an all-digit ref past the last index is also tried as an id prefix: pick one the id does not start with
+    n = next(d for d in "789" if not run["id"].startswith(d))
+    bad = dcopt("runs", "show", n, ok=False)
+    assert bad.exit_code == 1 and f"run {n}: there are 1 run(s)" in bad.output
     bad = dcopt("runs", "compare", "-c", "nope", ok=False)
     assert "no column 'nope'" in bad.output
