@@ -74,6 +74,9 @@ SIZES = {
                   "rotary_dim": 32, "ffn_dim": 1024, "hidden_act": None, "type_vocab_size": 2, "num_labels": 2,
                   "seq": 128, "image": 224},
 }
+#: Config keys a staged model (one with ``depths``: ConvNeXt, Swin, ...) holds per stage or derives
+#: from its stages; the sweep leaves them at the architecture's defaults.
+_PER_STAGE = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "embedding_size")
 #: Keys of :data:`SIZES` that size the inputs rather than the config.
 _INPUT_SIZES = ("seq", "image")
 VOCAB = 1000
@@ -87,16 +90,19 @@ def sized_config(model_type: str, size: str = "tiny"):
     from transformers import AutoConfig
 
     config = AutoConfig.for_model(model_type)
+    staged = isinstance(getattr(config, "depths", None), (list, tuple))
     for key, value in SIZES[size].items():
         if key in _INPUT_SIZES:
             continue
-        if key == "hidden_size" and hasattr(config, "hidden_sizes"):
-            continue  # a staged CNN (ConvNeXt, ...): its hidden size is its last stage's width
+        if staged and key in _PER_STAGE:
+            continue  # a staged model (ConvNeXt, Swin, ...) sizes these per stage: see below
         if value is not None and hasattr(config, key):
             try:
                 setattr(config, key, value)
             except Exception:  # noqa: BLE001 - a config that derives this value
                 pass
+    if staged:  # keep each stage's width and heads; at most two blocks per stage (as two layers elsewhere)
+        config.depths = [min(int(d), 2) for d in config.depths]
     if getattr(config, "pad_token_id", None) is not None and config.pad_token_id >= VOCAB:
         config.pad_token_id = 0
     if hasattr(config, "head_dim") and getattr(config, "num_attention_heads", None):

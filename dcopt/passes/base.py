@@ -189,6 +189,7 @@ BUILTIN_PASS_MODULES = [
     "dcopt.passes.simplify_maps",
     "dcopt.passes.merge_siblings",
     "dcopt.passes.subsample_convs",
+    "dcopt.passes.fold_pad",
     "dcopt.passes.kernels",
     "dcopt.passes.collapse_dims",
 ]

@@ -7,6 +7,8 @@ a subgraph — so that every pass answers it the same (conservative) way.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from dcopt.ir import dtypes
@@ -118,3 +120,59 @@ def broadcast_keeps_shape(shape: tuple | None, other: tuple) -> bool:
 
 def numel(array: np.ndarray | None) -> int:
     return 0 if array is None else int(np.asarray(array).size)
+
+
+class PadSpec(NamedTuple):
+    """What a Pad node does, read once for every pass that needs it (remove-noops, the
+    Pad-into-window folding, the loop expansion)."""
+    widths: list[tuple[int, int]]  # (begin, end) per axis of the input; negative crops
+    value: object  # the fill: a number, or the name of the run-time input that holds it
+    mode: str  # constant, edge, reflect or wrap
+
+
+def pad_spec(graph: Graph, node: Node) -> PadSpec:
+    """The pads, fill and mode of a Pad node at any opset (attributes before opset 11, inputs
+    after, the ``axes`` input from opset 18). Raises ValueError naming what is not known at
+    compile time (pads computed at run time, axes of an input whose rank is unknown) or is
+    malformed (a pads length that does not give each axis a begin and an end)."""
+    from dcopt.ops.tensor import norm_axis
+
+    opset = graph.opset_of(node.domain)
+    mode = graph.attr(node, "mode") or "constant"
+    mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+    axes = None
+    if opset < 11:
+        pads, value = node.attrs.get("pads"), float(graph.attr(node, "value") or 0.0)
+    else:
+        name = node.inputs[1] if len(node.inputs) > 1 else ""
+        pads = constant(graph, name) if name else None
+        if pads is None:
+            raise ValueError(f"the pads ('{name}', input 1) are computed at run time")
+        value_name = node.inputs[2] if len(node.inputs) > 2 else ""
+        value = constant(graph, value_name) if value_name else np.zeros(1)
+        if value is None:
+            value = value_name
+        else:
+            value = np.asarray(value).reshape(-1)
+            value = value[0] if value.size else 0
+        axes_name = node.inputs[3] if len(node.inputs) > 3 else ""
+        if axes_name:
+            axes = constant(graph, axes_name)
+            if axes is None:
+                raise ValueError(f"the axes ('{axes_name}', input 3) are computed at run time")
+    pads = [int(p) for p in np.asarray(pads if pads is not None else [], dtype=np.int64).reshape(-1)]
+    if axes is None:
+        rank = len(pads) // 2
+        axes = range(rank)
+    else:
+        t = graph.type_of(node.inputs[0])
+        if t is None or t.rank is None:
+            raise ValueError("the input's rank is unknown, so the pad axes cannot be placed")
+        rank = t.rank
+        axes = [norm_axis(int(a), rank) for a in np.asarray(axes).reshape(-1)]
+    if len(pads) != 2 * len(axes):
+        raise ValueError(f"pads {pads} do not give a begin and an end for each of the {len(axes)} axes")
+    widths = [(0, 0)] * rank
+    for i, axis in enumerate(axes):
+        widths[axis] = (pads[i], pads[i + len(axes)])
+    return PadSpec(widths, value, mode)

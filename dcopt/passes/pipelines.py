@@ -48,9 +48,10 @@ register_pipeline(
 register_pipeline("O1", ["canonicalize"], description="level 2 cleanup only")
 register_pipeline(
     "O2", ["canonicalize", "simplify-algebra", "simplify-chains", "fold-batchnorm", "fold-channel-affine",
-           "recognize-ops", "simplify-chains", "canonicalize"],
+           "fold-pad", "recognize-ops", "simplify-chains", "canonicalize"],
     description="level 2: canonicalize; algebraic identities and layout/cast chains put decomposed ops into "
-                "the spelling the recognizers expect; fold BatchNorm and per-channel scale/shift into weights; recognize LayerNorm/Gelu/"
+                "the spelling the recognizers expect; fold BatchNorm and per-channel scale/shift into weights; fold explicit Pads into the padding of the "
+                "convs and pools that read them; recognize LayerNorm/Gelu/"
                 "Softmax/attention; then merge the transposes recognition leaves and clean up",
 )
 register_pipeline(

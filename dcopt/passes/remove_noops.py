@@ -30,7 +30,7 @@ import numpy as np
 from dcopt.ir import dtypes
 from dcopt.ir.graph import Graph, Node
 from dcopt.passes.base import Pass, PassResult, register_pass
-from dcopt.passes.common import (broadcast_keeps_shape, constant, dropout_is_training, known_dtype,
+from dcopt.passes.common import (broadcast_keeps_shape, constant, dropout_is_training, known_dtype, pad_spec,
                                  same_known_shape, subgraph_reads)
 
 
@@ -108,11 +108,11 @@ def _transpose(graph, node, read):
 
 @rule("Pad")
 def _pad(graph, node, read):
-    pads = node.attrs.get("pads") if graph.opset_of(node.domain) < 11 else (
-        constant(graph, node.inputs[1]) if len(node.inputs) > 1 else None)
-    if pads is None:
+    try:
+        widths = pad_spec(graph, node).widths
+    except ValueError:
         return None
-    return forward(node.inputs[0]) if not np.any(np.asarray(pads)) else None
+    return forward(node.inputs[0]) if not any(any(w) for w in widths) else None
 
 
 _BIG = 2**31 - 1  # exporters write INT_MAX / INT64_MAX ends to mean "to the end"

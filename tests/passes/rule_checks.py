@@ -9,6 +9,7 @@ import numpy as np
 import dcopt.passes.algebraic  # noqa: F401  (these imports register the passes named in O2_STEPS)
 import dcopt.passes.chains  # noqa: F401
 import dcopt.passes.fold_batchnorm  # noqa: F401
+import dcopt.passes.fold_pad  # noqa: F401
 import dcopt.passes.recognize  # noqa: F401
 from dcopt.ir.graph import Graph
 from dcopt.ir.verify import verify
@@ -16,7 +17,7 @@ from dcopt.passes.equivalence import assert_equivalent, random_feeds
 from dcopt.passes.rewrite import RewriteReport, apply_rules
 
 #: The O2 order proposed for pipelines.py (see the report of the "passes at four levels" issue).
-O2_STEPS = ["canonicalize", "simplify-algebra", "simplify-chains", "fold-batchnorm", "fold-channel-affine", "recognize-ops",
+O2_STEPS = ["canonicalize", "simplify-algebra", "simplify-chains", "fold-batchnorm", "fold-channel-affine", "fold-pad", "recognize-ops",
             "simplify-chains", "canonicalize"]
 
 

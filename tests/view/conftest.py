@@ -48,6 +48,13 @@ class Client:
         assert status == 200, out
         return json.loads(out)
 
+    def op_stage(self, name: str) -> int:
+        """Index of the last op-level stage called ``name`` (the tests name stages, so a pass added
+        to O3 does not shift what they look at)."""
+        session = self.get("/api/session")
+        op_level = session["stages"][:session["editable_until"] + 1]
+        return max(i for i, stage in enumerate(op_level) if stage["name"] == name)
+
 
 def serve(model: str):
     server = ViewServer(ViewerAPI(ViewSession(model))).start()

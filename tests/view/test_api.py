@@ -19,7 +19,7 @@ def test_stages_follow_the_o3_pipeline_then_the_lowering(resnet_server):
     names = [s["name"] for s in session["stages"]]
     op_level = names[:session["editable_until"] + 1]
     assert op_level == ["input", "canonicalize", "simplify-algebra", "simplify-chains", "fold-batchnorm",
-                        "fold-channel-affine", "recognize-ops", "simplify-chains", "canonicalize",
+                        "fold-channel-affine", "fold-pad", "recognize-ops", "simplify-chains", "canonicalize",
                         "merge-sibling-convs", "subsample-strided-pointwise", "eliminate-transients",
                         "select-impl", "fuse"]
     assert names[len(op_level):] == ["select-impl", "expand", "simplify-maps", "fuse-epilogues", "fuse-maps",
@@ -35,7 +35,7 @@ def test_a_stage_shows_its_graph_changes_and_report(resnet_server):
     removed = [before[i]["op"] for i in fold["changes"]["removed"]]  # each Conv + BatchNorm pair -> one new Conv
     assert removed.count("BatchNormalization") == removed.count("Conv") == len(fold["changes"]["added"]) == 53
     assert fold["records"][0]["stats"]
-    fuse = client.get("/api/stage?i=13")
+    fuse = client.get(f"/api/stage?i={client.op_stage('fuse')}")
     groups = [n for n in fuse["elements"]["nodes"] if n["kind"] == "group"]
     members = [n for n in fuse["elements"]["nodes"] if n.get("parent")]
     assert len(groups) == 48 and members and all(m["parent"] in {g["id"] for g in groups} for m in members)
@@ -45,7 +45,7 @@ def test_a_stage_shows_its_graph_changes_and_report(resnet_server):
 
 def test_node_details_reach_loops_kernel_and_cost(resnet_server):
     _, client = resnet_server
-    node = client.get("/api/node?i=13&id=conv_Conv__211")  # the stem conv + relu, fused
+    node = client.get(f"/api/node?i={client.op_stage('fuse')}&id=conv_Conv__211")  # the stem conv + relu, fused
     assert node["cost"]["flops"] == 237633536 and node["cost"]["fusion_bytes_saved"] > 0
     assert any("map[" in line and "max(a, 0)" in line for line in node["loops"])
     kernel = node["kernels"][0]
@@ -58,18 +58,19 @@ def test_node_details_reach_loops_kernel_and_cost(resnet_server):
 
 def test_candidates_apply_undo_redo_and_replay(resnet_server, tmp_path):
     _, client = resnet_server
-    # edits go after stage 12 (select-impl, before fuse): only fuse and the lowering re-run
-    found = client.get("/api/candidates?i=12&id=n2")  # the first Relu
+    # edits go after select-impl (before fuse): only fuse and the lowering re-run
+    at = client.op_stage("select-impl")
+    found = client.get(f"/api/candidates?i={at}&id=n2")  # the first Relu
     applies = {c["spec"] for c in found["applies"]}
     assert {"swap_activation", "fuse"} <= applies
     near = {c["spec"]: c["reasons"] for c in found["near"]}
     assert "not shape-preserving" in near["add_skip_connections"][0]
-    preview = client.post("/api/preview", {"after": 12, "kind": "patch", "spec": "swap_activation?to=Gelu"})
+    preview = client.post("/api/preview", {"after": at, "kind": "patch", "spec": "swap_activation?to=Gelu"})
     assert preview["modified"] and "n2" in preview["changes"]["removed"] + preview["changes"]["rewired"]
     assert client.get("/api/session")["edits"] == []  # a preview changes nothing
 
-    applied = client.post("/api/apply", {"after": 12, "kind": "patch", "spec": "swap_activation?to=Gelu"})
-    assert applied["stage"] == 13 and applied["session"]["stages"][13]["name"] == "patch:swap_activation?to=Gelu"
+    applied = client.post("/api/apply", {"after": at, "kind": "patch", "spec": "swap_activation?to=Gelu"})
+    assert applied["stage"] == at + 1 and applied["session"]["stages"][at + 1]["name"] == "patch:swap_activation?to=Gelu"
     assert [e["spec"] for e in applied["session"]["edits"]] == ["swap_activation?to=Gelu"]
     pipeline = client.raw("/api/export/pipeline")[1].decode()
     assert "PatchPass('swap_activation?to=Gelu')" in pipeline
@@ -85,7 +86,7 @@ def test_candidates_apply_undo_redo_and_replay(resnet_server, tmp_path):
     assert json.loads(serialize.dumps(serialize.load(replayed))) == json.loads(serialize.dumps(serialize.load(edited)))
 
     undone = client.post("/api/undo")
-    assert undone["stage"] == 12 and undone["session"]["edits"] == [] and undone["session"]["can_redo"]
+    assert undone["stage"] == at and undone["session"]["edits"] == [] and undone["session"]["can_redo"]
     redone = client.post("/api/redo")
     assert [e["spec"] for e in redone["session"]["edits"]] == ["swap_activation?to=Gelu"]
     client.post("/api/undo")

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from dcopt.cli import app
 from dcopt.ir import serialize
 
-from tests.view.conftest import RESNET50, serve
+from tests.view.conftest import RESNET50, Client, serve
 
 RENDERED = "n => Number(document.body.dataset.rendered || 0) >= n"
 
@@ -54,10 +54,12 @@ def test_resnet50_passes_node_patch_undo_and_replay(browser, resnet_server, tmp_
     _, client = resnet_server
     page, errors = open_page(browser, client.url)
     first_paint = page.evaluate("window.dcoptTimings.firstPaint")
-    assert page.locator(".stage").count() == 22 and page.locator(".stage.selected .label").inner_text() == "fuse"
+    fuse, select_impl = client.op_stage("fuse"), client.op_stage("select-impl")
+    assert page.locator(".stage").count() == len(client.get("/api/session")["stages"])
+    assert page.locator(".stage.selected .label").inner_text() == "fuse"
     page.screenshot(path=str(tmp_path / "1-after-fuse.png"))
 
-    for index in range(14):  # every op-level stage, in order
+    for index in range(fuse + 1):  # every op-level stage, in order
         click_stage(page, index)
         assert page.evaluate("window.dcoptCy.nodes().length") > 50
     click_stage(page, 4)
@@ -67,13 +69,13 @@ def test_resnet50_passes_node_patch_undo_and_replay(browser, resnet_server, tmp_
     page.screenshot(path=str(tmp_path / "2-fold-batchnorm-before.png"))
     page.select_option("#side", "after")
 
-    click_stage(page, 13)
+    click_stage(page, fuse)
     tap(page, "conv_Conv__211")
     node = page.locator("#tab-node").inner_text()
     assert "237.63 M" in node and "bytes fusion saved" in node and "LLVM IR" in node and "max(a, 0)" in node
     page.screenshot(path=str(tmp_path / "3-node-details.png"))
 
-    click_stage(page, 12)
+    click_stage(page, select_impl)
     page.fill("#search", "Relu")
     assert int(page.locator("#search-count").inner_text().split()[0]) == 49
     tap(page, "n2")
@@ -115,13 +117,13 @@ def test_bert_steps_through_its_passes(browser, bert_path, tmp_path):
         server.stop()
 
 
-def test_static_export_opens_without_a_server(browser, tmp_path):
+def test_static_export_opens_without_a_server(browser, resnet_server, tmp_path):
     out = tmp_path / "resnet50.html"
     result = CliRunner().invoke(app, ["view", RESNET50, "--export", str(out)])
     assert result.exit_code == 0, result.output
     page, errors = open_page(browser, out.as_uri())
     assert page.locator(".live-only").first.is_hidden()
-    click_stage(page, 13)
+    click_stage(page, resnet_server[1].op_stage("fuse"))
     tap(page, "conv_Conv__211")
     assert "LLVM IR" in page.locator("#tab-node").inner_text()
     page.screenshot(path=str(tmp_path / "static-export.png"))
@@ -161,7 +163,7 @@ def test_build_and_run_side_by_side_and_a_parameterized_patch(browser, build_and
         page.wait_for_selector("#build-col tr.step.flash", timeout=10_000)
 
         page.click("#records-toggle")
-        click_stage(page, 12)
+        click_stage(page, Client(server.url).op_stage("select-impl"))
         tap(page, "block1/relu")
         page.click(".tabs button[data-tab='edit']")
         form = ".cand[data-spec='swap_activation'] details.params"

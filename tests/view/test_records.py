@@ -114,7 +114,9 @@ def test_nodes_say_where_they_came_from():
     api = ViewerAPI(ViewSession(str(TINY_RESNET), lower=False))
     (entry,) = api.node(0, "stem/conv")["origin"]["entries"]
     assert (entry["format"], entry["op"], entry["index"], entry["outputs"]) == ("onnx", "Conv", 0, ["stem.conv"])
-    origin = api.node(13, "conv_Conv__7")["origin"]  # Conv__7 + block1/add + block1/relu, fused
+    fuse = len(api.session.steps)  # the last op-level stage
+    assert api.session.stages[fuse].name == "fuse"
+    origin = api.node(fuse, "conv_Conv__7")["origin"]  # Conv__7 + block1/add + block1/relu, fused
     assert [e["name"] for e in origin["entries"]] == ["block1/add", "block1/relu"]
     assert origin["created"] == [{"label": "Conv__7", "index": 4, "name": "fold-batchnorm"}]
 

@@ -37,6 +37,7 @@ import numpy as np
 
 from dcopt.ir import dtypes as dt
 from dcopt.ops.tensor import norm_axis, range_, slice_
+from dcopt.passes.common import pad_spec
 from dcopt.passes.expand import LoopBuilder, Refused, affine, expansion, fmt, index, params_of
 
 
@@ -211,28 +212,18 @@ def split(graph, node):
 
 # ------------------------------------------------------------------------------ Pad
 
-def _pad_params(b: LoopBuilder, rank: int):
-    """(pads per axis as (begin, end), fill value, mode) from inputs or attributes. The fill is
+def _pad_params(b: LoopBuilder):
+    """(pads per axis as (begin, end), fill value, mode), read by :func:`pad_spec`. The fill is
     a number, or the name of the run-time input holding it (it sizes nothing, so it need not be
-    constant)."""
-    if b.opset >= 11:
-        pads = _ints(b, 1, "pads")
-        value_name = b.input(2, optional=True)
-        value = b.constant(value_name) if value_name else np.zeros(1)
-        if value is None:
-            value = value_name if math.prod(b.static_dims(value_name, range(len(b.shape(value_name))))) else 0
-        else:
-            value = np.asarray(value).reshape(-1)
-            value = value[0] if value.size else 0
-        axes = [norm_axis(a, rank) for a in (_ints(b, 3, "axes") or range(rank))]
-    else:
-        pads, value, axes = b.attr("pads"), float(b.attr("value", 0.0)), list(range(rank))
-    if pads is None or len(pads) != 2 * len(axes):
-        raise Refused(f"pads {pads} do not give a begin and an end for each of the {len(axes)} axes")
-    widths = [(0, 0)] * rank
-    for i, axis in enumerate(axes):
-        widths[axis] = (int(pads[i]), int(pads[i + len(axes)]))
-    return widths, value, b.attr("mode", "constant")
+    constant); an empty run-time fill input means zero."""
+    try:
+        spec = pad_spec(b.graph, b.node)
+    except ValueError as e:
+        raise Refused(str(e)) from None
+    value = spec.value
+    if isinstance(value, str) and not math.prod(b.static_dims(value, range(len(b.shape(value))))):
+        value = 0
+    return spec.widths, value, spec.mode
 
 
 def _source_index(mode: str, o: str, begin: int, first: int, size: int) -> str:
@@ -260,7 +251,7 @@ def pad(graph, node):
     b = LoopBuilder(graph, node)
     x, y = b.input(0), b.output()
     shape, out_shape = b.shape(x), b.shape(y)
-    widths, value, mode = _pad_params(b, len(shape))
+    widths, value, mode = _pad_params(b)
     if mode not in ("constant", "edge", "reflect", "wrap"):
         raise Refused(f"mode {mode!r} is not an ONNX pad mode")
     p = params_of(len(shape))
