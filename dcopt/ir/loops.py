@@ -53,8 +53,9 @@ symbols as integers (average pooling counts in-bounds taps that way).
     conv:  strides, pads (begin..., end...), dilations (int tuples), group (int): ONNX Conv
            with explicit pads; optional bias connector B (over the output channels) and
            residual connector R (shaped like Y, added after the bias)
-    both:  impl (the routine select-impl chose; absent: the backend's default) and activation
-           ("relu": applied last) -- an epilogue fuse-epilogues folded in
+    both:  impl (the routine select-impl chose; absent: the backend's default), activation
+           ("relu" or "clip", applied last) and clamp ([lo, hi], null for an open side) -- an
+           epilogue fuse-epilogues folded in (:mod:`dcopt.ir.clamp`)
 
 Binding rule (what the reference executor relies on): a node's ``inputs`` are the distinct
 containers of its in-memlets, in order of first appearance, and its ``outputs`` those of its

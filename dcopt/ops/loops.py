@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from dcopt.errors import ExecutionError
-from dcopt.ir import dtypes
+from dcopt.ir import clamp as clamps, dtypes
 from dcopt.ir.loops import LIBRARY_CALL, LOOP_DOMAIN, MAP, WCR, LoopSpec, Memlet, Range, spec_from_attrs, written_shape
 from dcopt.ir.tasklet import run_numpy
 from dcopt.ops import nn
@@ -217,10 +217,9 @@ def run_library_call(*arrays, **attrs):
     env = _containers(spec, arrays)
     bindings = spec.bind({k: v.shape for k, v in env.items()})
     operands = {m.connector: _operand(env[m.container], m, bindings) for m in spec.inputs}
-    options = {k: v for k, v in spec.options if k not in ("impl", "activation")}
+    options = {k: v for k, v in spec.options if k not in ("impl", "activation", "clamp")}
     y = np.asarray(_LIBRARY[spec.kind](**operands, **options))
-    if dict(spec.options).get("activation") == "relu":
-        y = np.maximum(y, 0).astype(y.dtype, copy=False)
+    y = clamps.apply(y, clamps.from_options(dict(spec.options)))
     (out,), (dtype,) = spec.outputs, spec.out_dtypes
     expected = written_shape(spec, out, bindings)
     if y.shape != expected:

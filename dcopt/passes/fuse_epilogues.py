@@ -1,6 +1,6 @@
 """fuse-epilogues (level 3, loop level): library calls absorb the elementwise maps after them.
 
-A generated conv or GEMM kernel can add a bias, add a residual and apply a ReLU while its result
+A generated conv or GEMM kernel can add a bias, add a residual and clamp (ReLU, ReLU6) while its result
 is still in registers; run as separate maps, the same work would read and write the whole output
 again. Which routine can absorb what is the target's knowledge
 (:func:`dcopt.backends.library_chooser` -> ``epilogues(kind, impl)``); this pass matches the maps
@@ -11,7 +11,8 @@ the expansions write for those ops and folds them into the call:
   a Conv's own bias, an ``Add`` of ``[C,1,1]`` after a bias-less Conv, or a Gemm's ``C``;
 * residual -- ``out = a + b`` where ``b`` is another tensor of the output's shape that already
   exists when the call runs (ResNet's shortcut);
-* relu -- ``out = max(a, 0)``, last (nothing is absorbed after it).
+* clamp -- ``out = max(a, 0)`` (ReLU), ``out = min(max(a, 0.0), 6.0)`` (ReLU6) and any Clip with
+  constant bounds (:mod:`dcopt.ir.clamp`), last (nothing is absorbed after it).
 
 Each absorption needs the call's output to have that map as its only reader (and not to be a
 graph or group output); the map's output becomes the call's. Refusals say why.
@@ -21,13 +22,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from dcopt.ir import clamp as clamps
 from dcopt.ir.graph import Graph, Node
 from dcopt.ir.groups import is_group
 from dcopt.ir.loops import LIBRARY_CALL, MAP, is_loop_node, loop_spec, make_library_call
 from dcopt.passes.base import Pass, PassResult, register_pass
 
 ADD_CODES = {"out = a + b", "out = a + c", "out = b + a", "out = c + a"}
-RELU_CODES = {"out = max(a, 0)", "out = max(a, 0.0)"}
 
 
 def _identity_subset(spec, memlet) -> bool:
@@ -42,7 +43,7 @@ class _Fuser:
 
         self.graph = graph
         self.chooser = library_chooser(target)
-        self.stats = {"bias": 0, "residual": 0, "relu": 0}
+        self.stats = {"bias": 0, "residual": 0, "relu": 0, "clip": 0}
         self.refusals: list[tuple[str, str]] = []
 
     def run(self, owner: Graph, nodes: list[Node], protected: set[str]) -> list[Node]:
@@ -96,12 +97,14 @@ class _Fuser:
             return None
         conns = {m.connector: m for m in spec.inputs}
         reads = [(m.connector, m.container, m.subset_text) for m in spec.inputs]
-        if code in RELU_CODES and mine[0].connector == "a":
-            if "relu" not in can:
-                self.refusals.append((reader.label, f"{spec.kind} routine {options.get('impl')!r} cannot apply a ReLU"))
+        clamp = clamps.match_tasklet(code) if mine[0].connector == "a" and len(r.inputs) == 1 else None
+        if clamp is not None:
+            if "clamp" not in can:
+                self.refusals.append((reader.label, f"{spec.kind} routine {options.get('impl')!r} cannot clamp "
+                                                    f"(ReLU, Clip) its result"))
                 return None
-            options["activation"] = "relu"
-            self.stats["relu"] += 1
+            options.update(clamps.to_options(clamp))
+            self.stats[options["activation"]] += 1
         elif code in ADD_CODES and len(r.inputs) == 2:
             other = next(m for m in r.inputs if m.container != y)
             const = self._const(owner, other.container)

@@ -71,7 +71,7 @@ def test_kernel_matches_reference_conv(case, threads):
     ref = conv(x, w, group=group, strides=(stride, stride), pads=(pad,) * 4, dilations=(dil, dil),
                kernel_shape=(k, k))
     for bias, relu in itertools.product([False, True], [False, True]):
-        p = plan.with_epilogue(bias, relu)
+        p = plan.with_epilogue(bias, (0.0, None) if relu else None)
         want = ref + (b.reshape(1, -1, 1, 1) if bias else 0)
         want = np.maximum(want, 0) if relu else want
         np.testing.assert_allclose(_run_plan(x, w, b, p, threads), want, rtol=RTOL, atol=ATOL,
@@ -96,9 +96,10 @@ def test_plan_declines_depthwise_and_narrow_pointwise():
 
 def test_kernel_names_follow_everything_that_changes_the_code():
     plan = directconv.plan((1, 16, 9, 9), (32, 16, 3, 3), (1, 32, 9, 9), (3, 3), (1, 1), (1, 1), (1, 1), 1)
-    names = {plan.name, plan.with_epilogue(True, False).name, plan.with_epilogue(False, True).name,
-             plan.with_epilogue(True, True).name}
-    assert len(names) == 4
+    relu, relu6 = (0.0, None), (0.0, 6.0)
+    names = {plan.name, plan.with_epilogue(True, None).name, plan.with_epilogue(False, relu).name,
+             plan.with_epilogue(True, relu).name, plan.with_epilogue(True, relu6).name}
+    assert len(names) == 5
     other = directconv.plan((1, 16, 9, 9), (32, 16, 3, 3), (1, 32, 5, 5), (3, 3), (2, 2), (1, 1), (1, 1), 1)
     assert other.name not in names
     assert directconv.DirectPlan.from_params({**plan.params(), "group": 1, "pads": [1, 1]}) == plan
@@ -200,3 +201,71 @@ def test_residual_add_fuses_into_pointwise_conv(op, order, tmp_path):
              "x2": rng.standard_normal((1, 32, 16, 16)).astype(np.float32)}
     want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
     np.testing.assert_allclose(sess.run(None, feeds)[0], want, rtol=RTOL, atol=ATOL)
+
+
+def _clamped_model(kind, clip):
+    """One product (a 3x3 direct conv, a 1x1 pointwise conv, a GEMM, a one-row GEMM) followed by
+    a Clip with constant bounds (``clip``: (lo, hi), None for an open side) or a Relu."""
+    rng = np.random.default_rng(7)
+    if kind in ("direct", "pointwise"):
+        k = 3 if kind == "direct" else 1
+        cin, cout, hw = 24, 40, 14
+        w = (rng.standard_normal((cout, cin, k, k)) / np.sqrt(cin * k * k)).astype(np.float32)
+        node = helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[k, k], pads=[k // 2] * 4)
+        x_shape = [1, cin, hw, hw]
+    else:
+        m = 1 if kind == "matvec" else 12
+        w = (rng.standard_normal((40, 24)) / np.sqrt(24)).astype(np.float32)
+        node = helper.make_node("Gemm", ["x", "w", "b"], ["c"], transB=1)
+        x_shape = [m, 24]
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(rng.standard_normal(40).astype(np.float32) * 10, "b")]
+    if clip == "relu":
+        nodes = [node, helper.make_node("Relu", ["c"], ["y"])]
+    else:
+        names = []
+        for side, value in zip(("lo", "hi"), clip):
+            if value is not None:
+                inits.append(numpy_helper.from_array(np.asarray(value, np.float32), side))
+            names.append(side if value is not None else "")
+        nodes = [node, helper.make_node("Clip", ["c", *names], ["y"])]
+    graph = helper.make_graph(nodes, "clamped", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), x_shape
+
+
+@pytest.mark.parametrize("kind", ["direct", "pointwise", "generated", "matvec"])
+@pytest.mark.parametrize("clip", [(0.0, 6.0), (-150.0, 250.0), (None, 100.0), (3.0, 1.0), "relu"],
+                         ids=["relu6", "clip", "upper-only", "crossed", "relu"])
+def test_clamps_run_inside_every_generated_kernel(kind, clip, tmp_path):
+    """The Clip/Relu map is absorbed (no kernel step left) and the result matches onnxruntime on
+    large magnitudes, NaN and +-Inf, which the clamp must keep (NaN) or saturate (Inf)."""
+    import onnxruntime as ort
+
+    import dcopt
+
+    if not directconv.supported():
+        pytest.skip("the generated kernels need AVX-512")
+    model, x_shape = _clamped_model(kind, clip)
+    x = (np.random.default_rng(1).standard_normal(x_shape) * 1e2).astype(np.float32)
+    flat = x.reshape(-1)
+    flat[[0, 5, 9]] = np.nan, np.inf, -np.inf
+    sess = dcopt.compile(model, cache_dir=tmp_path)
+    steps = sess._current.program.steps
+    assert not [s for s in steps if s.kind == "kernel"], [s.label for s in steps]
+    step_kind = {"direct": "conv", "pointwise": "conv", "generated": "gemm", "matvec": "matvec"}[kind]
+    (product,) = [s for s in steps if s.kind in ("conv", "gemm", "matvec")]
+    assert product.kind == step_kind and (step_kind != "conv" or product.params["impl"] == kind)
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = sess.run(None, {"x": x})[0]
+    if clip != "relu" and None in clip:  # onnxruntime clips to the type's lowest/max where a bound is
+        big = np.finfo(np.float32).max    # absent; ONNX's reference (and dcopt) leave that side open
+        want = np.where(np.abs(want) == big, np.sign(want) * np.inf, want).astype(np.float32)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    finite = np.isfinite(want)
+    np.testing.assert_array_equal(got[~finite], want[~finite])
+    if kind == "matvec":  # one row: the NaN reached every output, so check the magnitudes again without it
+        x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+        want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+        got, finite = sess.run(None, {"x": x})[0], np.ones(want.shape, bool)
+    assert finite.sum() > want.size // 2
+    np.testing.assert_allclose(got[finite], want[finite], rtol=RTOL, atol=1e-5 * float(np.abs(want[finite]).max()))

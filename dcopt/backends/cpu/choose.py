@@ -26,12 +26,13 @@ from dcopt.ops.nn import _geometry
 F32 = "float32"
 
 #: What each routine can absorb after it (fuse-epilogues): a bias over the output channels
-#: (conv) or columns (GEMM), a ReLU, a residual tensor shaped like the output.
+#: (conv) or columns (GEMM), a clamp (ReLU, ReLU6, Clip: :mod:`dcopt.ir.clamp`), a residual
+#: tensor shaped like the output.
 EPILOGUES = {
-    ("conv", "direct"): frozenset({"bias", "relu"}),
-    ("conv", "pointwise"): frozenset({"bias", "relu", "residual"}),
-    ("gemm", "generated"): frozenset({"bias", "relu"}),
-    ("gemm", "matvec"): frozenset({"bias", "relu"}),
+    ("conv", "direct"): frozenset({"bias", "clamp"}),
+    ("conv", "pointwise"): frozenset({"bias", "clamp", "residual"}),
+    ("gemm", "generated"): frozenset({"bias", "clamp"}),
+    ("gemm", "matvec"): frozenset({"bias", "clamp"}),
 }
 
 

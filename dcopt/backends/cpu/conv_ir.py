@@ -13,6 +13,9 @@ import re
 
 from typing import TYPE_CHECKING
 
+from dcopt.backends.cpu.clamp import ir_lines
+from dcopt.ir.clamp import Clamp
+
 LANES = 16  # fp32 lanes of a zmm register
 UNROLL_TAPS = 9  # taps unrolled per reduction step (see _tile_function)
 SPLAT = f"<{LANES} x i32> zeroinitializer"  # shufflevector mask broadcasting lane 0
@@ -25,10 +28,11 @@ def _vec(values) -> str:
     return "<" + ", ".join(values) + ">"
 
 
-def _tile_function(name: str, shape: ConvShape, px: int, cv: int, bias: bool, relu: bool, transpose: bool,
+def _tile_function(name: str, shape: ConvShape, px: int, cv: int, bias: bool, clamp: Clamp | None, transpose: bool,
                    residual: bool = False) -> str:
     """IR of one tile: ``px`` pixels x ``cv`` vectors, reduction over cin x kh x kw; the
-    accumulators start at the bias (``bias``) and ReLU is applied before the store (``relu``)."""
+    accumulators start at the bias (``bias``) and are clamped before the store (``clamp``: ReLU,
+    ReLU6, ..., :mod:`dcopt.ir.clamp`)."""
     s = shape
     plane_in = s.hp * s.wp
     plane_out = s.oh * s.ow
@@ -108,10 +112,8 @@ def _tile_function(name: str, shape: ConvShape, px: int, cv: int, bias: bool, re
                           f"<{LANES} x i1> %m{q}, {vt} zeroinitializer)",
                           f"  %ra{p}_{q} = fadd {vt} {cur[p, q]}, %rv{p}_{q}"]
                 cur[p, q] = f"%ra{p}_{q}"
-            if relu:  # select, not maxnum: NaN stays NaN as in the reference's np.maximum
-                lines.append(f"  %neg{p}_{q} = fcmp olt {vt} {cur[p, q]}, zeroinitializer")
-                lines.append(f"  %r{p}_{q} = select <{LANES} x i1> %neg{p}_{q}, {vt} zeroinitializer, {vt} {cur[p, q]}")
-                cur[p, q] = f"%r{p}_{q}"
+            clamped, cur[p, q] = ir_lines(cur[p, q], clamp, f"{p}_{q}", LANES)
+            lines += clamped
         if transpose:
             lines += _transposed_stores([cur[p, q] for p in range(px)], q, plane_out, f"t{q}")
             continue
@@ -186,11 +188,11 @@ def _row_calls(tiling_px: int, shape: ConvShape, tile: str, rem_tile: str | None
     return out
 
 
-def generate_functions(shape: ConvShape, tiling: Tiling, name: str, bias: bool = False, relu: bool = False,
+def generate_functions(shape: ConvShape, tiling: Tiling, name: str, bias: bool = False, clamp: Clamp | None = None,
                        residual: bool = False) -> str:
     """LLVM IR of one conv's tile functions and its exported row/group driver ``name``
     (``name(x, w, out, b, g0, g1, r0, r1, res)``; ``b``: the bias padded to whole channel blocks;
-    ``res``: a tensor added before the ReLU, laid out like ``out`` -- pixel-major outputs only)."""
+    ``res``: a tensor added before the clamp, laid out like ``out`` -- pixel-major outputs only)."""
     if residual and not shape.rows_out:
         raise ValueError("a fused residual needs a pixel-major output (rows_out)")
     s, t = shape, tiling
@@ -202,7 +204,7 @@ def generate_functions(shape: ConvShape, tiling: Tiling, name: str, bias: bool =
         funcs[(t.px, t.cv_rem)] = f"{name}.last"
         if rem_px:
             funcs[(rem_px, t.cv_rem)] = f"{name}.last_rem"
-    body = [_tile_function(fn, s, px, cv, bias, relu, t.transpose, residual) for (px, cv), fn in funcs.items()]
+    body = [_tile_function(fn, s, px, cv, bias, clamp, t.transpose, residual) for (px, cv), fn in funcs.items()]
     k = s.cin * s.kh * s.kw
     group_w = t.cv * LANES * (1 if s.w_stride else k)
     group_o = t.cv * LANES * (1 if s.rows_out else s.oh * s.ow)

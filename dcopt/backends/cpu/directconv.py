@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dcopt.ir.clamp import Clamp, from_params as clamp_from_params, to_params as clamp_params
 from dcopt.backends.cpu.conv_ir import LANES, UNROLL_TAPS, generate_functions, module_ir  # noqa: F401 (re-exported)
 
 #: Bump when the generated code changes in a way the shapes do not show (part of kernel names).
@@ -136,12 +137,12 @@ def pack_weights(w: np.ndarray, shape: ConvShape, tiling: Tiling) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate(parts))
 
 
-def kernel_name(shape: ConvShape, tiling: Tiling, bias: bool = False, relu: bool = False,
+def kernel_name(shape: ConvShape, tiling: Tiling, bias: bool = False, clamp: Clamp | None = None,
                 residual: bool = False) -> str:
     """Content-derived symbol of one specialised kernel (equal convs share it)."""
     import hashlib
 
-    text = repr((shape, tiling, bias, relu, residual, KERNEL_VERSION))
+    text = repr((shape, tiling, bias, clamp, residual, KERNEL_VERSION))
     return "dcopt_conv_" + hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
@@ -170,19 +171,19 @@ class DirectPlan:
     pads: tuple[int, int]
     padded: bool
     bias: bool = False  # the kernel adds a bias (accumulators start at it)
-    relu: bool = False  # and applies ReLU before storing
-    residual: bool = False  # and, before the ReLU, adds a tensor laid out like its output
+    clamp: Clamp | None = None  # and clamps before storing (ReLU, ReLU6: :mod:`dcopt.ir.clamp`)
+    residual: bool = False  # and, before the clamp, adds a tensor laid out like its output
 
-    def with_epilogue(self, bias: bool, relu: bool, residual: bool = False) -> "DirectPlan":
-        """This plan with a fused bias, residual and/or ReLU (a different kernel and name)."""
+    def with_epilogue(self, bias: bool, clamp: Clamp | None, residual: bool = False) -> "DirectPlan":
+        """This plan with a fused bias, residual and/or clamp (a different kernel and name)."""
         import dataclasses
 
-        return dataclasses.replace(self, bias=bias, relu=relu, residual=residual,
-                                   name=kernel_name(self.shape, self.tiling, bias, relu, residual))
+        return dataclasses.replace(self, bias=bias, clamp=clamp, residual=residual,
+                                   name=kernel_name(self.shape, self.tiling, bias, clamp, residual))
 
     def functions(self) -> str:
         """The LLVM IR of this plan's kernel (:func:`generate_functions`)."""
-        return generate_functions(self.shape, self.tiling, self.name, self.bias, self.relu, self.residual)
+        return generate_functions(self.shape, self.tiling, self.name, self.bias, self.clamp, self.residual)
 
     @property
     def packed_size(self) -> int:
@@ -195,13 +196,13 @@ class DirectPlan:
         return {"kernel_name": self.name, "conv_shape": list(self.shape.__dict__.values()),
                 "tiling": [self.tiling.px, self.tiling.cv, self.tiling.groups, self.tiling.cv_rem,
                            self.tiling.transpose],
-                "padded": self.padded, "bias": self.bias, "relu": self.relu, "residual": self.residual,
+                "padded": self.padded, "bias": self.bias, "clamp": clamp_params(self.clamp), "residual": self.residual,
                 "impl": "pointwise" if self.shape.w_stride else "direct"}
 
     @classmethod
     def from_params(cls, p: dict) -> "DirectPlan":
         return cls(ConvShape(*p["conv_shape"]), Tiling(*p["tiling"]), p["kernel_name"], int(p["group"]),
-                   tuple(p["pads"]), bool(p["padded"]), bool(p["bias"]), bool(p["relu"]), bool(p.get("residual")))
+                   tuple(p["pads"]), bool(p["padded"]), bool(p["bias"]), clamp_from_params(p), bool(p.get("residual")))
 
 
 def plan(x_shape, w_shape, out_shape, kernel, strides, pads, dilations, group) -> DirectPlan | None:

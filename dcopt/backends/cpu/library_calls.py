@@ -10,11 +10,11 @@ without one (select-impl did not run) gets the always-applicable ``blas`` routin
 
 * gemm ``generated`` -- the conv kernel's row-major GEMM form (:func:`directconv.gemm_plan`),
   ``matvec`` -- the batch-1 matrix-vector kernel (:mod:`matvec`); both with constant ``B``
-  packed here and bias/ReLU applied in the kernel;
+  packed here and bias/clamp (ReLU, ReLU6) applied in the kernel;
 * gemm ``blas`` -- OpenBLAS sgemm tasks (batched and broadcast like ``np.matmul``), transposed
   operands as views;
 * conv ``direct`` / ``pointwise`` -- generated LLVM kernels (:mod:`directconv`) with packed
-  weights and the fused bias/ReLU/residual; ``blas`` -- depthwise, shifted-GEMM or im2col paths
+  weights and the fused bias/residual/clamp; ``blas`` -- depthwise, shifted-GEMM or im2col paths
   of :func:`gemm.bind_conv` (no epilogue).
 
 A 1-D convolution runs as the 2-D one over a height-1 image (a free reshape of NCL data).
@@ -28,6 +28,7 @@ import numpy as np
 
 from dcopt.backends.cpu import directconv, matvec
 from dcopt.errors import UnsupportedError
+from dcopt.ir.clamp import from_options as clamp_from_options
 from dcopt.ir.graph import Node
 from dcopt.ir.loops import loop_spec
 
@@ -53,7 +54,7 @@ def _gemm(gen, node: Node, conn, out, options) -> None:
     a, b = conn["A"], conn["B"]
     c = conn.get("C")
     impl = options.get("impl") or "blas"  # select-impl's choice; "blas" when none was made
-    relu = options.get("activation") == "relu"
+    clamp = clamp_from_options(options)
     alpha = float(options.get("alpha", 1.0))
     if impl in ("matvec", "generated"):
         bw = gen.const(b).astype(np.float32, copy=False)  # packing below makes the one copy
@@ -67,13 +68,13 @@ def _gemm(gen, node: Node, conn, out, options) -> None:
         k, n = weights.shape
         m = int(np.prod(gen.shape(a)[:-1]))
         if impl == "matvec":
-            plan = matvec.plan(k, n, bias is not None, relu)
+            plan = matvec.plan(k, n, bias is not None, clamp)
             packed, packed_bias = matvec.pack_weights(weights, plan), None
             if bias is not None:
                 packed_bias = matvec.pack_bias(bias, plan)
             params = plan.params()
         else:
-            plan = directconv.gemm_plan(m, k, n).with_epilogue(bias is not None, relu)
+            plan = directconv.gemm_plan(m, k, n).with_epilogue(bias is not None, clamp)
             packed = directconv.pack_grouped(np.ascontiguousarray(weights.T).reshape(n, k, 1, 1), plan)
             packed_bias = None if bias is None else directconv.pack_bias(bias, plan)
             params = {**plan.params(), "group": 1, "pads": [0, 0]}
@@ -83,7 +84,7 @@ def _gemm(gen, node: Node, conn, out, options) -> None:
         gen.native[plan.name] = plan.functions()
         gen.emit("matvec" if impl == "matvec" else "gemm", node, inputs, [out], **params)
         return
-    if c is not None or relu:
+    if c is not None or clamp is not None:
         raise UnsupportedError("an OpenBLAS GEMM takes no epilogue (bias/activation): fuse-epilogues must not "
                                "absorb one into it", node=node.label)
     if gen.dtype(a) != F32 or gen.dtype(b) != F32:
@@ -121,7 +122,7 @@ def _conv(gen, node: Node, conn, out, options) -> None:
                     pads=[pads[0], pads[1]], dilations=[int(d) for d in options["dilations"]],
                     group=int(options.get("group", 1)))
     impl = options.get("impl") or "blas"  # select-impl's choice; "blas" when none was made
-    relu = options.get("activation") == "relu"
+    clamp = clamp_from_options(options)
     bias = gen.const(bias_name) if bias_name else None
     if bias_name and bias is None:
         raise UnsupportedError("a conv bias must be constant", node=node.label)
@@ -132,7 +133,7 @@ def _conv(gen, node: Node, conn, out, options) -> None:
             plan = directconv.pointwise_plan(cin // group, wt.shape[0] // group, ys[2] * ys[3])
         else:
             plan = directconv.plan(xs, wt.shape, ys, **geometry)
-        plan = plan.with_epilogue(bias=bias is not None, relu=relu, residual=residual is not None)
+        plan = plan.with_epilogue(bias=bias is not None, clamp=clamp, residual=residual is not None)
         if plan.shape.w_stride:  # pointwise: weights and bias read as they are, [cout, cin/g] and [cout]
             packed = wt.reshape(wt.shape[0], -1).astype(np.float32)
             packed_bias = None if bias is None else bias.astype(np.float32).reshape(-1)
@@ -149,7 +150,7 @@ def _conv(gen, node: Node, conn, out, options) -> None:
         gen.emit("conv", node, inputs, [out], **geometry, **plan.params(), depthwise=False, view4d=list(xs),
                  out4d=list(ys))
         return
-    if bias is not None or relu or residual is not None:
+    if bias is not None or clamp is not None or residual is not None:
         raise UnsupportedError(f"conv implementation {impl!r} takes no epilogue", node=node.label)
     wname = gen.add_param(wt.reshape(wt.shape[0], -1).astype(np.float32), "conv_w")
     gen.emit("conv", node, [x, wname], [out], **geometry, depthwise=depthwise, view4d=list(xs), out4d=list(ys))

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dcopt.backends.cpu.clamp import ir_lines
 from dcopt.backends.cpu.directconv import LANES, supported
+from dcopt.ir.clamp import Clamp, from_params as clamp_from_params, to_params as clamp_params
 
 KERNEL_VERSION = 1
 BLOCK = 128  # columns per block: 8 accumulators
@@ -29,7 +31,7 @@ class MatvecPlan:
     k: int
     n: int
     bias: bool
-    relu: bool
+    clamp: Clamp | None  # applied before the store (ReLU, ReLU6: :mod:`dcopt.ir.clamp`)
 
     @property
     def blocks(self) -> int:
@@ -37,23 +39,23 @@ class MatvecPlan:
 
     @property
     def name(self) -> str:
-        text = repr((self.k, self.n, self.bias, self.relu, BLOCK, KERNEL_VERSION))
+        text = repr((self.k, self.n, self.bias, self.clamp, BLOCK, KERNEL_VERSION))
         return "dcopt_matvec_" + hashlib.sha1(text.encode()).hexdigest()[:16]
 
     def params(self) -> dict:
-        return {"kernel_name": self.name, "k": self.k, "n": self.n, "bias": self.bias, "relu": self.relu}
+        return {"kernel_name": self.name, "k": self.k, "n": self.n, "bias": self.bias, "clamp": clamp_params(self.clamp)}
 
     @classmethod
     def from_params(cls, p: dict) -> "MatvecPlan":
-        return cls(int(p["k"]), int(p["n"]), bool(p["bias"]), bool(p["relu"]))
+        return cls(int(p["k"]), int(p["n"]), bool(p["bias"]), clamp_from_params(p))
 
     def functions(self) -> str:
         return generate_functions(self)
 
 
-def plan(k: int, n: int, bias: bool, relu: bool) -> MatvecPlan | None:
+def plan(k: int, n: int, bias: bool, clamp: Clamp | None) -> MatvecPlan | None:
     """A plan for ``[1, k] @ [k, n]``, or None on hosts without AVX-512."""
-    return MatvecPlan(int(k), int(n), bias, relu) if supported() else None
+    return MatvecPlan(int(k), int(n), bias, clamp) if supported() else None
 
 
 def pack_weights(w: np.ndarray, plan: MatvecPlan) -> np.ndarray:
@@ -100,10 +102,8 @@ def _block_function(name: str, plan: MatvecPlan, vectors: int, tail: int) -> str
               "  br i1 %more, label %loop, label %store", "store:"]
     for v in range(vectors):
         val = f"%acc{v}.next"
-        if plan.relu:
-            lines += [f"  %neg{v} = fcmp olt {vt} {val}, zeroinitializer",
-                      f"  %r{v} = select <{LANES} x i1> %neg{v}, {vt} zeroinitializer, {vt} {val}"]
-            val = f"%r{v}"
+        clamped, val = ir_lines(val, plan.clamp, str(v), LANES)
+        lines += clamped
         lines.append(f"  %yp{v} = getelementptr float, ptr %y, i64 {v * LANES}")
         if v == vectors - 1 and tail < LANES:
             mask = "<" + ", ".join(f"i1 {1 if c < tail else 0}" for c in range(LANES)) + ">"
