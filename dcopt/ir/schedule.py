@@ -30,7 +30,8 @@ any target can render them) and *library implementations* that keep one ``Librar
   output positions and kernel taps accumulating with wcr sum), ``im2col`` (a copy map unfolds
   the input into a column buffer, then one batched GEMM library call), and the CPU routines
   ``direct`` (a generated register-blocked kernel), ``pointwise`` (1x1 convs as a generated
-  pixel-vector GEMM) and ``blas`` (OpenBLAS: shifted GEMMs, im2col, depthwise kernel).
+  pixel-vector GEMM), ``depthwise`` (one filter per channel, bias and clamp fused) and ``blas``
+  (OpenBLAS: shifted GEMMs, im2col).
 * ``MatMul``, ``Gemm``: ``library`` (the backend's default), ``loops`` (a map with wcr sum), and
   the CPU routines ``generated`` (the conv kernel's GEMM form, constant weights packed),
   ``matvec`` (batch-1 layers) and ``blas`` (OpenBLAS sgemm tasks).
@@ -61,13 +62,13 @@ PROPERTIES = (IMPL, TILE, VECTOR)
 
 #: Allowed ``dcopt.impl`` values per (default-domain) op; the first is the default.
 IMPLS: dict[str, tuple[str, ...]] = {
-    "Conv": ("library", "loops", "im2col", "direct", "pointwise", "blas"),
+    "Conv": ("library", "loops", "im2col", "direct", "pointwise", "depthwise", "blas"),
     "MatMul": ("library", "loops", "generated", "matvec", "blas"),
     "Gemm": ("library", "loops", "generated", "matvec", "blas"),
 }
 DEFAULT_IMPL = "library"
 #: Implementations that stay one LibraryCall (the others are expansions into maps).
-LIBRARY_IMPLS = frozenset({"library", "direct", "pointwise", "blas", "generated", "matvec"})
+LIBRARY_IMPLS = frozenset({"library", "direct", "pointwise", "depthwise", "blas", "generated", "matvec"})
 
 
 class ScheduleError(DcoptError, ValueError):

@@ -286,7 +286,7 @@ class SelectImplPass(Pass):
         """Tiles of the node's GEMM (None for loop and direct convs, which have no GEMM)."""
         if node.op != "Conv":
             m, k, n = self._gemm_dims(graph, node)
-        elif impl in ("loops", "direct", "pointwise"):
+        elif impl in ("loops", "direct", "pointwise", "depthwise"):
             return None
         else:  # conv as GEMM per group: [M/G, C/G * taps] @ [C/G * taps, out positions]
             s = self._conv_sizes(graph, node)

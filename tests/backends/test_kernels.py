@@ -22,9 +22,10 @@ def test_window_kernels_match_reference(k, s, p, hw):
     oh = (hw + 2 * p - k) // s + 1
     wt = rng.standard_normal((4, k, k)).astype(np.float32)
     dw = np.empty((4, oh, oh), np.float32)
-    library.depthwise2d(x[0], wt, dw, s, s, p, p, 1, 1)
-    expected = conv(x, wt[:, None], group=4, strides=(s, s), pads=(p,) * 4, kernel_shape=(k, k))[0]
-    np.testing.assert_allclose(dw, expected, atol=1e-5)
+    bias = rng.standard_normal(4).astype(np.float32)
+    library.depthwise2d(x[0], wt, dw, s, s, p, p, 1, 1, bias, np.float32(-1.0), np.float32(2.0))
+    expected = conv(x, wt[:, None], bias, group=4, strides=(s, s), pads=(p,) * 4, kernel_shape=(k, k))[0]
+    np.testing.assert_allclose(dw, np.clip(expected, -1.0, 2.0), atol=1e-5)
     col = np.empty((4 * k * k, oh * oh), np.float32)
     library.im2col(x[0], col, k, k, s, s, p, p, 1, 1, oh, oh)
     w = rng.standard_normal((3, 4 * k * k)).astype(np.float32)

@@ -29,10 +29,12 @@ def test_channel_tasks_match_serial_kernels(threads):
     x = rng.standard_normal((1, c, h, w)).astype(np.float32)
     wt = rng.standard_normal((c, 3, 3)).astype(np.float32)
     want, got = np.empty((c, h, w), np.float32), np.empty((c, h, w), np.float32)
-    library.depthwise2d(x[0], wt, want, 1, 1, 1, 1, 1, 1)
-    tail = [h, w, h, w, 3, 3, 1, 1, 1, 1, 1, 1]
+    bias, bounds = rng.standard_normal(c).astype(np.float32), np.array([-0.5, 1.5], np.float32)
+    library.depthwise2d(x[0], wt, want, 1, 1, 1, 1, 1, 1, bias, bounds[0], bounds[1])
+    tail = [h, w, h, w, 3, 3, 1, 1, 1, 1, 1, 1, bias.ctypes.data, bounds.ctypes.data]
     tasks.bind_table(tasks.library_task("depthwise"), [[[lo, hi, x.ctypes.data, wt.ctypes.data, got.ctypes.data,
                                                          *tail]] for lo, hi in parallel.split(c, threads)], (x, got))()
+    assert want.min() == -0.5 and want.max() == 1.5
     np.testing.assert_array_equal(got, want)
     want, got = np.empty((c, 15 * 14), np.float32), np.full((c, 15 * 14), np.nan, np.float32)
     library.pad_planes(x[0], want, 2, 1, 14)

@@ -44,7 +44,7 @@ def test_helpers_round_trip():
 
 
 @pytest.mark.parametrize("op,props,message", [
-    ("Conv", {"impl": "generated"}, "not an implementation of Conv (allowed: library, loops, im2col, direct, pointwise, blas)"),
+    ("Conv", {"impl": "generated"}, "not an implementation of Conv (allowed: library, loops, im2col, direct, pointwise, depthwise, blas)"),
     ("Relu", {"impl": "library"}, "Relu has no implementation choices"),
     ("Conv", {"tile": (8, 0)}, "positive ints"),
     ("Conv", {"vector": 12}, "power of two"),

@@ -109,7 +109,7 @@ def test_forced_choices_and_user_choices(tiny_resnet_path):
     assert "winograd" in result.refusals[0][1] and graph.nodes[0].attrs[IMPL] == "winograd"
     result = expand(graph)
     assert result.refusals[0] == ("stem/conv", "Conv: unknown implementation dcopt.impl='winograd' "
-                                                "(allowed: library, loops, im2col, direct, pointwise, blas)")
+                                                "(allowed: library, loops, im2col, direct, pointwise, depthwise, blas)")
 
 
 def test_unknown_shapes_keep_the_library_default():

@@ -8,7 +8,8 @@ machine in issue 4's work, see :mod:`directconv` and :mod:`gemm`):
 * Conv (NCHW float32, 1-D or 2-D, constant weights): ``pointwise`` for 1x1/stride-1/unpadded
   convs whose plane fills its 16-pixel vectors; ``direct`` (the register-blocked generated
   kernel) where its planner accepts the shape (AVX-512 hosts, not depthwise, not narrow 1x1);
-  else ``blas`` (depthwise kernel, shifted GEMMs or im2col over OpenBLAS). Other float32 convs
+  ``depthwise`` (the per-channel kernel of :mod:`library`, bias and clamp fused) for one filter
+  per channel; else ``blas`` (shifted GEMMs or im2col over OpenBLAS). Other float32 convs
   (3-D, run-time weights) expand ``im2col`` (a copy map and a GEMM call); other dtypes ``loops``.
 * MatMul/Gemm with constant 2-D float32 weights: ``matvec`` for one row, ``generated`` for
   more (weights packed once, bias/ReLU absorbed); other float32 products ``blas``; other dtypes
@@ -31,6 +32,7 @@ F32 = "float32"
 EPILOGUES = {
     ("conv", "direct"): frozenset({"bias", "clamp"}),
     ("conv", "pointwise"): frozenset({"bias", "clamp", "residual"}),
+    ("conv", "depthwise"): frozenset({"bias", "clamp"}),
     ("gemm", "generated"): frozenset({"bias", "clamp"}),
     ("gemm", "matvec"): frozenset({"bias", "clamp"}),
 }
@@ -88,6 +90,8 @@ def choose_conv(graph: Graph, node: Node) -> str | None:
             and _no_end_pads(graph, node) and directconv.pointwise_fits(oh * ow)
             and directconv.pointwise_plan(cin // group, ws[0] // group, oh * ow) is not None):
         return "pointwise"
+    if depthwise:
+        return "depthwise"
     if directconv.plan(xs, ws, ys, **g) is not None:
         return "direct"
     return "blas"

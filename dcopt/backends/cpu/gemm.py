@@ -115,9 +115,9 @@ def _is_pointwise(params) -> bool:
 
 def bind_conv(x: np.ndarray, w: np.ndarray, out: np.ndarray, params: dict, scratch: np.ndarray,
               native=None, bias: np.ndarray | None = None, residual: np.ndarray | None = None) -> Callable[[], None]:
-    """A closure running one NCHW conv. The bias is the epilogue's job, except for generated
-    kernels (:mod:`directconv`, resolved by ``native(name)`` to a ctypes function), which may
-    add ``bias`` themselves."""
+    """A closure running one NCHW conv. The bias and clamp are the epilogue's job, except for
+    generated kernels (:mod:`directconv`, resolved by ``native(name)`` to a ctypes function) and
+    the depthwise kernel, which apply a fused ``bias`` and clamp themselves."""
     if params.get("impl") == "direct":
         plan = directconv.DirectPlan.from_params(params)
         return _bind_direct(x, w, out, plan, scratch, native(params["kernel_name"]), bias)
@@ -130,13 +130,18 @@ def bind_conv(x: np.ndarray, w: np.ndarray, out: np.ndarray, params: dict, scrat
     kh, kw = params["kernel"]
     (sh, sw), (ph, pw), (dh, dw) = params["strides"], params["pads"], params["dilations"]
     dot = np.dot
-    if params["depthwise"]:  # channel ranges as pool tasks
+    if params["depthwise"]:  # channel ranges as pool tasks; the bias and clamp are applied as it stores
         from dcopt.backends.cpu import tasks
+        from dcopt.ir.clamp import from_params as clamp_from_params
 
-        tail = [h, wd, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw]
+        clamp = clamp_from_params(params) or (None, None)
+        bounds = np.array([-np.inf if clamp[0] is None else clamp[0], np.inf if clamp[1] is None else clamp[1]],
+                          np.float32)
+        bias = np.zeros(cout, np.float32) if bias is None else np.ascontiguousarray(bias, np.float32).reshape(-1)
+        tail = [h, wd, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw, bias.ctypes.data, bounds.ctypes.data]
         return tasks.bind_table(tasks.library_task("depthwise"), parallel.merge(
             [[[[lo, hi, x[b].ctypes.data, w.ctypes.data, out[b].ctypes.data, *tail]]
-              for lo, hi in parallel.split(cout, parallel.threads())] for b in range(n)]), (x, w, out))
+              for lo, hi in parallel.split(cout, parallel.threads())] for b in range(n)]), (x, w, out, bias, bounds))
     if _use_shifted(x.shape, out.shape, params):
         return _bind_shifted(x, w, out, params, scratch)
     o3 = out.reshape(n, g, cout // g, oh * ow)

@@ -68,9 +68,20 @@ def im2col_rows(x, col, kh, kw, sh, sw, ph, pw, dh, dw, i0, i1, ow):
                         col[r, row + uint64(j)] = _Z
 
 
+@njit(inline="always")
+def _epilogue(v, b, lo, hi):
+    """``min(max(v + b, lo), hi)`` as compares and selects: NaN stays NaN (its compares are
+    false), open sides are -inf/+inf, crossed bounds give ``hi`` (:mod:`dcopt.ir.clamp`)."""
+    v = v + b
+    v = lo if v < lo else v
+    return hi if v > hi else v
+
+
 @njit(**_OPTS)
-def depthwise2d(x, wt, out, sh, sw, ph, pw, dh, dw):
-    """Depthwise conv (group == channels, one filter per channel): x [C,H,W], wt [C,kh,kw].
+def depthwise2d(x, wt, out, sh, sw, ph, pw, dh, dw, bias, lo, hi):
+    """Depthwise conv (group == channels, one filter per channel): x [C,H,W], wt [C,kh,kw];
+    each output gets ``bias[c]`` added and is clamped to ``[lo, hi]`` as it is stored (the
+    conv's fused epilogue: a bias and a ReLU/ReLU6/Clip; zeros and -inf/+inf when it has none).
 
     Each channel is copied into a zero-padded plane of width ``wp``; every tap is then one
     long multiply-add over the flattened plane (``acc[p] += k * xp[p + shift]``), which
@@ -81,10 +92,10 @@ def depthwise2d(x, wt, out, sh, sw, ph, pw, dh, dw):
     (ShuffleNet's 112x56x56 -> 28x28: 0.27 ms row-wise); larger strides use the row-wise loop.
     3x3 undilated kernels with equal strides 1 or 2 take the faster :func:`_depthwise3x3`."""
     if wt.shape[1] == 3 and wt.shape[2] == 3 and dh == 1 and dw == 1 and sh == sw and sh <= 2:
-        _depthwise3x3(x, wt, out, sh, ph, pw)
+        _depthwise3x3(x, wt, out, sh, ph, pw, bias, lo, hi)
         return
     if sh * sw > 4:
-        _depthwise_rows(x, wt, out, sh, sw, ph, pw, dh, dw)
+        _depthwise_rows(x, wt, out, sh, sw, ph, pw, dh, dw, bias, lo, hi)
         return
     c, h, w = x.shape
     kh, kw = wt.shape[1], wt.shape[2]
@@ -113,14 +124,15 @@ def depthwise2d(x, wt, out, sh, sw, ph, pw, dh, dw):
                     acc[p] += k * src[p]
         dst = out[ch]
         usw = uint64(sw)
+        b = bias[ch]
         for i in range(oh):
             row = uint64(i * sh * wp)
             for j in range(ow):
-                dst[uint64(i), uint64(j)] = acc[row + uint64(j) * usw]
+                dst[uint64(i), uint64(j)] = _epilogue(acc[row + uint64(j) * usw], b, lo, hi)
 
 
 @njit(**_OPTS)
-def _depthwise3x3(x, wt, out, s, ph, pw):
+def _depthwise3x3(x, wt, out, s, ph, pw, bias, lo, hi):
     """3x3 depthwise, stride ``s`` in (1, 2), no dilation (every ShuffleNet/MobileNet one).
 
     Differs from the generic path in :func:`depthwise2d` in three ways, each measured on
@@ -170,10 +182,11 @@ def _depthwise3x3(x, wt, out, s, ph, pw):
         else:
             _taps3x3_s2(acc, n, wt[ch], xp, wq, L)
         dst = out[ch]
+        b = bias[ch]
         for i in range(oh):
             row = uint64(i * wq)
             for j in range(ow):
-                dst[uint64(i), uint64(j)] = acc[row + uint64(j)]
+                dst[uint64(i), uint64(j)] = _epilogue(acc[row + uint64(j)], b, lo, hi)
 
 
 @njit(**_OPTS)
@@ -211,7 +224,7 @@ def _taps3x3_s1(acc, n, k, xp, wq):
 
 
 @njit(**_OPTS)
-def _depthwise_rows(x, wt, out, sh, sw, ph, pw, dh, dw):
+def _depthwise_rows(x, wt, out, sh, sw, ph, pw, dh, dw, bias, lo, hi):
     c, h, w = x.shape
     kh, kw = wt.shape[1], wt.shape[2]
     oh, ow = out.shape[1], out.shape[2]
@@ -225,13 +238,17 @@ def _depthwise_rows(x, wt, out, sh, sw, ph, pw, dh, dw):
             for v in range(kw):
                 k = wt[ch, u, v]
                 off = v * dw - pw
-                lo, hi = _span(ow, w, sw, off)
-                base, ulo, usw = uint64(lo * sw + off), uint64(lo), uint64(sw)
+                jlo, jhi = _span(ow, w, sw, off)
+                base, ulo, usw = uint64(jlo * sw + off), uint64(jlo), uint64(sw)
                 for i in range(ilo, ihi):
                     ui, uy = uint64(i), uint64(i * sh + yoff)
-                    for t in range(hi - lo):
+                    for t in range(jhi - jlo):
                         ut = uint64(t)
                         plane[ui, ulo + ut] += k * src[uy, base + ut * usw]
+        b = bias[ch]
+        for i in range(oh):
+            for j in range(ow):
+                plane[uint64(i), uint64(j)] = _epilogue(plane[uint64(i), uint64(j)], b, lo, hi)
 
 
 @njit(**_OPTS)

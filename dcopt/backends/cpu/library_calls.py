@@ -14,8 +14,9 @@ without one (select-impl did not run) gets the always-applicable ``blas`` routin
 * gemm ``blas`` -- OpenBLAS sgemm tasks (batched and broadcast like ``np.matmul``), transposed
   operands as views;
 * conv ``direct`` / ``pointwise`` -- generated LLVM kernels (:mod:`directconv`) with packed
-  weights and the fused bias/residual/clamp; ``blas`` -- depthwise, shifted-GEMM or im2col paths
-  of :func:`gemm.bind_conv` (no epilogue).
+  weights and the fused bias/residual/clamp; ``depthwise`` -- the per-channel kernel with the
+  fused bias/clamp; ``blas`` -- shifted-GEMM or im2col paths of :func:`gemm.bind_conv` (no
+  epilogue; a depthwise conv lowered before ``depthwise`` existed also runs there, unfused).
 
 A 1-D convolution runs as the 2-D one over a height-1 image (a free reshape of NCL data).
 """
@@ -28,7 +29,7 @@ import numpy as np
 
 from dcopt.backends.cpu import directconv, matvec
 from dcopt.errors import UnsupportedError
-from dcopt.ir.clamp import from_options as clamp_from_options
+from dcopt.ir.clamp import from_options as clamp_from_options, to_params as clamp_to_params
 from dcopt.ir.graph import Node
 from dcopt.ir.loops import loop_spec
 
@@ -149,6 +150,13 @@ def _conv(gen, node: Node, conn, out, options) -> None:
         gen.native[plan.name] = plan.functions()
         gen.emit("conv", node, inputs, [out], **geometry, **plan.params(), depthwise=False, view4d=list(xs),
                  out4d=list(ys))
+        return
+    if impl == "depthwise" and depthwise and residual is None:  # bias and clamp applied as it stores
+        inputs = [x, gen.add_param(wt.reshape(wt.shape[0], -1).astype(np.float32), "conv_w")]
+        if bias is not None:
+            inputs.append(gen.add_param(bias.astype(np.float32).reshape(-1), "conv_b"))
+        gen.emit("conv", node, inputs, [out], **geometry, depthwise=True, impl="depthwise", bias=bias is not None,
+                 clamp=clamp_to_params(clamp), view4d=list(xs), out4d=list(ys))
         return
     if bias is not None or clamp is not None or residual is not None:
         raise UnsupportedError(f"conv implementation {impl!r} takes no epilogue", node=node.label)

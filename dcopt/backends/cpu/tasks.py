@@ -53,13 +53,15 @@ f32, b8, f64 = POINTERS["float32"], POINTERS["bool"], POINTERS["float64"]
 
 
 def _depthwise(row):
-    # lo, hi (channels), x, w, out, h, w, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw
-    r = carray(row, (17,))
+    # lo, hi (channels), x, w, out, h, w, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw, bias [C], clamp [lo, hi]
+    r = carray(row, (19,))
     lo, hi = r[0], r[1]
     x = carray(f32(r[2] + 4 * lo * r[5] * r[6]), (hi - lo, r[5], r[6]))
     w = carray(f32(r[3] + 4 * lo * r[9] * r[10]), (hi - lo, r[9], r[10]))
     out = carray(f32(r[4] + 4 * lo * r[7] * r[8]), (hi - lo, r[7], r[8]))
-    library.depthwise2d(x, w, out, r[11], r[12], r[13], r[14], r[15], r[16])
+    bias = carray(f32(r[17] + 4 * lo), (hi - lo,))
+    bounds = carray(f32(r[18]), (2,))
+    library.depthwise2d(x, w, out, r[11], r[12], r[13], r[14], r[15], r[16], bias, bounds[0], bounds[1])
 
 
 def _pad(row):
