@@ -82,6 +82,12 @@ def from_params(p: dict) -> Clamp | None:
     return RELU if p.get("relu") else None
 
 
+def as_bounds(clamp: Clamp | None) -> tuple[float, float]:
+    """``(lo, hi)`` with open sides (and no clamp) as -inf/+inf: for kernels that always compare."""
+    lo, hi = clamp or (None, None)
+    return (-np.inf if lo is None else lo, np.inf if hi is None else hi)
+
+
 def apply(y: np.ndarray, clamp: Clamp | None) -> np.ndarray:
     """``min(max(y, lo), hi)`` with numpy's NaN-propagating maximum/minimum (the reference)."""
     if clamp is None:

@@ -161,14 +161,15 @@ def pad_spec(graph: Graph, node: Node) -> PadSpec:
             if axes is None:
                 raise ValueError(f"the axes ('{axes_name}', input 3) are computed at run time")
     pads = [int(p) for p in np.asarray(pads if pads is not None else [], dtype=np.int64).reshape(-1)]
-    if axes is None:
-        rank = len(pads) // 2
+    t = graph.type_of(node.inputs[0])
+    known_rank = t.rank if t is not None else None
+    if axes is None:  # every axis: the input's rank decides (a wrong pads length is reported below)
+        rank = known_rank if known_rank is not None else len(pads) // 2
         axes = range(rank)
     else:
-        t = graph.type_of(node.inputs[0])
-        if t is None or t.rank is None:
+        if known_rank is None:
             raise ValueError("the input's rank is unknown, so the pad axes cannot be placed")
-        rank = t.rank
+        rank = known_rank
         axes = [norm_axis(int(a), rank) for a in np.asarray(axes).reshape(-1)]
     if len(pads) != 2 * len(axes):
         raise ValueError(f"pads {pads} do not give a begin and an end for each of the {len(axes)} axes")

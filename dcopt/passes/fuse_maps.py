@@ -101,21 +101,16 @@ def fusion_refusal(graph: Graph, nodes: list[Node], producer: Node, consumer: No
     return None
 
 
-#: Tasklet calls that cost about as much as an add: a map that only calls these stays cheap.
-_CHEAP_CALLS = frozenset({"min", "max", "abs"})
-
-
 def _expensive(code: str) -> bool:
-    """Whether a tasklet calls a transcendental function or raises to a power (erf, exp, tanh,
-    ``**``, ...): work that vectorizes only when the loop reads contiguous elements."""
-    for node in ast.walk(ast.parse(code.strip(), mode="exec")):
-        if isinstance(node, ast.Call):
-            name = node.func.id if isinstance(node.func, ast.Name) else ""
-            if name not in _CHEAP_CALLS and not name.startswith("as_"):
-                return True
-        elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow):
-            return True
-    return False
+    """Whether a tasklet calls a transcendental function (erf, exp, tanh, ...: the tasklet
+    function table's own classification, :data:`dcopt.ir.tasklet.FUNCTIONS`) or raises to a power:
+    work that vectorizes only when the loop reads contiguous elements. ``**`` counts here though
+    the cost model charges it as one operation: the generated kernels lower a float power to a
+    scalar library call."""
+    if parse_tasklet(code).transcendentals:
+        return True
+    return any(isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow)
+               for node in ast.walk(ast.parse(code.strip(), mode="exec")))
 
 
 def _inner_param(spec) -> str | None:

@@ -132,11 +132,9 @@ def bind_conv(x: np.ndarray, w: np.ndarray, out: np.ndarray, params: dict, scrat
     dot = np.dot
     if params["depthwise"]:  # channel ranges as pool tasks; the bias and clamp are applied as it stores
         from dcopt.backends.cpu import tasks
-        from dcopt.ir.clamp import from_params as clamp_from_params
+        from dcopt.ir.clamp import as_bounds, from_params as clamp_from_params
 
-        clamp = clamp_from_params(params) or (None, None)
-        bounds = np.array([-np.inf if clamp[0] is None else clamp[0], np.inf if clamp[1] is None else clamp[1]],
-                          np.float32)
+        bounds = np.array(as_bounds(clamp_from_params(params)), np.float32)
         bias = np.zeros(cout, np.float32) if bias is None else np.ascontiguousarray(bias, np.float32).reshape(-1)
         tail = [h, wd, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw, bias.ctypes.data, bounds.ctypes.data]
         return tasks.bind_table(tasks.library_task("depthwise"), parallel.merge(
