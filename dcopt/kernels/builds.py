@@ -93,6 +93,16 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def is_cache_build_dir(directory: Path, root: Path) -> bool:
+    """Whether ``directory`` is a build directory dcopt's cache made: a hex build key right under
+    ``<root>/cpu-builds``, a real directory and not a link. The only kind a cache cleanup (damaged
+    entry, gc) may delete; a key read from the warm-hit index, a file on disk, must not name a
+    path elsewhere."""
+    name = directory.name
+    return (0 < len(name) <= 64 and all(c in "0123456789abcdef" for c in name) and not directory.is_symlink()
+            and directory.is_dir() and directory.parent.resolve() == (Path(root) / CACHE_BUILDS).resolve())
+
+
 class BuildCatalog:
     """The builds under one cache root (see the module docstring)."""
 
@@ -153,11 +163,13 @@ class BuildCatalog:
 
     # -- cache builds ----------------------------------------------------------------------------
     def cached(self) -> list[BuildInfo]:
+        """The cache's builds: only directories named like a build key (anything else a user put
+        under ``cpu-builds`` is not dcopt's, so gc must never see it)."""
         base = self.root / CACHE_BUILDS
         if not base.is_dir():
             return []
         out = []
-        for path in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for path in sorted(p for p in base.iterdir() if is_cache_build_dir(p, self.root)):
             try:
                 manifest = json.loads((path / "manifest.json").read_text())
                 status = "ok"

@@ -358,8 +358,9 @@ class KernelStore:
         if not self.root.is_dir():
             return
         for shard in sorted(self.root.iterdir()):
-            if len(shard.name) == 2 and shard.is_dir():
-                yield from (p for p in sorted(shard.iterdir()) if _is_digest(p.name) and p.is_dir())
+            if len(shard.name) == 2 and shard.is_dir() and not shard.is_symlink():  # links are not the store's
+                yield from (p for p in sorted(shard.iterdir())
+                            if _is_digest(p.name) and p.is_dir() and not p.is_symlink())
 
     def entries(self) -> Iterator[KernelEntry]:
         """Every entry whose ``meta.json`` parses (files not re-hashed: this is for listing)."""

@@ -102,6 +102,24 @@ def test_gc_keeps_builds_in_use_and_never_touches_outputs(env):
     assert len(catalog.cached()) == 2
 
 
+def test_gc_removes_only_directories_the_cache_made(env):
+    """A user's directory put under ``cpu-builds``, and a build-key-named link to one, are not
+    cache builds: gc, even at size 0, leaves both (and what the link points at) alone."""
+    tmp, model = env
+    dcopt("compile", model, "-o", tmp / "o3.dcopt")
+    builds = tmp / "cache" / "cpu-builds"
+    notes = builds / "my-notes"
+    notes.mkdir()
+    (notes / "keep.txt").write_text("mine")
+    elsewhere = tmp / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("mine too")
+    (builds / ("ab" * 12)).symlink_to(elsewhere, target_is_directory=True)
+    assert "removed 1 build(s)" in dcopt("builds", "gc", "--max-size", "0")
+    assert (notes / "keep.txt").read_text() == "mine" and (elsewhere / "keep.txt").read_text() == "mine too"
+    assert (builds / ("ab" * 12)).is_symlink()
+
+
 def test_ls_says_when_a_recorded_build_is_gone(env):
     import shutil
 

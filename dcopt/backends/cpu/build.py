@@ -40,7 +40,7 @@ from dcopt.backends.cpu.renderer import render_module
 from dcopt.backends.cpu.source import Source, cache_root
 from dcopt.kernels.weights import WEIGHTS, read_weights, write_weights
 from dcopt.errors import ModelLoadError
-from dcopt.kernels.builds import CACHE_BUILDS, FORMAT, FORMAT_VERSION, BuildCatalog, read_manifest
+from dcopt.kernels.builds import CACHE_BUILDS, FORMAT, FORMAT_VERSION, BuildCatalog, is_cache_build_dir, read_manifest
 from dcopt.kernels.compile_index import CompileIndex
 from dcopt.kernels.store import KernelStore
 from dcopt.progress import step
@@ -157,18 +157,9 @@ def _cached(directory: Path, cache_dir) -> Build | None:
             return built
         except ModelLoadError:
             pass
-    if directory.exists() and _is_cache_entry(directory, cache_dir):
+    if is_cache_build_dir(directory, cache_root(cache_dir)):
         shutil.rmtree(directory, ignore_errors=True)  # damaged, tampered or half-written: dcopt's own entry
     return None
-
-
-def _is_cache_entry(directory: Path, cache_dir) -> bool:
-    """Whether ``directory`` is a build directory of dcopt's cache (a hex build key right under
-    ``<cache>/cpu-builds``, not a link): the only kind :func:`_cached` may delete. The key may
-    come from the warm-hit index, a file on disk: a bad row must not name a path elsewhere."""
-    name = directory.name
-    return (0 < len(name) <= 64 and all(c in "0123456789abcdef" for c in name) and not directory.is_symlink()
-            and directory.parent.resolve() == (cache_root(cache_dir) / CACHE_BUILDS).resolve())
 
 
 def _compile(source: Source, directory: Path, bindings, values, pipeline, patches, cache_dir, example_feeds) -> Build:
