@@ -80,3 +80,22 @@ def test_pass_reports_what_it_joined():
     graph = driver.lower(import_model(model), bindings={}).graph  # already collapsed: nothing left
     assert collapse_dims(graph) == {"kernels": 0, "levels": 0}
     assert get_pass("collapse-dims").name == "collapse-dims"
+
+
+@pytest.mark.parametrize("op, attrs, hw", [("GlobalAveragePool", {}, (7, 7)), ("GlobalAveragePool", {}, (56, 56)),
+                                           ("ReduceMean", {"axes": [2, 3], "keepdims": 1}, (14, 14)),
+                                           ("GlobalMaxPool", {}, (5, 9))])
+def test_pooling_over_the_image_sums_one_flat_loop_per_channel(cache, op, attrs, hw):
+    """A reduction over h, w (sum into a register) plus its epilogue over the channel alone (the
+    divide): the epilogue map is carried over and the sum runs one loop of h * w (rows of 56 were
+    summed in scalar code: a 16-lane loop interleaved 4 ways needs 64 iterations)."""
+    c = 6  # opset 17: ReduceMean's axes are an attribute
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, *hw])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c, 1, 1])
+    model = helper.make_model(helper.make_graph([helper.make_node(op, ["x"], ["y"], **attrs)], "g", [x], [y]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    params = _kernel_params(model)
+    flat = ("0", str(hw[0] * hw[1]))
+    assert any(len(p) == 2 and r[-1] == flat for p, r in params), params
+    assert not any(len(p) == 3 for p, _ in params), params
+    run_three_ways(model, {"x": _edge_image((1, c, *hw))}, cache_dir=cache)
