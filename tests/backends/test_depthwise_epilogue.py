@@ -1,6 +1,7 @@
 """Depthwise convs run as the ``depthwise`` routine, which adds the bias and applies the clamp
 (ReLU, ReLU6, Clip) as it stores: MobileNet's conv -> bias -> ReLU6 is one step, not a conv and
-a map. Every kernel path (3x3 stride 1 and 2, generic 5x5, row-wise stride 3) through
+a map. Every kernel path (3x3 stride 1 and 2, 5x5 stride 1, generic 5x5 stride 2 and 7x7,
+row-wise stride 3) through
 dcopt.compile against onnxruntime, with large magnitudes, NaN and +-Inf in the input."""
 
 import numpy as np
@@ -35,8 +36,10 @@ def _model(k, stride, pads, after):
 
 
 @pytest.mark.parametrize("k,stride,pads", [(3, 1, (1, 1, 1, 1)), (3, 2, (0, 0, 1, 1)), (5, 1, (2, 2, 2, 2)),
+                                           (5, 1, (1, 2, 3, 0)), (5, 2, (2, 2, 2, 2)), (7, 1, (3, 3, 3, 3)),
                                            (3, 3, (1, 1, 1, 1))],
-                         ids=["3x3s1", "3x3s2-asymmetric", "5x5", "3x3s3-rows"])
+                         ids=["3x3s1", "3x3s2-asymmetric", "5x5s1", "5x5s1-asymmetric", "5x5s2-generic",
+                              "7x7-generic", "3x3s3-rows"])
 @pytest.mark.parametrize("after", [(0.0, 6.0), (-20.0, 15.0), "relu", "none"], ids=["relu6", "clip", "relu", "bias-only"])
 def test_depthwise_conv_takes_its_bias_and_clamp(k, stride, pads, after, tmp_path):
     model = _model(k, stride, pads, after)

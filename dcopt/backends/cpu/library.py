@@ -90,9 +90,11 @@ def depthwise2d(x, wt, out, sh, sw, ph, pw, dh, dw, bias, lo, hi):
     dropped. Stride 2 computes the stride-1 result over the strided output's span and keeps
     every second row/column: 4x the multiply-adds, still 3x faster than the row-wise loop
     (ShuffleNet's 112x56x56 -> 28x28: 0.27 ms row-wise); larger strides use the row-wise loop.
-    3x3 undilated kernels with equal strides 1 or 2 take the faster :func:`_depthwise3x3`."""
-    if wt.shape[1] == 3 and wt.shape[2] == 3 and dh == 1 and dw == 1 and sh == sw and sh <= 2:
-        _depthwise3x3(x, wt, out, sh, ph, pw, bias, lo, hi)
+    3x3 undilated kernels with equal strides 1 or 2, and 5x5 ones with stride 1, take the faster
+    :func:`_depthwise_small`."""
+    k = wt.shape[1]
+    if k == wt.shape[2] and dh == 1 and dw == 1 and sh == sw and (k == 3 and sh <= 2 or k == 5 and sh == 1):
+        _depthwise_small(x, wt, out, sh, ph, pw, bias, lo, hi)
         return
     if sh * sw > 4:
         _depthwise_rows(x, wt, out, sh, sw, ph, pw, dh, dw, bias, lo, hi)
@@ -132,8 +134,9 @@ def depthwise2d(x, wt, out, sh, sw, ph, pw, dh, dw, bias, lo, hi):
 
 
 @njit(**_OPTS)
-def _depthwise3x3(x, wt, out, s, ph, pw, bias, lo, hi):
-    """3x3 depthwise, stride ``s`` in (1, 2), no dilation (every ShuffleNet/MobileNet one).
+def _depthwise_small(x, wt, out, s, ph, pw, bias, lo, hi):
+    """3x3 depthwise with stride ``s`` in (1, 2) (every ShuffleNet/MobileNet one), or 5x5 with
+    stride 1 (EfficientNet's), no dilation.
 
     Differs from the generic path in :func:`depthwise2d` in three ways, each measured on
     ShuffleNet's shapes: (1) the nine taps are summed per element in one pass
@@ -145,10 +148,12 @@ def _depthwise3x3(x, wt, out, s, ph, pw, bias, lo, hi):
     full stride-1 result and drops 3/4 of it. The stride-2 split reads each row once and writes
     both column-parity planes in the same loop. ShuffleNet per-conv medians, generic -> this:
     112x56x56 s2 140 -> 86 us, 136x28x28 66 -> 38-44, 272x14x14 54 -> 34-40, 544x7x7 57 ->
-    41-46; the model's 16 depthwise convs 1.11 -> 0.72 ms."""
+    41-46; the model's 16 depthwise convs 1.11 -> 0.72 ms. The 5x5 taps (:func:`_taps5x5_s1`),
+    generic -> this, one core: 2304x7x7 432 -> 317 us, 1344x14x14 560 -> 317, 480x28x28 372 ->
+    249."""
     c, h, w = x.shape
     oh, ow = out.shape[1], out.shape[2]
-    q = 3 - s  # halo of each plane: 2 (stride 1, one plane) or 1 (stride 2, four planes)
+    q = wt.shape[1] - s  # halo of each plane: 2 or 4 (stride 1, one plane), 1 (stride 2, four planes)
     wq, hq = ow + q, oh + q
     L = hq * wq + wq
     xp = np.zeros(s * s * L, np.float32)
@@ -177,7 +182,9 @@ def _depthwise3x3(x, wt, out, s, ph, pw, bias, lo, hi):
                     xp[bb + uint64(t)] = src[uint64(y), uz + ut + uint64(1)]
                 if zhi > zlo and (zhi - zlo) & 1:
                     xp[ba + uint64(npair)] = src[uint64(y), uint64(zhi - 1)]
-        if s == 1:
+        if s == 1 and wt.shape[1] == 5:
+            _taps5x5_s1(acc, n, wt[ch], xp, wq)
+        elif s == 1:
             _taps3x3_s1(acc, n, wt[ch], xp, wq)
         else:
             _taps3x3_s2(acc, n, wt[ch], xp, wq, L)
@@ -221,6 +228,31 @@ def _taps3x3_s1(acc, n, k, xp, wq):
         acc[r] = (k00 * xp[r] + k01 * xp[r + c1] + k02 * xp[r + c2]
                   + k10 * xp[r + r1] + k11 * xp[r + r1 + c1] + k12 * xp[r + r1 + c2]
                   + k20 * xp[r + r2] + k21 * xp[r + r2 + c1] + k22 * xp[r + r2 + c2])
+
+
+@njit(inline="always")
+def _row5(xp, r, a, b, c, d, e):
+    """One row of a 5x5 tap sum: ``a*xp[r] + ... + e*xp[r+4]``."""
+    return (a * xp[r] + b * xp[r + uint64(1)] + c * xp[r + uint64(2)] + d * xp[r + uint64(3)]
+            + e * xp[r + uint64(4)])
+
+
+@njit(**_OPTS)
+def _taps5x5_s1(acc, n, k, xp, wq):
+    """:func:`_taps3x3_s1` for 5x5: all 25 taps summed per element in one pass, the weights
+    loaded into registers first (``acc`` may alias ``k`` as far as LLVM knows, so loads of ``k``
+    inside the loop would stay there)."""
+    k00, k01, k02, k03, k04 = k[0, 0], k[0, 1], k[0, 2], k[0, 3], k[0, 4]
+    k10, k11, k12, k13, k14 = k[1, 0], k[1, 1], k[1, 2], k[1, 3], k[1, 4]
+    k20, k21, k22, k23, k24 = k[2, 0], k[2, 1], k[2, 2], k[2, 3], k[2, 4]
+    k30, k31, k32, k33, k34 = k[3, 0], k[3, 1], k[3, 2], k[3, 3], k[3, 4]
+    k40, k41, k42, k43, k44 = k[4, 0], k[4, 1], k[4, 2], k[4, 3], k[4, 4]
+    r1, r2, r3, r4 = uint64(wq), uint64(2 * wq), uint64(3 * wq), uint64(4 * wq)
+    for p in range(n):
+        r = uint64(p)
+        acc[r] = (_row5(xp, r, k00, k01, k02, k03, k04) + _row5(xp, r + r1, k10, k11, k12, k13, k14)
+                  + _row5(xp, r + r2, k20, k21, k22, k23, k24) + _row5(xp, r + r3, k30, k31, k32, k33, k34)
+                  + _row5(xp, r + r4, k40, k41, k42, k43, k44))
 
 
 @njit(**_OPTS)
