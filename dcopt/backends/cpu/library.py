@@ -13,8 +13,14 @@ import numpy as np
 from numba import njit, uint64
 
 from dcopt.backends.cpu.mathlib import FASTMATH
+from dcopt.backends.cpu.numba_cache import cached
 
-_OPTS = dict(cache=True, fastmath=FASTMATH, nogil=True, error_model="numpy", boundscheck=False)
+_OPTS = dict(fastmath=FASTMATH, nogil=True, error_model="numpy", boundscheck=False)
+
+
+def _kernel(fn):
+    """``njit`` with numba's on-disk cache, keyed by the backend's code (:mod:`numba_cache`)."""
+    return cached(njit(**_OPTS)(fn))
 _Z = np.float32(0.0)
 
 # Indexing note: numba wraps negative indices, so ``a[j + off]`` with a possibly negative
@@ -32,13 +38,13 @@ def _span(n_out, size, stride, offset):
     return lo, max(lo, hi)
 
 
-@njit(**_OPTS)
+@_kernel
 def im2col(x, col, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
     """Unfold one image ``x`` [C, H, W] into ``col`` [C*kh*kw, OH*OW] (zero padding)."""
     im2col_rows(x, col, kh, kw, sh, sw, ph, pw, dh, dw, 0, oh, ow)
 
 
-@njit(**_OPTS)
+@_kernel
 def im2col_rows(x, col, kh, kw, sh, sw, ph, pw, dh, dw, i0, i1, ow):
     """Output rows [i0, i1) of :func:`im2col`: ``col`` [C*kh*kw, (i1-i0)*OW]. Unsigned indices
     over the in-bounds column span instead of per-row slices."""
@@ -77,7 +83,7 @@ def _epilogue(v, b, lo, hi):
     return hi if v > hi else v
 
 
-@njit(**_OPTS)
+@_kernel
 def depthwise2d(x, wt, out, sh, sw, ph, pw, dh, dw, bias, lo, hi):
     """Depthwise conv (group == channels, one filter per channel): x [C,H,W], wt [C,kh,kw];
     each output gets ``bias[c]`` added and is clamped to ``[lo, hi]`` as it is stored (the
@@ -133,7 +139,7 @@ def depthwise2d(x, wt, out, sh, sw, ph, pw, dh, dw, bias, lo, hi):
                 dst[uint64(i), uint64(j)] = _epilogue(acc[row + uint64(j) * usw], b, lo, hi)
 
 
-@njit(**_OPTS)
+@_kernel
 def _depthwise_small(x, wt, out, s, ph, pw, bias, lo, hi):
     """3x3 depthwise with stride ``s`` in (1, 2) (every ShuffleNet/MobileNet one), or 5x5 with
     stride 1 (EfficientNet's), no dilation.
@@ -196,7 +202,7 @@ def _depthwise_small(x, wt, out, s, ph, pw, bias, lo, hi):
                 dst[uint64(i), uint64(j)] = _epilogue(acc[row + uint64(j)], b, lo, hi)
 
 
-@njit(**_OPTS)
+@_kernel
 def _taps3x3_s2(acc, n, k, xp, wq, L):
     """Stride-2 taps over the four parity planes (ee, eo, oe, oo at 0, L, 2L, 3L; width
     ``wq``): ``acc[p] = sum_uv k[u,v] * plane(u%2, v%2)[p + (u//2)*wq + v//2]``, all nine in
@@ -216,7 +222,7 @@ def _taps3x3_s2(acc, n, k, xp, wq, L):
                   + k20 * xp[r + r1] + k21 * xp[r + eo + r1] + k22 * xp[r + r1 + c1])
 
 
-@njit(**_OPTS)
+@_kernel
 def _taps3x3_s1(acc, n, k, xp, wq):
     """:func:`_taps3x3_s2` for one plane of width ``wq``: offsets built from ``wq`` in registers."""
     k00, k01, k02 = k[0, 0], k[0, 1], k[0, 2]
@@ -237,7 +243,7 @@ def _row5(xp, r, a, b, c, d, e):
             + e * xp[r + uint64(4)])
 
 
-@njit(**_OPTS)
+@_kernel
 def _taps5x5_s1(acc, n, k, xp, wq):
     """:func:`_taps3x3_s1` for 5x5: all 25 taps summed per element in one pass, the weights
     loaded into registers first (``acc`` may alias ``k`` as far as LLVM knows, so loads of ``k``
@@ -255,7 +261,7 @@ def _taps5x5_s1(acc, n, k, xp, wq):
                   + _row5(xp, r + r4, k40, k41, k42, k43, k44))
 
 
-@njit(**_OPTS)
+@_kernel
 def _depthwise_rows(x, wt, out, sh, sw, ph, pw, dh, dw, bias, lo, hi):
     c, h, w = x.shape
     kh, kw = wt.shape[1], wt.shape[2]
@@ -283,7 +289,7 @@ def _depthwise_rows(x, wt, out, sh, sw, ph, pw, dh, dw, bias, lo, hi):
                 plane[uint64(i), uint64(j)] = _epilogue(plane[uint64(i), uint64(j)], b, lo, hi)
 
 
-@njit(**_OPTS)
+@_kernel
 def pad_planes(x, xp, ph, pw, wp):
     """Copy ``x`` [C, H, W] into zero-padded planes: row r of the flattened ``xp[c]`` grid of
     width ``wp`` holds input row r - ph at columns pw...; everything else (borders, the slack
@@ -303,7 +309,7 @@ def pad_planes(x, xp, ph, pw, wp):
                 dst[base + uint64(z)] = src[uint64(y), uint64(z)]
 
 
-@njit(**_OPTS)
+@_kernel
 def crop_rows(wide, out, wp, i0, i1):
     """``out[m, i, j] = wide[m, i * wp + j]`` for rows i0 <= i < i1: drop the junk columns of a
     wide-grid result."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from numba import carray, cfunc, types
+from numba import carray, types
 from numba.extending import intrinsic
 
 from dcopt.backends.cpu import library, parallel, threadpool
@@ -78,8 +78,11 @@ _LIBRARY = {"depthwise": _depthwise, "pad": _pad}
 
 @functools.lru_cache(maxsize=None)
 def library_task(name: str):
-    """The compiled ``cfunc`` of library task ``name`` (numba-cached beside this module)."""
-    return cfunc(TASK_SIGNATURE, cache=True, **TASK_OPTIONS)(_LIBRARY[name])
+    """The compiled ``cfunc`` of library task ``name`` (numba-cached beside this module, keyed by
+    the backend's code: :mod:`numba_cache`)."""
+    from dcopt.backends.cpu.numba_cache import cached_cfunc
+
+    return cached_cfunc(_LIBRARY[name], TASK_SIGNATURE, TASK_OPTIONS)
 
 
 def bind_rows(task, head: list[int], tail: list[int], n: int, keep, align: int = 1):
