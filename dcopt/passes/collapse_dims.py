@@ -158,7 +158,9 @@ def _collapse_once(graph: Graph, node: Node, views: _Views) -> Node | None:
         ranges = [(b.text, e.text) for b, e in s.ranges[:n - 2]] + [("0", str(extents[0][0] * extents[0][1]))]
         new_nodes.append(make_map(old.name, s.params[:n - 1], ranges, s.tasklet.code, reads, writes,
                                   s.out_dtypes))
-    new_body = kernel_body(graph, body.name, new_nodes, set(kernel_internals(node)), previous=body)
+    # register locals (a reduction's sum read by the epilogue map) stay inside, like the intermediates
+    internal = set(kernel_internals(node)) | set(node.attrs.get("locals", ()))
+    new_body = kernel_body(graph, body.name, new_nodes, internal, previous=body)
     return node.replace(inputs=tuple(new_body.inputs), outputs=tuple(new_body.outputs),
                         attrs={**node.attrs, "body": new_body, "outer": outer if outer <= n - 2 else n - 1})
 

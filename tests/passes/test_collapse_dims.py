@@ -95,6 +95,9 @@ def test_pooling_over_the_image_sums_one_flat_loop_per_channel(cache, op, attrs,
     model = helper.make_model(helper.make_graph([helper.make_node(op, ["x"], ["y"], **attrs)], "g", [x], [y]),
                               opset_imports=[helper.make_opsetid("", 17)])
     params = _kernel_params(model)
+    lowered = driver.lower(import_model(model), bindings={}).graph
+    # the sum's register local stays inside the kernel: every node output is a container
+    assert all(o in lowered.containers for n in lowered.nodes for o in n.outputs if o)
     flat = ("0", str(hw[0] * hw[1]))
     assert any(len(p) == 2 and r[-1] == flat for p, r in params), params
     assert not any(len(p) == 3 for p, _ in params), params
