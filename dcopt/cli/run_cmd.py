@@ -84,7 +84,13 @@ def _stats(a: np.ndarray) -> tuple[str, str, str]:
                    "cpu on a model file compiles it first).")
 @click.option("--output-dir", "-o", type=click.Path(file_okay=False), default="dcopt_outputs", show_default=True,
               help="Where outputs are written, one NAME.npy per output.")
-def run(model, inputs, random_inputs, seed, dims, backend, output_dir):
+@click.option("--profile", is_flag=True,
+              help="Then time every step of the compiled model (median of --profile-reps runs of each) and print the "
+                   "totals per kind and the slowest steps (cpu backend).")
+@click.option("--top", default=15, show_default=True, type=click.IntRange(min=0), help="Slowest steps --profile lists.")
+@click.option("--profile-reps", default=20, show_default=True, type=click.IntRange(min=1),
+              help="Timed runs per step for --profile.")
+def run(model, inputs, random_inputs, seed, dims, backend, output_dir, profile, top, profile_reps):
     """Run MODEL (a .dcopt build, .onnx, IR .json or .pt2) and write its outputs as .npy files."""
     from dcopt import api
     import dcopt.compiled as compiled
@@ -92,6 +98,8 @@ def run(model, inputs, random_inputs, seed, dims, backend, output_dir):
 
     feeds = parse_input_specs(inputs)
     bindings = parse_dims(dims)
+    if profile and backend == "reference":
+        raise click.UsageError("--profile times the compiled model's steps: it needs --backend cpu (or a build)")
     output_directory(output_dir)  # before running: a bad path costs nothing
     if compiled.is_build_dir(model) or backend == "cpu":
         backend = "cpu"
@@ -126,3 +134,24 @@ def run(model, inputs, random_inputs, seed, dims, backend, output_dir):
         write_npy(path, value)
         table.add_row(name, str(value.dtype), str(list(value.shape)), *_stats(value), str(path))
     stdout_console().print(table)
+    if profile:
+        stdout_console().print(profile_table(sess.profile(feeds, reps=profile_reps), top, Path(model).name))
+
+
+def profile_table(steps: list[dict], top: int, title: str) -> Table:
+    """The per-step profile (``CpuSession.profile``) as one table: the total, each kind's total
+    and share, then the ``top`` slowest steps. Where a model's time goes, without a script."""
+    total = sum(s["seconds"] for s in steps) or 1e-12
+    table = Table(title=f"{title}: {len(steps)} steps, {total * 1e3:.3f} ms in total (median per step)")
+    for col, justify in (("step", "left"), ("kind", "left"), ("us", "right"), ("share", "right")):
+        table.add_column(col, justify=justify)
+    kinds: dict[str, list] = {}
+    for s in steps:
+        kinds.setdefault(s["kind"], []).append(s["seconds"])
+    for kind, times in sorted(kinds.items(), key=lambda kv: -sum(kv[1])):
+        table.add_row(f"all {len(times)} {kind} step(s)", kind, f"{sum(times) * 1e6:.1f}", f"{sum(times) / total:.1%}")
+    if top:
+        table.add_section()
+        for s in sorted(steps, key=lambda s: -s["seconds"])[:top]:
+            table.add_row(s["label"], s["kind"], f"{s['seconds'] * 1e6:.1f}", f"{s['seconds'] / total:.1%}")
+    return table

@@ -125,3 +125,28 @@ def test_compile_summary_counts_generated_library_and_reference_steps():
     assert step_summary({"kernel": 2, "conv": 3, "gemm": 1, "view": 1, "dynamic": 1, "fallback": 2}) == (
         "10 steps: 2 generated kernel(s), 4 library call(s) (conv 3, gemm 1), 1 view/copy, 1 dynamic, 2 fallback")
     assert step_summary({"kernel": 1}) == "1 steps: 1 generated kernel(s), 0 library call(s), 0 dynamic, 0 fallback"
+
+
+def test_run_profile_shows_where_the_time_goes(tmp_path, tiny_resnet_path):
+    result = dcopt("run", tiny_resnet_path, "--backend", "cpu", "--random-inputs", "--dim", "N=2", "--profile",
+                   "--top", "3", "--profile-reps", "3", "-o", tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = " ".join(result.stdout.split())
+    assert "median per step" in out and "conv step(s)" in out and "kernel step(s)" in out
+    refused = dcopt("run", tiny_resnet_path, "--backend", "reference", "--random-inputs", "--profile", "-o", tmp_path)
+    assert refused.returncode == 2 and "--profile" in refused.stderr and "--backend cpu" in refused.stderr
+
+
+def test_profile_table_totals_kinds_and_lists_the_slowest_steps():
+    from rich.console import Console
+
+    from dcopt.cli.run_cmd import profile_table
+
+    steps = [{"label": "conv_a", "kind": "conv", "seconds": 3e-3}, {"label": "map_b", "kind": "kernel", "seconds": 1e-3},
+             {"label": "conv_c", "kind": "conv", "seconds": 2e-3}]
+    console = Console(width=200, record=True)
+    console.print(profile_table(steps, 2, "m.dcopt"))
+    text = console.export_text()
+    assert "m.dcopt: 3 steps, 6.000 ms in total" in text
+    assert "all 2 conv step(s)" in text and "83.3%" in text and "all 1 kernel step(s)" in text and "16.7%" in text
+    assert "conv_a" in text and "conv_c" in text and "map_b" not in text  # the two slowest only
