@@ -19,7 +19,8 @@ register-resident local or a kernel-internal array indexed by the pair; a pair t
 the kernel's shared outer depth; an empty container (Reshape reads a 0 in its shape as "keep").
 A kernel may also hold maps over its shared outer levels only (a reduction's epilogue:
 GlobalAveragePool's divide after the sum over ``h, w``); they are carried over unchanged, unless
-they touch a container the others now see through a view. GlobalAveragePool over 56x56 planes
+a container the kernel writes would then be used both through a view and directly (read-only
+inputs may be: a Reshape view and the original share their bytes). GlobalAveragePool over 56x56 planes
 summed each row of 56 in scalar code (a 16-lane loop interleaved 4 ways needs 64 iterations):
 208 us for 288 channels, where one loop of 3,136 vectorizes.
 """
