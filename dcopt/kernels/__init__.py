@@ -55,10 +55,10 @@ CLI: ``dcopt kernels ls|show|gc`` and ``dcopt builds ls|show|diff|gc``.
 
 from dcopt.kernels.builds import BuildCatalog, BuildInfo
 from dcopt.kernels.diff import BuildDiff, diff_builds
-from dcopt.kernels.keys import KernelKey, host_cpu_features, source_hash, toolchain_versions
+from dcopt.kernels.keys import KernelKey, host_cpu_features, host_has, source_hash, toolchain_versions
 from dcopt.kernels.store import Fetched, Holds, KernelEntry, KernelStore, Removal, default_root
 
 __all__ = [
     "BuildCatalog", "BuildDiff", "BuildInfo", "Fetched", "Holds", "KernelEntry", "KernelKey", "KernelStore", "Removal",
-    "default_root", "diff_builds", "host_cpu_features", "source_hash", "toolchain_versions",
+    "default_root", "diff_builds", "host_cpu_features", "host_has", "source_hash", "toolchain_versions",
 ]

@@ -263,6 +263,8 @@ class BuildCatalog:
         return done
 
     def _remove_if_idle(self, build: BuildInfo) -> bool:
+        if not is_cache_build_dir(build.path, self.root):
+            return False  # only the cache's own build directories are ever deleted
         locks = self.root / LOCKS
         locks.mkdir(parents=True, exist_ok=True)
         with open(locks / f"build-{build.key}.lock", "a+") as handle:

@@ -86,6 +86,11 @@ def host_cpu_features() -> dict[str, str]:
     return {"cpu": name, "features": features}
 
 
+def host_has(feature: str) -> bool:
+    """Whether the CPU numba compiles for has ``feature`` (LLVM's name: ``avx512f``)."""
+    return f"+{feature}" in _host_cpu()[1].split(",")
+
+
 def _module_files(mod: ModuleType | str) -> list[tuple[str, Path]]:
     """(stable identifier, file) pairs for a module or package, found without importing it."""
     name = mod if isinstance(mod, str) else mod.__name__

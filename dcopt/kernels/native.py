@@ -118,16 +118,26 @@ CFUNC_PREFIX = "cfunc "
 
 
 def _compile_cfunc(module: ModuleType, name: str, sig: str, cache_class) -> int:
-    from numba.core import sigutils
     from numba.core.ccallback import CFunc
 
     fn = getattr(module, name)
     pyfunc = fn.__wrapped__ if isinstance(fn, CFunc) else fn
-    callback = CFunc(pyfunc, sigutils.normalize_signature(sig), {}, dict(getattr(module, "CFUNC_OPTIONS", {})))
-    callback._cache = cache_class(pyfunc)
-    callback.compile()
+    callback = cached_cfunc(pyfunc, sig, dict(getattr(module, "CFUNC_OPTIONS", {})), cache_class)
     setattr(module, name, callback)
     return 0 if callback._cache_hits else 1
+
+
+def cached_cfunc(pyfunc, signature, options, cache_class):
+    """``numba.cfunc(signature, **options)(pyfunc)`` compiled through ``cache_class`` (a numba
+    ``FunctionCache`` subclass): loaded from that cache when it holds the function, else compiled
+    and saved there."""
+    from numba.core import sigutils
+    from numba.core.ccallback import CFunc
+
+    callback = CFunc(pyfunc, sigutils.normalize_signature(signature), {}, dict(options))
+    callback._cache = cache_class(pyfunc)
+    callback.compile()
+    return callback
 
 
 def compile_numba_module(staging: Path, source: str, signatures: Mapping[str, Sequence[str]], *,

@@ -128,9 +128,7 @@ def _tile_function(name: str, shape: ConvShape, px: int, cv: int, bias: bool, cl
             lines += [f"  %tl{k} = load {vt}, ptr {tot[key]}, align 64", f"  %ts{k} = fadd {vt} %tl{k}, {cur[key]}",
                       f"  store {vt} %ts{k}, ptr {tot[key]}, align 64"]
             cur[key] = f"%ts{k}"
-        lines += ["  br i1 %more, label %loop, label %store", "store:"]
-    else:
-        lines += ["  br i1 %more, label %loop, label %store", "store:"]
+    lines += ["  br i1 %more, label %loop, label %store", "store:"]
     lines.append(f"  %vs = insertelement <{LANES} x i64> poison, i64 %valid, i64 0")
     lines.append(f"  %vsplat = shufflevector <{LANES} x i64> %vs, <{LANES} x i64> poison, {SPLAT}")
     for q in range(cv):

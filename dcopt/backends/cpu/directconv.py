@@ -152,9 +152,9 @@ _SUPPORTED: list[bool] = []
 def supported() -> bool:
     """Whether this host runs the generated kernels (they use AVX-512 zmm registers)."""
     if not _SUPPORTED:
-        from dcopt.kernels import host_cpu_features
+        from dcopt.kernels import host_has
 
-        _SUPPORTED.append("+avx512f" in host_cpu_features()["features"].split(","))
+        _SUPPORTED.append(host_has("avx512f"))
     return _SUPPORTED[0]
 
 

@@ -29,6 +29,8 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
+from dcopt.kernels.keys import host_has
+
 #: Fast-math flags that keep IEEE inf/NaN semantics (no ``nnan``/``ninf``) but allow
 #: reassociation (vectorized reductions) and contraction (FMA). Not ``arcp``: with it LLVM turns
 #: ``1 / sqrt(x)`` into a reciprocal-root estimate that gives NaN at 0 and at inf (numpy: inf
@@ -129,16 +131,10 @@ def _ldexp(typingctx, p, k):
     return sig, codegen
 
 
-def _has_vscalef() -> bool:
-    from dcopt.kernels.keys import host_cpu_features
-
-    return "+avx512f" in host_cpu_features()["features"].split(",")
-
-
 #: Whether :func:`_scale` is one ``vscalefps`` (AVX-512 hosts); elsewhere LLVM would lower
 #: ``ldexp`` to a scalar libm call per element, so the integer form below is used. (The host
 #: CPU is part of every kernel's store key, so the two never mix.)
-_VSCALEF = _has_vscalef()
+_VSCALEF = host_has("avx512f")
 
 
 @njit(inline="always")

@@ -33,10 +33,6 @@ def cached(dispatcher):
 
 def cached_cfunc(pyfunc, signature, options):
     """``numba.cfunc(signature, cache=True, **options)(pyfunc)`` with the versioned cache."""
-    from numba.core import sigutils
-    from numba.core.ccallback import CFunc
+    from dcopt.kernels.native import cached_cfunc as compile_cfunc
 
-    callback = CFunc(pyfunc, sigutils.normalize_signature(signature), {}, dict(options))
-    callback._cache = VersionedCache(pyfunc)
-    callback.compile()
-    return callback
+    return compile_cfunc(pyfunc, signature, options, VersionedCache)
