@@ -142,7 +142,8 @@ def profile_table(steps: list[dict], top: int, title: str) -> Table:
     """The per-step profile (``CpuSession.profile``) as one table: the total, each kind's total
     and share, then the ``top`` slowest steps. Where a model's time goes, without a script."""
     total = sum(s["seconds"] for s in steps) or 1e-12
-    table = Table(title=f"{title}: {len(steps)} steps, {total * 1e3:.3f} ms in total (median per step)")
+    table = Table(title=f"{title}: {len(steps)} timed steps (views take no time), {total * 1e3:.3f} ms in total "
+                        "(median per step)")
     for col, justify in (("step", "left"), ("kind", "left"), ("us", "right"), ("share", "right")):
         table.add_column(col, justify=justify)
     kinds: dict[str, list] = {}
