@@ -146,7 +146,7 @@ def test_profile_table_totals_kinds_and_lists_the_slowest_steps():
              {"label": "conv_c", "kind": "conv", "seconds": 2e-3}]
     console = Console(width=200, record=True)
     console.print(profile_table(steps, 2, "m.dcopt"))
-    text = console.export_text()
+    text = " ".join(console.export_text().split())  # the title wraps at the table's width
     assert "m.dcopt: 3 timed steps (views take no time), 6.000 ms in total" in text
     assert "all 2 conv step(s)" in text and "83.3%" in text and "all 1 kernel step(s)" in text and "16.7%" in text
     assert "conv_a" in text and "conv_c" in text and "map_b" not in text  # the two slowest only
