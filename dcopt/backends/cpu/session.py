@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 import numpy as np
 
 from dcopt.backends.cpu import build
-from dcopt.backends.cpu.resident import return_freed_memory
+from dcopt.backends.cpu.resident import release_toolchain_pages, return_freed_memory
 from dcopt.backends.cpu.source import Source, load_source
 from dcopt.errors import InputError
 from dcopt.feeds_check import FeedChecker
@@ -211,6 +211,7 @@ class CpuSession:
             return
         model = self._runnable()
         return_freed_memory()  # what compiling the kernels used: the run adds the weights' pages
+        release_toolchain_pages()  # LLVM's code pages: a run never executes them
         try:
             model.run({n: buf for n, buf in model.input_buffers})
         except Exception:  # noqa: BLE001 - an op that rejects all-zero inputs; the real run reports it
