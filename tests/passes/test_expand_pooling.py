@@ -206,3 +206,30 @@ def test_padded_windows_peel_their_borders(cache, shape, attrs):
         assert any("A0[" in b and "min(max(o2" not in b for b in blocks), source  # the interior columns
     else:
         assert len(blocks) == 1 and "min(max(o2" in blocks[0], source
+
+
+@pytest.mark.parametrize("op, attrs", [
+    ("MaxPool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])),  # ResNet's stem pool
+    ("MaxPool", dict(kernel_shape=[3, 3], strides=[2, 2])),
+    ("AveragePool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])),
+])
+def test_overlapping_strided_window_is_written_out(cache, op, attrs):
+    """A 3-wide window moving by 2 along the vectorized columns is written out tap by tap
+    (map_codegen._unrolled_param: its loads form one interleaved group, not gathers), and a max
+    keeps NaN through a single select instead of a flag. Checked three ways with NaN, +-inf and
+    3e38 (one per window position: first, middle, last tap) and against the written-out form."""
+    import dcopt
+
+    shape = (1, 3, 9, 40)  # 20 output columns: the vector loop runs
+    x = rand(shape) * 100
+    x[0, 0, 4, 0], x[0, 0, 4, 9], x[0, 0, 6, 38] = np.nan, np.nan, np.nan  # a border, an even and an odd tap
+    x[0, 1, 2, 5], x[0, 1, 7, 30] = np.inf, -np.inf
+    x[0, 2, :, 20:] = -np.inf  # whole windows of -inf
+    x[0, 2, 3, 11] = 3e38
+    model = make_model([helper.make_node(op, ["x"], ["y"], **attrs)], [("x", TensorProto.FLOAT, list(shape))],
+                       [("y", TensorProto.FLOAT, None)], opset=19)
+    run_three_ways(model, {"x": x}, cache_dir=cache)
+    source = (dcopt.compile(model, cache_dir=cache)._current.directory / "kernels.py").read_text()
+    assert "2 * o2 + 0" in source and "2 * o2 + 2" in source, source  # one load per tap, literal offsets
+    if op == "MaxPool":
+        assert "_nan" not in source, source

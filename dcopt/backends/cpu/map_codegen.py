@@ -134,6 +134,10 @@ def _constant_param_bounds(m: LoopSpec) -> dict[str, tuple[int, int]] | None:
 
 #: Most iterations a register max/min reduction's inner loops may take for the select form.
 SMALL_WINDOW = 32
+#: Most trips of a small window's innermost loop written out in the source (:meth:`_Renderer._unrolled_param`).
+UNROLL_WINDOW = 8
+#: Fewest iterations of a loop LLVM vectorizes (16 fp32 lanes) for a written-out window to pay.
+VECTOR_TRIPS = 16
 
 
 def _small_window(m: LoopSpec, inner: Sequence[int]) -> int | None:
@@ -318,6 +322,7 @@ class _Renderer:
         inner_params = {m.params[j] for j in inner}
         lines: list[str] = [f"{IND * depth}# map {mi}"]
         window = _small_window(m, inner)
+        unrolled = self._unrolled_param(m, inner, window)
         # outputs: how each is written
         stores, after = [], []
         for k, out in enumerate(m.outputs):
@@ -335,7 +340,7 @@ class _Renderer:
             if not uses_inner:
                 acc = f"acc{mi}_{k}"
                 lines.append(f"{IND * depth}{acc} = {_identity(out.wcr, cdt)}")
-                if _split_nan(out.wcr, cdt):
+                if _split_nan(out.wcr, cdt) and unrolled is None:  # a written-out window's select keeps NaN
                     flag = ("False", f"{acc}_nan") if window is not None else (literal(0, cdt),
                                                                                f"{acc}_nan > {literal(0, cdt)}")
                     lines.append(f"{IND * depth}{acc}_nan = {flag[0]}")
@@ -350,13 +355,65 @@ class _Renderer:
         hide = window is None and any(kind == "acc" and _split_nan(out.wcr, cdt) for kind, out, cdt, _ in stores)
         d = depth
         for j in inner:
+            if m.params[j] == unrolled:
+                continue
             b, e = m.ranges[j]
             end = index_text(e, names)
             if hide and j == inner[-1]:
                 end = f"opaque_count({end})"
             lines.append(f"{IND * d}for {names[m.params[j]]} in range({index_text(b, names)}, {end}):")
             d += 1
-        lines.extend(self._loads(m, names, conn, d))
+        if unrolled is None:
+            lines.extend(self._body(m, mi, names, conn, stores, window, d, written_out=False))
+        else:  # one copy of the body per value, the param a literal in each
+            lo, hi = _constant_param_bounds(m)[unrolled]
+            for value in range(lo, hi + 1):
+                lines.extend(self._body(m, mi, {**names, unrolled: str(value)}, conn, stores, window, d,
+                                        written_out=True))
+        lines.extend(after)
+        return lines
+
+    def _unrolled_param(self, m: LoopSpec, inner: Sequence[int], window: int | None) -> str | None:
+        """The window param whose loop is written out as copies of the body (its value a literal
+        in each), or None. Why: a read whose overlapping window moves by a stride of 2 or more along
+        the vectorized loop (``x[2 * o2 + p - 1]``, p in 0..2: a 3x3 stride-2 max pool) became three
+        gathers per vector when LLVM unrolled the window loop itself; written out, the three loads
+        form one interleaved group (wide loads and shuffles): ResNet's stem pool (64x112x112 to
+        56x56) 433 -> 176 us on one core (onnxruntime 124-139). Only then: elsewhere the loop form
+        was as fast or faster (3x3 stride-1 pools, 2x2 stride-2 ones, whose reads interleave
+        without it), and on outputs under 16 wide no vector loop runs at all.
+
+        Conditions: a small fixed window (:func:`_small_window`) whose innermost loop takes at most
+        :data:`UNROLL_WINDOW` trips; the vectorized level (the innermost outer one) runs at least
+        :data:`VECTOR_TRIPS` times; an input dim is ``s * o + c * p + k`` in that level's param
+        ``o`` and the window param ``p`` with ``s >= 2`` and ``trips * c > s``."""
+        if window is None or not inner or self.spec.outer == 0:
+            return None
+        bounds = _constant_param_bounds(m)
+        param, level = m.params[inner[-1]], m.params[self.spec.outer - 1]
+        lo, hi = bounds[param]
+        trips = hi - lo + 1
+        vlo, vhi = bounds[level]
+        if trips > UNROLL_WINDOW or vhi - vlo + 1 < VECTOR_TRIPS:
+            return None
+        for memlet in m.inputs:
+            for dim in memlet.subset:
+                if isinstance(dim, Range) or not {param, level} <= dim.names:
+                    continue
+                coeffs = dim.linear({}, m.params) if dim.names <= set(m.params) else None
+                if coeffs is None:
+                    continue
+                s, c = abs(coeffs.get(level, 0)), abs(coeffs.get(param, 0))
+                if s >= 2 and trips * c > s:
+                    return param
+        return None
+
+    def _body(self, m: LoopSpec, mi: int, names, conn, stores, window: int | None, d: int,
+              written_out: bool) -> list[str]:
+        """One iteration of ``m``'s innermost loop at depth ``d``: its loads, its tasklet and what
+        each output does with the result (stored, accumulated in a register or in memory);
+        ``written_out``: one of the copies of :meth:`_unrolled_param`."""
+        lines = self._loads(m, names, conn, d)
         types = {conn_name: compute_dtype(self._conn_dtype(m, conn_name)) for conn_name in conn}
         types.update({p: "int64" for p in m.params})
         types.update({s: "int64" for s in self.symbols})
@@ -370,6 +427,13 @@ class _Renderer:
             value, vtype = rename[out.connector], translator.types[out.connector]
             if kind == "direct":
                 lines.append(self._store(out, value, names, dtype, d, vtype))
+            elif kind == "acc" and _split_nan(out.wcr, dtype) and written_out:
+                # one select takes a value that is larger (smaller) or NaN, so a NaN stays once
+                # taken (its compares are false); an or-ed NaN flag beside it, as below, chained
+                # across the written-out copies and kept the loop scalar (the stem pool 3x slower)
+                lines += [f"{IND * d}{acc}_v = {self._cast(value, vtype, dtype)}",
+                          f"{IND * d}{acc} = ({acc}_v if ({acc}_v {'>' if out.wcr == 'max' else '<'} {acc}) "
+                          f"| ({acc}_v != {acc}_v) else {acc})"]
             elif kind == "acc" and _split_nan(out.wcr, dtype) and window is not None:
                 # a small fixed window (pooling): fully unrolled, vectorized across outputs, where a
                 # compare-and-select and an or-ed NaN flag cost 3 vector ops and maxnum 6 (2.2x)
@@ -391,7 +455,6 @@ class _Renderer:
                 current = self._load_expr(out.container, target)
                 combined = _combine(out.wcr, current, self._cast(value, vtype, dtype), dtype)
                 lines.append(self._store(out, combined, names, out_dtype_of(self, out), d, dtype))
-        lines.extend(after)
         return lines
 
     def _conn_dtype(self, m: LoopSpec, connector: str) -> str:
