@@ -234,3 +234,31 @@ def test_overlapping_strided_window_is_written_out(cache, op, attrs, written_out
     assert ("2 * o2 + 0" in source) == written_out, source  # one load per tap, literal offsets
     if op == "MaxPool":
         assert ("_nan" not in source) == written_out, source
+
+
+@pytest.mark.parametrize("op, attrs, shape, flat", [
+    ("MaxPool", dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), (1, 4, 13, 13), True),  # Inception's 13x13 pools
+    ("AveragePool", dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], count_include_pad=0), (1, 3, 14, 14), True),
+    ("AveragePool", dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], count_include_pad=1), (1, 3, 9, 12), True),
+    ("MaxPool", dict(kernel_shape=[5, 5], pads=[2, 2, 2, 2]), (1, 2, 12, 12), True),
+    ("MaxPool", dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), (1, 2, 6, 6), False),  # too few flat iterations
+    ("MaxPool", dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), (1, 2, 5, 40), False),  # wide rows vectorize
+    ("MaxPool", dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2]), (1, 2, 14, 14), False),
+])
+def test_short_rowed_window_interior_runs_as_one_flat_loop(cache, op, attrs, shape, flat):
+    """A padded stride-1 window over planes with short rows runs its interior as one loop over
+    the flattened plane (map_codegen._flat_plan), then the border rows and columns as before;
+    NaN, +-inf and 3e38 at interior points, at border columns (whose flat positions are computed
+    from wrapped neighbours, then rewritten) and in the corners agree three ways."""
+    import dcopt
+
+    x = rand(shape) * 100
+    h, w = shape[2:]
+    x[0, 0, 0, 0], x[0, 0, h // 2, 0], x[0, 0, h // 2, w - 1] = np.nan, np.inf, -np.inf
+    x[0, 1, h // 2, w // 2], x[0, 1, 1, w - 2] = np.nan, 3e38
+    x[0, -1, h - 1, :] = -np.inf
+    model = make_model([helper.make_node(op, ["x"], ["y"], **attrs)], [("x", TensorProto.FLOAT, list(shape))],
+                       [("y", TensorProto.FLOAT, None)], opset=19)
+    run_three_ways(model, {"x": x}, cache_dir=cache)
+    source = (dcopt.compile(model, cache_dir=cache)._current.directory / "kernels.py").read_text()
+    assert ("for q in range(" in source) == flat, source
