@@ -26,8 +26,10 @@ def test_select_by_index_range_prefix_label(home, three):
     assert [r.id for r in select_runs(["2:3"], rows)] == three[1::-1]
     assert select_one(three[0][:6], rows).id == three[0]
     assert select_one("fast", rows).id == three[1]
+    # an index past the run count, as a digit no random run id starts with (else it is an id prefix)
+    absent = next(d for d in "987654" if not any(r.id.startswith(d) for r in rows))
     with pytest.raises(InputError, match="there are 3 run"):
-        select_one("9", rows)
+        select_one(absent, rows)
     with pytest.raises(InputError, match="no run 'nope'"):
         select_one("nope", rows)
 
