@@ -262,3 +262,42 @@ def test_short_rowed_window_interior_runs_as_one_flat_loop(cache, op, attrs, sha
     run_three_ways(model, {"x": x}, cache_dir=cache)
     source = (dcopt.compile(model, cache_dir=cache)._current.directory / "kernels.py").read_text()
     assert ("for q in range(" in source) == flat, source
+
+
+def _random_windows(n: int, seed: int = 7):
+    """``n`` seeded window geometries biased to the generated code's special forms: stride 1 (flat
+    plane loops) and column strides 2-3 (written-out taps), pads, dilations, ceil mode."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    for _ in range(n):
+        op = str(rng.choice(["MaxPool", "AveragePool"]))
+        k = [int(rng.integers(1, 6)), int(rng.integers(1, 6))]
+        s = [1, 1] if rng.random() < 0.6 else [int(rng.integers(1, 3)), int(rng.integers(2, 4))]
+        d = [int(rng.integers(1, 3)), int(rng.integers(1, 3))] if op == "MaxPool" and rng.random() < 0.3 else [1, 1]
+        pads = [int(rng.integers(0, min(k[i % 2], 3))) for i in range(4)]
+        shape = (1, int(rng.integers(1, 4)), int(rng.integers(max(k[0] * d[0], 5), 30)),
+                 int(rng.integers(max(k[1] * d[1], 5), 40)))
+        attrs = dict(kernel_shape=k, strides=s, pads=pads, **({"dilations": d} if d != [1, 1] else {}))
+        if op == "AveragePool":
+            attrs["count_include_pad"] = int(rng.integers(0, 2))
+        if rng.random() < 0.2:
+            attrs["ceil_mode"] = 1
+        cases.append((op, attrs, shape))
+    return cases
+
+
+@pytest.mark.parametrize("op, attrs, shape", _random_windows(16))
+def test_random_window_geometries(cache, op, attrs, shape):
+    """Seeded random pools through the generated kernels' forms (flat interiors, written-out
+    strided taps, peeled borders) agree three ways; NaN and +-inf land at random positions (3e38
+    only for max: an average's overflow to inf and back to NaN depends on the summation order)."""
+    import zlib
+
+    rng = np.random.default_rng(zlib.crc32(repr((op, attrs, shape)).encode()))  # per case, same every run
+    x = rand(shape)
+    specials = [np.nan, np.inf, -np.inf] + ([3e38] if op == "MaxPool" else [])
+    for value in rng.choice(specials, 4):
+        x[0, rng.integers(0, shape[1]), rng.integers(0, shape[2]), rng.integers(0, shape[3])] = value
+    model = make_model([helper.make_node(op, ["x"], ["y"], **attrs)], [("x", TensorProto.FLOAT, list(shape))],
+                       [("y", TensorProto.FLOAT, None)], opset=19)
+    run_three_ways(model, {"x": x}, cache_dir=cache)
