@@ -12,26 +12,17 @@ from onnx import TensorProto, helper
 import dcopt
 from dcopt.backends.cpu.resident import toolchain_ranges
 
-SMAPS = """\
-7f0000000000-7f0000100000 r--p 00000000 fd:01 42 /venv/llvmlite/binding/libllvmlite.so
-Rss:                 400 kB
-Private_Dirty:         0 kB
-7f0000100000-7f0000900000 r-xp 00100000 fd:01 42 /venv/llvmlite/binding/libllvmlite.so
-Rss:                6000 kB
-Private_Dirty:         0 kB
-7f0000900000-7f0000a00000 r--p 00900000 fd:01 42 /venv/llvmlite/binding/libllvmlite.so
-Rss:                1792 kB
-Private_Dirty:      1792 kB
-7f0000a00000-7f0000a10000 rw-p 00a00000 fd:01 42 /venv/llvmlite/binding/libllvmlite.so
-Rss:                  16 kB
-Private_Dirty:         0 kB
-7f0000b00000-7f0000c00000 r-xp 00000000 fd:01 43 /usr/lib/libpython3.11.so.1.0
-Rss:                 900 kB
-Private_Dirty:         0 kB
-7f0000d00000-7f0000e00000 r-xs 00000000 fd:01 44 /tmp/shared-llvmlite-thing
-Rss:                 100 kB
-Private_Dirty:         0 kB
-"""
+#: (range, permissions, path, private dirty kB) of each mapping in a synthetic /proc/self/smaps
+MAPPINGS = [
+    ("7f0000000000-7f0000100000", "r--p", "/venv/llvmlite/binding/libllvmlite.so", 0),
+    ("7f0000100000-7f0000900000", "r-xp", "/venv/llvmlite/binding/libllvmlite.so", 0),
+    ("7f0000900000-7f0000a00000", "r--p", "/venv/llvmlite/binding/libllvmlite.so", 1792),  # RELRO: relocated
+    ("7f0000a00000-7f0000a10000", "rw-p", "/venv/llvmlite/binding/libllvmlite.so", 0),
+    ("7f0000b00000-7f0000c00000", "r-xp", "/usr/lib/libpython3.11.so.1.0", 0),
+    ("7f0000d00000-7f0000e00000", "r-xs", "/tmp/shared-llvmlite-thing", 0),
+]
+SMAPS = "".join(f"{span} {perms} 00000000 fd:01 42 {path}\nRss:                 400 kB\n"
+                f"Private_Dirty:    {dirty:5d} kB\n" for span, perms, path, dirty in MAPPINGS)
 
 
 def test_only_clean_unwritable_toolchain_mappings_are_released():

@@ -142,7 +142,8 @@ def test_profile_table_totals_kinds_and_lists_the_slowest_steps():
 
     from dcopt.cli.run_cmd import profile_table
 
-    steps = [{"label": "conv_a", "kind": "conv", "seconds": 3e-3}, {"label": "map_b", "kind": "kernel", "seconds": 1e-3},
+    steps = [{"label": "conv_a", "kind": "conv", "seconds": 3e-3},
+             {"label": "map_b", "kind": "kernel", "seconds": 1e-3},
              {"label": "conv_c", "kind": "conv", "seconds": 2e-3}]
     console = Console(width=200, record=True)
     console.print(profile_table(steps, 2, "m.dcopt"))

@@ -190,7 +190,7 @@ def test_col2im_3d_ints(cache):
 ])
 def test_padded_windows_peel_their_borders(cache, shape, attrs):
     """Generated code splits a padded window's output rows/columns into border and interior
-    segments (map_codegen._outer_levels); interior loads carry no clamp, and every segment agrees
+    segments (map_windows.WindowLevels._outer_levels); interior loads carry no clamp, and every segment agrees
     with the reference, NaN/inf/-inf at the borders included."""
     import dcopt
 
@@ -216,7 +216,7 @@ def test_padded_windows_peel_their_borders(cache, shape, attrs):
 ])
 def test_overlapping_strided_window_is_written_out(cache, op, attrs, written_out):
     """A padded 3-wide window moving by 2 along the vectorized columns is written out tap by tap
-    (map_codegen._unrolled_param: its loads form one interleaved group, not gathers), and a max
+    (map_windows.WindowLevels._unrolled_param: its loads form one interleaved group, not gathers), and a max
     keeps NaN through a single select instead of a flag; other windows keep the loop. Checked
     three ways with NaN, +-inf and 3e38 (at first, middle and last taps) and on the source."""
     import dcopt
@@ -247,7 +247,7 @@ def test_overlapping_strided_window_is_written_out(cache, op, attrs, written_out
 ])
 def test_short_rowed_window_interior_runs_as_one_flat_loop(cache, op, attrs, shape, flat):
     """A padded stride-1 window over planes with short rows runs its interior as one loop over
-    the flattened plane (map_codegen._flat_plan), then the border rows and columns as before;
+    the flattened plane (map_windows.WindowLevels._flat_plan), then the border rows and columns as before;
     NaN, +-inf and 3e38 at interior points, at border columns (whose flat positions are computed
     from wrapped neighbours, then rewritten) and in the corners agree three ways."""
     import dcopt

@@ -9,9 +9,10 @@ it melts into the caller's loop body.
 
 Edges are part of the contract (the reference executor is numpy, and compiled results must match
 it at large magnitudes, not only on randn): ``fexp`` overflows to ``inf`` above ~88.72, returns
-the exact subnormal results down to ~-103.97 and 0 below, and propagates NaN. It scales by 2**n exactly (:func:`_scale`: AVX-512's ``vscalefps``, or
-integer operations on the exponent bits elsewhere) -- an earlier version clamped its argument to
-[-87, 88] and returned finite values where numpy gives inf (Softplus(100) came out as 88.0).
+the exact subnormal results down to ~-103.97 and 0 below, and propagates NaN. It scales by 2**n
+exactly (:func:`_scale`: AVX-512's ``vscalefps``, or integer operations on the exponent bits
+elsewhere) -- an earlier version clamped its argument to [-87, 88] and returned finite values
+where numpy gives inf (Softplus(100) came out as 88.0).
 
 ``fmaxp``/``fminp`` are ``np.maximum``/``np.minimum``: NaN in either argument gives NaN (Python's
 ``max`` in numba keeps whichever operand the comparison picks, so ``max(nan, 0)`` was 0).
