@@ -12,7 +12,9 @@ Options: ``pipeline`` (a pipeline name or pass spec, default ``"O3"``; an unregi
 ``canonicalize`` and the manifest's ``pipeline_applied`` says so), ``target`` (``"cpu"``),
 ``threads`` (BLAS threads, the backend's one thread pool; default 1, see
 ``dcopt.backends.cpu.session.set_threads``), ``dims`` (sizes for symbolic input dims, default 1),
-``patches`` (idea-patch URIs, applied before the pipeline), ``cache_dir`` (compile cache root).
+``patches`` (idea-patch URIs, applied before the pipeline), ``cache_dir`` (compile cache root),
+``dynamic`` (symbolic input dims one build serves every size of: ``True`` for all, or names such
+as ``["batch", "seq"]``; ``dims`` then gives the sizes it is warmed up at).
 
 Importing this module does not import numba; the backend loads on the first call.
 """
@@ -28,7 +30,7 @@ from dcopt.errors import ArgumentError
 
 def compile(model, *, pipeline="O3", target: str = "cpu", threads: int | None = None,  # noqa: A001
             dims: Mapping[str, int] | None = None, patches: Sequence[str] = (), cache_dir=None,
-            example_feeds=None, warm: bool = True):
+            example_feeds=None, warm: bool = True, dynamic: bool | Sequence[str] = False):
     """Compile ``model`` (path, ModelProto or dcopt Graph) into a session with ``run``/``get_inputs``/
     ``get_outputs``. ``example_feeds``: real inputs to specialize sizes with (else random ones).
     ``warm``: load every kernel before returning (else on the first run; a caller that only
@@ -42,6 +44,7 @@ def compile(model, *, pipeline="O3", target: str = "cpu", threads: int | None = 
     dims = check_dims(dims)
     patches = check_patches(patches)
     cache_dir = check_cache_dir(cache_dir)
+    dynamic = check_dynamic(dynamic)
     if example_feeds is not None:
         from dcopt.feeds_check import check_feeds
 
@@ -54,7 +57,7 @@ def compile(model, *, pipeline="O3", target: str = "cpu", threads: int | None = 
 
     try:
         return compile_model(model, pipeline=pipeline, target=target, threads=threads, dims=dims, patches=patches,
-                             cache_dir=cache_dir, example_feeds=example_feeds, warm=bool(warm))
+                             cache_dir=cache_dir, example_feeds=example_feeds, warm=bool(warm), dynamic=dynamic)
     except DcoptError as exc:  # name the model file where the error does not name another one
         raise exc.at(file=os.fspath(model)) if isinstance(model, (str, os.PathLike)) else exc
 
@@ -195,3 +198,15 @@ def check_cache_dir(cache_dir):
     if os.path.exists(path) and not os.path.isdir(path):
         raise ArgumentError(f"'{path}' exists and is not a directory", argument="cache_dir")
     return cache_dir
+
+
+def check_dynamic(dynamic) -> bool | tuple[str, ...]:
+    """``dynamic=``: a bool, or symbolic dim names (a string or a sequence of strings)."""
+    if isinstance(dynamic, bool):
+        return dynamic or ()
+    if isinstance(dynamic, str):
+        dynamic = [dynamic]
+    if not isinstance(dynamic, Sequence) or not all(isinstance(d, str) and d for d in dynamic):
+        raise ArgumentError(f"expected True/False or symbolic dim names such as ['batch', 'seq'], got {dynamic!r}",
+                            argument="dynamic")
+    return tuple(dynamic)

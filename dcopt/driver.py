@@ -44,9 +44,12 @@ class Lowered:
 
 
 def lower(graph: Graph, *, bindings: Mapping[str, int] | None = None, values=None, pipeline="O3",
-          patches: Sequence[str] = (), target: str = "cpu", example_feeds=None, verify: bool = False) -> Lowered:
+          patches: Sequence[str] = (), target: str = "cpu", example_feeds=None, verify: bool = False,
+          dynamic: frozenset = frozenset()) -> Lowered:
     """Every backend-neutral stage of compilation, on a copy of ``graph``. ``values``: inputs
-    whose values decide sizes, compiled as constants (:mod:`dcopt.ir.specialization`)."""
+    whose values decide sizes, compiled as constants (:mod:`dcopt.ir.specialization`).
+    ``dynamic``: input symbols kept symbolic (one lowered graph for every size of them; their
+    ``bindings`` are only the example sizes limits are checked at)."""
     from dcopt.ir.specialization import bind_values
     from dcopt.limits import check_graph_sizes
 
@@ -58,9 +61,9 @@ def lower(graph: Graph, *, bindings: Mapping[str, int] | None = None, values=Non
         graph = bind_values(graph, values)                                   # value inputs -> constants
     bindings = input_bindings(graph, bindings)
     check_graph_sizes(graph, bindings)                                      # int64 and memory limits
-    graph = specialize(graph, bindings, example_feeds)                     # every size known
+    graph = specialize(graph, bindings, example_feeds, dynamic)            # every size known (or kept)
     graph, label, report = optimize(graph, pipeline, patches)              # patches, then O0..O3
-    unknown_to_dynamic(graph)                                               # data-sized values
+    unknown_to_dynamic(graph, dynamic)                                      # data-sized values
     stages = PassManager(lowering_passes(target), name="lower", verify=verify)
     result = stages(graph)                                                  # the loop level
     return Lowered(result.graph, label, [report, result.report])

@@ -77,6 +77,11 @@ class UnsupportedError(DcoptError):
         super().__init__(message, location, **where)
 
 
+class StaticSizesNeeded(UnsupportedError):
+    """A step that has no implementation for sizes bound at run time (a build for every size):
+    compiling per size still works."""
+
+
 class VerificationError(DcoptError):
     """The IR is malformed (cycle, dangling edge, type mismatch...). Lists every problem."""
 

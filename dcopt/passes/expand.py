@@ -115,10 +115,17 @@ def affine(terms: Sequence[tuple[int, str]], const: int = 0) -> str:
     return text
 
 
+def operand(dim) -> str:
+    """A dim as an operand of a larger index expression: a symbolic dim that is itself an
+    expression (``batch*seq``, ``2*N+1``) in parentheses, so ``i % (batch*seq)`` keeps its meaning."""
+    text = str(dim)
+    return text if isinstance(dim, int) or text.isidentifier() else f"({text})"
+
+
 def product(dims: Sequence) -> str:
     """Text of the product of dims (ints folded, symbols kept): ``512*N`` or ``1024``."""
     ints = math.prod(d for d in dims if isinstance(d, int))
-    syms = [d for d in dims if not isinstance(d, int)]
+    syms = [operand(d) for d in dims if not isinstance(d, int)]
     return "*".join(([str(ints)] if ints != 1 or not syms else []) + syms)
 
 

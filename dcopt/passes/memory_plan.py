@@ -24,6 +24,11 @@ an input's bytes when that input (and every view sharing its bytes) is last read
 and has the output's shape and element size: output element j depends only on input element j,
 which has been read by the time j is written. Graph inputs are never overwritten.
 
+**Symbolic sizes.** A graph compiled for every size (symbolic batch or sequence dims kept) gets the
+same decisions -- liveness, which values share a buffer, at which byte offset inside it -- with
+buffer sizes that are polynomials over the symbols (:class:`Layout`). Only the placement below,
+arithmetic on sizes, waits until a run binds the symbols (:meth:`Layout.place`, milliseconds).
+
 **Assignment: greedy by size, best fit** (as in TFLite's arena planner). Buffers (a value plus
 its views and in-place successors) are taken largest first; each is placed in the smallest gap,
 among the buffers already placed whose lifetimes overlap its own, that fits it; if none fits,
@@ -56,6 +61,8 @@ from dcopt.ir.cost import reads
 from dcopt.ir.graph import Graph, Kind, Node
 from dcopt.ir.groups import is_group
 from dcopt.passes.base import Pass, PassResult, register_pass
+from dcopt.ops.shapes import dims
+from dcopt.ops.shapes.dims import Dim
 from dcopt.passes.fusion_rules import OpClass, classify
 
 @dataclass
@@ -77,6 +84,19 @@ class MemoryPlan:
     total_bytes: int = 0  # sum of the planned values' sizes: memory with no reuse at all
     live_peak: int = 0  # most bytes live at one node, each value in its own buffer
     parts: dict[str, tuple[str, int]] = field(default_factory=dict)
+    layout: "Layout | None" = None  # the buffers before placement (what a symbolic plan keeps)
+
+    @property
+    def symbolic(self) -> bool:
+        """Whether placement waits for sizes (some buffer's size depends on a symbol)."""
+        return self.layout is not None and not self.layout.static
+
+    def placed(self, bindings: Mapping[str, int]) -> "MemoryPlan":
+        """This plan with every buffer placed for ``bindings`` (a symbolic plan at one size)."""
+        from dataclasses import replace
+
+        offsets, arena = self.layout.place(bindings)
+        return replace(self, offsets=offsets, arena_size=arena)
 
     def to_dict(self) -> dict:
         return {"arena_size": self.arena_size, "total_bytes": self.total_bytes, "live_peak": self.live_peak,
@@ -101,9 +121,10 @@ def written(node: Node) -> list[str]:
 
 
 def transient_sizes(graph: Graph, bindings: Mapping[str, int] | None,
-                    outputs: bool = False) -> tuple[dict[str, int], dict[str, str]]:
+                    outputs: bool = False, symbolic: bool = False) -> tuple[dict[str, Dim], dict[str, str]]:
     """(bytes of each plannable transient -- and of the graph outputs a node writes, with
-    ``outputs`` -- and why the others are not planned)."""
+    ``outputs`` -- and why the others are not planned). ``symbolic``: a size over symbols the
+    bindings leave free is kept as a polynomial (a dim string) instead of left unplanned."""
     binding = dict(bindings or {})
     sizes, unplanned = {}, {}
     wanted = (Kind.TRANSIENT, Kind.OUTPUT) if outputs else (Kind.TRANSIENT,)
@@ -113,11 +134,24 @@ def transient_sizes(graph: Graph, bindings: Mapping[str, int] | None,
                 continue
             t = graph.type_of(name)
             t = t.specialize(binding) if hasattr(t, "specialize") else None
-            if t is None or t.nbytes is None:
+            if symbolic and t is not None and t.nbytes is None and (size := symbolic_nbytes(t)) is not None:
+                sizes[name] = size
+            elif t is None or t.nbytes is None:
                 unplanned[name] = f"size unknown ({graph.type_of(name)}); bind its symbolic dims"
             else:
                 sizes[name] = t.nbytes
     return sizes, unplanned
+
+
+def symbolic_nbytes(t) -> Dim:
+    """Bytes of a tensor type whose dims may be symbols (a dim string), None when a dim is unknown
+    or the element size is not whole bytes."""
+    from dcopt.ir import dtypes
+
+    itemsize = dtypes.itemsize(t.dtype)
+    if t.shape is None or any(d is None for d in t.shape) or itemsize != int(itemsize):
+        return None
+    return dims.mul(dims.prod(t.shape), int(itemsize))
 
 
 def lifetimes(graph: Graph, names) -> dict[str, tuple[int, int]]:
@@ -160,9 +194,10 @@ def live_peak(sizes: Mapping[str, int], life: Mapping[str, tuple[int, int]]) -> 
 
 
 def _shape(graph: Graph, name: str, binding: dict) -> tuple | None:
+    """(shape, dtype) with ``binding`` applied; symbolic dims stay (equal dims are equal strings)."""
     t = graph.type_of(name)
     t = t.specialize(binding) if hasattr(t, "specialize") else None
-    return None if t is None or not t.is_static else (tuple(t.shape), t.dtype)
+    return None if t is None or t.shape is None or None in t.shape else (tuple(t.shape), t.dtype)
 
 
 def is_pointwise(graph: Graph, node: Node, read: set[str]) -> bool:
@@ -328,15 +363,16 @@ ORDERS = {
 }
 
 
-def _assign(buffers: _Buffers, sizes, alignment: int, order, separation: int = 0) -> tuple[dict[str, int], int]:
+def _assign(spans: Mapping[str, tuple[int, int]], sizes, alignment: int, order,
+            separation: int = 0) -> tuple[dict[str, int], int]:
     """Best fit in the given order (see the module doc): root -> offset, arena size. Each placed
     buffer keeps ``separation`` bytes after its end free of other buffers' starts."""
-    roots = sorted(buffers.members, key=lambda r: order(r, sizes[r], buffers.span(r)))
+    roots = sorted(spans, key=lambda r: order(r, sizes[r], spans[r]))
     placed: list[tuple[int, int, tuple[int, int]]] = []  # (offset, end, span)
     offsets = {}
     arena = 0
     for root in roots:
-        size, span = sizes[root], buffers.span(root)
+        size, span = sizes[root], spans[root]
         busy = sorted((o, e) for o, e, s in placed if _overlap(s, span))
         best, best_gap, cursor = None, None, 0
         for start, end in busy:
@@ -351,6 +387,50 @@ def _assign(buffers: _Buffers, sizes, alignment: int, order, separation: int = 0
     return offsets, _align(arena, alignment) if arena else 0
 
 
+@dataclass
+class Layout:
+    """The buffers of a plan before placement: which values share bytes, decided once on the
+    graph, with sizes that may be polynomials over symbols. ``roots[r] = (bytes, span)``;
+    ``members[v] = (root, byte offset in the root, bytes)``."""
+
+    roots: dict[str, tuple[Dim, tuple[int, int]]]
+    members: dict[str, tuple[str, int, Dim]]
+    alignment: int = 64
+    separation: int = 64
+
+    @property
+    def static(self) -> bool:
+        return all(isinstance(b, int) for b, _ in self.roots.values())
+
+    def place(self, bindings: Mapping[str, int] | None = None) -> tuple[dict[str, tuple[int, int]], int]:
+        """(``value -> (offset, bytes)``, arena bytes) at ``bindings``: best fit in every order of
+        :data:`ORDERS`, the smallest arena kept."""
+        binding = dict(bindings or {})
+
+        def size(b: Dim) -> int:
+            value = dims.substitute(b, binding)
+            if not isinstance(value, int):
+                raise DcoptError(f"memory plan: buffer size {b} needs sizes for its symbols; got {binding}")
+            return value
+
+        sizes = {r: size(b) for r, (b, _) in self.roots.items()}
+        spans = {r: tuple(span) for r, (_, span) in self.roots.items()}
+        root_offsets, arena = min((_assign(spans, sizes, self.alignment, order, self.separation)
+                                   for order in ORDERS.values()), key=lambda result: result[1])
+        return {n: (root_offsets[r] + rel, size(b)) for n, (r, rel, b) in self.members.items()}, arena
+
+    def to_dict(self) -> dict:
+        return {"roots": {r: [b, list(span)] for r, (b, span) in self.roots.items()},
+                "members": {n: list(m) for n, m in self.members.items()},
+                "alignment": self.alignment, "separation": self.separation}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "Layout":
+        return cls({r: (b, tuple(span)) for r, (b, span) in d["roots"].items()},
+                   {n: (r, int(rel), b) for n, (r, rel, b) in d["members"].items()},
+                   int(d.get("alignment", 64)), int(d.get("separation", 64)))
+
+
 def plan_memory(graph: Graph, bindings: Mapping[str, int] | None = None, *, alignment: int = 64,
                 inplace: bool = True, outputs: bool = False, concat: bool = False,
                 separation: int = 64) -> MemoryPlan:
@@ -359,18 +439,19 @@ def plan_memory(graph: Graph, bindings: Mapping[str, int] | None = None, *, alig
     ``separation``: free bytes after each buffer (0 packs buffers end to end)."""
     if separation < 0:
         raise DcoptError(f"plan-memory: separation must be >= 0 bytes, got {separation}")
-    sizes, unplanned = transient_sizes(graph, bindings, outputs)
+    sizes, unplanned = transient_sizes(graph, bindings, outputs, symbolic=True)
     life = lifetimes(graph, sizes)
-    total, peak = sum(sizes.values()), live_peak(sizes, life)
+    static = {n: b for n, b in sizes.items() if isinstance(b, int)}
+    total, peak = sum(static.values()), live_peak(static, {n: life[n] for n in static})
     aliases, external, view_offsets = _views(graph, sizes)
     in_arena = {n: b for n, b in sizes.items() if n not in external}
     buffers, pairs, parts = _share(graph, in_arena, life, aliases, dict(bindings or {}), inplace, view_offsets,
                                    concat)
-    root_offsets, arena = min((_assign(buffers, in_arena, alignment, order, separation) for order in ORDERS.values()),
-                              key=lambda result: result[1])
-    offsets = {n: (root_offsets[buffers.find(n)] + buffers.offset(n), b) for n, b in in_arena.items()}
-    return MemoryPlan(offsets, arena, pairs, aliases, {n: life[n] for n in offsets}, unplanned, alignment,
-                      separation, total, peak, parts)
+    layout = Layout({r: (in_arena[r], buffers.span(r)) for r in buffers.members},
+                    {n: (buffers.find(n), buffers.offset(n), b) for n, b in in_arena.items()}, alignment, separation)
+    offsets, arena = layout.place() if layout.static else ({}, 0)
+    return MemoryPlan(offsets, arena, pairs, aliases, {n: life[n] for n in in_arena}, unplanned, alignment,
+                      separation, total, peak, parts, layout)
 
 
 # -- verification -------------------------------------------------------------------------------
@@ -438,6 +519,10 @@ def check_plan(graph: Graph, plan: MemoryPlan, bindings: Mapping[str, int] | Non
         raise DcoptError(f"memory plan is invalid: {len(problems)} problem(s): " + "; ".join(problems[:10]))
 
 
+#: Sizes every symbol takes where a symbolic plan is checked (a size-1 batch, odd sizes).
+_CHECK_SIZES = (1, 3, 37)
+
+
 @register_pass(aliases=("plan",))
 class PlanMemory(Pass):
     """Compute the memory plan and report its peak memory against no reuse and the live-set peak.
@@ -457,10 +542,16 @@ class PlanMemory(Pass):
     def run(self, graph: Graph, ctx) -> PassResult:
         plan = plan_memory(graph, self.bindings, alignment=self.alignment, inplace=self.inplace, outputs=self.outputs,
                            concat=self.concat, separation=self.separation)
-        check_plan(graph, plan, self.bindings, self.outputs)
+        if plan.symbolic:  # the decisions hold at every size: checked at a few placements
+            free = {d for n in graph.inputs for d in getattr(graph.type_of(n), "symbols", ())} - set(self.bindings)
+            for sizes in _CHECK_SIZES:
+                binding = {**{sym: sizes for sym in free}, **self.bindings}
+                check_plan(graph, plan.placed(binding), binding, self.outputs)
+        else:
+            check_plan(graph, plan, self.bindings, self.outputs)
         graph.memory_plan = plan
         stats = {"transients": len(plan.offsets), "bytes_no_reuse": plan.total_bytes,
                  "live_peak_bytes": plan.live_peak, "arena_bytes": plan.arena_size,
                  "inplace": len(plan.inplace), "views_aliased": len(plan.aliases), "parts": len(plan.parts),
-                 "unplanned": len(plan.unplanned), "plan": plan.to_dict()}
+                 "unplanned": len(plan.unplanned), "symbolic": plan.symbolic, "plan": plan.to_dict()}
         return PassResult(graph, False, stats)

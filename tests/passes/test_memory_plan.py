@@ -5,6 +5,8 @@ values live at their planned offsets in one byte arena, so a plan that lets a li
 overwritten changes the outputs.
 """
 
+import json
+
 import numpy as np
 import pytest
 from onnx import TensorProto, helper
@@ -18,7 +20,7 @@ from dcopt.ops import registry
 from dcopt.passes import get_pass
 from dcopt.passes.eliminate_transients import EliminateTransients
 from dcopt.passes.fuse import Fuse
-from dcopt.passes.memory_plan import PlanMemory, check_plan, plan_memory
+from dcopt.passes.memory_plan import Layout, PlanMemory, check_plan, plan_memory
 from tests.conftest import make_model
 from tests.passes.zoo_models import CNNS, canonical_graph, image_feeds
 
@@ -188,13 +190,24 @@ def test_views_share_their_source_bytes_and_views_of_inputs_take_no_arena():
     check_plan(graph, plan)
 
 
-def test_symbolic_sizes_need_bindings(tiny_resnet_path):
+def test_symbolic_sizes_are_planned_once_and_placed_per_size(tiny_resnet_path):
+    """Without bindings the plan keeps its decisions with polynomial sizes; placing it at a size
+    gives exactly the plan made for that size, and every placement passes the checker."""
     graph = import_model(tiny_resnet_path)
     unbound = plan_memory(graph)
-    assert not unbound.offsets and "bind its symbolic dims" in next(iter(unbound.unplanned.values()))
-    bound = plan_memory(graph, {"N": 2})
-    assert len(bound.offsets) == len([n for n in graph.containers if graph.kind(n) is Kind.TRANSIENT and
-                                      graph.producer(n) is not None])
+    assert unbound.symbolic and not unbound.offsets and not unbound.unplanned
+    assert any(isinstance(b, str) and "N" in b for b, _ in unbound.layout.roots.values())
+    transients = [n for n in graph.containers if graph.kind(n) is Kind.TRANSIENT and graph.producer(n) is not None]
+    for n in (1, 2, 5):
+        bound = plan_memory(graph, {"N": n})
+        assert not bound.symbolic and len(bound.offsets) == len(transients)
+        placed = unbound.placed({"N": n})
+        assert placed.offsets == bound.offsets and placed.arena_size == bound.arena_size
+        check_plan(graph, placed, {"N": n})
+    with pytest.raises(DcoptError, match="needs sizes for its symbols"):
+        unbound.placed({})
+    round_trip = Layout.from_dict(json.loads(json.dumps(unbound.layout.to_dict())))
+    assert round_trip.place({"N": 3}) == unbound.layout.place({"N": 3})
 
 
 def test_plan_memory_pass_reports_peaks_and_leaves_the_graph_alone(tiny_resnet_path):

@@ -39,7 +39,7 @@ from dcopt.backends.cpu.resident import return_freed_memory
 from dcopt.backends.cpu.renderer import render_module
 from dcopt.backends.cpu.source import Source, cache_root
 from dcopt.kernels.weights import WEIGHTS, read_weights, write_weights
-from dcopt.errors import ModelLoadError
+from dcopt.errors import ModelLoadError, StaticSizesNeeded
 from dcopt.kernels.builds import CACHE_BUILDS, FORMAT, FORMAT_VERSION, BuildCatalog, is_cache_build_dir, read_manifest
 from dcopt.kernels.compile_index import CompileIndex
 from dcopt.kernels.store import KernelStore
@@ -91,11 +91,13 @@ def source_signature(graph) -> dict:
     return {"inputs": [arg(n) for n in graph.inputs], "outputs": [arg(n) for n in graph.outputs]}
 
 
-def build_key(model_digest: str, pipeline, patches, bindings, values=None) -> str:
+def build_key(model_digest: str, pipeline, patches, bindings, values=None, dynamic=frozenset()) -> str:
     from dcopt.ir.specialization import value_key
 
     h = hashlib.sha256(bytes.fromhex(model_digest))
-    h.update(json.dumps([pipeline_label(pipeline), list(patches), sorted(bindings.items()), FORMAT_VERSION]).encode())
+    fixed = sorted((k, v) for k, v in bindings.items() if k not in dynamic)  # one build for every size of the rest
+    extra = [sorted(dynamic)] if dynamic else []
+    h.update(json.dumps([pipeline_label(pipeline), list(patches), fixed, FORMAT_VERSION, *extra]).encode())
     h.update(repr(value_key(values or {})).encode())
     h.update(_versions().encode())
     return h.hexdigest()[:24]
@@ -117,35 +119,115 @@ def _optimizer_version() -> str:
 
 
 def build(source: Source, *, dims: Mapping[str, int] | None = None, values: Mapping[str, np.ndarray] | None = None,
-          pipeline="O3", patches: Sequence[str] = (), cache_dir=None, example_feeds=None) -> Build:
-    """Compile ``source`` (cached): the driver's lowering, then code generation and compilation."""
+          pipeline="O3", patches: Sequence[str] = (), cache_dir=None, example_feeds=None,
+          dynamic: Sequence[str] | bool = ()) -> Build:
+    """Compile ``source`` (cached): the driver's lowering, then code generation and compilation.
+
+    ``dynamic``: input symbols (``True``: all of them) the build leaves free, so that one build
+    runs every size of them (:mod:`runtime` binds and places buffers per size, the kernels are
+    compiled once); ``dims`` then only gives the example sizes. Where a step has no code for
+    sizes bound at run time (a convolution, a generated GEMM: :class:`StaticSizesNeeded`) the
+    build is compiled for ``dims`` instead, and its manifest says why (``dynamic_refused``)."""
     from dcopt.backends.cpu.specialize import input_bindings
 
     bindings = input_bindings(source.graph, dims)
+    keep = dynamic_symbols(bindings, dynamic)
     root = cache_root(cache_dir)
     values = {k: np.asarray(v) for k, v in (values or {}).items()}
-    directory = root / CACHE_BUILDS / build_key(source.content_digest(), pipeline, patches, bindings, values)
+    directory = root / CACHE_BUILDS / build_key(source.content_digest(), pipeline, patches, bindings, values, keep)
     built = _cached(directory, cache_dir)
-    if built is None:
+    if built is None and keep:
+        refused = _refusal(root, directory.name)
+        if refused is None:
+            try:
+                built = _compile(source, directory, bindings, values, pipeline, patches, cache_dir, example_feeds,
+                                 keep)
+            except StaticSizesNeeded as exc:
+                refused = _remember_refusal(root, directory.name, str(exc))
+        if built is None:
+            return _specialized_instead(source, bindings, values, pipeline, patches, cache_dir, example_feeds,
+                                        refused)
+    elif built is None:
         built = _compile(source, directory, bindings, values, pipeline, patches, cache_dir, example_feeds)
     if not values:
-        CompileIndex(root).remember(_request(source, dims, pipeline, patches), directory.name, source)
+        CompileIndex(root).remember(_request(source, dims, pipeline, patches, keep), directory.name, source)
     source.release()  # the build has what it needs; the weights need not stay twice in memory
+    if keep:  # a cached build for every size serves this call's sizes
+        built.bindings = {**built.bindings, **{k: v for k, v in bindings.items() if k in keep}}
     return built
 
 
-def cached_build(source: Source, *, dims=None, pipeline="O3", patches: Sequence[str] = (), cache_dir=None) -> Build | None:
+def dynamic_symbols(bindings: Mapping[str, int], dynamic: Sequence[str] | bool) -> frozenset:
+    """The input symbols a build leaves free: all of them for ``True``; named ones must exist."""
+    from dcopt.backends.cpu.specialize import check_dim_names
+
+    if dynamic is True:
+        return frozenset(bindings)
+    names = frozenset(dynamic or ())
+    check_dim_names(dict.fromkeys(names, 1), bindings)
+    return names
+
+
+def _specialized_instead(source, bindings, values, pipeline, patches, cache_dir, example_feeds, refused) -> Build:
+    """The build for ``bindings`` alone, when a build for every size was refused: its manifest
+    carries the reason, and a warning says it once per process."""
+    import warnings
+
+    if refused not in _WARNED:
+        _WARNED.add(refused)
+        warnings.warn(f"dcopt: one build for every size is not possible for this model ({refused}); compiling "
+                      f"one build per size instead", stacklevel=3)
+    built = build(source, dims=bindings, values=values, pipeline=pipeline, patches=patches, cache_dir=cache_dir,
+                  example_feeds=example_feeds)
+    built.manifest = {**built.manifest, "dynamic_refused": refused}
+    return built
+
+
+_WARNED: set[str] = set()
+_REFUSED = "refused-dynamic.json"
+
+
+def _refusal(root: Path, key: str) -> str | None:
+    """Why a build for every size was refused before for this key (so it is not tried again)."""
+    try:
+        return json.loads((root / _REFUSED).read_text()).get(key)
+    except (OSError, ValueError):
+        return None
+
+
+def _remember_refusal(root: Path, key: str, reason: str) -> str:
+    from dcopt.outputs import write_file
+
+    path = root / _REFUSED
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_file(path, json.dumps({**known, key: reason}, indent=1, sort_keys=True))
+    return reason
+
+
+def cached_build(source: Source, *, dims=None, pipeline="O3", patches: Sequence[str] = (), cache_dir=None,
+                 dynamic: Sequence[str] | bool = ()) -> Build | None:
     """The cached build a compile of ``source`` with these options made before, found from the
     model file's digest and the options alone (no import, no shape work), verified; None on a miss."""
     root = cache_root(cache_dir)
-    key = CompileIndex(root).lookup(_request(source, dims, pipeline, patches), source)
-    return None if key is None else _cached(root / CACHE_BUILDS / key, cache_dir)
+    keep = dynamic if dynamic is True else frozenset(dynamic or ())
+    key = CompileIndex(root).lookup(_request(source, dims, pipeline, patches, keep), source)
+    built = None if key is None else _cached(root / CACHE_BUILDS / key, cache_dir)
+    if built is not None and built.manifest.get("dynamic"):
+        built.bindings = {**built.bindings, **{k: int(v) for k, v in (dims or {}).items()
+                                               if k in built.manifest["dynamic"]}}
+    return built
 
 
-def _request(source: Source, dims, pipeline, patches) -> str:
+def _request(source: Source, dims, pipeline, patches, dynamic=frozenset()) -> str:
     """What a compile call asks for, as one digest: the warm-hit index's key."""
-    data = json.dumps([source.digest, pipeline_label(pipeline), list(patches), sorted((dims or {}).items()),
-                       FORMAT_VERSION, _versions()])
+    wanted = [] if not dynamic else ["all"] if dynamic is True else [sorted(dynamic)]
+    fixed = sorted((k, v) for k, v in (dims or {}).items() if dynamic is not True and k not in (dynamic or ()))
+    data = json.dumps([source.digest, pipeline_label(pipeline), list(patches), fixed,
+                       FORMAT_VERSION, _versions(), *wanted])
     return hashlib.sha256(data.encode()).hexdigest()
 
 
@@ -162,7 +244,8 @@ def _cached(directory: Path, cache_dir) -> Build | None:
     return None
 
 
-def _compile(source: Source, directory: Path, bindings, values, pipeline, patches, cache_dir, example_feeds) -> Build:
+def _compile(source: Source, directory: Path, bindings, values, pipeline, patches, cache_dir, example_feeds,
+             dynamic=frozenset()) -> Build:
     from dcopt import driver
     from dcopt.backends.cpu.codegen import generate
     from dcopt.limits import check_graph_sizes
@@ -171,10 +254,13 @@ def _compile(source: Source, directory: Path, bindings, values, pipeline, patche
     start = time.perf_counter()
     name, signature, digest = source.graph.name, source_signature(source.graph), source.content_digest()
     # the lowering copies the graph; handing it over lets each weight a pass replaces (folded,
-    # packed, cast) leave memory instead of staying alive in the source's copy
-    lowered = driver.lower(source.take_graph(), bindings=bindings, values=values, pipeline=pipeline, patches=patches,
-                           example_feeds=example_feeds)
-    check_graph_sizes(lowered.graph)  # every size now known: nothing beyond int64 or the memory cap
+    # packed, cast) leave memory instead of staying alive in the source's copy (not when a
+    # refused build for every size may still need the graph for the per-size one)
+    graph = source.graph.copy() if dynamic else source.take_graph()
+    lowered = driver.lower(graph, bindings=bindings, values=values, pipeline=pipeline, patches=patches,
+                           example_feeds=example_feeds, dynamic=dynamic)
+    del graph
+    check_graph_sizes(lowered.graph, bindings)  # every size now known: nothing beyond int64 or the memory cap
     applied, reports = lowered.pipeline, lowered.reports
     weights = _weights_file(root)
     try:
@@ -188,7 +274,7 @@ def _compile(source: Source, directory: Path, bindings, values, pipeline, patche
             "dcopt": _dcopt_version(),
             "pipeline": pipeline_label(pipeline), "pipeline_applied": applied, "patches": list(patches),
             "passes": _pass_summary(reports),
-            "target": "cpu", "bindings": bindings,
+            "target": "cpu", "bindings": bindings, **({"dynamic": sorted(dynamic)} if dynamic else {}),
             "signature": signature,
             "values": {k: {"value": v.tolist(), "dtype": str(v.dtype)} for k, v in values.items()},
         }
@@ -430,7 +516,8 @@ def needs_source(manifest: dict) -> bool:
     size, or inputs whose values the build was specialized for."""
     if manifest.get("values"):
         return True
-    return any(arg.get("shape") is None or any(not isinstance(d, int) for d in arg["shape"])
+    free = set(manifest.get("dynamic", ()))  # sizes a build for every size binds itself
+    return any(arg.get("shape") is None or any(not isinstance(d, int) and d not in free for d in arg["shape"])
                for arg in (manifest.get("signature") or {}).get("inputs", []))
 
 

@@ -110,7 +110,7 @@ class CodeGenerator:
                 # weights mapped from the model file are packed now: their pages can go
                 release_pages(c for c in (self.const(n) for n in node.inputs) if c is not None)
             elif (views := slice_views(self.graph, node)) is not None and all(
-                    self._static(n) for n in (node.inputs[0], *(o for o, _, _ in views))):
+                    self._known(n) for n in (node.inputs[0], *(o for o, _, _ in views))):
                 self.emit("view", node, node.inputs[:1], [o for o, _, _ in views], offsets=[b for _, _, b in views])
             elif (parts := concat_parts(self.graph, node)) is not None:
                 self.emit("concat", node, [n for n, _ in parts], node.outputs[:1], offsets=[b for _, b in parts])
@@ -119,11 +119,13 @@ class CodeGenerator:
         used = {n for s in self.steps for n in s.inputs} | set(self.graph.outputs)
         names = {n for s in self.steps for n in (*s.inputs, *s.outputs) if n} | set(self.graph.inputs) | set(
             self.graph.outputs)
-        types = {n: (self.shape(n) if self._static(n) else None, self.dtype(n)) for n in names}
+        types = {n: (self.shape(n) if self._known(n) else None, self.dtype(n)) for n in names}
         plan = self.graph.memory_plan
         memory = {} if plan is None else {"arena_size": plan.arena_size,
                                          "offsets": {k: list(v) for k, v in plan.offsets.items()},
                                          "parts": {k: list(v) for k, v in plan.parts.items()}}
+        if plan is not None and plan.symbolic:  # placed per size when a run binds the symbols
+            memory["layout"] = plan.layout.to_dict()
         params, index = self._program_params(used)
         return Program(list(self.graph.inputs), list(self.graph.outputs), types, params, self.steps, self.kernels,
                        {k: sorted(v) for k, v in self.signatures.items()}, dict(self.graph.opset), self.native,
@@ -147,8 +149,9 @@ class CodeGenerator:
                   "symbols": {k: list(v) for k, v in kernel.symbols.items()}}
         ranks = [types[a][1] for a in kernel.args]
         dtypes = [types[a][0] for a in kernel.args]
+        sized_by_run = any(not self.types[a].is_static for a in kernel.args if a in self.types)
         biggest = max((int(np.prod(self.shape(a))) for a in kernel.args if self.types[a].is_static), default=0)
-        if kernel.parallel and biggest >= TASK_ELEMENTS:
+        if kernel.parallel and (biggest >= TASK_ELEMENTS or sized_by_run):  # symbolic: a run's rows decide
             task, source = render_task(kernel, ranks, dtypes)
             self.kernels[task] = source
             self.signatures[task] = {"cfunc void(CPointer(int64))"}
@@ -165,13 +168,18 @@ class CodeGenerator:
         t = self.types.get(name)
         return isinstance(t, TensorType) and t.is_static
 
+    def _known(self, name: str) -> bool:
+        """Static, or sized by symbols a run binds (a build for every size): every dim known."""
+        t = self.types.get(name)
+        return isinstance(t, TensorType) and t.shape is not None and None not in t.shape
+
     def _op(self, node: Node) -> None:
         """An op without an expansion runs its reference: a *dynamic* step when its values are sized
         by data at run time (they live outside the arena), else a *fallback* (not compiled yet)."""
         from dcopt.ir.serialize import _encode_attr
 
         captured = sorted(node.outer_reads() - set(node.inputs))  # what If/Loop/Scan bodies read outside
-        sized_at_run_time = not all(self._static(n) for n in (*node.present_inputs, *node.outputs, *captured) if n)
+        sized_at_run_time = not all(self._known(n) for n in (*node.present_inputs, *node.outputs, *captured) if n)
         kind = "dynamic" if sized_at_run_time else "fallback"
         self.emit(kind, node, [*node.inputs, *captured], node.outputs, op=node.op, domain=node.domain,
                   opset=self.graph.opset_of(node.domain), attrs={k: _encode_attr(v) for k, v in node.attrs.items()},

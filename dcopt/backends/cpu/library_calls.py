@@ -28,7 +28,7 @@ import dataclasses
 import numpy as np
 
 from dcopt.backends.cpu import directconv, matvec
-from dcopt.errors import UnsupportedError
+from dcopt.errors import StaticSizesNeeded, UnsupportedError
 from dcopt.ir.clamp import from_options as clamp_from_options, to_params as clamp_to_params
 from dcopt.ir.graph import Node
 from dcopt.ir.loops import loop_spec
@@ -41,6 +41,11 @@ def lower_library_call(gen, node: Node) -> None:
     conn = {m.connector: m.container for m in spec.inputs}
     out = spec.outputs[0].container
     options = dict(spec.options)
+    sized_by_run = [n for n in (*conn.values(), out) if not gen.types[n].is_static]
+    if sized_by_run and (spec.kind == "conv" or options.get("impl") in ("matvec", "generated")):
+        what = "convolution" if spec.kind == "conv" else f"{options.get('impl')} GEMM"
+        raise StaticSizesNeeded(f"the CPU {what} is generated for fixed sizes; '{sized_by_run[0]}' is "
+                                f"{gen.types[sized_by_run[0]]}", node=node.label, op=node.op)
     if spec.kind == "gemm":
         _gemm(gen, node, conn, out, options)
     elif spec.kind == "conv":

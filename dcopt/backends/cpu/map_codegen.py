@@ -194,7 +194,10 @@ class _Renderer(WindowLevels):
         source = f"@njit(**_OPTS)\ndef {name}({params}):\n{text}\n"
         sig_args = ", ".join(["int64", "int64"] + [numba_array_type(self.dtype(a), self.rank(a)) for a in self.args])
         outer_range = None
-        if outer:
+        if outer and self._joined_outer():  # levels 0 and 1 as one loop: [0, E0 * E1)
+            e0, e1 = first.ranges[0][1], first.ranges[1][1]
+            outer_range = (first.ranges[0][0].text, f"({e0.text}) * ({e1.text})")
+        elif outer:
             b, e = first.ranges[0]
             outer_range = (b.text, e.text)
         return RenderedKernel(name, source, list(self.args), f"void({sig_args})", outer > 0, outer_range,

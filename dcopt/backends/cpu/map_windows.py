@@ -86,6 +86,11 @@ class WindowLevels:
                 lines.extend(self._map(m_index, m, depth))
             return lines
         name = self.outer_names[j]
+        if j == 0 and self._joined_outer():
+            e1 = self._bound(self.spec.maps[0].ranges[1][1])
+            return [f"{IND * depth}for f0 in range(lo, hi):", f"{IND * (depth + 1)}{name} = f0 // {e1}",
+                    f"{IND * (depth + 1)}{self.outer_names[1]} = f0 - {name} * {e1}",
+                    *self._outer_levels(2, depth + 1, segment)]
         if j == 0:
             return [f"{IND * depth}for {name} in range(lo, hi):", *self._outer_levels(1, depth + 1, segment)]
         b, e = self.spec.maps[0].ranges[j]
@@ -101,6 +106,19 @@ class WindowLevels:
             lines.append(f"{IND * depth}for {name} in range({lo}, {hi + 1}):")
             lines.extend(self._outer_levels(j + 1, depth + 1, {**segment, j: (lo, hi)}))
         return lines
+
+    def _joined_outer(self) -> bool:
+        """Whether outer levels 0 and 1 run as one loop over their product (``f0`` split into
+        ``o0, o1`` per iteration). Why: a build for every size keeps ``batch`` as level 0, which
+        is 1 at run time, so the pool had one task; the static build drops size-1 loops and
+        splits over the sequence. Only for a symbolic level 0 over a level 1 that starts at 0
+        and is written as one plain loop (no peeled or flattened segments)."""
+        if self.spec.outer < 2:
+            return False
+        (b0, e0), (b1, _) = self.spec.maps[0].ranges[:2]
+        if not (b0.names or e0.names) or b1.names or int(b1.evaluate({})) != 0:
+            return False
+        return self._peel(1, {}) is None and self._flat_plan(1, {}) is None
 
     def _peel(self, j: int, segment: Mapping[int, tuple[int, int]]) -> list[tuple[int, int]] | None:
         """Inclusive (lo, hi) segments of outer level ``j``: [begin, a), [a, b], (b, end] where

@@ -26,17 +26,21 @@ ALIGN = 64
 class CompiledModel:
     """A program bound to memory and kernels; ``run(feeds)`` executes it."""
 
-    def __init__(self, program: Program, kernels: ModuleType, native=None, threads: int | None = None):
+    def __init__(self, program: Program, kernels: ModuleType, native=None, threads: int | None = None,
+                 bindings: Mapping[str, int] | None = None):
         self.program = program
         self.native = native  # the MCJIT engine of the generated kernels: keeps their code alive
         self.threads = parallel.threads() if threads is None else threads
+        #: sizes of the symbols a program for every size leaves free (its buffers are sized by them)
+        self.bindings = dict(bindings or {})
         with parallel.binding(self.threads):
             self._bind_all(program, kernels)
 
     def _bind_all(self, program: Program, kernels: ModuleType) -> None:
         from dcopt.limits import check_tensor_size
 
-        plan = program.memory
+        types = sized_types(program, self.bindings)
+        plan = placed_memory(program.memory, self.bindings)
         size = int(plan.get("arena_size", 0))
         check_tensor_size("arena", [size], "uint8", where="memory arena")
         # Slack after the last buffer: generated kernels may read (never write) up to one vector
@@ -48,11 +52,16 @@ class CompiledModel:
         bufs: dict[str, np.ndarray] = {n: a if a.flags.c_contiguous and a.flags.writeable else np.array(a, order="C")
                                        for n, a in program.params.items()}
         offsets = plan.get("offsets", {})
-        views = {o for s in program.steps if s.kind == "view" for o in s.outputs if o not in offsets}
         #: values sized at run time (dynamic steps): produced afresh by every run, kept here
-        self.dynamic = {n for n, (shape, _) in program.types.items() if shape is None}
+        self.dynamic = {n for n, (shape, _) in types.items() if shape is None}
         self.values: dict[str, np.ndarray] = {}
-        for n, (shape, dtype) in program.types.items():
+        prologue = bind_time_steps(program, self.dynamic)
+        fixed = {o for s in prologue for o in s.outputs}  # computed once: never in the shared arena
+        for s in program.steps:  # and views of them read their bytes, not the arena's
+            if s.kind == "view" and s.inputs[0] in fixed:
+                fixed.update(s.outputs)
+        views = {o for s in program.steps if s.kind == "view" for o in s.outputs if o not in offsets or o in fixed}
+        for n, (shape, dtype) in types.items():
             if n in bufs or n in views or n in self.dynamic:
                 continue
             dtype = to_numpy(dtype)
@@ -60,7 +69,7 @@ class CompiledModel:
             nbytes = count * dtype.itemsize
             if dtype == object:  # strings: object arrays, never in the arena (fallback steps use them)
                 bufs[n] = np.empty(shape, dtype)
-            elif n in offsets:
+            elif n in offsets and n not in fixed:
                 off = int(offsets[n][0])
                 bufs[n] = self.arena[off: off + nbytes].view(dtype).reshape(shape)
             else:  # graph inputs and outputs, and values the plan left out
@@ -69,13 +78,18 @@ class CompiledModel:
             if s.kind == "view":
                 for out, offset in zip(s.outputs, s.params.get("offsets", [0] * len(s.outputs))):
                     if out in views:
-                        bufs[out] = _byte_view(bufs[s.inputs[0]], int(offset), *program.types[out])
+                        bufs[out] = _byte_view(bufs[s.inputs[0]], int(offset), *types[out])
         self.buffers = bufs
-        scratch = max([gemm.conv_scratch_elements(s.params["view4d"], program.types[s.inputs[1]][0],
+        scratch = max([gemm.conv_scratch_elements(s.params["view4d"], types[s.inputs[1]][0],
                                                   s.params["out4d"], s.params)
                        for s in program.steps if s.kind == "conv"] or [0])
         self.scratch = _aligned_zeros(4 * max(scratch, 1)).view(np.float32)
+        once = {id(s) for s in prologue}
         calls = [self._bind(s, kernels) for s in program.steps]
+        for s, call in zip(program.steps, calls):  # values that follow from weights and sizes alone:
+            if id(s) in once and call is not None:  # computed now, once
+                call()
+        calls = [None if id(s) in once else c for s, c in zip(program.steps, calls)]
         self.calls: list[Callable[[], None]] = [c for c in calls if c]
         self.call_steps: list[Step] = [s for s, c in zip(program.steps, calls) if c]
         self.input_buffers = [(n, bufs[n]) for n in program.inputs if n not in self.dynamic]
@@ -177,6 +191,69 @@ class CompiledModel:
         for call in self.calls:
             call()
         return [values[n] if n in self.dynamic else self.buffers[n].copy() for n in self.output_names]
+
+
+def sized_types(program: Program, bindings: Mapping[str, int]) -> dict[str, tuple]:
+    """``program.types`` with the symbols of a program for every size bound (InputError naming a
+    symbol no binding gives a size)."""
+    from dcopt.ops.shapes.dims import substitute
+
+    out = {}
+    for name, (shape, dtype) in program.types.items():
+        if shape is not None and not all(isinstance(d, int) for d in shape):
+            shape = tuple(substitute(d, bindings) if isinstance(d, str) else d for d in shape)
+            if not all(isinstance(d, int) for d in shape):
+                raise InputError(f"'{name}' is sized by symbols {list(shape)}; this run gives sizes {dict(bindings)}")
+        out[name] = (shape, dtype)
+    return out
+
+
+def placed_memory(memory: Mapping, bindings: Mapping[str, int]) -> Mapping:
+    """The memory plan at ``bindings``: a program for every size keeps its buffers' sharing
+    (``layout``, decided once by plan-memory) and places them here, per size."""
+    if "layout" not in memory:
+        return memory
+    from dcopt.passes.memory_plan import Layout
+
+    offsets, arena = Layout.from_dict(memory["layout"]).place(bindings)
+    return {**memory, "arena_size": arena, "offsets": {k: list(v) for k, v in offsets.items()}}
+
+
+#: Ops a run must execute every time although their inputs are fixed (their results are random).
+_EVERY_RUN = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Bernoulli",
+                        "Multinomial", "Dropout"})
+
+
+def bind_time_steps(program: Program, dynamic: set[str]) -> list[Step]:
+    """Steps whose results follow from the weights and the bound sizes alone -- Shape and Size
+    of any planned value, and steps over weights and such results (position ids from
+    ``Range(0, S)``, a Reshape's target, the position embeddings they gather): run once when a
+    program is bound, not by every run."""
+    root = {}  # a view's bytes are its source's
+    for s in program.steps:
+        if s.kind == "view":
+            root.update((o, root.get(s.inputs[0], s.inputs[0])) for o in s.outputs)
+    writes: dict[str, int] = {}
+    for s in program.steps:
+        for o in s.outputs:
+            if o and s.kind != "view":
+                writes[root.get(o, o)] = writes.get(root.get(o, o), 0) + 1
+    fixed = set(program.params)
+    out = []
+    for s in program.steps:
+        if any(writes.get(root.get(o, o), 0) > 1 for o in s.outputs if o):
+            continue  # bytes a later step writes again (a scatter into zeros): every run
+        if s.kind == "dynamic" or (s.kind == "fallback" and (
+                s.params.get("op") in _EVERY_RUN or s.params.get("domain") not in ("", "ai.onnx"))):
+            continue
+        own = s.inputs[:int(s.params.get("n_inputs", len(s.inputs)))]
+        if len(own) != len(s.inputs) or any(o in dynamic or o in program.outputs for o in s.outputs):
+            continue  # captures outer values (a subgraph), or sized at run time, or the caller's
+        if (s.params.get("op") in ("Shape", "Size") and s.kind == "fallback" and s.inputs[0] not in dynamic) or all(
+                not n or n in fixed for n in own):
+            out.append(s)
+            fixed.update(o for o in s.outputs if o)
+    return out
 
 
 def _aligned_zeros(nbytes: int) -> np.ndarray:

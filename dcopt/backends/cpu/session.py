@@ -71,8 +71,9 @@ class CpuSession:
 
     def __init__(self, source: Source | None, signature: dict, *, cache_dir=None, pipeline="O3",
                  patches: Sequence[str] = (), value_inputs: Mapping[str, list[str]] | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, dynamic: Sequence[str] | bool = ()):
         self._source = source
+        self._dynamic = dynamic  # symbols builds leave free (one build, bound per size)
         self._cache_dir = cache_dir
         self._pipeline = pipeline
         self._patches = list(patches)
@@ -93,19 +94,32 @@ class CpuSession:
     def _adopt(self, key: tuple, built: build.Build) -> None:
         if key not in self._variants:
             self._variants[key] = (built, None)
+            bound = [k for k, (_, m) in self._variants.items() if m is not None]
+            for old in bound[:max(len(bound) - MAX_BOUND + 1, 0)]:  # oldest sizes give their arenas back
+                self._variants[old] = (self._variants[old][0], None)
         self._current, self._model = self._variants[key]
         self._key = key
 
     def _runnable(self) -> CompiledModel:
-        """The current variant's runtime, bound on first use (kernels loaded then)."""
+        """The current variant's runtime, bound on first use (kernels loaded then). A build for
+        every size is bound here for the sizes of the variant's key."""
         if self._model is None:
             from dcopt.backends.cpu.runtime import CompiledModel  # numba: imported when something runs
 
             built = self._current
             set_threads(self._threads)
-            self._model = CompiledModel(built.program, built.module, built.native, self.threads)
+            self._model = CompiledModel(built.program, built.module, built.native, self.threads, dict(self._key[0]))
             self._variants[self._key] = (built, self._model)
         return self._model
+
+    def _serving(self, bindings: Mapping[str, int], values_key) -> build.Build | None:
+        """A build for every size among the variants that serves ``bindings``: same sizes of the
+        symbols it fixed, same specialized values (then a new size binds it, nothing compiles)."""
+        for key, (built, _) in self._variants.items():
+            free = set(built.manifest.get("dynamic", ()))
+            if free and key[1] == values_key and all(v == bindings.get(k) for k, v in key[0] if k not in free):
+                return built
+        return None
 
     # -- onnxruntime-like API ------------------------------------------------------------
     @property
@@ -168,13 +182,16 @@ class CpuSession:
         bindings, values, key = self._feed_key(feeds)
         if key == self._key:
             return self._runnable()
-        if key not in self._variants:
+        if key not in self._variants and (serving := self._serving(bindings, key[1])) is not None:
+            self._adopt(key, serving)
+        elif key not in self._variants:
             if self._source is None:
                 what = f"sizes {bindings}" + (f" and input values {sorted(values)}" if values else "")
                 raise InputError(f"this build was compiled for other {what}; recompile (the build directory has "
                                  "no source model to recompile from)")
             built = build.build(self._source, dims=bindings, values=values, pipeline=self._pipeline,
-                                patches=self._patches, cache_dir=self._cache_dir, example_feeds=feeds)
+                                patches=self._patches, cache_dir=self._cache_dir, example_feeds=feeds,
+                                dynamic=self._dynamic)
             self._adopt(key, built)
         else:
             self._current, self._model = self._variants[key]
@@ -259,13 +276,15 @@ class CpuSession:
 
 def compile_model(model, *, pipeline="O3", target: str = "cpu", threads: int | None = None,
                   dims: Mapping[str, int] | None = None, patches: Sequence[str] = (),
-                  cache_dir=None, example_feeds=None, warm: bool = True) -> CpuSession:
+                  cache_dir=None, example_feeds=None, warm: bool = True,
+                  dynamic: Sequence[str] | bool = ()) -> CpuSession:
     """Compile a model (path, ModelProto or dcopt Graph) for the cpu target; see :mod:`build`.
 
     Inputs whose values decide sizes (:mod:`dcopt.ir.specialization`) are compiled for their
     values in ``example_feeds``; without those, compilation waits for the first run. ``warm``:
     load every kernel now (one run on zeros) so the first ``run`` pays nothing; ``dcopt
-    compile``, which only writes the build, skips it."""
+    compile``, which only writes the build, skips it. ``dynamic``: symbolic input dims (``True``:
+    all) one build serves every size of (see :func:`build.build`)."""
     from dcopt.errors import UnsupportedError
     from dcopt.ir.specialization import value_inputs
 
@@ -274,24 +293,29 @@ def compile_model(model, *, pipeline="O3", target: str = "cpu", threads: int | N
     source = load_source(model, cache_dir)
     # a warm hit is found from the file's digest alone: no import or shape work
     built = None if example_feeds is not None else build.cached_build(source, dims=dims, pipeline=pipeline,
-                                                                      patches=patches, cache_dir=cache_dir)
+                                                                      patches=patches, cache_dir=cache_dir,
+                                                                      dynamic=dynamic)
     values: dict = {}
     if built is not None:
         session = CpuSession(source, built.manifest["signature"], cache_dir=cache_dir, pipeline=pipeline,
-                             patches=patches, threads=threads)
+                             patches=patches, threads=threads, dynamic=dynamic)
     else:
         wanted = value_inputs(source.graph)
         session = CpuSession(source, build.source_signature(source.graph), cache_dir=cache_dir, pipeline=pipeline,
-                             patches=patches, value_inputs=wanted, threads=threads)
+                             patches=patches, value_inputs=wanted, threads=threads, dynamic=dynamic)
         if wanted and (example_feeds is None or any(n not in example_feeds for n in wanted)):
             return session  # compiled by the first run, for the values it brings
         values = {n: np.asarray(example_feeds[n]) for n in wanted}
         built = build.build(source, dims=dims, values=values, pipeline=pipeline, patches=patches,
-                            cache_dir=cache_dir, example_feeds=example_feeds)
+                            cache_dir=cache_dir, example_feeds=example_feeds, dynamic=dynamic)
     session._adopt(variant_key(built.bindings, values), built)
     if warm:
         session.warm_up()
     return session
+
+
+#: Sizes of a build for every size kept bound at once by a session (each holds its own arena).
+MAX_BOUND = 8
 
 
 def variant_key(bindings: Mapping[str, int], values: Mapping[str, np.ndarray]) -> tuple:

@@ -56,34 +56,49 @@ def concrete_input_shapes(graph: Graph, bindings: Mapping[str, int]) -> dict[str
 
 
 def specialize(graph: Graph, bindings: Mapping[str, int],
-               example_feeds: Mapping[str, np.ndarray] | None = None) -> Graph:
+               example_feeds: Mapping[str, np.ndarray] | None = None, keep: frozenset = frozenset()) -> Graph:
     """A copy of ``graph`` where every container has the concrete type it takes at ``bindings``,
     from dcopt's own shape rules (:mod:`dcopt.ir.shape_inference`): no model run, no ONNX round
     trip. Symbolic dims of inputs given in ``example_feeds`` take those feeds' sizes. Values whose
     sizes follow from data contents (NonZero's output and what is computed from it) keep unknown
-    shapes: they run as dynamic steps."""
+    shapes: they run as dynamic steps.
+
+    ``keep``: input symbols left symbolic (a build for every size of them): types over them keep
+    exact polynomial dims (``N*S``), and shape arithmetic over them folds to symbolic values."""
     from dcopt.ir.shape_inference import infer
 
     out = graph.copy()
-    bindings = dict(bindings)
+    bindings = {k: v for k, v in bindings.items() if k not in keep}
     for name in out.inputs:  # example inputs decide the sizes they have
         t, feed = out.containers[name].type, (example_feeds or {}).get(name)
         if feed is not None and isinstance(t, TensorType) and t.shape is not None:
-            bindings.update((d, int(n)) for d, n in zip(t.shape, np.shape(feed)) if isinstance(d, str))
+            bindings.update((d, int(n)) for d, n in zip(t.shape, np.shape(feed)) if isinstance(d, str) and d not in keep)
     report = infer(out, bindings)
     if report.missing_rules:
         raise UnsupportedError(f"ops dcopt can neither run nor size (no reference implementation, no shape rule): "
                                f"{sorted(report.missing_rules)}")
-    unknown_to_dynamic(out)
+    unknown_to_dynamic(out, keep)
     return out
 
 
-def unknown_to_dynamic(graph: Graph) -> None:
+def unknown_to_dynamic(graph: Graph, keep: frozenset = frozenset()) -> None:
     """Types that are still not static (their sizes follow from data contents: fresh symbols of the
-    shape rules) become unknown-shaped: sized at run time, by dynamic steps."""
+    shape rules) become unknown-shaped: sized at run time, by dynamic steps. Types whose dims are
+    polynomials over the ``keep`` symbols stay: their sizes are known once a run binds those."""
     for c in graph.containers.values():
-        if isinstance(c.type, TensorType) and c.type.shape is not None and not c.type.is_static:
+        if isinstance(c.type, TensorType) and c.type.shape is not None and not c.type.is_static and not (
+                keep and over_symbols(c.type.shape, keep)):
             c.type = TensorType(c.type.dtype, None)
     for node in graph.nodes:
         for body in node.subgraphs:
-            unknown_to_dynamic(body)
+            unknown_to_dynamic(body, keep)
+
+
+def over_symbols(shape, symbols) -> bool:
+    """Whether every dim of ``shape`` is an int or a function of ``symbols`` only (``N*S``,
+    ``min(512,S)``; no unknown, no fresh symbol): sized once those are bound."""
+    from dcopt.ops.shapes.dims import substitute
+
+    probe = {s: 1 for s in symbols}
+    return all(isinstance(d, int) or (isinstance(d, str) and isinstance(substitute(d, probe), int))
+               for d in shape)

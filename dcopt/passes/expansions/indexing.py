@@ -32,7 +32,7 @@ import math
 import numpy as np
 
 from dcopt.ops.tensor import norm_axis
-from dcopt.passes.expand import LoopBuilder, Refused, expansion, index, params_of
+from dcopt.passes.expand import LoopBuilder, Refused, expansion, index, operand, params_of
 
 INTEGERS = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
 FLOATS = ("float16", "bfloat16", "float32", "float64")
@@ -51,7 +51,7 @@ def _constant_int(b: LoopBuilder, i: int, what: str) -> int:
 
 def _wrap(conn: str, size) -> str:
     """A loaded index as a position along an axis of ``size`` (negative counts from the end)."""
-    return f"{conn} % {size}"
+    return f"{conn} % {operand(size)}"
 
 
 # ------------------------------------------------------------------------------ gathers
