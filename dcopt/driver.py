@@ -63,10 +63,30 @@ def lower(graph: Graph, *, bindings: Mapping[str, int] | None = None, values=Non
     check_graph_sizes(graph, bindings)                                      # int64 and memory limits
     graph = specialize(graph, bindings, example_feeds, dynamic)            # every size known (or kept)
     graph, label, report = optimize(graph, pipeline, patches)              # patches, then O0..O3
+    if dynamic:
+        check_sizes_at_run_time(graph)                                      # kernels for every size?
     unknown_to_dynamic(graph, dynamic)                                      # data-sized values
     stages = PassManager(lowering_passes(target), name="lower", verify=verify)
     result = stages(graph)                                                  # the loop level
     return Lowered(result.graph, label, [report, result.report])
+
+
+def check_sizes_at_run_time(graph: Graph) -> None:
+    """Refuse (:class:`~dcopt.errors.StaticSizesNeeded`) a build for every size where it would
+    be slow rather than general: a convolution whose image or channel dims are symbolic has no
+    generated kernel (those are specialized per image size) and would run as plain loops. A
+    symbolic batch is fine: convolutions run image by image."""
+    from dcopt.errors import StaticSizesNeeded
+
+    for node in graph.nodes:
+        for body in node.subgraphs:  # fused groups hold their convs inside
+            check_sizes_at_run_time(body)
+        if node.op in ("Conv", "ConvTranspose") and node.domain in ("", "ai.onnx"):
+            t = graph.type_of(node.inputs[0])
+            if t is not None and t.shape is not None and not all(isinstance(d, int) for d in t.shape[1:]):
+                raise StaticSizesNeeded(f"the convolution's input is {t}: generated convolutions need fixed "
+                                        "channel and image sizes (only the batch may vary)", node=node.label,
+                                        op=node.op)
 
 
 def lowering_passes(target: str = "cpu") -> list:

@@ -33,9 +33,12 @@ def _keyed(pipeline: tuple[list, str]) -> tuple[list, str]:
 @click.option("--threads", type=click.IntRange(1, 4096), default=None,
               help="Threads at run time (default: every core this process may use).")
 @click.option("--dim", "dims", multiple=True, metavar="SYMBOL=N", help="Size of a symbolic input dim (default 1).")
+@click.option("--dynamic", "dynamic", multiple=True, metavar="SYMBOL|all",
+              help="Symbolic input dim one build serves every size of (repeatable; 'all': every one). --dim "
+                   "then gives the sizes it is checked at.")
 @click.option("--patch", "-p", "patches", multiple=True, metavar="URI", help="Idea patch to apply (repeatable).")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it is an existing dcopt build (never anything else).")
-def compile_cmd(model, output, pipeline, target, threads, dims, patches, force):
+def compile_cmd(model, output, pipeline, target, threads, dims, dynamic, patches, force):
     """Compile MODEL (.onnx, IR .json or torch.export .pt2) into a build directory of generated kernels and weights."""
     import dcopt.compiled as dc
     from dcopt.backends.cpu.build import is_build
@@ -45,7 +48,7 @@ def compile_cmd(model, output, pipeline, target, threads, dims, patches, force):
     check_target(output, replaceable=is_build, force=force, what="dcopt build")  # before compiling
     start = time.perf_counter()
     sess = dc.compile(model, pipeline=_keyed(pipeline), target=target, threads=threads, dims=parse_dims(dims),
-                      patches=patches, warm=False)
+                      patches=patches, warm=False, dynamic=True if "all" in dynamic else tuple(dynamic))
     path = sess.save(output, force=force)
     m = sess.manifest
     current_run().log_build(m, key=sess.build_key, output=path)
@@ -53,7 +56,20 @@ def compile_cmd(model, output, pipeline, target, threads, dims, patches, force):
     native = ("every op native" if not not_native else
               "not native: " + ", ".join(f"{op} x{n}" for op, n in not_native.items()))
     stdout_console().print(f"{path}: {step_summary(m['steps'])} ({native}); pipeline {m['pipeline_applied']}; "
-                    f"sizes {m['bindings'] or '-'}; {time.perf_counter() - start:.2f} s", markup=False, highlight=False)
+                    f"{sizes_summary(m)}; {time.perf_counter() - start:.2f} s", markup=False, highlight=False)
+
+
+def sizes_summary(manifest: dict) -> str:
+    """What sizes a build runs: every size of its free symbols, or the ones it was compiled for
+    (and, where one build for every size was asked for and refused, why)."""
+    free = manifest.get("dynamic") or []
+    fixed = {k: v for k, v in (manifest.get("bindings") or {}).items() if k not in free}
+    text = f"every size of {', '.join(free)}" if free else f"sizes {fixed or '-'}"
+    if free and fixed:
+        text += f", {fixed}"
+    if manifest.get("dynamic_refused"):
+        text += f" (one build per size: {manifest['dynamic_refused']})"
+    return text
 
 
 #: Step kinds that move bytes without computing (zero-copy slices, concat copies).

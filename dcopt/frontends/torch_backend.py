@@ -43,9 +43,11 @@ Runner = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
 
 class CompiledRunner:
     """Runs one graph on numpy feeds through the compiled CPU backend (generated kernels, planned
-    buffers; a new input size recompiles). The graph is compiled on the first call, specialized
-    with its real inputs, on ``torch.get_num_threads()`` threads: what ``torch.set_num_threads``
-    sets for eager PyTorch and inductor applies to dcopt's graphs too."""
+    buffers). The graph is compiled on the first call, with its real inputs as the example, on
+    ``torch.get_num_threads()`` threads: what ``torch.set_num_threads`` sets for eager PyTorch
+    and inductor applies to dcopt's graphs too. A graph with symbolic dims (``dynamic=True``,
+    ``compile_module(dynamic_batch=True)``) is compiled once for every size of them, where its
+    kernels allow (else a new size compiles a variant, as :func:`dcopt.compile` explains)."""
 
     def __init__(self, graph: Graph):
         self.graph = graph
@@ -60,7 +62,8 @@ class CompiledRunner:
 
             dims = {d: v for n in self.graph.inputs for d, v in zip(self.graph.containers[n].type.shape or (),
                                                                     np.shape(feeds[n])) if isinstance(d, str)}
-            self.session = compile_graph(self.graph, dims=dims, example_feeds=feeds, threads=torch.get_num_threads())
+            self.session = compile_graph(self.graph, dims=dims, example_feeds=feeds, threads=torch.get_num_threads(),
+                                         dynamic=bool(dims))
         return dict(zip(self.outputs, self.session.run(None, feeds)))
 
 

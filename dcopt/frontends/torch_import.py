@@ -133,8 +133,12 @@ def convert_fx_graph(fx_graph: torch.fx.Graph, placeholders: Mapping[str, Placeh
 
     ctx = LoweringContext(name, opset, symbol_names)
     problems = _Problems()
+    sizes_from_shapes = False
     for fx_node in fx_graph.nodes:
         ctx.node = fx_node
+        if fx_node.op != "placeholder" and not sizes_from_shapes:
+            _sizes_from_shapes(ctx, fx_graph)
+            sizes_from_shapes = True
         if fx_node.op == "placeholder":
             _add_placeholder(ctx, fx_node, placeholders[fx_node.name])
         elif fx_node.op == "call_function":
@@ -152,6 +156,19 @@ def convert_fx_graph(fx_graph: torch.fx.Graph, placeholders: Mapping[str, Placeh
     ctx.graph.remove_unused_containers()
     verify(ctx.graph, file=file)
     return Imported(ctx.graph, layout)
+
+
+def _sizes_from_shapes(ctx: LoweringContext, fx_graph: torch.fx.Graph) -> None:
+    """Size inputs (SymInt placeholders: dynamo passes ``s0`` beside the tensors it sizes) read as
+    a dim of a tensor input where one has that size: the graph's sizes then follow its tensors'
+    shapes, so a build for every size serves them, instead of being specialized to the value
+    of a size input."""
+    for node in fx_graph.nodes:
+        val = node.meta.get("val") if node.op == "placeholder" else None
+        if isinstance(val, torch.SymInt) and val.node.expr.is_Symbol:
+            source = ctx.sym_sources.get(val.node.expr)
+            if source is not None and source.axis is not None:
+                ctx.env[node] = ctx.sym(val.node.expr)
 
 
 def _add_attribute(ctx: LoweringContext, fx_node: torch.fx.Node, owner: torch.nn.Module, problems: _Problems) -> None:
@@ -185,7 +202,9 @@ def _add_placeholder(ctx: LoweringContext, fx_node: torch.fx.Node, spec: Placeho
         return
     for axis, d in enumerate(val.shape):
         if isinstance(d, torch.SymInt) and d.node.expr.is_Symbol:
-            ctx.sym_sources.setdefault(d.node.expr, SymSource(name, axis))
+            known = ctx.sym_sources.get(d.node.expr)
+            if known is None or known.axis is None:  # a tensor's dim over a scalar size input: sizes
+                ctx.sym_sources[d.node.expr] = SymSource(name, axis)  # then follow shapes, not values
 
 
 def _lower_node(ctx: LoweringContext, fx_node: torch.fx.Node, lowerings: Mapping[str, Callable],

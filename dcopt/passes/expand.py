@@ -32,7 +32,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import math
-from typing import Callable, Iterable, Sequence
+import re
+from typing import Callable, Iterable, Mapping, Sequence
 
 from dcopt.ir.graph import Graph, Node
 from dcopt.ir.groups import is_group
@@ -112,6 +113,20 @@ def affine(terms: Sequence[tuple[int, str]], const: int = 0) -> str:
         text += f" + {const}" if const > 0 else f" - {-const}"
     elif const:
         text = str(const)
+    return text
+
+
+def compound_symbol(dim: str) -> str:
+    """The one-symbol name of a dim that is an expression over symbols (``batch*seq`` ->
+    ``D_batchXseq``): readable in generated code, distinct for distinct expressions."""
+    return "D_" + "".join(c if c.isalnum() or c == "_" else {"*": "X", "+": "P", "-": "M"}.get(c, "_") for c in dim)
+
+
+def _alias(text: str, compound: Mapping[str, str]) -> str:
+    """``text`` with each compound dim (longest first) replaced by its symbol, where it stands as
+    a whole factor (not inside a longer name)."""
+    for d in sorted(compound, key=len, reverse=True):
+        text = re.sub(rf"(?<![\w.]){re.escape(d)}(?![\w.])", compound[d], text)
     return text
 
 
@@ -221,14 +236,15 @@ class LoopBuilder:
         params = params_of(len(space))
         ranges = [(0, d) for d in space]
         dtypes_ = list(out_dtypes or [self.dtype(w[1]) for w in writes])
-        node = make_map(f"{self.node.label}/{what}", params, ranges, code, reads, writes, dtypes_,
-                        self._symbols(params, ranges, code, reads, writes))
+        ranges, reads, writes, symbols = self.bind_symbols(params, ranges, code, reads, writes)
+        node = make_map(f"{self.node.label}/{what}", params, ranges, code, reads, writes, dtypes_, symbols)
         self.nodes.append(node)
         return node
 
     def library(self, what: str, kind: str, reads: Sequence[tuple], writes: Sequence[tuple], **options) -> Node:
+        _, reads, writes, symbols = self.bind_symbols([], [], "", reads, writes)
         node = make_library_call(f"{self.node.label}/{what}", kind, reads, writes, [self.dtype(w[1]) for w in writes],
-                                 self._symbols([], [], "", reads, writes), **options)
+                                 symbols, **options)
         self.nodes.append(node)
         return node
 
@@ -238,8 +254,27 @@ class LoopBuilder:
         reads = [(conn, name, self.broadcast(name, shape)) for conn, name in inputs.items()]
         return self.map(what, shape, f"out = {code}", reads, [("out", out, index(params_of(len(shape))))])
 
-    def _symbols(self, params, ranges, code, reads, writes) -> list[tuple[str, str, int]]:
-        """Bind every symbolic dim the node mentions to an input container axis that has it."""
+    def bind_symbols(self, params, ranges, code, reads, writes):
+        """(ranges, reads, writes, symbol bindings) of a loop node: every symbolic dim it mentions
+        bound to a container axis that has it (:meth:`_symbols`). A dim that is an expression
+        over symbols (``batch*seq``: a flattened batch of sequences) is first renamed to one
+        symbol of its own (``D_batchXseq``) wherever the node's ranges and memlets mention it,
+        bound to an axis of that size: its factors alone are no container's dim."""
+        compound = {}
+        for m in (*reads, *writes):
+            for c in (m[1], *(m[4:5] if len(m) > 4 and m[4] else ())):
+                for d in self.shape(c) or ():
+                    if isinstance(d, str) and not d.isidentifier():
+                        compound[d] = compound_symbol(d)
+        if compound:
+            ranges = [(b, _alias(str(e), compound)) for b, e in ranges]
+            reads = [(m[0], m[1], _alias(m[2], compound), *m[3:]) for m in reads]
+            writes = [(m[0], m[1], _alias(m[2], compound), *m[3:]) for m in writes]
+        return ranges, reads, writes, self._symbols(params, ranges, code, reads, writes, compound)
+
+    def _symbols(self, params, ranges, code, reads, writes, compound=None) -> list[tuple[str, str, int]]:
+        """Bind every symbolic dim the node mentions to an input container axis that has it
+        (``compound``: dims renamed to one symbol each, see :meth:`bind_symbols`)."""
         names = set()
         for _, end in ranges:
             names |= parse_index(str(end)).names
@@ -251,8 +286,12 @@ class LoopBuilder:
         names -= set(params) | {m[0] for m in reads}  # connectors: indirect subsets
         bindings = []
         sources = [m[1] for m in reads] + [m[4] for m in writes if len(m) > 4 and m[4]]  # init containers too
+        sources += [m[1] for m in writes]  # then outputs (sized like the inputs wherever both are known)
+        dim_of = {alias: d for d, alias in (compound or {}).items()}
         for sym in sorted(names):
-            found = next(((sym, c, axis) for c in sources for axis, d in enumerate(self.shape(c)) if d == sym), None)
+            want = dim_of.get(sym, sym)
+            found = next(((sym, c, axis) for c in sources for axis, d in enumerate(self.shape(c) or ()) if d == want),
+                         None)
             if found is None:
                 raise Refused(f"symbolic dim '{sym}' is not a dim of any input, so its value is not known at run time")
             bindings.append(found)

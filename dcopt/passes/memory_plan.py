@@ -56,7 +56,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from dcopt.errors import DcoptError
+from dcopt.errors import DcoptError, StaticSizesNeeded
 from dcopt.ir.cost import reads
 from dcopt.ir.graph import Graph, Kind, Node
 from dcopt.ir.groups import is_group
@@ -291,6 +291,7 @@ def _share(graph: Graph, sizes, life, aliases, binding, inplace: bool, view_offs
         if is_view(node, graph):
             for out in node.outputs:
                 if out in aliases and out in sizes and node.inputs[0] in sizes:
+                    _check_same_bytes(node, out, sizes)
                     buffers.join(node.inputs[0], out, view_offsets.get(out, 0))
                     if view_offsets.get(out, 0) or len(node.outputs) > 1:
                         parts[out] = (node.inputs[0], view_offsets.get(out, 0))
@@ -307,6 +308,18 @@ def _share(graph: Graph, sizes, life, aliases, binding, inplace: bool, view_offs
     if concat:
         _concat_in_place(graph, buffers, sizes, parts)
     return buffers, pairs, parts
+
+
+def _check_same_bytes(node: Node, out: str, sizes) -> None:
+    """A reshape's output is its input's bytes: where their sizes are not the same polynomial (a
+    target shape fixed at the example sizes over a symbolic input), one plan cannot serve every
+    size -- the build is compiled per size instead (:class:`StaticSizesNeeded`)."""
+    from dcopt.ir.views import RESHAPES
+
+    a, b = sizes[node.inputs[0]], sizes[out]
+    if node.op in RESHAPES and a != b and not (isinstance(a, int) and isinstance(b, int)):
+        raise StaticSizesNeeded(f"'{out}' ({b} bytes) views '{node.inputs[0]}' ({a} bytes): the sizes agree only "
+                                "at some sizes", node=node.label, op=node.op)
 
 
 def _concat_in_place(graph: Graph, buffers: _Buffers, sizes, parts) -> None:

@@ -217,19 +217,25 @@ def test_compile_module_dynamic_batch(models):
     model, args = models("cnn")
     compiled = compile_module(model, args, dynamic_batch=True)
     assert compiled.dcopt_graph.containers[compiled.dcopt_graph.inputs[0]].type.shape == ("batch", 3, 16, 16)
-    for batch in (1, 5):
+    keys = set()
+    for batch in (1, 5, 3):
         x = torch.randn(batch, 3, 16, 16)
         assert_matches(compiled(x), eager(model, (x,)))
+        keys.add(compiled.function.run.session.build_key)
+    assert len(keys) == 1  # one build (convolutions image by image) served every batch
 
 
-def test_torch_compile_dynamic_shapes(models, dcopt_runs):
+def test_torch_compile_dynamic_shapes(models, dcopt_runners):
     model, _ = models("bert-sdpa")
     compiled = torch.compile(model, backend="dcopt", dynamic=True)
-    for b, s in [(2, 8), (3, 5)]:
+    for b, s in [(2, 8), (3, 5), (2, 13)]:
         ids = torch.randint(0, 100, (b, s))
         with torch.no_grad():
             assert_matches(compiled(ids), eager(model, (ids,)))
-    assert len(dcopt_runs) == 1  # one symbolic graph served both shapes
+    (runner,) = dcopt_runners  # one symbolic graph served every shape ...
+    builds = {built.directory.name for built, _ in runner.session._variants.values()}
+    assert len(runner.session._variants) == 3 and len(builds) == 1  # ... and one build of it: no recompile
+    assert runner.session.manifest["dynamic"]
 
 
 # ---------------------------------------------------------------------------------------------

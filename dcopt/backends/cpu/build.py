@@ -34,7 +34,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from dcopt.backends.cpu import compiler
-from dcopt.backends.cpu.program import Program, Step
+from dcopt.backends.cpu.program import Program, Step, bind_time_steps
 from dcopt.backends.cpu.resident import return_freed_memory
 from dcopt.backends.cpu.renderer import render_module
 from dcopt.backends.cpu.source import Source, cache_root
@@ -318,6 +318,7 @@ def _compile_program(program: Program, weights: Path, manifest: dict, directory:
     native, native_keys = (None, {}) if native_ir is None else compiler.compile_native(
         native_ir, store, {"model": name, "bindings": bindings})
     return_freed_memory()  # what LLVM used while compiling: the run that follows maps the weights
+    once = {id(s) for s in bind_time_steps(program)}
     manifest = {
         **manifest,
         # one digest per kind over the kernels' store keys (equal: the same kernels); each
@@ -330,7 +331,9 @@ def _compile_program(program: Program, weights: Path, manifest: dict, directory:
            for n, s in sorted(program.native.items())],
         "steps": dict(sorted(_count(s.kind for s in program.steps).items())),
         "not_native": dict(sorted(_count(f"{s.params['op']} ({s.kind})" for s in program.steps
-                                         if s.kind in ("fallback", "dynamic")).items())),
+                                         if s.kind in ("fallback", "dynamic") and id(s) not in once).items())),
+        # steps over weights and sizes alone: run once when the build is bound to sizes, by no run
+        "at_bind": dict(sorted(_count(s.params.get("op", s.kind) for s in program.steps if id(s) in once).items())),
         "memory": {"arena_bytes": program.memory.get("arena_size", 0),
                    "weights_bytes": int(sum(np.asarray(a).nbytes for a in program.params.values()))},
         "compile_seconds": round(time.perf_counter() - start, 3),  # to here; numba compiles on first run

@@ -45,6 +45,17 @@ def _static(graph: Graph, name: str) -> tuple[int, ...] | None:
     return tuple(int(d) for d in t.shape)
 
 
+def _batch_free(graph: Graph, name: str) -> tuple[int, ...] | None:
+    """A conv operand's shape with a symbolic batch dim read as 1 (a build for every batch size:
+    the conv routines work image by image, so only the other dims decide), else as static."""
+    t = graph.type_of(name) if name else None
+    if t is None or t.shape is None or not t.shape or not all(isinstance(d, int) for d in t.shape[1:]):
+        return None
+    if t.shape[0] is None:
+        return None
+    return (t.shape[0] if isinstance(t.shape[0], int) else 1, *(int(d) for d in t.shape[1:]))
+
+
 def choose(graph: Graph, node: Node) -> str | None:
     if node.op == "Conv":
         return choose_conv(graph, node)
@@ -72,7 +83,7 @@ def choose_conv(graph: Graph, node: Node) -> str | None:
     GEMM library call) for other float32 convs; ``loops`` for other dtypes; None when sizes are
     unknown (select-impl then leaves the op alone)."""
     x, w = node.inputs[0], node.inputs[1]
-    xs, ws, ys = _static(graph, x), _static(graph, w), _static(graph, node.outputs[0])
+    xs, ws, ys = _batch_free(graph, x), _static(graph, w), _batch_free(graph, node.outputs[0])
     if xs is None or ws is None or ys is None:
         return None
     if graph.type_of(x).dtype != F32 or graph.type_of(w).dtype != F32:
@@ -107,6 +118,8 @@ def choose_gemm(graph: Graph, node: Node) -> str | None:
     products of matrices, ``loops`` (one map) for other dtypes and 1-D operands."""
     a, b = node.inputs[0], node.inputs[1]
     sa, sb = _static(graph, a), _static(graph, b)
+    if sa is None and sb is not None and _rows_sized_by_run(graph, node):
+        return "generated"  # a build for every size: chunks of GEMM_CHUNK_ROWS rows (runtime.py)
     if sa is None or sb is None:
         return None
     dtypes = {graph.type_of(a).dtype, graph.type_of(b).dtype}
@@ -122,6 +135,21 @@ def choose_gemm(graph: Graph, node: Node) -> str | None:
         if m > 1 and directconv.gemm_plan(m, k, n) is not None:
             return "generated"
     return "blas"
+
+
+def _rows_sized_by_run(graph: Graph, node: Node) -> bool:
+    """A float32 product of a matrix whose leading dims are symbolic (batch, sequence) and whose
+    last dim is static with constant 2-D weights: the generated GEMM then runs compiled for a
+    fixed chunk of rows, over as many chunks as a run has rows."""
+    a, b = node.inputs[0], node.inputs[1]
+    ta, bw = graph.type_of(a), graph.constant(b)
+    if (ta.shape is None or len(ta.shape) < 2 or None in ta.shape or not isinstance(ta.shape[-1], int)
+            or bw is None or bw.ndim != 2 or ta.dtype != F32 or bw.dtype != np.float32):
+        return False
+    if node.op == "Gemm" and graph.attr(node, "transA", 0):
+        return False
+    k, n = (bw.shape[::-1] if node.op == "Gemm" and graph.attr(node, "transB", 0) else bw.shape)
+    return directconv.gemm_plan(directconv.GEMM_CHUNK_ROWS, k, n) is not None
 
 
 def epilogues(kind: str, impl: str | None) -> frozenset[str]:

@@ -243,6 +243,11 @@ def pack_grouped(w: np.ndarray, plan: DirectPlan) -> np.ndarray:
     return np.concatenate([pack_weights(w[g], s, plan.tiling) for g in range(plan.group)])
 
 
+#: Rows of A one call of a GEMM compiled for a build for every size covers: the run's rows go in
+#: chunks of this many (the last one through a zero-padded copy), see runtime._bind_gemm_chunks.
+GEMM_CHUNK_ROWS = 32
+
+
 def gemm_plan(m: int, k: int, n: int) -> DirectPlan | None:
     """``[m, k] @ [k, n]`` (row-major, constant ``[k, n]``) as the 1x1 special case of the conv
     kernel: the rows of A are the "pixels" (``k`` floats apart), K the input channels, N the

@@ -42,7 +42,10 @@ def lower_library_call(gen, node: Node) -> None:
     out = spec.outputs[0].container
     options = dict(spec.options)
     sized_by_run = [n for n in (*conn.values(), out) if not gen.types[n].is_static]
-    if sized_by_run and (spec.kind == "conv" or options.get("impl") in ("matvec", "generated")):
+    chunked = spec.kind == "gemm" and options.get("impl") == "generated" and set(sized_by_run) <= {conn["A"], out}
+    per_image = spec.kind == "conv" and all(all(isinstance(d, int) for d in gen.shape(n)[1:]) for n in sized_by_run)
+    if sized_by_run and ((spec.kind == "conv" and not per_image) or options.get("impl") == "matvec" or (
+            options.get("impl") == "generated" and not chunked)):
         what = "convolution" if spec.kind == "conv" else f"{options.get('impl')} GEMM"
         raise StaticSizesNeeded(f"the CPU {what} is generated for fixed sizes; '{sized_by_run[0]}' is "
                                 f"{gen.types[sized_by_run[0]]}", node=node.label, op=node.op)
@@ -72,7 +75,8 @@ def _gemm(gen, node: Node, conn, out, options) -> None:
             bias = (gen.const(c).astype(np.float32) * np.float32(options.get("beta", 1.0))).reshape(-1)
             bias = np.broadcast_to(bias, (weights.shape[1],)).copy() if bias.size == 1 else bias
         k, n = weights.shape
-        m = int(np.prod(gen.shape(a)[:-1]))
+        chunk = not gen.types[a].is_static  # a build for every size: rows come in fixed chunks
+        m = directconv.GEMM_CHUNK_ROWS if chunk else int(np.prod(gen.shape(a)[:-1]))
         if impl == "matvec":
             plan = matvec.plan(k, n, bias is not None, clamp)
             packed, packed_bias = matvec.pack_weights(weights, plan), None
@@ -83,7 +87,7 @@ def _gemm(gen, node: Node, conn, out, options) -> None:
             plan = directconv.gemm_plan(m, k, n).with_epilogue(bias is not None, clamp)
             packed = directconv.pack_grouped(np.ascontiguousarray(weights.T).reshape(n, k, 1, 1), plan)
             packed_bias = None if bias is None else directconv.pack_bias(bias, plan)
-            params = {**plan.params(), "group": 1, "pads": [0, 0]}
+            params = {**plan.params(), "group": 1, "pads": [0, 0], **({"chunk_rows": m} if chunk else {})}
         inputs = [a, gen.add_param(packed, f"{impl}_w")]
         if packed_bias is not None:
             inputs.append(gen.add_param(packed_bias, f"{impl}_b"))
@@ -137,8 +141,8 @@ def _conv(gen, node: Node, conn, out, options) -> None:
     if impl in ("direct", "pointwise"):
         if impl == "pointwise":
             plan = directconv.pointwise_plan(cin // group, wt.shape[0] // group, ys[2] * ys[3])
-        else:
-            plan = directconv.plan(xs, wt.shape, ys, **geometry)
+        else:  # image by image: a symbolic batch (a build for every size) does not enter the plan
+            plan = directconv.plan((1, *xs[1:]), wt.shape, (1, *ys[1:]), **geometry)
         plan = plan.with_epilogue(bias=bias is not None, clamp=clamp, residual=residual is not None)
         if plan.shape.w_stride:  # pointwise: weights and bias read as they are, [cout, cin/g] and [cout]
             packed = wt.reshape(wt.shape[0], -1).astype(np.float32)

@@ -43,3 +43,41 @@ class Program:
     native: dict[str, str] = field(default_factory=dict)  # symbol -> LLVM IR functions (directconv)
     memory: dict = field(default_factory=dict)  # the memory plan: {"arena_size": n, "offsets": {name: [offset, bytes]}}
     weights_index: dict | None = None  # params written to a weights file as generated: its index
+
+
+#: Ops a run must execute every time although their inputs are fixed (their results are random).
+_EVERY_RUN = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Bernoulli",
+                        "Multinomial", "Dropout"})
+
+
+def bind_time_steps(program: "Program") -> list[Step]:
+    """Steps whose results follow from the weights and the bound sizes alone -- Shape and Size
+    of any planned value, and steps over weights and such results (position ids from
+    ``Range(0, S)``, a Reshape's target, the position embeddings they gather): run once when a
+    program is bound, not by every run."""
+    root = {}  # a view's bytes are its source's
+    for s in program.steps:
+        if s.kind == "view":
+            root.update((o, root.get(s.inputs[0], s.inputs[0])) for o in s.outputs)
+    writes: dict[str, int] = {}
+    for s in program.steps:
+        for o in s.outputs:
+            if o and s.kind != "view":
+                writes[root.get(o, o)] = writes.get(root.get(o, o), 0) + 1
+    dynamic = {n for n, (shape, _) in program.types.items() if shape is None}
+    fixed = set(program.params)
+    out = []
+    for s in program.steps:
+        if any(writes.get(root.get(o, o), 0) > 1 for o in s.outputs if o):
+            continue  # bytes a later step writes again (a scatter into zeros): every run
+        if s.kind == "dynamic" or (s.kind == "fallback" and (
+                s.params.get("op") in _EVERY_RUN or s.params.get("domain") not in ("", "ai.onnx"))):
+            continue
+        own = s.inputs[:int(s.params.get("n_inputs", len(s.inputs)))]
+        if len(own) != len(s.inputs) or any(o in dynamic or o in program.outputs for o in s.outputs):
+            continue  # captures outer values (a subgraph), or sized at run time, or the caller's
+        if (s.params.get("op") in ("Shape", "Size") and s.kind == "fallback" and s.inputs[0] not in dynamic) or all(
+                not n or n in fixed for n in own):
+            out.append(s)
+            fixed.update(o for o in s.outputs if o)
+    return out

@@ -15,7 +15,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from dcopt.backends.cpu import gemm, parallel, tasks
-from dcopt.backends.cpu.program import Program, Step
+from dcopt.backends.cpu.program import Program, Step, bind_time_steps
 from dcopt.errors import ExecutionError, InputError
 from dcopt.ir.dtypes import to_numpy
 from dcopt.ir.tasklet import parse_index
@@ -55,7 +55,7 @@ class CompiledModel:
         #: values sized at run time (dynamic steps): produced afresh by every run, kept here
         self.dynamic = {n for n, (shape, _) in types.items() if shape is None}
         self.values: dict[str, np.ndarray] = {}
-        prologue = bind_time_steps(program, self.dynamic)
+        prologue = bind_time_steps(program)
         fixed = {o for s in prologue for o in s.outputs}  # computed once: never in the shared arena
         for s in program.steps:  # and views of them read their bytes, not the arena's
             if s.kind == "view" and s.inputs[0] in fixed:
@@ -80,8 +80,8 @@ class CompiledModel:
                     if out in views:
                         bufs[out] = _byte_view(bufs[s.inputs[0]], int(offset), *types[out])
         self.buffers = bufs
-        scratch = max([gemm.conv_scratch_elements(s.params["view4d"], types[s.inputs[1]][0],
-                                                  s.params["out4d"], s.params)
+        scratch = max([gemm.conv_scratch_elements(self._sized(s.params["view4d"]), types[s.inputs[1]][0],
+                                                  self._sized(s.params["out4d"]), s.params)
                        for s in program.steps if s.kind == "conv"] or [0])
         self.scratch = _aligned_zeros(4 * max(scratch, 1)).view(np.float32)
         once = {id(s) for s in prologue}
@@ -118,6 +118,8 @@ class CompiledModel:
             from dcopt.backends.cpu.directconv import DirectPlan
 
             plan, fn = DirectPlan.from_params(p), self._native_function(p["kernel_name"])
+            if p.get("chunk_rows"):
+                return _bind_gemm_chunks(fn, plan, ins, outs, int(p["chunk_rows"]))
             head = [ins[0].ctypes.data, ins[1].ctypes.data, outs[0].ctypes.data, ins[2].ctypes.data if plan.bias else 0]
             return parallel.bind_convs(fn, [[head + list(c) + [0] for c in task] for task in parallel.grid_tasks(
                 plan.tiling.total_groups, 1, parallel.threads())], (ins, outs))
@@ -127,6 +129,7 @@ class CompiledModel:
         if s.kind == "conv":
             bias = ins[2] if p.get("bias") else None  # generated kernels only: [x, w, bias?, residual?]
             residual = ins[-1] if p.get("residual") else None
+            p = {**p, "view4d": self._sized(p["view4d"]), "out4d": self._sized(p["out4d"])}  # a run's batch
             x, out = ins[0].reshape(p["view4d"]), outs[0].reshape(p["out4d"])
             if residual is not None:
                 residual = residual.reshape(p["out4d"])
@@ -134,6 +137,12 @@ class CompiledModel:
         if s.kind == "concat":
             return _bind_concat(outs[0], ins, [int(o) for o in p["offsets"]])
         raise ExecutionError(f"unknown step kind '{s.kind}'", node=s.label)
+
+    def _sized(self, dims) -> list[int]:
+        """Step dims with the program's symbols (a conv's batch) at this binding's sizes."""
+        from dcopt.ops.shapes.dims import substitute
+
+        return [int(substitute(d, self.bindings)) if isinstance(d, str) else int(d) for d in dims]
 
     def _native_function(self, name: str):
         """ctypes function of generated kernel ``name`` (in :attr:`native`)."""
@@ -193,6 +202,39 @@ class CompiledModel:
         return [values[n] if n in self.dynamic else self.buffers[n].copy() for n in self.output_names]
 
 
+def _bind_gemm_chunks(fn, plan, ins, outs, rows: int) -> Callable[[], None] | None:
+    """A generated GEMM compiled for ``rows`` rows of A (a build for every size) over a run's
+    rows: one call per chunk of ``rows`` rows and channel group, the chunks and groups split
+    over the threads as a conv's rows and groups are; a last partial chunk goes through a
+    zero-padded copy of its rows (the kernel writes whole chunks)."""
+    a, out = ins[0], outs[0]
+    k, n = a.shape[-1], out.shape[-1]
+    m = a.size // k if k else 0
+    if m == 0 or n == 0:
+        return None
+    full, tail = divmod(m, rows)
+    bases = [(a.ctypes.data + 4 * i * rows * k, out.ctypes.data + 4 * i * rows * n) for i in range(full)]
+    a_tail = out_tail = None
+    if tail:  # slack after each: the kernel may read a vector past a row's end
+        a_tail = _aligned_zeros(4 * rows * k + ALIGN)[:4 * rows * k].view(np.float32).reshape(rows, k)
+        out_tail = _aligned_zeros(4 * rows * n + ALIGN)[:4 * rows * n].view(np.float32).reshape(rows, n)
+        bases.append((a_tail.ctypes.data, out_tail.ctypes.data))
+    w, b = ins[1].ctypes.data, ins[2].ctypes.data if plan.bias else 0
+    tasks = [[[bases[c][0], w, bases[c][1], b, g0, g1, 0, 1, 0] for g0, g1, c0, c1 in task for c in range(c0, c1)]
+             for task in parallel.grid_tasks(plan.tiling.total_groups, len(bases), parallel.threads())]
+    run = parallel.bind_convs(fn, tasks, (ins, outs, a_tail, out_tail))
+    if not tail:
+        return run
+    a_rows, out_rows, start = a.reshape(m, k), out.reshape(m, n), full * rows
+
+    def call() -> None:
+        a_tail[:tail] = a_rows[start:]
+        run()
+        out_rows[start:] = out_tail[:tail]
+
+    return call
+
+
 def sized_types(program: Program, bindings: Mapping[str, int]) -> dict[str, tuple]:
     """``program.types`` with the symbols of a program for every size bound (InputError naming a
     symbol no binding gives a size)."""
@@ -217,43 +259,6 @@ def placed_memory(memory: Mapping, bindings: Mapping[str, int]) -> Mapping:
 
     offsets, arena = Layout.from_dict(memory["layout"]).place(bindings)
     return {**memory, "arena_size": arena, "offsets": {k: list(v) for k, v in offsets.items()}}
-
-
-#: Ops a run must execute every time although their inputs are fixed (their results are random).
-_EVERY_RUN = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Bernoulli",
-                        "Multinomial", "Dropout"})
-
-
-def bind_time_steps(program: Program, dynamic: set[str]) -> list[Step]:
-    """Steps whose results follow from the weights and the bound sizes alone -- Shape and Size
-    of any planned value, and steps over weights and such results (position ids from
-    ``Range(0, S)``, a Reshape's target, the position embeddings they gather): run once when a
-    program is bound, not by every run."""
-    root = {}  # a view's bytes are its source's
-    for s in program.steps:
-        if s.kind == "view":
-            root.update((o, root.get(s.inputs[0], s.inputs[0])) for o in s.outputs)
-    writes: dict[str, int] = {}
-    for s in program.steps:
-        for o in s.outputs:
-            if o and s.kind != "view":
-                writes[root.get(o, o)] = writes.get(root.get(o, o), 0) + 1
-    fixed = set(program.params)
-    out = []
-    for s in program.steps:
-        if any(writes.get(root.get(o, o), 0) > 1 for o in s.outputs if o):
-            continue  # bytes a later step writes again (a scatter into zeros): every run
-        if s.kind == "dynamic" or (s.kind == "fallback" and (
-                s.params.get("op") in _EVERY_RUN or s.params.get("domain") not in ("", "ai.onnx"))):
-            continue
-        own = s.inputs[:int(s.params.get("n_inputs", len(s.inputs)))]
-        if len(own) != len(s.inputs) or any(o in dynamic or o in program.outputs for o in s.outputs):
-            continue  # captures outer values (a subgraph), or sized at run time, or the caller's
-        if (s.params.get("op") in ("Shape", "Size") and s.kind == "fallback" and s.inputs[0] not in dynamic) or all(
-                not n or n in fixed for n in own):
-            out.append(s)
-            fixed.update(o for o in s.outputs if o)
-    return out
 
 
 def _aligned_zeros(nbytes: int) -> np.ndarray:

@@ -120,8 +120,8 @@ def ordered_map(b: LoopBuilder, what: str, space: Sequence[tuple[str, object]], 
     params = [p for p, _ in space]
     ranges = [(0, size) for _, size in space]
     dtypes = list(out_dtypes or [b.dtype(w[1]) for w in writes])
-    node = make_map(f"{b.node.label}/{what}", params, ranges, code, reads, writes, dtypes,
-                    b._symbols(params, ranges, code, reads, writes))
+    ranges, reads, writes, symbols = b.bind_symbols(params, ranges, code, reads, writes)
+    node = make_map(f"{b.node.label}/{what}", params, ranges, code, reads, writes, dtypes, symbols)
     b.nodes.append(node)
     return node
 
