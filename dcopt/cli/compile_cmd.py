@@ -55,6 +55,8 @@ def compile_cmd(model, output, pipeline, target, threads, dims, dynamic, patches
     not_native = m.get("not_native", {})
     native = ("every op native" if not not_native else
               "not native: " + ", ".join(f"{op} x{n}" for op, n in not_native.items()))
+    if m.get("at_bind"):  # over weights and sizes alone: once when bound to sizes, by no run
+        native += f"; {sum(m['at_bind'].values())} step(s) run once per size"
     stdout_console().print(f"{path}: {step_summary(m['steps'])} ({native}); pipeline {m['pipeline_applied']}; "
                     f"{sizes_summary(m)}; {time.perf_counter() - start:.2f} s", markup=False, highlight=False)
 

@@ -151,6 +151,9 @@ class Graph:
         self.metadata: dict[str, str] = {}
         self.doc: str = ""
         self.memory_plan = None  # dcopt.passes.memory_plan.MemoryPlan, once plan-memory ran
+        #: (dim, dim, node label): sizes an expansion relied on being equal where shape inference
+        #: could not prove it (``min(512,S)`` read as ``S``); a run at sizes breaking one is refused
+        self.size_checks: list[tuple[str, str, str]] = []
         self._names = itertools.count()
 
     # -- containers -------------------------------------------------------------------------
@@ -281,6 +284,7 @@ class Graph:
         g.metadata = dict(self.metadata)
         g.doc = self.doc
         g.memory_plan = self.memory_plan
+        g.size_checks = list(self.size_checks)
         # the copy continues the fresh-name sequence without advancing the original's: copying
         # must not change the names later rewrites of the original pick (seeded patches rely on it)
         g._names = copy.copy(self._names)

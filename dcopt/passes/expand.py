@@ -116,6 +116,18 @@ def affine(terms: Sequence[tuple[int, str]], const: int = 0) -> str:
     return text
 
 
+def clamped_to(dim, target) -> bool:
+    """Whether ``dim`` is ``min(c, target)`` with a constant ``c >= 2`` (a Slice ``[:S]`` of a
+    table of ``c`` rows, broadcast against ``S``). Broadcasting them is valid only where the two
+    are equal (``min(c, S)`` is 1 only when ``S`` is), so an expansion may read it as ``target``
+    -- after recording the equality in ``graph.size_checks``, which a run at other sizes fails."""
+    from dcopt.ops.shapes.dims import _min_args
+
+    args = _min_args(dim) if isinstance(dim, str) and isinstance(target, str) else None
+    return args is not None and any(a == target for a in args) and all(
+        a == target or (isinstance(a, int) and a >= 2) for a in args)
+
+
 def compound_symbol(dim: str) -> str:
     """The one-symbol name of a dim that is an expression over symbols (``batch*seq`` ->
     ``D_batchXseq``): readable in generated code, distinct for distinct expressions."""
@@ -226,6 +238,9 @@ class LoopBuilder:
                 dims.append(params[lead + k])
             elif d == 1:
                 dims.append("0")
+            elif clamped_to(d, target):  # min(512,S) against S: equal wherever broadcasting is valid
+                self.graph.size_checks.append((d, target, self.node.label))
+                dims.append(params[lead + k])
             else:
                 raise Refused(f"'{name}' of shape {list(shape)} does not broadcast to {list(out_shape)}")
         return index(dims)
@@ -343,6 +358,7 @@ class ExpandPass(Pass):
                         body.containers[name] = dataclasses.replace(body.containers[name], data=outer.data)
                 if self._expand(body, table, stats, refusals):
                     node = node.replace(attrs={**node.attrs, "body": body})
+                    graph.size_checks.extend(c for c in body.size_checks if c not in graph.size_checks)
                     modified = True
                 nodes.append(node)
                 continue

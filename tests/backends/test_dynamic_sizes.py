@@ -24,13 +24,15 @@ HIDDEN, FFN, VOCAB = 32, 64, 50
 
 
 def _encoder_layer():
-    """Token + position embeddings (positions from ``Range(0, seq)``), a flattened dense layer
+    """Token + position embeddings (positions from ``Range(0, seq)``), rows ``[:seq]`` of a 64-row
+    table (``min(64, seq)`` rows: valid up to 64 tokens, as BERT's 512), a flattened dense layer
     (``[batch*seq, hidden]`` through a Reshape whose target is computed from ``Shape``), GELU,
     a softmax over the sequence and a LayerNorm: the shapes a transformer export has."""
     rng = np.random.default_rng(0)
     f32 = np.float32
     init = {
         "emb": rng.standard_normal((VOCAB, HIDDEN)).astype(f32), "pos": rng.standard_normal((64, HIDDEN)).astype(f32),
+        "table": rng.standard_normal((64, HIDDEN)).astype(f32),
         "w1": (rng.standard_normal((HIDDEN, FFN)) / 6).astype(f32), "b1": rng.standard_normal(FFN).astype(f32),
         "w2": (rng.standard_normal((FFN, HIDDEN)) / 8).astype(f32), "b2": rng.standard_normal(HIDDEN).astype(f32),
         "gamma": rng.standard_normal(HIDDEN).astype(f32), "beta": rng.standard_normal(HIDDEN).astype(f32),
@@ -43,7 +45,10 @@ def _encoder_layer():
         helper.make_node("Gather", ["ids_shape", "one"], ["seq_len"], axis=0),
         helper.make_node("Range", ["zero", "seq_len", "one"], ["positions"]),
         helper.make_node("Gather", ["pos", "positions"], ["pos_emb"]),
-        helper.make_node("Add", ["tok", "pos_emb"], ["h0"]),
+        helper.make_node("Shape", ["ids"], ["seq_1d"], start=1, end=2),
+        helper.make_node("Slice", ["table", "axis0", "seq_1d", "axis0"], ["rows"]),  # [min(64, seq), hidden]
+        helper.make_node("Add", ["tok", "pos_emb"], ["h00"]),
+        helper.make_node("Add", ["h00", "rows"], ["h0"]),
         helper.make_node("Add", ["h0", "x"], ["h"]),
         helper.make_node("Shape", ["h"], ["h_shape"]),
         helper.make_node("Concat", ["minus1", "hidden"], ["flat_shape"], axis=0),
@@ -93,10 +98,20 @@ def test_one_build_serves_every_size(encoder, tmp_path):
     assert session.manifest["steps"].get("gemm", 0) == 2  # generated GEMMs, run in chunks of rows
     key = session.build_key
     entries = sorted(p.name for p in (tmp_path / "kernels").iterdir())
-    # 33 rows: one full chunk of 32 and a partial one; 5 rows: only a partial chunk; 64 rows: whole chunks
-    for batch, seq in [(1, 16), (1, 33), (1, 5), (2, 32), (3, 1), (4, 50), (1, 16)]:
+    # GEMM rows go in chunks of 32, then of 8, the rest through a padded 8-row copy: 16 = 8+8,
+    # 33 = 32+1, 5 = a padded chunk only, 64 = 32+32, 200 = 6x32+8, 45 = 32+8+5
+    for batch, seq in [(1, 16), (1, 33), (1, 5), (2, 32), (3, 1), (4, 50), (1, 45), (1, 64), (1, 16)]:
         _check(session, reference, _feeds(batch, seq))
         assert session.build_key == key
+    assert not session.manifest["not_native"]  # the [:seq] rows broadcast in a kernel, checked per size
+    with pytest.raises(InputError, match="broadcasts min\\(64,seq\\) = 64 against seq = 65"):
+        session.run(None, _feeds(1, 65))  # beyond the table: refused, as onnxruntime refuses it
+    with pytest.raises(Exception):
+        reference.run(None, _feeds(1, 65))
+    _check(session, reference, _feeds(2, 7))  # and the session still serves valid sizes
+    again = dcopt.compile(encoder, dynamic=True, dims={"batch": 3, "seq": 5}, cache_dir=tmp_path)  # a warm hit
+    assert again.build_key == key and again.bindings == {"batch": 3, "seq": 5}
+    _check(again, reference, _feeds(3, 5))
     assert sorted(p.name for p in (tmp_path / "kernels").iterdir()) == entries  # nothing compiled anew
 
 

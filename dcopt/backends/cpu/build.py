@@ -334,7 +334,7 @@ def _compile_program(program: Program, weights: Path, manifest: dict, directory:
                                          if s.kind in ("fallback", "dynamic") and id(s) not in once).items())),
         # steps over weights and sizes alone: run once when the build is bound to sizes, by no run
         "at_bind": dict(sorted(_count(s.params.get("op", s.kind) for s in program.steps if id(s) in once).items())),
-        "memory": {"arena_bytes": program.memory.get("arena_size", 0),
+        "memory": {"arena_bytes": _arena_bytes(program, bindings),
                    "weights_bytes": int(sum(np.asarray(a).nbytes for a in program.params.values()))},
         "compile_seconds": round(time.perf_counter() - start, 3),  # to here; numba compiles on first run
     }
@@ -344,6 +344,15 @@ def _compile_program(program: Program, weights: Path, manifest: dict, directory:
     built.kernel_holds = (KernelStore(store).hold(kernel_keys(manifest)),)
     built.kernels = (module, native)  # just compiled: no second load
     return built
+
+
+def _arena_bytes(program: Program, bindings: Mapping[str, int]) -> int:
+    """The arena the build needs (a build for every size: at its example sizes)."""
+    if "layout" in program.memory:
+        from dcopt.passes.memory_plan import Layout
+
+        return Layout.from_dict(program.memory["layout"]).place(bindings)[1]
+    return int(program.memory.get("arena_size", 0))
 
 
 def kernel_keys(manifest: dict) -> set[str]:
@@ -419,7 +428,7 @@ def _write(directory: Path, program: Program, source: str, native_ir: str | None
         prog = {"inputs": program.inputs, "outputs": program.outputs, "opset": program.opset,
                 "types": {n: [None if s is None else list(s), d] for n, (s, d) in program.types.items()},
                 "steps": [s.to_dict() for s in program.steps], "weights": weights,
-                "signatures": program.signatures, "memory": program.memory}
+                "signatures": program.signatures, "memory": program.memory, "checks": program.checks}
         (staging / "program.json").write_text(json.dumps(prog))
         if model is not None:
             model.save(staging)
@@ -450,7 +459,7 @@ def load(directory: Path, cache_dir=None) -> Build:
         program = Program(prog["inputs"], prog["outputs"],
                           {n: (None if s is None else tuple(s), d) for n, (s, d) in prog["types"].items()},
                           params, [Step.from_dict(s) for s in prog["steps"]], {}, prog["signatures"], prog["opset"],
-                          memory=prog.get("memory", {}))
+                          memory=prog.get("memory", {}), checks=prog.get("checks", []))
     except ModelLoadError:
         raise
     except FileNotFoundError as exc:

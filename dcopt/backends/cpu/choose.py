@@ -149,7 +149,7 @@ def _rows_sized_by_run(graph: Graph, node: Node) -> bool:
     if node.op == "Gemm" and graph.attr(node, "transA", 0):
         return False
     k, n = (bw.shape[::-1] if node.op == "Gemm" and graph.attr(node, "transB", 0) else bw.shape)
-    return directconv.gemm_plan(directconv.GEMM_CHUNK_ROWS, k, n) is not None
+    return directconv.gemm_chunk_plans(k, n) is not None
 
 
 def epilogues(kind: str, impl: str | None) -> frozenset[str]:

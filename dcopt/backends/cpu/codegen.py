@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from dcopt.backends.cpu.map_codegen import KernelSpec, render_kernel, render_task
-from dcopt.backends.cpu.program import Program, Step
+from dcopt.backends.cpu.program import TASK_ELEMENTS, Program, Step
 from dcopt.ir.file_maps import release_pages
 from dcopt.ir.graph import Graph, Node
 from dcopt.ir.loops import LIBRARY_CALL, is_loop_node, loop_spec
@@ -38,10 +38,6 @@ from dcopt.ir.views import concat_parts, slice_views
 from dcopt.kernels.weights import WeightsWriter, read_weights
 from dcopt.passes.kernels import is_kernel
 
-#: Kernels touching at least this many elements get a pool-task wrapper and run split across the
-#: threads: the GEMM or conv before them was split across cores, and a serial kernel then read
-#: half its operand from the other core's cache (GPT-2's 128x768 bias add: 48 us instead of 9 us).
-TASK_ELEMENTS = 16384
 
 
 #: What :attr:`CodeGenerator.params` holds for a parameter already written to the weights file.
@@ -129,7 +125,7 @@ class CodeGenerator:
         params, index = self._program_params(used)
         return Program(list(self.graph.inputs), list(self.graph.outputs), types, params, self.steps, self.kernels,
                        {k: sorted(v) for k, v in self.signatures.items()}, dict(self.graph.opset), self.native,
-                       memory, index)
+                       memory, index, [list(c) for c in self.graph.size_checks])
 
     def _kernel(self, node: Node) -> None:
         body = node.attrs["body"]

@@ -244,8 +244,25 @@ def pack_grouped(w: np.ndarray, plan: DirectPlan) -> np.ndarray:
 
 
 #: Rows of A one call of a GEMM compiled for a build for every size covers: the run's rows go in
-#: chunks of this many (the last one through a zero-padded copy), see runtime._bind_gemm_chunks.
-GEMM_CHUNK_ROWS = 32
+#: chunks of the first, what remains in chunks of the second, the last few through a zero-padded
+#: copy (runtime._bind_gemm_chunks). Why two: 8 tokens through one 32-row chunk did 4x the work.
+GEMM_CHUNK_ROWS = (32, 8)
+
+
+def gemm_chunk_plans(k: int, n: int) -> list[DirectPlan] | None:
+    """Plans of :data:`GEMM_CHUNK_ROWS` rows each, sharing one packing of the weights (the same
+    channel-vector tiling: the smaller chunk only tiles fewer pixels). None without AVX-512."""
+    import dataclasses
+
+    big = gemm_plan(GEMM_CHUNK_ROWS[0], k, n)
+    if big is None:
+        return None
+    plans = [big]
+    for rows in GEMM_CHUNK_ROWS[1:]:
+        shape = dataclasses.replace(big.shape, ow=rows)
+        tiling = dataclasses.replace(big.tiling, px=min(big.tiling.px, rows))
+        plans.append(DirectPlan(shape, tiling, kernel_name(shape, tiling), 1, (0, 0), False))
+    return plans
 
 
 def gemm_plan(m: int, k: int, n: int) -> DirectPlan | None:

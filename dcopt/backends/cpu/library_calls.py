@@ -76,7 +76,7 @@ def _gemm(gen, node: Node, conn, out, options) -> None:
             bias = np.broadcast_to(bias, (weights.shape[1],)).copy() if bias.size == 1 else bias
         k, n = weights.shape
         chunk = not gen.types[a].is_static  # a build for every size: rows come in fixed chunks
-        m = directconv.GEMM_CHUNK_ROWS if chunk else int(np.prod(gen.shape(a)[:-1]))
+        m = 0 if chunk else int(np.prod(gen.shape(a)[:-1]))
         if impl == "matvec":
             plan = matvec.plan(k, n, bias is not None, clamp)
             packed, packed_bias = matvec.pack_weights(weights, plan), None
@@ -84,10 +84,16 @@ def _gemm(gen, node: Node, conn, out, options) -> None:
                 packed_bias = matvec.pack_bias(bias, plan)
             params = plan.params()
         else:
-            plan = directconv.gemm_plan(m, k, n).with_epilogue(bias is not None, clamp)
+            plans = directconv.gemm_chunk_plans(k, n) if chunk else [directconv.gemm_plan(m, k, n)]
+            plans = [p.with_epilogue(bias is not None, clamp) for p in plans]
+            plan = plans[0]
             packed = directconv.pack_grouped(np.ascontiguousarray(weights.T).reshape(n, k, 1, 1), plan)
             packed_bias = None if bias is None else directconv.pack_bias(bias, plan)
-            params = {**plan.params(), "group": 1, "pads": [0, 0], **({"chunk_rows": m} if chunk else {})}
+            params = {**plan.params(), "group": 1, "pads": [0, 0]}
+            if chunk:  # every plan's rows and kernel; they share the packed weights
+                params["chunks"] = [{"rows": p.shape.ow, **p.params(), "group": 1, "pads": [0, 0]} for p in plans]
+                for extra in plans[1:]:
+                    gen.native[extra.name] = extra.functions()
         inputs = [a, gen.add_param(packed, f"{impl}_w")]
         if packed_bias is not None:
             inputs.append(gen.add_param(packed_bias, f"{impl}_b"))

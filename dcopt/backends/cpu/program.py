@@ -10,6 +10,12 @@ import numpy as np
 
 F32 = "float32"
 
+#: Kernels touching at least this many elements get a pool-task wrapper and run split across the
+#: threads (decided by codegen, or for a build for every size when it is bound to sizes): the
+#: GEMM or conv before them was split across cores, and a serial kernel then read half its
+#: operand from the other core's cache (GPT-2's 128x768 bias add: 48 us instead of 9 us).
+TASK_ELEMENTS = 16384
+
 
 @dataclass
 class Step:
@@ -43,6 +49,8 @@ class Program:
     native: dict[str, str] = field(default_factory=dict)  # symbol -> LLVM IR functions (directconv)
     memory: dict = field(default_factory=dict)  # the memory plan: {"arena_size": n, "offsets": {name: [offset, bytes]}}
     weights_index: dict | None = None  # params written to a weights file as generated: its index
+    #: [dim, dim, node]: sizes that must be equal at run time (``Graph.size_checks``), checked at bind
+    checks: list = field(default_factory=list)
 
 
 #: Ops a run must execute every time although their inputs are fixed (their results are random).

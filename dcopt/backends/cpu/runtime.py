@@ -15,7 +15,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from dcopt.backends.cpu import gemm, parallel, tasks
-from dcopt.backends.cpu.program import Program, Step, bind_time_steps
+from dcopt.backends.cpu.program import TASK_ELEMENTS, Program, Step, bind_time_steps
 from dcopt.errors import ExecutionError, InputError
 from dcopt.ir.dtypes import to_numpy
 from dcopt.ir.tasklet import parse_index
@@ -118,8 +118,9 @@ class CompiledModel:
             from dcopt.backends.cpu.directconv import DirectPlan
 
             plan, fn = DirectPlan.from_params(p), self._native_function(p["kernel_name"])
-            if p.get("chunk_rows"):
-                return _bind_gemm_chunks(fn, plan, ins, outs, int(p["chunk_rows"]))
+            if p.get("chunks"):
+                return _bind_gemm_chunks([(self._native_function(c["kernel_name"]), DirectPlan.from_params(c),
+                                           int(c["rows"])) for c in p["chunks"]], ins, outs)
             head = [ins[0].ctypes.data, ins[1].ctypes.data, outs[0].ctypes.data, ins[2].ctypes.data if plan.bias else 0]
             return parallel.bind_convs(fn, [[head + list(c) + [0] for c in task] for task in parallel.grid_tasks(
                 plan.tiling.total_groups, 1, parallel.threads())], (ins, outs))
@@ -162,7 +163,8 @@ class CompiledModel:
         if p.get("outer_range"):
             env = {sym: int(self.buffers[c].shape[axis]) for sym, (c, axis) in p.get("symbols", {}).items()}
             lo, hi = (int(parse_index(t).evaluate(env)) for t in p["outer_range"])
-        if p.get("task") and parallel.threads() > 1 and hi - lo > 1 and lo == 0:
+        biggest = max((a.size for a in args), default=0)  # what codegen decided, at this binding's sizes
+        if p.get("task") and parallel.threads() > 1 and hi - lo > 1 and lo == 0 and biggest >= TASK_ELEMENTS:
             views = [a.view(np.uint16) if a.dtype.kind == "V" or a.dtype == np.float16 else a for a in args]
             head = [a.ctypes.data for a in views]
             tail = [int(d) for a in views for d in a.shape]
@@ -202,35 +204,46 @@ class CompiledModel:
         return [values[n] if n in self.dynamic else self.buffers[n].copy() for n in self.output_names]
 
 
-def _bind_gemm_chunks(fn, plan, ins, outs, rows: int) -> Callable[[], None] | None:
-    """A generated GEMM compiled for ``rows`` rows of A (a build for every size) over a run's
-    rows: one call per chunk of ``rows`` rows and channel group, the chunks and groups split
-    over the threads as a conv's rows and groups are; a last partial chunk goes through a
-    zero-padded copy of its rows (the kernel writes whole chunks)."""
+def _bind_gemm_chunks(kernels, ins, outs) -> Callable[[], None] | None:
+    """Generated GEMMs compiled for fixed numbers of rows of A (a build for every size:
+    ``kernels`` = ``[(function, plan, rows)]``, most rows first, sharing packed weights) over a
+    run's rows: chunks of the first size, then of the next for what remains, each chunk x channel
+    group one call, split over the threads as a conv's rows and groups are; the last rows that
+    fill no chunk go through a zero-padded copy into the smallest one (the kernels write whole
+    chunks)."""
     a, out = ins[0], outs[0]
     k, n = a.shape[-1], out.shape[-1]
     m = a.size // k if k else 0
     if m == 0 or n == 0:
         return None
-    full, tail = divmod(m, rows)
-    bases = [(a.ctypes.data + 4 * i * rows * k, out.ctypes.data + 4 * i * rows * n) for i in range(full)]
+    w, b = ins[1].ctypes.data, ins[2].ctypes.data if kernels[0][1].bias else 0
+    calls, start, keep = [], 0, [ins, outs]
     a_tail = out_tail = None
-    if tail:  # slack after each: the kernel may read a vector past a row's end
-        a_tail = _aligned_zeros(4 * rows * k + ALIGN)[:4 * rows * k].view(np.float32).reshape(rows, k)
-        out_tail = _aligned_zeros(4 * rows * n + ALIGN)[:4 * rows * n].view(np.float32).reshape(rows, n)
-        bases.append((a_tail.ctypes.data, out_tail.ctypes.data))
-    w, b = ins[1].ctypes.data, ins[2].ctypes.data if plan.bias else 0
-    tasks = [[[bases[c][0], w, bases[c][1], b, g0, g1, 0, 1, 0] for g0, g1, c0, c1 in task for c in range(c0, c1)]
-             for task in parallel.grid_tasks(plan.tiling.total_groups, len(bases), parallel.threads())]
-    run = parallel.bind_convs(fn, tasks, (ins, outs, a_tail, out_tail))
-    if not tail:
-        return run
-    a_rows, out_rows, start = a.reshape(m, k), out.reshape(m, n), full * rows
+    for i, (fn, plan, rows) in enumerate(kernels):
+        count = (m - start) // rows
+        bases = [(a.ctypes.data + 4 * (start + j * rows) * k, out.ctypes.data + 4 * (start + j * rows) * n)
+                 for j in range(count)]
+        start += count * rows
+        tail = m - start if i == len(kernels) - 1 else 0
+        if tail:  # slack after each copy: the kernel may read a vector past a row's end
+            a_tail = _aligned_zeros(4 * rows * k + ALIGN)[:4 * rows * k].view(np.float32).reshape(rows, k)
+            out_tail = _aligned_zeros(4 * rows * n + ALIGN)[:4 * rows * n].view(np.float32).reshape(rows, n)
+            bases.append((a_tail.ctypes.data, out_tail.ctypes.data))
+            keep += [a_tail, out_tail]
+        if bases:
+            tasks = [[[bases[c][0], w, bases[c][1], b, g0, g1, 0, 1, 0] for g0, g1, c0, c1 in task
+                      for c in range(c0, c1)]
+                     for task in parallel.grid_tasks(plan.tiling.total_groups, len(bases), parallel.threads())]
+            calls.append(parallel.bind_convs(fn, tasks, keep))
+    if a_tail is None:
+        return calls[0] if len(calls) == 1 else lambda: [c() for c in calls] and None
+    a_rows, out_rows, rest = a.reshape(m, k), out.reshape(m, n), m - start
 
     def call() -> None:
-        a_tail[:tail] = a_rows[start:]
-        run()
-        out_rows[start:] = out_tail[:tail]
+        a_tail[:rest] = a_rows[start:]
+        for c in calls:
+            c()
+        out_rows[start:] = out_tail[:rest]
 
     return call
 
@@ -240,6 +253,10 @@ def sized_types(program: Program, bindings: Mapping[str, int]) -> dict[str, tupl
     symbol no binding gives a size)."""
     from dcopt.ops.shapes.dims import substitute
 
+    for a, b, node in program.checks:  # equalities an expansion relied on (a Slice [:S] of a table)
+        if substitute(a, bindings) != substitute(b, bindings):
+            raise InputError(f"at sizes {dict(bindings)} node '{node}' broadcasts {a} = {substitute(a, bindings)} "
+                             f"against {b} = {substitute(b, bindings)}: the model does not run at these sizes")
     out = {}
     for name, (shape, dtype) in program.types.items():
         if shape is not None and not all(isinstance(d, int) for d in shape):

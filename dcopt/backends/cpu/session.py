@@ -267,7 +267,10 @@ class CpuSession:
 
     @property
     def bindings(self) -> dict[str, int]:
-        return dict(self._built().bindings)
+        """Sizes of the symbolic dims the current variant runs at (a build for every size: the
+        sizes it was last bound to)."""
+        built = self._built()
+        return dict(self._key[0]) if self._key is not None else dict(built.bindings)
 
     @property
     def arena_bytes(self) -> int:
