@@ -1,6 +1,6 @@
-"""One build for every size, measured: text architectures exported with symbolic batch and
-sequence dims, compiled once with ``dynamic=True``, run at several sizes beside a build compiled
-for each size and onnxruntime.
+"""One build for every size, measured: architectures exported with symbolic batch and sequence
+dims (vision ones: a symbolic batch), compiled once with ``dynamic=True``, run at several sizes
+beside a build compiled for each size and onnxruntime.
 
     python -m benchmarks.dynamic_sizes --archs bert,gpt2,llama --size realistic --json out.json
 
@@ -26,41 +26,49 @@ from pathlib import Path
 
 import numpy as np
 
-#: Sizes (batch, sequence) each architecture runs at, per --size: the example size first.
+#: Sizes each architecture runs at, per --size, the example size first: (batch, sequence) for
+#: text models, (batch,) for vision models (their images keep the sweep's size).
 SIZES = {"tiny": [(1, 32), (2, 17), (1, 5), (3, 64)],
          "realistic": [(1, 128), (1, 32), (2, 77), (4, 128), (1, 8)]}
-DEFAULT_ARCHS = "bert,distilbert,roberta,gpt2,opt,bloom,llama,qwen2,phi"
+VISION_SIZES = [(1,), (2,), (4,)]
+DEFAULT_ARCHS = "bert,distilbert,roberta,gpt2,opt,bloom,llama,qwen2,phi,resnet"
 
 
 def export_dynamic(arch: str, size: str, cache: Path) -> Path:
-    """The architecture's ONNX file with symbolic ``batch`` and ``seq`` dims (cached)."""
+    """The architecture's ONNX file with symbolic ``batch`` (and, for text, ``seq``) dims (cached)."""
     import torch
     import transformers
 
-    from benchmarks.sweep import build_module
+    from benchmarks.sweep import ARCHITECTURES, build_module
 
     path = cache / f"{arch}_{size}_dyn_torch{torch.__version__}_tf{transformers.__version__}.onnx".replace("+", "_")
     if path.exists():
         return path
-    module, example = build_module(arch, "text", size)
-    axes = {"batch": 0, "seq": 1}
-    dynamic = {name: {v: k for k, v in axes.items()} for name in ("input_ids", "attention_mask", "y")}
+    kind = ARCHITECTURES.get(arch, "text")
+    module, example = build_module(arch, kind, size)
+    names = ["pixel_values"] if kind == "vision" else ["input_ids", "attention_mask"]
+    axes = {0: "batch"} if kind == "vision" else {0: "batch", 1: "seq"}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, example, str(tmp), input_names=["input_ids", "attention_mask"], output_names=["y"],
-                          opset_version=17, dynamo=False, dynamic_axes=dynamic)
+        torch.onnx.export(module, example, str(tmp), input_names=names, output_names=["y"], opset_version=17,
+                          dynamo=False, dynamic_axes={name: axes for name in names} | {"y": {0: "batch"}})
     os.replace(tmp, path)
     return path
 
 
-def feeds_at(batch: int, seq: int, names) -> dict:
-    """Seeded token ids and a mask with padding at the start of every sequence but the first."""
-    rng = np.random.default_rng(batch * 1000 + seq)
+def feeds_at(sizes: tuple, inputs) -> dict:
+    """Seeded inputs at ``sizes``: token ids and a mask with padding at the start of every
+    sequence but the first, or images of the exported size for ``(batch,)``."""
+    rng = np.random.default_rng(sum(sizes) * 1000 + sizes[0])
+    if len(sizes) == 1:
+        (i,) = inputs
+        return {i.name: rng.standard_normal((sizes[0], *i.shape[1:])).astype(np.float32)}
+    batch, seq = sizes
     mask = np.ones((batch, seq), np.int64)
     mask[1:, : seq // 4] = 0
     feeds = {"input_ids": rng.integers(0, 1000, (batch, seq)).astype(np.int64), "attention_mask": mask}
-    return {k: v for k, v in feeds.items() if k in names}
+    return {k: v for k, v in feeds.items() if k in {i.name for i in inputs}}
 
 
 def measure(arch: str, size: str, cache: Path, reps: int, threads: int) -> dict:
@@ -69,12 +77,14 @@ def measure(arch: str, size: str, cache: Path, reps: int, threads: int) -> dict:
     import dcopt
     from benchmarks.measure import interleaved_times, summarize
 
+    from benchmarks.sweep import ARCHITECTURES
+
     path = export_dynamic(arch, size, cache)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     reference = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    names = [i.name for i in reference.get_inputs()]
-    sizes = SIZES[size]
+    inputs = reference.get_inputs()
+    sizes = VISION_SIZES if ARCHITECTURES.get(arch) == "vision" else SIZES[size]
     row: dict = {"arch": arch, "sizes": []}
     with tempfile.TemporaryDirectory() as cache_dir:
         start = time.perf_counter()
@@ -84,14 +94,15 @@ def measure(arch: str, size: str, cache: Path, reps: int, threads: int) -> dict:
         row["dynamic"] = generic.manifest.get("dynamic", [])
         row["refused"] = generic.manifest.get("dynamic_refused")
         keys = set()
-        for batch, seq in sizes:
-            feeds = feeds_at(batch, seq, names)
+        for at in sizes:
+            feeds = feeds_at(at, inputs)
             start = time.perf_counter()
             out = generic.run(None, feeds)[0]
             first = time.perf_counter() - start
             keys.add(generic.build_key)
             start = time.perf_counter()
-            fixed = dcopt.compile(str(path), dims={"batch": batch, "seq": seq}, cache_dir=cache_dir, threads=threads)
+            fixed = dcopt.compile(str(path), dims=dict(zip(("batch", "seq"), at)), cache_dir=cache_dir,
+                                  threads=threads)
             fixed_compile = time.perf_counter() - start
             expected = reference.run(None, feeds)[0]
             error = float(np.nanmax(np.abs(out - expected)) / max(float(np.abs(expected).max()), 1e-30))
@@ -99,7 +110,7 @@ def measure(arch: str, size: str, cache: Path, reps: int, threads: int) -> dict:
                      "onnxruntime": lambda: reference.run(None, feeds)}
             rounds, errors = interleaved_times(calls, warmup=1, reps=reps)
             medians = {k: summarize([t for r in v for t in r])["median_ms"] for k, v in rounds.items()}
-            row["sizes"].append({"batch": batch, "seq": seq, "first_run_ms": first * 1e3,
+            row["sizes"].append({"sizes": list(at), "first_run_ms": first * 1e3,
                                  "per_size_compile_s": fixed_compile, "error": error, "ms": medians,
                                  "errors": errors})
         row["builds"] = len(keys)
@@ -140,7 +151,7 @@ def _print_row(row: dict) -> None:
     print(head + (f" (refused: {row['refused']})" if row["refused"] else ""), flush=True)
     for s in row["sizes"]:
         ms = s["ms"]
-        print(f"  {s['batch']}x{s['seq']:<4} first run {s['first_run_ms']:7.1f} ms | one build {ms.get('one build', 0):7.2f}"
+        print(f"  {'x'.join(map(str, s['sizes'])):<6} first run {s['first_run_ms']:7.1f} ms | one build {ms.get('one build', 0):7.2f}"
               f" ms, per size {ms.get('per size', 0):7.2f} ms (compile {s['per_size_compile_s']:.2f} s), onnxruntime "
               f"{ms.get('onnxruntime', 0):7.2f} ms | one build / per size {ms['per size'] / ms['one build']:.2f}x, vs "
               f"onnxruntime {ms['onnxruntime'] / ms['one build']:.2f}x | error {s['error']:.1e}", flush=True)

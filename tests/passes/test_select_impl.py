@@ -71,16 +71,21 @@ def test_cpu_target_names_its_routines_on_squeezenet():
     result = select(graph)
     assert result.stats == {"conv.direct": 9, "conv.pointwise": 17} and result.refusals == []
     assert schedule_of(graph.nodes[0]).impl == "direct"
-    symbolic = one_op("Conv", "float[N, 3, 9, 9] x, float[8, 3, 3, 3] w", "float[N, 8, 7, 7] y")
-    assert select(symbolic).stats == {"conv.loops": 1}  # no static sizes: the generic model decides
+    batch = one_op("Conv", "float[N, 3, 9, 9] x, float[8, 3, 3, 3] w", "float[N, 8, 7, 7] y")
+    assert select(batch).stats == {"conv.im2col": 1}  # a symbolic batch: decided per image (weights: an input)
+    image = one_op("Conv", "float[1, 3, H, W] x, float[8, 3, 3, 3] w", "float[1, 8, A, B] y")
+    assert select(image).stats == {"conv.library": 1}  # no static image sizes: the generic default
 
 
 def test_depthwise_pointwise_and_gemm_size():
     dw = one_op("Conv", "float[N, 8, 9, 9] x, float[8, 1, 3, 3] w", "float[N, 8, 7, 7] y", attrs="group = 8")
     pw = one_op("Conv", "float[N, 64, 9, 9] x, float[128, 64, 1, 1] w", "float[N, 128, 9, 9] y")
     big = one_op("MatMul", "float[N, 256] a, float[256, 256] b", "float[N, 256] y")
-    assert select(dw).stats == {"conv.loops": 1} and select(pw).stats == {"conv.library": 1}
-    assert select(big).stats == {"matmul.library": 1}
+    generic = {"target": None}  # the target-independent model (the CPU chooser decides per image)
+    assert select(dw, **generic).stats == {"conv.loops": 1} and select(pw, **generic).stats == {"conv.library": 1}
+    assert select(big, **generic).stats == {"matmul.library": 1}
+    big = one_op("MatMul", "float[N, 256] a, float[256, 256] b", "float[N, 256] y")
+    assert select(big).stats == {"matmul.library": 1}  # b is an input: no weights to pack
 
 
 def test_tile_model():
@@ -100,8 +105,8 @@ def test_forced_choices_and_user_choices(tiny_resnet_path):
     assert select(graph, conv="loops").stats == {"conv.im2col": 4, "matmul.library": 1}  # chosen: kept
     graph = import_model(tiny_resnet_path)
     graph.nodes = [with_schedule(graph.nodes[0], impl="loops"), *graph.nodes[1:]]  # a user's per-node choice
-    assert select(graph, conv="library").stats == {"conv.library": 3, "conv.loops": 1, "matmul.library": 1}
-    assert select(graph, conv="library", overwrite=True).stats == {"conv.library": 4, "matmul.library": 1}
+    assert select(graph, conv="library").stats == {"conv.library": 3, "conv.loops": 1, "matmul.generated": 1}
+    assert select(graph, conv="library", overwrite=True).stats == {"conv.library": 4, "matmul.generated": 1}
     with pytest.raises(ScheduleError, match="winograd"):
         get_pass("select-impl", conv="winograd")
     graph.nodes = [graph.nodes[0].replace(attrs={**graph.nodes[0].attrs, IMPL: "winograd"}), *graph.nodes[1:]]
@@ -203,8 +208,8 @@ def test_o3_selects_and_still_exports_to_onnxruntime(tiny_resnet_path):
     build_pipeline("O3")(graph)
     chosen = [schedule_of(n).impl for g in [graph] + [n.attrs["body"] for n in graph.nodes if n.op == "FusedGroup"]
               for n in g.nodes if IMPL in n.attrs]
-    # symbolic batch: no CPU routine can be sized, the generic model decides (see the docstring)
-    assert sorted(chosen) == ["im2col", "library", "loops", "loops", "loops"]
+    # a symbolic batch: the CPU routines decide per image, the GEMM runs in chunks of rows
+    assert sorted(chosen) == ["direct", "direct", "direct", "direct", "generated"]
     model = export_model(graph)
     x = {"image": np.random.default_rng(5).standard_normal((2, 3, 32, 32)).astype(np.float32)}
     np.testing.assert_allclose(run_onnxruntime(model, x)[0], run_graph(before, x)["probs"], rtol=1e-4, atol=1e-5)
