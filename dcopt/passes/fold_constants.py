@@ -3,7 +3,8 @@
 A node folds when every input it reads is a parameter; it is evaluated with the very op
 implementation the reference executor uses (``registry.lookup`` + ``registry.call``), so a
 folded graph computes what the unfolded one did. ``Shape`` and ``Size`` fold from the input's
-*type* when the requested dims are static, even though the input itself is not constant; since
+*type* when the requested dims are static, even though the input itself is not constant, and so
+do a ``Gather``/``Slice`` picking static dims out of a Shape whose other dims are symbolic; since
 nodes are visited in topological order, shape arithmetic chains (Shape -> Gather -> Unsqueeze
 -> Concat -> Reshape) collapse in one run.
 
@@ -54,9 +55,10 @@ class FoldConstants(Pass):
         kept: list[Node] = []
         refusals: list[tuple[str, str]] = []
         folded = from_types = 0
+        producers = graph.producers()
         for node in graph.nodes:
             try:
-                values = self._evaluate(graph, node)
+                values = self._evaluate(graph, node, producers)
             except _Refused as why:
                 refusals.append((node.label, str(why)))
                 values = None
@@ -76,13 +78,18 @@ class FoldConstants(Pass):
         return PassResult(graph, True, {"folded": folded, "from_static_shapes": from_types}, refusals)
 
     # -- one node ---------------------------------------------------------------------------
-    def _evaluate(self, graph: Graph, node: Node) -> list[np.ndarray] | None:
-        """The node's output values, None if it does not qualify, _Refused if it must not fold."""
+    def _evaluate(self, graph: Graph, node: Node, producers=None) -> list[np.ndarray] | None:
+        """The node's output values, None if it does not qualify, _Refused if it must not fold
+        (``producers``: container -> writing node, to see a Gather/Slice of a Shape)."""
         if has_subgraph(node):
             return None
         if node.op in ("Shape", "Size") and node.domain in ("", "ai.onnx") and constant(graph, node.inputs[0]) is None:
             value = _shape_from_type(graph, node)
             return None if value is None else [value]
+        if producers is not None and node.inputs and node.inputs[0] and constant(graph, node.inputs[0]) is None:
+            picked = _picked_static_dims(graph, node, producers)
+            if picked is not None:
+                return picked
         args = [constant(graph, name) if name else None for name in node.inputs]
         if any(a is None for a, name in zip(args, node.inputs) if name):
             return None
@@ -133,15 +140,49 @@ def _shape_from_type(graph: Graph, node: Node) -> np.ndarray | None:
         return None
     if node.op == "Size":
         return np.array(t.numel, dtype=np.int64) if t.is_static else None
-    rank = len(t.shape)
-    start = int(node.attrs.get("start", 0))
-    end = node.attrs.get("end")
-    start = min(max(start + rank if start < 0 else start, 0), rank)
-    end = rank if end is None else min(max(int(end) + rank if int(end) < 0 else int(end), 0), rank)
-    dims = t.shape[start:end]
-    if not all(isinstance(d, int) for d in dims):
+    dims = _shape_dims(graph, node)
+    if dims is None or not all(isinstance(d, int) for d in dims):
         return None
     return np.array(dims, dtype=np.int64)
+
+
+def _shape_dims(graph: Graph, shape_node: Node) -> list | None:
+    """The dims a Shape node returns, symbolic ones as they are (None: unknown rank)."""
+    t = graph.type_of(shape_node.inputs[0])
+    if t is None or t.shape is None:
+        return None
+    rank = len(t.shape)
+    start = int(shape_node.attrs.get("start", 0))
+    end = shape_node.attrs.get("end")
+    start = min(max(start + rank if start < 0 else start, 0), rank)
+    end = rank if end is None else min(max(int(end) + rank if int(end) < 0 else int(end), 0), rank)
+    return list(t.shape[start:end])
+
+
+def _picked_static_dims(graph: Graph, node: Node, producers) -> list[np.ndarray] | None:
+    """A Gather or Slice of a Shape whose picked dims are static, though others are symbolic
+    (``x.shape[-1] // 2`` of a ``[batch, heads, seq, 64]`` tensor: 32): the picked dims, found by
+    applying the op to the dims' positions. Else None. Why: a build for every size keeps
+    ``batch`` and ``seq`` symbolic, so the whole Shape never folds, and without this the rotary
+    embedding's halves stayed Slices computed at run time."""
+    if node.op not in ("Gather", "Slice") or node.domain not in ("", "ai.onnx") or not node.inputs[0]:
+        return None
+    shape_node = producers.get(node.inputs[0])
+    if shape_node is None or shape_node.op != "Shape" or shape_node.domain not in ("", "ai.onnx"):
+        return None
+    dims = _shape_dims(graph, shape_node)
+    rest = [constant(graph, name) if name else None for name in node.inputs[1:]]
+    if dims is None or any(a is None for a, name in zip(rest, node.inputs[1:]) if name):
+        return None
+    try:
+        positions = registry.call(registry.lookup(node.op, node.domain), [np.arange(len(dims), dtype=np.int64), *rest],
+                                  dict(node.attrs), graph.opset_of(node.domain))[0]
+    except Exception:  # noqa: BLE001 - indices the op itself rejects: the node stays and says so at run time
+        return None
+    picked = [dims[int(p)] for p in np.asarray(positions).reshape(-1)]
+    if not all(isinstance(d, int) for d in picked):
+        return None
+    return [np.array(picked, dtype=np.int64).reshape(np.shape(positions))]
 
 
 def _check_declared(graph: Graph, name: str, value) -> None:

@@ -16,6 +16,7 @@ import pytest
 from onnx import TensorProto, helper
 
 import dcopt
+import dcopt.api
 from dcopt.errors import ArgumentError, InputError
 from tests.conftest import make_model
 
@@ -240,3 +241,31 @@ def test_steps_over_weights_and_sizes_run_once_per_size(encoder, tmp_path):
     for _ in range(2):  # the bound values are not overwritten by a run (they live outside the arena)
         _check(session, reference, _feeds(2, 9, seed=5))
         _check(session, reference, _feeds(1, 30, seed=6))
+
+
+def test_a_padded_pool_over_a_symbolic_batch_keeps_its_fast_loops(tmp_path):
+    """The batch axis a kernel's param covers exactly needs no guard, so a padded stride-2 max
+    pool over ``[N, C, H, W]`` keeps the border peeling and the unconditional clamped loads of the
+    build for one size (the guards on N made ResNet's stem pool 10x slower)."""
+    model = make_model([helper.make_node("MaxPool", ["x"], ["m"], kernel_shape=[3, 3], strides=[2, 2],
+                                         pads=[1, 1, 1, 1]),
+                        helper.make_node("GlobalAveragePool", ["m"], ["y"])],
+                       [("x", TensorProto.FLOAT, ["N", 8, 32, 32])], [("y", TensorProto.FLOAT, ["N", 8, 1, 1])])
+    path = tmp_path / "pool.onnx"
+    path.write_bytes(model.SerializeToString())
+    session = dcopt.compile(path, dynamic=True, dims={"N": 2}, cache_dir=tmp_path)
+    source = "\n".join(session._current.program.kernels.values())
+    assert "_raw = " in source and "min(max(o0" not in source and "0 <= o0 <" not in source
+    reference = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    graph = dcopt.api.load_graph(path)  # NaN in a max: onnxruntime drops it, dcopt's reference keeps it
+    rng = np.random.default_rng(4)
+    for n in (2, 1, 3):
+        x = rng.standard_normal((n, 8, 32, 32)).astype(np.float32)
+        np.testing.assert_allclose(session.run(None, {"x": x})[0], reference.run(None, {"x": x})[0],
+                                   rtol=RTOL, atol=ATOL)
+        x[0, 1, 0, 0], x[-1, 2, 5, 7], x[0, 3, 31, 31], x[-1, 4, 16, 16] = np.nan, np.inf, -np.inf, 3e38
+        got, want = session.run(None, {"x": x})[0], dcopt.api.run(graph, {"x": x})["y"]
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+        ok = np.isfinite(want)
+        np.testing.assert_allclose(got[ok], want[ok], rtol=RTOL, atol=ATOL)

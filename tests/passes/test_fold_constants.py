@@ -29,6 +29,29 @@ def test_constant_subgraph_becomes_a_parameter(parse):
     assert_equivalent(before, g)
 
 
+def test_static_dims_picked_from_a_symbolic_shape_fold(parse):
+    """``x.shape[-1] // 2`` of a ``[N, S, 64]`` tensor is 32 whatever N and S are (a rotary
+    embedding's half): the Gather and Slice picking static dims fold, the one picking S does not."""
+    g = parse("""agraph (float[N, S, 64] x) => (float[N, S, 32] y, int64[1] s) <int64 last = {-1}, int64 two = {2},
+              int64[1] zero = {0}, int64[1] one = {1}, int64[1] end = {3}, int64[1] mid = {1}, int64[1] start2 = {2}> {
+        shp = Shape(x)
+        d = Gather(shp, last)
+        half = Div(d, two)
+        halfu = Unsqueeze(half, zero)
+        y = Slice(x, zero, halfu, start2)
+        tail = Slice(shp, start2, end)
+        s = Slice(shp, mid, start2)
+    }""")
+    before = g.copy()
+    fold(g)
+    assert ops(g) == ["Shape", "Slice", "Slice"]  # Shape stays for the symbolic pick; its static picks folded
+    np.testing.assert_array_equal(g.containers["halfu"].data, [32])
+    np.testing.assert_array_equal(g.containers["tail"].data, [64])
+    assert g.containers["s"].data is None  # S: known only at run time
+    x = np.random.default_rng(0).standard_normal((2, 5, 64)).astype(np.float32)
+    assert_equivalent(before, g, feeds={"x": x})
+
+
 def test_constant_nodes_become_parameters(parse):
     g = parse("""agraph (float[2] x) => (float[2] y) {
         c = Constant<value = float[2] {5.0, 6.0}>()

@@ -136,8 +136,8 @@ class CodeGenerator:
             for name in (*(m.container for m in (*spec.inputs, *spec.outputs)), *spec.input_containers):
                 t = self.types.get(name) or body.containers[name].type
                 types[name] = (t.dtype, len(t.shape))
-        shapes = {name: tuple(int(d) for d in self.types[name].shape) for name in types
-                  if name in self.types and self._static(name)}
+        shapes = {name: tuple(self.types[name].shape) for name in types  # symbolic dims: sized by a run
+                  if name in self.types and self._known(name)}
         kernel = render_kernel(KernelSpec(specs, int(node.attrs.get("outer", 0)), locals_, types, shapes))
         self.kernels[kernel.name] = kernel.source
         self.signatures.setdefault(kernel.name, set()).add(kernel.signature)

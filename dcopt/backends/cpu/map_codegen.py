@@ -68,10 +68,11 @@ class KernelSpec:
     outer: int
     locals: frozenset[str]
     types: Mapping[str, tuple[str, int]]
-    #: static shapes of the containers (where known): a guarded read ("outside" value) checks and
-    #: clamps only the dims whose index can leave the container -- a clamped index is not affine,
-    #: so a guard on every dim kept pooling and LRN windows from vectorizing
-    shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    #: shapes of the containers (where every dim is known; a symbolic dim, as a build for every
+    #: size's batch, is its text): a guarded read ("outside" value) checks and clamps only the dims
+    #: whose index can leave the container -- a clamped index is not affine, so a guard on every dim
+    #: kept pooling and LRN windows from vectorizing
+    shapes: Mapping[str, tuple[int | str, ...]] = field(default_factory=dict)
 
 
 @dataclass
@@ -152,6 +153,8 @@ class _Renderer(WindowLevels):
         #: while a flattened plane loop is written (see map_windows): container -> its plane view
         self._flat: dict[str, str] = {}
         self.outer_names = [f"o{j}" for j in range(spec.outer)]
+        #: the map being written: param -> the symbolic dim its range [0, dim) covers (a batch)
+        self._covering: dict[str, str] = {}
         #: containers some map of the kernel writes (their reads stay where they are)
         self.written = {x.container for m in spec.maps for x in m.outputs}
         #: loop-invariant loads hoisted to the kernel's entry: element reference -> (variable, container)
@@ -208,6 +211,7 @@ class _Renderer(WindowLevels):
 
     # -- one map ------------------------------------------------------------------------------
     def _map(self, mi: int, m: LoopSpec, depth: int) -> list[str]:
+        self._covering = covering_params(m)
         outer = self.spec.outer
         names = {p: self.outer_names[j] if j < outer else f"p{mi}_{j}" for j, p in enumerate(m.params)}
         names.update({s: f"S_{s}" for s in self.symbols})
@@ -396,8 +400,8 @@ class _Renderer(WindowLevels):
         if not checks:
             return [f"{target} = {load}"]
         outside = literal(memlet.outside, compute_dtype(self.dtype(c)))
-        shape = self.spec.shapes.get(c)
-        if shape is not None and all(d > 0 for d in shape):
+        shape = self.spec.shapes.get(c)  # non-empty (an axis a param covers is, where the load runs): clamped is safe
+        if shape is not None and all(k in inside or (isinstance(d, int) and d > 0) for k, d in enumerate(shape)):
             return [f"{target}_raw = {load}", f"{target} = ({target}_raw if {' and '.join(checks)} else {outside})"]
         return [f"{target} = ({load} if {' and '.join(checks)} else {outside})"]
 
@@ -408,20 +412,23 @@ class _Renderer(WindowLevels):
         stayed scalar (a Mish kernel: 23 ms instead of 3.7 ms on 524,288 elements)."""
         shape = self.spec.shapes.get(memlet.container)
         return (memlet.outside is None and memlet.container not in self.written and shape is not None
-                and all(d > 0 for d in shape) and not any(self._names_of(d) for d in memlet.subset)
+                and all(isinstance(d, int) and d > 0 for d in shape) and not any(self._names_of(d) for d in memlet.subset)
                 and not any(isinstance(d, Range) for d in memlet.subset))
 
     def _inside_dims(self, memlet: Memlet, bounds: Mapping[str, tuple[int, int]] | None) -> set[int]:
         """Dims of a guarded read whose index provably stays inside the container: the container's
         shape is static and every name the index uses is a loop param with constant bounds."""
         shape = self.spec.shapes.get(memlet.container)
-        if not bounds or shape is None or len(shape) != len(memlet.subset):
+        if bounds is None or shape is None or len(shape) != len(memlet.subset):
             return set()
         inside = set()
         for k, dim in enumerate(memlet.subset):
-            if isinstance(dim, Range) or not dim.names <= bounds.keys():
+            if isinstance(dim, Range):
                 continue
-            if stays_inside(dim, bounds, shape[k]):
+            if isinstance(shape[k], str):  # a symbolic axis: inside where a param covers exactly it
+                if self._covering.get(dim.text) == shape[k]:
+                    inside.add(k)
+            elif dim.names <= bounds.keys() and stays_inside(dim, bounds, shape[k]):
                 inside.add(k)
         return inside
 
@@ -492,6 +499,13 @@ class _Renderer(WindowLevels):
 
 def out_dtype_of(renderer: _Renderer, out: Memlet) -> str:
     return renderer.dtype(out.container)
+
+
+def covering_params(m: LoopSpec) -> dict[str, str]:
+    """Params of ``m`` that run over ``[0, S)`` for a symbolic dim ``S``: an index that is such a
+    param stays inside an axis of size ``S``, and a load under it runs only where ``S >= 1``."""
+    return {p: e.text for p, (b, e) in zip(m.params, m.ranges)
+            if not b.names and int(b.evaluate({})) == 0 and e.names and e.text.isidentifier()}
 
 
 def render_kernel(spec: KernelSpec) -> RenderedKernel:

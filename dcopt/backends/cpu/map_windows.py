@@ -20,13 +20,17 @@ IND = "    "
 
 
 def constant_param_bounds(m: LoopSpec) -> dict[str, tuple[int, int]] | None:
-    """Inclusive bounds of a map's params when its ranges are constants (no symbols); None when
-    a range is symbolic or empty (nothing can be proven in bounds then)."""
-    try:
-        bounds = m.param_bounds({})
-    except Exception:  # noqa: BLE001 - a range over a symbol: unknown until run time
-        return None
-    return None if any(hi < lo for lo, hi in bounds.values()) else bounds
+    """Inclusive bounds of a map's params whose ranges are constants; a param over a symbol (a
+    batch a run binds) has none. None when a constant range is empty (nothing runs then)."""
+    bounds = {}
+    for p, (b, e) in zip(m.params, m.ranges):
+        if b.names or e.names:
+            continue
+        lo, hi = int(b.evaluate({})), int(e.evaluate({})) - 1
+        if hi < lo:
+            return None
+        bounds[p] = (lo, hi)
+    return bounds
 
 
 #: Most iterations a register max/min reduction's inner loops may take for the select form.
@@ -45,7 +49,7 @@ def small_window(m: LoopSpec, inner: Sequence[int]) -> int | None:
     """Trip count of a map's inner loops when they are constants totalling at most
     :data:`SMALL_WINDOW` (a pooling window: unrolled and vectorized across outputs), else None."""
     bounds = constant_param_bounds(m)
-    if bounds is None:
+    if bounds is None or any(m.params[j] not in bounds for j in inner):
         return None
     trips = 1
     for j in inner:
@@ -54,8 +58,11 @@ def small_window(m: LoopSpec, inner: Sequence[int]) -> int | None:
     return trips if trips <= SMALL_WINDOW else None
 
 
-def stays_inside(dim: IndexExpr, bounds: Mapping[str, tuple[int, int]], size: int) -> bool:
-    """Whether index ``dim`` lies in ``[0, size)`` for every param value within ``bounds``."""
+def stays_inside(dim: IndexExpr, bounds: Mapping[str, tuple[int, int]], size: int | str) -> bool:
+    """Whether index ``dim`` lies in ``[0, size)`` for every param value within ``bounds`` (not
+    provable from bounds along an axis a run sizes: a symbolic ``size``)."""
+    if not isinstance(size, int):
+        return False
     lo, hi = dim.bounds(bounds)
     return 0 <= lo and hi < size
 
@@ -140,9 +147,9 @@ class WindowLevels:
         interior = None
         for m in self.spec.maps:
             bounds = self._bounds_of(m, segment)
-            if bounds is None:
-                return None
             param = m.params[j]
+            if bounds is None or param not in bounds:
+                return None
             lo, hi = bounds[param]
             for memlet in m.inputs:
                 shape = self.spec.shapes.get(memlet.container)
@@ -209,7 +216,7 @@ class WindowLevels:
                 if not uses:
                     continue
                 if shape is None or len(shape) != len(memlet.subset) or len(shape) < 2 \
-                        or uses != [len(shape) - 2, len(shape) - 1]:
+                        or uses != [len(shape) - 2, len(shape) - 1] or not all(isinstance(d, int) for d in shape[-2:]):
                     return None
                 for k, param in ((len(shape) - 2, row), (len(shape) - 1, col)):
                     d = memlet.subset[k]
@@ -297,6 +304,8 @@ class WindowLevels:
             return None
         bounds = constant_param_bounds(m)
         param, level = m.params[inner[-1]], m.params[self.spec.outer - 1]
+        if bounds is None or param not in bounds or level not in bounds:
+            return None
         lo, hi = bounds[param]
         trips = hi - lo + 1
         vlo, vhi = bounds[level]
