@@ -563,8 +563,14 @@ class PlanMemory(Pass):
         else:
             check_plan(graph, plan, self.bindings, self.outputs)
         graph.memory_plan = plan
-        stats = {"transients": len(plan.offsets), "bytes_no_reuse": plan.total_bytes,
-                 "live_peak_bytes": plan.live_peak, "arena_bytes": plan.arena_size,
+        # a symbolic plan's figures are reported where every free symbol is 1 (sizes_at)
+        shown = plan if not plan.symbolic else plan_memory(
+            graph, {**dict.fromkeys(free, 1), **self.bindings}, alignment=self.alignment, inplace=self.inplace,
+            outputs=self.outputs, concat=self.concat, separation=self.separation)
+        stats = {"transients": len(shown.offsets), "bytes_no_reuse": shown.total_bytes,
+                 "live_peak_bytes": shown.live_peak, "arena_bytes": shown.arena_size,
                  "inplace": len(plan.inplace), "views_aliased": len(plan.aliases), "parts": len(plan.parts),
                  "unplanned": len(plan.unplanned), "symbolic": plan.symbolic, "plan": plan.to_dict()}
+        if plan.symbolic:
+            stats["sizes_at"] = ", ".join(f"{sym}=1" for sym in sorted(free))
         return PassResult(graph, False, stats)

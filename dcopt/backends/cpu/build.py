@@ -164,7 +164,7 @@ def dynamic_symbols(bindings: Mapping[str, int], dynamic: Sequence[str] | bool) 
     if dynamic is True:
         return frozenset(bindings)
     names = frozenset(dynamic or ())
-    check_dim_names(dict.fromkeys(names, 1), bindings)
+    check_dim_names(dict.fromkeys(names, 1), bindings, argument="dynamic")
     return names
 
 

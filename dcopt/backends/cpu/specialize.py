@@ -34,7 +34,7 @@ def input_bindings(graph: Graph, dims: Mapping[str, int] | None = None) -> dict[
     return bindings
 
 
-def check_dim_names(given: Mapping[str, int], known) -> None:
+def check_dim_names(given: Mapping[str, int], known, argument: str = "dims") -> None:
     """ArgumentError naming each given dim that is not one of ``known`` and listing the model's."""
     unknown = sorted(set(given) - set(known))
     if unknown:
@@ -42,7 +42,7 @@ def check_dim_names(given: Mapping[str, int], known) -> None:
 
         have = f"its symbolic dims are {', '.join(sorted(known))}" if known else "it has no symbolic dims"
         raise ArgumentError(f"the model has no symbolic dim {', '.join(repr(u) for u in unknown)}; {have}",
-                            argument="dims")
+                            argument=argument)
 
 
 def concrete_input_shapes(graph: Graph, bindings: Mapping[str, int]) -> dict[str, tuple[int, ...]]:
