@@ -315,6 +315,28 @@ class LoopBuilder:
 
 # ------------------------------------------------------------------------------------ the pass
 
+def from_sizes(graph: Graph) -> set[str]:
+    """Values that follow from the sizes of symbolic dims and the weights alone: a ``Shape`` or
+    ``Size`` of a tensor whose selected dims are not all static, and deterministic single ops
+    over such values and parameters (a Reshape target, ``Range(0, seq)``, the position rows it
+    gathers). A build for every size computes them once per size (:func:`~dcopt.backends.cpu.
+    program.bind_time_steps`); expanded, each would be a kernel compiled for one run per size.
+    Static graphs have none: their Shapes fold to constants."""
+    from dcopt.passes.common import has_subgraph, is_nondeterministic
+
+    derived: set[str] = set()
+    for node in graph.nodes:
+        default = node.domain in ("", "ai.onnx")
+        ins = [i for i in node.present_inputs]
+        if default and node.op in ("Shape", "Size") and ins and graph.containers[ins[0]].data is None:
+            derived.update(o for o in node.outputs if o)
+        elif (default and ins and any(i in derived for i in ins) and not has_subgraph(node) and not is_group(node)
+              and all(i in derived or graph.containers[i].data is not None for i in ins)
+              and not is_nondeterministic(graph, node)):
+            derived.update(o for o in node.outputs if o)
+    return derived
+
+
 @register_pass
 class ExpandPass(Pass):
     """Expand op nodes to loop-level nodes (see module docstring).
@@ -341,7 +363,8 @@ class ExpandPass(Pass):
         self.group = group
 
     def run(self, graph: Graph, ctx) -> PassResult:
-        stats = {"expanded": 0, "loop_nodes": 0, "transients": 0, "refused": 0, "views": 0, "unsupported": {}}
+        stats = {"expanded": 0, "loop_nodes": 0, "transients": 0, "refused": 0, "views": 0, "from_sizes": 0,
+                 "unsupported": {}}
         refusals: list[tuple[str, str]] = []
         modified = self._expand(graph, rules(), stats, refusals, top=True)
         stats["unsupported"] = dict(sorted(stats["unsupported"].items()))
@@ -349,7 +372,12 @@ class ExpandPass(Pass):
 
     def _expand(self, graph: Graph, table: dict[str, Rule], stats: dict, refusals: list, top: bool = False) -> bool:
         nodes, modified = [], False
+        sized = from_sizes(graph) if top else set()
         for node in graph.nodes:
+            if node.outputs and all(o in sized for o in node.outputs if o):
+                stats["from_sizes"] += 1  # computed once per size by the runtime: no kernel to compile
+                nodes.append(node)
+                continue
             if is_group(node):
                 body = node.attrs["body"].copy()
                 for name in body.inputs:  # constants the body reads: rules may use their values

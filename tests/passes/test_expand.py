@@ -385,3 +385,22 @@ def test_squeezenet_fully_expanded_matches():
     result = expanded(graph)
     assert result.stats["refused"] == 0 and result.stats["unsupported"] == {}
     assert result.stats["expanded"] == 66
+
+
+def test_values_that_follow_from_sizes_stay_ops():
+    """Shape of a symbolic tensor, Range(0, seq) and the position rows it gathers follow from sizes
+    and weights alone: they stay ops (the runtime computes them once per size) rather than become
+    kernels compiled for one run per size; what reads data expands."""
+    header = '<ir_version: 8, opset_import: ["" : 17]>\n'
+    text = """agraph (float[S, 4] x) => (float[S, 4] y, float[S, 4] rows) <float[16, 4] table = {%s}, int64 zero = {0},
+              int64 one = {1}> {
+        shp = Shape(x)
+        seq = Gather(shp, zero)
+        ids = Range(zero, seq, one)
+        rows = Gather(table, ids)
+        y = Relu(x)
+    }""" % ", ".join(str(float(v)) for v in range(64))
+    graph = import_model(onnx.parser.parse_model(header + text))
+    result = expanded(graph, {"x": np.ones((5, 4), np.float32)}, fully=False)
+    assert result.stats["from_sizes"] == 4 and result.stats["expanded"] == 1  # the Relu
+    assert [n.op for n in graph.nodes if not is_loop_node(n)] == ["Shape", "Gather", "Range", "Gather"]
