@@ -55,9 +55,11 @@ def compile_cmd(model, output, pipeline, target, threads, dims, dynamic, patches
     not_native = m.get("not_native", {})
     native = ("every op native" if not not_native else
               "not native: " + ", ".join(f"{op} x{n}" for op, n in not_native.items()))
-    if m.get("at_bind"):  # over weights and sizes alone: once when bound to sizes, by no run
-        native += f"; {sum(m['at_bind'].values())} step(s) run once per size"
-    stdout_console().print(f"{path}: {step_summary(m['steps'])} ({native}); pipeline {m['pipeline_applied']}; "
+    once = 0  # reference steps over weights and sizes alone: once when bound to sizes, by no run
+    if m.get("at_bind"):
+        once = m["steps"].get("fallback", 0) - sum(n for op, n in not_native.items() if op.endswith("(fallback)"))
+        native += f"; {sum(m['at_bind'].values())} step(s) run once per size, {once} of them on the reference executor"
+    stdout_console().print(f"{path}: {step_summary(m['steps'], once)} ({native}); pipeline {m['pipeline_applied']}; "
                     f"{sizes_summary(m)}; {time.perf_counter() - start:.2f} s", markup=False, highlight=False)
 
 
@@ -78,10 +80,11 @@ def sizes_summary(manifest: dict) -> str:
 _DATA_MOVEMENT = ("view", "concat")
 
 
-def step_summary(steps: dict[str, int]) -> str:
+def step_summary(steps: dict[str, int], fallback_once: int = 0) -> str:
     """``{step kind: count}`` (the manifest's) as what a user asks first: how much is generated
     code, how much a library routine, how much runs on the reference executor (dynamic: sized by
-    data at run time; fallback: no expansion yet)."""
+    data at run time; fallback: no expansion yet) on every run -- ``fallback_once`` of the
+    fallback steps run only when a build is bound to sizes."""
     kernels = steps.get("kernel", 0)
     library = {k: n for k, n in steps.items() if k not in ("kernel", "dynamic", "fallback", *_DATA_MOVEMENT)}
     moves = sum(steps.get(k, 0) for k in _DATA_MOVEMENT)
@@ -90,5 +93,5 @@ def step_summary(steps: dict[str, int]) -> str:
                  f" ({', '.join(f'{k} {n}' for k, n in library.items())})" if library else "")]
     if moves:
         parts.append(f"{moves} view/copy")
-    parts.append(f"{steps.get('dynamic', 0)} dynamic, {steps.get('fallback', 0)} fallback")
+    parts.append(f"{steps.get('dynamic', 0)} dynamic, {steps.get('fallback', 0) - fallback_once} fallback")
     return ", ".join(parts)
