@@ -77,13 +77,14 @@ def check_sizes_at_run_time(graph: Graph) -> None:
     generated kernel (those are specialized per image size) and would run as plain loops. A
     symbolic batch is fine: convolutions run image by image."""
     from dcopt.errors import StaticSizesNeeded
+    from dcopt.ops.shapes.dims import per_sample
 
     for node in graph.nodes:
         for body in node.subgraphs:  # fused groups hold their convs inside
             check_sizes_at_run_time(body)
         if node.op in ("Conv", "ConvTranspose") and node.domain in ("", "ai.onnx"):
             t = graph.type_of(node.inputs[0])
-            if t is not None and t.shape is not None and not all(isinstance(d, int) for d in t.shape[1:]):
+            if t is not None and t.shape is not None and per_sample(t.shape) is None:
                 raise StaticSizesNeeded(f"the convolution's input is {t}: generated convolutions need fixed "
                                         "channel and image sizes (only the batch may vary)", node=node.label,
                                         op=node.op)

@@ -59,6 +59,7 @@ from dcopt.ir.cost import node_cost
 from dcopt.ir.graph import Graph, Node
 from dcopt.ir.groups import is_group
 from dcopt.ir.schedule import IMPLS, ScheduleError, schedule_of, with_schedule
+from dcopt.ops.shapes.dims import per_sample
 from dcopt.passes.base import Pass, PassResult, register_pass
 
 CACHE_DIR = Path("/sys/devices/system/cpu/cpu0/cache")
@@ -260,9 +261,10 @@ class SelectImplPass(Pass):
         shapes = {}
         for role, name in (("x", node.inputs[0]), ("w", node.inputs[1]), ("y", node.outputs[0])):
             t = graph.type_of(name)
-            if t is None or t.shape is None or None in t.shape or any(isinstance(d, str) for d in t.shape[1:]):
+            sample = per_sample(t.shape) if t is not None else None
+            if sample is None:
                 raise _Unknown(f"the shape of '{name}' is not static beyond the batch dim ({t})")
-            shapes[role] = (1, *t.shape[1:]) if role != "w" else tuple(t.shape)
+            shapes[role] = sample if role != "w" else tuple(t.shape)
         return shapes
 
     def _decide_conv(self, graph: Graph, node: Node) -> str:

@@ -34,7 +34,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from dcopt.backends.cpu import compiler
-from dcopt.backends.cpu.program import Program, Step, bind_time_steps
+from dcopt.backends.cpu.program import Program, Step, bind_time_steps, placed_memory
 from dcopt.backends.cpu.resident import return_freed_memory
 from dcopt.backends.cpu.renderer import render_module
 from dcopt.backends.cpu.source import Source, cache_root
@@ -126,8 +126,9 @@ def build(source: Source, *, dims: Mapping[str, int] | None = None, values: Mapp
     ``dynamic``: input symbols (``True``: all of them) the build leaves free, so that one build
     runs every size of them (:mod:`runtime` binds and places buffers per size, the kernels are
     compiled once); ``dims`` then only gives the example sizes. Where a step has no code for
-    sizes bound at run time (a convolution, a generated GEMM: :class:`StaticSizesNeeded`) the
-    build is compiled for ``dims`` instead, and its manifest says why (``dynamic_refused``)."""
+    sizes bound at run time (a convolution over symbolic image sizes, a reshape fixed at export:
+    :class:`StaticSizesNeeded`) the build is compiled for ``dims`` instead, and its manifest says
+    why (``dynamic_refused``)."""
     from dcopt.backends.cpu.specialize import input_bindings
 
     bindings = input_bindings(source.graph, dims)
@@ -152,8 +153,14 @@ def build(source: Source, *, dims: Mapping[str, int] | None = None, values: Mapp
     if not values:
         CompileIndex(root).remember(_request(source, dims, pipeline, patches, keep), directory.name, source)
     source.release()  # the build has what it needs; the weights need not stay twice in memory
-    if keep:  # a cached build for every size serves this call's sizes
-        built.bindings = {**built.bindings, **{k: v for k, v in bindings.items() if k in keep}}
+    return _at_sizes(built, bindings)
+
+
+def _at_sizes(built: Build, sizes: Mapping[str, int]) -> Build:
+    """A build for every size, found in the cache, at the sizes this call gives its free symbols
+    (what its session warms up and draws random inputs at); other builds as they are."""
+    free = built.manifest.get("dynamic", ())
+    built.bindings = {**built.bindings, **{k: int(v) for k, v in sizes.items() if k in free}}
     return built
 
 
@@ -216,10 +223,7 @@ def cached_build(source: Source, *, dims=None, pipeline="O3", patches: Sequence[
     keep = dynamic if dynamic is True else frozenset(dynamic or ())
     key = CompileIndex(root).lookup(_request(source, dims, pipeline, patches, keep), source)
     built = None if key is None else _cached(root / CACHE_BUILDS / key, cache_dir)
-    if built is not None and built.manifest.get("dynamic"):
-        built.bindings = {**built.bindings, **{k: int(v) for k, v in (dims or {}).items()
-                                               if k in built.manifest["dynamic"]}}
-    return built
+    return None if built is None else _at_sizes(built, dims or {})
 
 
 def _request(source: Source, dims, pipeline, patches, dynamic=frozenset()) -> str:
@@ -334,7 +338,7 @@ def _compile_program(program: Program, weights: Path, manifest: dict, directory:
                                          if s.kind in ("fallback", "dynamic") and id(s) not in once).items())),
         # steps over weights and sizes alone: run once when the build is bound to sizes, by no run
         "at_bind": dict(sorted(_count(s.params.get("op", s.kind) for s in program.steps if id(s) in once).items())),
-        "memory": {"arena_bytes": _arena_bytes(program, bindings),
+        "memory": {"arena_bytes": int(placed_memory(program.memory, bindings).get("arena_size", 0)),  # example sizes
                    "weights_bytes": int(sum(np.asarray(a).nbytes for a in program.params.values()))},
         "compile_seconds": round(time.perf_counter() - start, 3),  # to here; numba compiles on first run
     }
@@ -344,15 +348,6 @@ def _compile_program(program: Program, weights: Path, manifest: dict, directory:
     built.kernel_holds = (KernelStore(store).hold(kernel_keys(manifest)),)
     built.kernels = (module, native)  # just compiled: no second load
     return built
-
-
-def _arena_bytes(program: Program, bindings: Mapping[str, int]) -> int:
-    """The arena the build needs (a build for every size: at its example sizes)."""
-    if "layout" in program.memory:
-        from dcopt.passes.memory_plan import Layout
-
-        return Layout.from_dict(program.memory["layout"]).place(bindings)[1]
-    return int(program.memory.get("arena_size", 0))
 
 
 def kernel_keys(manifest: dict) -> set[str]:

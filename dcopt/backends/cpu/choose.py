@@ -23,6 +23,7 @@ import numpy as np
 from dcopt.backends.cpu import directconv, matvec
 from dcopt.ir.graph import Graph, Node
 from dcopt.ops.nn import _geometry
+from dcopt.ops.shapes.dims import per_sample
 
 F32 = "float32"
 
@@ -46,14 +47,11 @@ def _static(graph: Graph, name: str) -> tuple[int, ...] | None:
 
 
 def _batch_free(graph: Graph, name: str) -> tuple[int, ...] | None:
-    """A conv operand's shape with a symbolic batch dim read as 1 (a build for every batch size:
-    the conv routines work image by image, so only the other dims decide), else as static."""
+    """A conv operand's shape decided per image (:func:`~dcopt.ops.shapes.dims.per_sample`): the
+    conv routines work image by image, so a symbolic batch (a build for every size) does not
+    decide anything."""
     t = graph.type_of(name) if name else None
-    if t is None or t.shape is None or not t.shape or not all(isinstance(d, int) for d in t.shape[1:]):
-        return None
-    if t.shape[0] is None:
-        return None
-    return (t.shape[0] if isinstance(t.shape[0], int) else 1, *(int(d) for d in t.shape[1:]))
+    return None if t is None else per_sample(t.shape)
 
 
 def choose(graph: Graph, node: Node) -> str | None:

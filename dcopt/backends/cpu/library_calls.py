@@ -32,6 +32,7 @@ from dcopt.errors import StaticSizesNeeded, UnsupportedError
 from dcopt.ir.clamp import from_options as clamp_from_options, to_params as clamp_to_params
 from dcopt.ir.graph import Node
 from dcopt.ir.loops import loop_spec
+from dcopt.ops.shapes.dims import per_sample
 
 F32 = "float32"
 
@@ -43,7 +44,7 @@ def lower_library_call(gen, node: Node) -> None:
     options = dict(spec.options)
     sized_by_run = [n for n in (*conn.values(), out) if not gen.types[n].is_static]
     chunked = spec.kind == "gemm" and options.get("impl") == "generated" and set(sized_by_run) <= {conn["A"], out}
-    per_image = spec.kind == "conv" and all(all(isinstance(d, int) for d in gen.shape(n)[1:]) for n in sized_by_run)
+    per_image = spec.kind == "conv" and all(per_sample(gen.shape(n)) is not None for n in sized_by_run)
     if sized_by_run and ((spec.kind == "conv" and not per_image) or options.get("impl") == "matvec" or (
             options.get("impl") == "generated" and not chunked)):
         what = "convolution" if spec.kind == "conv" else f"{options.get('impl')} GEMM"

@@ -4,7 +4,7 @@ memory plan -- what the runtime binds and a build stores."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -89,3 +89,14 @@ def bind_time_steps(program: "Program") -> list[Step]:
             out.append(s)
             fixed.update(o for o in s.outputs if o)
     return out
+
+
+def placed_memory(memory: Mapping, bindings: Mapping[str, int]) -> Mapping:
+    """The memory plan at ``bindings``: a program for every size keeps its buffers' sharing
+    (``layout``, decided once by plan-memory) and places them here, per size."""
+    if "layout" not in memory:
+        return memory
+    from dcopt.passes.memory_plan import Layout
+
+    offsets, arena = Layout.from_dict(memory["layout"]).place(bindings)
+    return {**memory, "arena_size": arena, "offsets": {k: list(v) for k, v in offsets.items()}}

@@ -15,7 +15,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from dcopt.backends.cpu import gemm, parallel, tasks
-from dcopt.backends.cpu.program import TASK_ELEMENTS, Program, Step, bind_time_steps
+from dcopt.backends.cpu.program import TASK_ELEMENTS, Program, Step, bind_time_steps, placed_memory
 from dcopt.errors import ExecutionError, InputError
 from dcopt.ir.dtypes import to_numpy
 from dcopt.ir.tasklet import parse_index
@@ -141,9 +141,7 @@ class CompiledModel:
 
     def _sized(self, dims) -> list[int]:
         """Step dims with the program's symbols (a conv's batch) at this binding's sizes."""
-        from dcopt.ops.shapes.dims import substitute
-
-        return [int(substitute(d, self.bindings)) if isinstance(d, str) else int(d) for d in dims]
+        return list(sized_dims(dims, self.bindings))
 
     def _native_function(self, name: str):
         """ctypes function of generated kernel ``name`` (in :attr:`native`)."""
@@ -257,25 +255,20 @@ def sized_types(program: Program, bindings: Mapping[str, int]) -> dict[str, tupl
         if substitute(a, bindings) != substitute(b, bindings):
             raise InputError(f"at sizes {dict(bindings)} node '{node}' broadcasts {a} = {substitute(a, bindings)} "
                              f"against {b} = {substitute(b, bindings)}: the model does not run at these sizes")
-    out = {}
-    for name, (shape, dtype) in program.types.items():
-        if shape is not None and not all(isinstance(d, int) for d in shape):
-            shape = tuple(substitute(d, bindings) if isinstance(d, str) else d for d in shape)
-            if not all(isinstance(d, int) for d in shape):
-                raise InputError(f"'{name}' is sized by symbols {list(shape)}; this run gives sizes {dict(bindings)}")
-        out[name] = (shape, dtype)
-    return out
+    return {name: (None if shape is None else sized_dims(shape, bindings, name), dtype)
+            for name, (shape, dtype) in program.types.items()}
 
 
-def placed_memory(memory: Mapping, bindings: Mapping[str, int]) -> Mapping:
-    """The memory plan at ``bindings``: a program for every size keeps its buffers' sharing
-    (``layout``, decided once by plan-memory) and places them here, per size."""
-    if "layout" not in memory:
-        return memory
-    from dcopt.passes.memory_plan import Layout
+def sized_dims(dims, bindings: Mapping[str, int], what: str = "a step") -> tuple[int, ...]:
+    """``dims`` with a program's symbols at ``bindings`` (InputError naming a dim no binding sizes)."""
+    if all(isinstance(d, int) for d in dims):
+        return tuple(dims)
+    from dcopt.ops.shapes.dims import substitute
 
-    offsets, arena = Layout.from_dict(memory["layout"]).place(bindings)
-    return {**memory, "arena_size": arena, "offsets": {k: list(v) for k, v in offsets.items()}}
+    sized = tuple(substitute(d, bindings) if isinstance(d, str) else d for d in dims)
+    if not all(isinstance(d, int) for d in sized):
+        raise InputError(f"'{what}' is sized by symbols {list(sized)}; this run gives sizes {dict(bindings)}")
+    return sized
 
 
 def _aligned_zeros(nbytes: int) -> np.ndarray:

@@ -327,6 +327,14 @@ def substitute(d: Dim, bindings: Mapping[str, int]) -> Dim:
 
 # ------------------------------------------------------------------------------ shapes
 
+def per_sample(shape) -> tuple[int, ...] | None:
+    """``shape`` with its batch (first) dim as 1 when every other dim is static -- how a conv is
+    decided and generated, image by image, whatever the batch (a symbol or a number); else None."""
+    if shape is None or not shape or shape[0] is None or not all(isinstance(d, int) for d in shape[1:]):
+        return None
+    return (1, *shape[1:])
+
+
 def broadcast(*dims: Dim) -> Dim:
     """numpy broadcasting of one axis: 1s drop out; two different known sizes are an error
     (raised as ValueError); a known size > 1 wins over symbols (which must then be 1 or it);
