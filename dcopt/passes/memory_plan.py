@@ -419,12 +419,14 @@ class Layout:
         """(``value -> (offset, bytes)``, arena bytes) at ``bindings``: best fit in every order of
         :data:`ORDERS`, the smallest arena kept."""
         binding = dict(bindings or {})
+        known: dict[Dim, int] = {}  # views and in-place outputs repeat their root's size: substitute once
 
         def size(b: Dim) -> int:
-            value = dims.substitute(b, binding)
-            if not isinstance(value, int):
-                raise DcoptError(f"memory plan: buffer size {b} needs sizes for its symbols; got {binding}")
-            return value
+            if b not in known:
+                known[b] = dims.substitute(b, binding)
+                if not isinstance(known[b], int):
+                    raise DcoptError(f"memory plan: buffer size {b} needs sizes for its symbols; got {binding}")
+            return known[b]
 
         sizes = {r: size(b) for r, (b, _) in self.roots.items()}
         spans = {r: tuple(span) for r, (_, span) in self.roots.items()}
