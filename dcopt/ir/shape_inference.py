@@ -28,6 +28,7 @@ from dcopt.errors import InputError
 from dcopt.ir.graph import Graph, Node
 from dcopt.ir.types import OptionalType, SequenceType, TensorType, ValueType
 from dcopt.ops import registry as reference_ops
+from dcopt.ops.misc import RANDOM_OPS
 from dcopt.ops.shapes import dims
 from dcopt.ops.shapes.registry import (
     SequenceOf, ShapeContext, ShapeInferenceError, Valued, common_type, lookup, run_rule,
@@ -39,8 +40,7 @@ from dcopt.ops.shapes.values import SymbolicValue, propagate
 FOLD_LIMIT = 4096
 
 #: Ops never evaluated during inference (their results change from run to run).
-_NONDETERMINISTIC = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
-                               "Bernoulli", "Multinomial", "Dropout"})
+_NONDETERMINISTIC = RANDOM_OPS | {"Dropout"}
 
 
 @dataclass

@@ -215,6 +215,12 @@ def random_uniform(*, shape, dtype=1, high=1.0, low=0.0, seed=None):
     return (_rng(seed).rand(*shape) * (high - low) + low).astype(_out_dtype(dtype))
 
 
+#: Ops whose results change from run to run (Dropout too, in training mode): never folded,
+#: evaluated ahead of a run or compared against another runtime's draw.
+RANDOM_OPS = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+                        "Bernoulli"})
+
+
 @reference("RandomNormal")
 def random_normal(*, shape, dtype=1, mean=0.0, scale=1.0, seed=None):
     return (_rng(seed).randn(*shape) * scale + mean).astype(_out_dtype(dtype))

@@ -15,10 +15,8 @@ from dcopt.ir import dtypes
 from dcopt.ir.graph import Graph, Node
 from dcopt.ir.types import TensorType
 
-#: Ops whose result differs from run to run. They are never folded, merged or deduplicated.
-RANDOM_OPS = frozenset({
-    "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli",
-})
+#: Ops whose result differs from run to run (:mod:`dcopt.ops.misc`): never folded, merged or deduplicated.
+from dcopt.ops.misc import RANDOM_OPS  # noqa: E402
 
 
 def constant(graph: Graph, name: str) -> np.ndarray | None:

@@ -18,6 +18,7 @@ import time
 import warnings
 
 import numpy as np
+from dcopt.ops.misc import RANDOM_OPS
 
 
 def collect_cases():
@@ -73,8 +74,6 @@ def _as_array(value):
     return value
 
 
-RANDOM_OPS = frozenset({"Bernoulli", "RandomUniform", "RandomUniformLike", "RandomNormal", "RandomNormalLike",
-                        "Multinomial"})
 
 
 def is_random(case) -> bool:

@@ -8,6 +8,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from dcopt.ops.misc import RANDOM_OPS
+
 F32 = "float32"
 
 #: Kernels touching at least this many elements get a pool-task wrapper and run split across the
@@ -54,8 +56,7 @@ class Program:
 
 
 #: Ops a run must execute every time although their inputs are fixed (their results are random).
-_EVERY_RUN = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Bernoulli",
-                        "Multinomial", "Dropout"})
+_EVERY_RUN = RANDOM_OPS | {"Dropout"}  # a step cannot tell whether its Dropout trains
 
 
 def bind_time_steps(program: "Program") -> list[Step]:
