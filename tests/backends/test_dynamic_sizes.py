@@ -110,6 +110,12 @@ def test_one_build_serves_every_size(encoder, tmp_path):
     with pytest.raises(Exception):
         reference.run(None, _feeds(1, 65))
     _check(session, reference, _feeds(2, 7))  # and the session still serves valid sizes
+    from dcopt.backends.cpu.build import cached_build
+    from dcopt.backends.cpu.source import load_source
+
+    # a warm compile finds it from the file's digest and the options alone (no import), at the call's sizes
+    hit = cached_build(load_source(encoder, tmp_path), dims={"batch": 3, "seq": 5}, dynamic=True, cache_dir=tmp_path)
+    assert hit is not None and hit.directory.name == key and hit.bindings == {"batch": 3, "seq": 5}
     again = dcopt.compile(encoder, dynamic=True, dims={"batch": 3, "seq": 5}, cache_dir=tmp_path)  # a warm hit
     assert again.build_key == key and again.bindings == {"batch": 3, "seq": 5}
     _check(again, reference, _feeds(3, 5))

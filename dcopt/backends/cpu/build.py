@@ -151,7 +151,9 @@ def build(source: Source, *, dims: Mapping[str, int] | None = None, values: Mapp
     elif built is None:
         built = _compile(source, directory, bindings, values, pipeline, patches, cache_dir, example_feeds)
     if not values:
-        CompileIndex(root).remember(_request(source, dims, pipeline, patches, keep), directory.name, source)
+        # keyed by the request as asked (True stays "all"), as cached_build looks it up without the graph
+        asked = True if dynamic is True else keep
+        CompileIndex(root).remember(_request(source, dims, pipeline, patches, asked), directory.name, source)
     source.release()  # the build has what it needs; the weights need not stay twice in memory
     return _at_sizes(built, bindings)
 
